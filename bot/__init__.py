@@ -1,0 +1,1 @@
+"""The Telegram channel: the customer dialog and the staff group."""

@@ -1,0 +1,1 @@
+"""The e-mail channel: IMAP poller, parser and SMTP sender."""

@@ -1,0 +1,1 @@
+"""The core of the desk: request kinds and clocks, the request service, audit, outbox."""
