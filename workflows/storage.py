@@ -1,0 +1,127 @@
+"""Engines, sessions and migrations, the same on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from importlib import resources
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, event
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+# APScheduler keeps its own job table in our database; migrations leave it alone.
+FOREIGN_TABLES = frozenset({"apscheduler_jobs"})
+
+
+def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    """An async engine for ``url``, set up for safe concurrent writes on SQLite.
+
+    SQLite starts every transaction with ``BEGIN IMMEDIATE`` so two writers
+    queue on the database lock (with a busy timeout) instead of failing when a
+    read lock is upgraded; WAL lets readers go on meanwhile.
+    """
+    if url.startswith("sqlite"):
+        connect_args = kwargs.pop("connect_args", {})
+        connect_args.setdefault("timeout", 30)
+        engine = create_async_engine(url, connect_args=connect_args, **kwargs)
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _on_begin(connection: Connection) -> None:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_async_engine(url, **kwargs)
+
+
+def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """The one session factory of a process."""
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def alembic_config() -> Config:
+    """Alembic's configuration, pointing at the migrations shipped in the package."""
+    config = Config()
+    location = resources.files("workflows") / "migrations"
+    config.set_main_option("script_location", str(location))
+    return config
+
+
+def _upgrade(connection: Connection, revision: str) -> None:
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.upgrade(config, revision)
+
+
+def _downgrade(connection: Connection, revision: str) -> None:
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.downgrade(config, revision)
+
+
+def _current(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+async def upgrade_engine(engine: AsyncEngine, revision: str = "head") -> None:
+    """Run the migrations up to ``revision`` on an open engine."""
+    async with engine.begin() as connection:
+        await connection.run_sync(_upgrade, revision)
+
+
+async def downgrade_engine(engine: AsyncEngine, revision: str) -> None:
+    """Run the migrations down to ``revision`` (``base`` for an empty schema)."""
+    async with engine.begin() as connection:
+        await connection.run_sync(_downgrade, revision)
+
+
+async def engine_revision(engine: AsyncEngine) -> str | None:
+    """The revision the database stands at, or ``None`` when it has none."""
+    async with engine.connect() as connection:
+        return await connection.run_sync(_current)
+
+
+def head_revision() -> str:
+    """The newest revision shipped with this version."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def upgrade_database(url: str, revision: str = "head") -> None:
+    """Bring the database at ``url`` to ``revision`` (synchronous; for the CLI)."""
+
+    async def _run() -> None:
+        engine = make_engine(url)
+        try:
+            await upgrade_engine(engine, revision)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(_run())
+
+
+def database_revision(url: str) -> str | None:
+    """The revision of the database at ``url`` (synchronous; for the CLI)."""
+
+    async def _run() -> str | None:
+        engine = make_engine(url)
+        try:
+            return await engine_revision(engine)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(_run())
