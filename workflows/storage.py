@@ -10,7 +10,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, event, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 # APScheduler keeps its own job table in our database; migrations leave it alone.
@@ -20,6 +20,7 @@ FOREIGN_TABLES = frozenset({"apscheduler_jobs"})
 def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
     """An async engine for ``url``, set up for safe concurrent writes on SQLite.
 
+    On PostgreSQL a ``search_path`` query parameter selects the schema.
     SQLite starts every transaction with ``BEGIN IMMEDIATE`` so two writers
     queue on the database lock (with a busy timeout) instead of failing when a
     read lock is upgraded; WAL lets readers go on meanwhile.
@@ -43,8 +44,15 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
+    parsed = make_url(url)
+    search_path = parsed.query.get("search_path")
+    if isinstance(search_path, str):
+        # A schema of its own (tests, or several desks on one database) as a URL option.
+        connect_args = kwargs.setdefault("connect_args", {})
+        connect_args.setdefault("server_settings", {})["search_path"] = search_path
+        parsed = parsed.difference_update_query(["search_path"])
     kwargs.setdefault("pool_pre_ping", True)
-    return create_async_engine(url, **kwargs)
+    return create_async_engine(parsed, **kwargs)
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

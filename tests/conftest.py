@@ -1,0 +1,101 @@
+"""Shared fixtures: a database per test (SQLite, and PostgreSQL when asked), a clock, a vault."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from tests.clocks import FrozenClock
+from workflows.calendar import WorkingCalendar
+from workflows.service import RequestService
+from workflows.storage import make_engine, make_sessionmaker, upgrade_engine
+from workflows.vault import Vault
+
+STAFF_ID = 5001
+STAFF_IDS = frozenset({STAFF_ID, 5002})
+
+
+def postgres_url() -> str | None:
+    """The PostgreSQL the suite also runs on, from ``DSR_TEST_DATABASE_URL``."""
+    url = os.environ.get("DSR_TEST_DATABASE_URL")
+    if not url:
+        return None
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    return url
+
+
+BACKENDS = ["sqlite"] + (["postgresql"] if postgres_url() else [])
+
+
+@pytest.fixture(params=BACKENDS)
+async def database_url(request: pytest.FixtureRequest, tmp_path: object) -> AsyncIterator[str]:
+    """A fresh, empty database: a SQLite file, or a PostgreSQL schema of its own."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path}/desk.db"
+        return
+    url = postgres_url()
+    assert url is not None
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = make_engine(url)
+    async with admin.begin() as connection:
+        await connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{url}{'&' if '?' in url else '?'}search_path={schema}"
+    finally:
+        async with admin.begin() as connection:
+            await connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        await admin.dispose()
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = make_engine(database_url)
+    await upgrade_engine(engine)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return make_sessionmaker(engine)
+
+
+@pytest.fixture(scope="session")
+def encryption_key() -> str:
+    return Vault.generate_key()
+
+
+@pytest.fixture
+def vault(encryption_key: str) -> Vault:
+    return Vault(encryption_key)
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    # Tuesday 24 November 2026, 11:00 in Almaty.
+    return FrozenClock(datetime(2026, 11, 24, 6, 0, tzinfo=UTC))
+
+
+@pytest.fixture
+def calendar() -> WorkingCalendar:
+    return WorkingCalendar()
+
+
+@pytest.fixture
+def service(
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+    calendar: WorkingCalendar,
+) -> RequestService:
+    return RequestService(sessions, vault, clock, calendar, staff_user_ids=STAFF_IDS)

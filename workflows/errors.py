@@ -1,0 +1,38 @@
+"""Domain errors the channels translate into words for people."""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """Something the request service refuses, with a reason a channel can show."""
+
+
+class RequestNotFound(DomainError):
+    def __init__(self, reference: str) -> None:
+        super().__init__(f"no request {reference}")
+        self.reference = reference
+
+
+class IllegalTransition(DomainError):
+    def __init__(self, status: str, action: str) -> None:
+        super().__init__(f"cannot {action} a request that is {status}")
+        self.status = status
+        self.action = action
+
+
+class ConcurrentChange(DomainError):
+    """Someone else changed the request at the same moment; read it again."""
+
+
+class IdentityRefused(DomainError):
+    """The proof of identity offered does not prove this person's identity."""
+
+
+class MissingFields(DomainError):
+    def __init__(self, fields: list[str]) -> None:
+        super().__init__("missing: " + ", ".join(fields))
+        self.fields = fields
+
+
+class NotAllowed(DomainError):
+    """The actor may not do this (for example, cancel someone else's request)."""

@@ -1,0 +1,336 @@
+"""The outbox: messages written with their cause, delivered later by the channels.
+
+A change and the messages it causes commit in one transaction, so a crash
+never leaves a change unannounced nor an announcement without its change.
+A dispatcher claims due rows under a lease, hands each to the channel's
+:class:`OutboundPort`, and records what happened. Delivery is at-least-once;
+the idempotency key travels with the message so a channel can make a
+redelivery harmless (an e-mail keeps its Message-ID, for instance), and the
+same key is never enqueued twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, Protocol
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from workflows.clock import Clock
+from workflows.tables import AuditEvent, DataSubject, Message, OutboxItem, Request
+from workflows.vault import Vault
+
+log = logging.getLogger(__name__)
+
+
+class Channel(StrEnum):
+    TELEGRAM = "telegram"
+    EMAIL = "email"
+
+
+class Audience(StrEnum):
+    SUBJECT = "subject"
+    STAFF_GROUP = "staff_group"
+    STAFF_USER = "staff_user"
+
+
+class OutboxStatus(StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    """What a channel needs to deliver one message."""
+
+    id: int
+    idempotency_key: str
+    reference: str | None
+    channel: Channel
+    audience: Audience
+    address: str | None
+    template: str
+    language: str
+    params: Mapping[str, Any]
+    attempt: int
+
+
+@dataclass(frozen=True)
+class DeliveryReceipt:
+    """What a channel reports after delivering: its own id and the text sent."""
+
+    external_id: str | None = None
+    body: str | None = None
+
+
+class RetryLater(Exception):
+    """A passing failure: try again after ``delay`` seconds (or the backoff)."""
+
+    def __init__(self, reason: str, delay: float | None = None) -> None:
+        super().__init__(reason)
+        self.delay = delay
+
+
+class PermanentFailure(Exception):
+    """The message can never be delivered as it is (a 5xx, a bad address)."""
+
+
+class RecipientUnreachable(PermanentFailure):
+    """The person cannot be reached on this channel any more (blocked the bot)."""
+
+
+class OutboundPort(Protocol):
+    """A channel's way out: delivers one message or raises one of the errors above."""
+
+    channel: Channel
+
+    async def deliver(self, message: OutgoingMessage) -> DeliveryReceipt: ...
+
+
+def _insert(session: AsyncSession) -> Any:
+    dialect = session.get_bind().dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(OutboxItem)
+
+
+async def enqueue(
+    session: AsyncSession,
+    vault: Vault,
+    now: datetime,
+    *,
+    key: str,
+    channel: Channel,
+    audience: Audience,
+    template: str,
+    language: str,
+    params: Mapping[str, Any],
+    address: str | None = None,
+    request_id: int | None = None,
+) -> None:
+    """Add a message to the outbox in the caller's transaction; a known key is ignored."""
+    statement = (
+        _insert(session)
+        .values(
+            idempotency_key=key,
+            request_id=request_id,
+            channel=channel.value,
+            audience=audience.value,
+            address_enc=vault.encrypt(address),
+            template=template,
+            language=language,
+            params_enc=vault.encrypt_json(dict(params)),
+            status=OutboxStatus.PENDING.value,
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+    )
+    await session.execute(statement)
+
+
+def backoff(attempt: int, base: float = 5.0, cap: float = 3600.0) -> float:
+    """Seconds to wait before the next try after ``attempt`` failed tries."""
+    return float(min(cap, base * 2 ** max(0, attempt - 1)))
+
+
+class OutboxDispatcher:
+    """Claims due outbox rows and hands them to the channel that delivers them."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        vault: Vault,
+        clock: Clock,
+        ports: Mapping[Channel, OutboundPort],
+        *,
+        lease: timedelta = timedelta(minutes=2),
+        batch: int = 50,
+    ) -> None:
+        self._sessions = sessions
+        self._vault = vault
+        self._clock = clock
+        self._ports = dict(ports)
+        self._lease = lease
+        self._batch = batch
+
+    async def _claim(self) -> list[int]:
+        now = self._clock.now()
+        channels = [c.value for c in self._ports]
+        due = or_(
+            and_(OutboxItem.status == OutboxStatus.PENDING.value, OutboxItem.next_attempt_at <= now),
+            # A dispatcher that died mid-delivery left its lease behind.
+            and_(OutboxItem.status == OutboxStatus.SENDING.value, OutboxItem.lease_until <= now),
+        )
+        claimed: list[int] = []
+        async with self._sessions.begin() as session:
+            rows = await session.execute(
+                select(OutboxItem.id, OutboxItem.status)
+                .where(due, OutboxItem.channel.in_(channels))
+                .order_by(OutboxItem.next_attempt_at, OutboxItem.id)
+                .limit(self._batch)
+            )
+            for item_id, status in rows.all():
+                result = await session.execute(
+                    update(OutboxItem)
+                    .where(OutboxItem.id == item_id, OutboxItem.status == status, due)
+                    .values(
+                        status=OutboxStatus.SENDING.value,
+                        lease_until=now + self._lease,
+                        attempts=OutboxItem.attempts + 1,
+                    )
+                )
+                if getattr(result, "rowcount", 0) == 1:
+                    claimed.append(item_id)
+        return claimed
+
+    async def _load(self, item_id: int) -> OutgoingMessage:
+        async with self._sessions() as session:
+            item = await session.get_one(OutboxItem, item_id)
+            reference = None
+            if item.request_id is not None:
+                reference = await session.scalar(
+                    select(Request.reference).where(Request.id == item.request_id)
+                )
+            return OutgoingMessage(
+                id=item.id,
+                idempotency_key=item.idempotency_key,
+                reference=reference,
+                channel=Channel(item.channel),
+                audience=Audience(item.audience),
+                address=self._vault.decrypt(item.address_enc),
+                template=item.template,
+                language=item.language,
+                params=self._vault.decrypt_json(item.params_enc) or {},
+                attempt=item.attempts,
+            )
+
+    async def run_once(self) -> int:
+        """Deliver what is due now; returns how many rows were handled."""
+        claimed = await self._claim()
+        for item_id in claimed:
+            message = await self._load(item_id)
+            port = self._ports[message.channel]
+            try:
+                receipt = await port.deliver(message)
+            except RetryLater as exc:
+                await self._retry(message, str(exc), exc.delay)
+            except RecipientUnreachable as exc:
+                await self._unreachable(message, str(exc))
+            except PermanentFailure as exc:
+                await self._fail(message, str(exc))
+            except Exception as exc:  # a bug or an unknown error: never drop the message
+                log.exception("outbox %s: delivery raised", message.id)
+                await self._retry(message, f"{type(exc).__name__}: {exc}", None)
+            else:
+                await self._sent(message, receipt)
+        return len(claimed)
+
+    async def _sent(self, message: OutgoingMessage, receipt: DeliveryReceipt) -> None:
+        now = self._clock.now()
+        async with self._sessions.begin() as session:
+            item = await session.get_one(OutboxItem, message.id)
+            item.status = OutboxStatus.SENT.value
+            item.sent_at = now
+            item.lease_until = None
+            item.last_error = None
+            item.external_id = receipt.external_id
+            if item.request_id is not None:
+                session.add(
+                    Message(
+                        request_id=item.request_id,
+                        direction="out",
+                        channel=item.channel,
+                        body_enc=self._vault.encrypt(receipt.body),
+                        external_id=receipt.external_id,
+                        outbox_id=item.id,
+                        created_at=now,
+                    )
+                )
+        log.info("outbox %s sent (%s, %s)", message.id, message.template, message.reference)
+
+    async def _retry(self, message: OutgoingMessage, reason: str, delay: float | None) -> None:
+        now = self._clock.now()
+        wait = delay if delay is not None else backoff(message.attempt)
+        async with self._sessions.begin() as session:
+            item = await session.get_one(OutboxItem, message.id)
+            item.status = OutboxStatus.PENDING.value
+            item.lease_until = None
+            item.last_error = reason[:2000]
+            item.next_attempt_at = now + timedelta(seconds=wait)
+        log.warning("outbox %s: retry in %.0f s (%s)", message.id, wait, reason[:200])
+
+    async def _fail(self, message: OutgoingMessage, reason: str) -> None:
+        now = self._clock.now()
+        async with self._sessions.begin() as session:
+            item = await session.get_one(OutboxItem, message.id)
+            item.status = OutboxStatus.FAILED.value
+            item.lease_until = None
+            item.last_error = reason[:2000]
+            if item.request_id is not None:
+                session.add(
+                    AuditEvent(
+                        request_id=item.request_id,
+                        reference=message.reference,
+                        at=now,
+                        actor="system",
+                        channel=item.channel,
+                        action="delivery_failed",
+                        details={"template": item.template, "audience": item.audience},
+                    )
+                )
+                if message.audience is not Audience.STAFF_GROUP:
+                    await enqueue(
+                        session,
+                        self._vault,
+                        now,
+                        key=f"{message.idempotency_key}/failed",
+                        channel=Channel.TELEGRAM,
+                        audience=Audience.STAFF_GROUP,
+                        template="staff_delivery_failed",
+                        language="en",
+                        params={"reference": message.reference, "template": message.template},
+                        request_id=item.request_id,
+                    )
+        log.error("outbox %s failed for good: %s", message.id, reason[:200])
+
+    async def _unreachable(self, message: OutgoingMessage, reason: str) -> None:
+        """Telegram said the person blocked us: mark them, and use e-mail if we can."""
+        now = self._clock.now()
+        fallback = False
+        async with self._sessions.begin() as session:
+            item = await session.get_one(OutboxItem, message.id)
+            item.status = OutboxStatus.FAILED.value
+            item.lease_until = None
+            item.last_error = reason[:2000]
+            subject = None
+            if item.request_id is not None and message.audience is Audience.SUBJECT:
+                request = await session.get_one(Request, item.request_id)
+                subject = await session.get_one(DataSubject, request.subject_id)
+            if subject is not None and message.channel is Channel.TELEGRAM:
+                subject.telegram_unreachable = True
+                email = self._vault.decrypt(subject.email_enc)
+                if email is not None:
+                    fallback = True
+                    await enqueue(
+                        session,
+                        self._vault,
+                        now,
+                        key=f"{message.idempotency_key}/email",
+                        channel=Channel.EMAIL,
+                        audience=Audience.SUBJECT,
+                        template=message.template,
+                        language=message.language,
+                        params=message.params,
+                        address=email,
+                        request_id=item.request_id,
+                    )
+        if not fallback:
+            await self._fail(message, reason)

@@ -1,0 +1,46 @@
+"""Human references, ``DSR-YYYY-NNNNNN``, unique however many are made at once."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from workflows.tables import ReferenceCounter
+
+REFERENCE_PATTERN = re.compile(r"\bDSR-(\d{4})-(\d{6})\b", re.IGNORECASE)
+
+
+def _insert(session: AsyncSession) -> Any:
+    dialect = session.get_bind().dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(ReferenceCounter)
+
+
+async def next_reference(session: AsyncSession, year: int) -> str:
+    """Take the next number of ``year`` in the caller's transaction.
+
+    The counter row is bumped with one ``UPDATE … RETURNING``: the database's
+    row lock (PostgreSQL) or write lock (SQLite) serialises concurrent callers,
+    so two requests never share a number and a rolled-back one frees nothing
+    that another has already taken.
+    """
+    await session.execute(
+        _insert(session).values(year=year, last=0).on_conflict_do_nothing(index_elements=["year"])
+    )
+    number = await session.scalar(
+        update(ReferenceCounter)
+        .where(ReferenceCounter.year == year)
+        .values(last=ReferenceCounter.last + 1)
+        .returning(ReferenceCounter.last)
+    )
+    assert number is not None
+    return f"DSR-{year}-{number:06d}"
+
+
+def find_reference(text: str) -> str | None:
+    """The first reference written in ``text`` (a subject line, a message), upper-cased."""
+    match = REFERENCE_PATTERN.search(text)
+    return f"DSR-{match.group(1)}-{match.group(2)}" if match else None

@@ -1,0 +1,946 @@
+"""The request service: the one API both channels call.
+
+Each public method is one unit of work: it opens a transaction, checks the
+state machine, changes the request, writes the audit event and the outbox
+messages the change causes, and commits them together.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
+
+from workflows.calendar import WorkingCalendar
+from workflows.clock import Clock
+from workflows.errors import (
+    ConcurrentChange,
+    IdentityRefused,
+    IllegalTransition,
+    NotAllowed,
+    RequestNotFound,
+)
+from workflows.identity import (
+    CodeOutcome,
+    StoredCode,
+    check_code,
+    new_code,
+    normalize_email,
+    normalize_phone,
+    tries_left,
+)
+from workflows.kinds import DEFAULT_KINDS, ClockStart, KindSpec, RequestKind
+from workflows.outbox import Audience, Channel, enqueue
+from workflows.references import next_reference
+from workflows.states import CLOSED, OPEN, Action, Status, next_status
+from workflows.tables import (
+    Attachment,
+    AuditEvent,
+    Customer,
+    DataSubject,
+    Message,
+    Request,
+    Verification,
+)
+from workflows.vault import Vault
+from workflows.views import Actor, ActorKind, AuditView, RequestView
+
+LANGUAGES = ("kk", "ru", "en")
+
+
+class VerificationMethod:
+    TELEGRAM_CONTACT = "telegram_contact"
+    EMAIL_CODE = "email_code"
+    SMS_CODE = "sms_code"
+
+
+@dataclass(frozen=True)
+class CodeCheck:
+    """The answer to a typed or mailed confirmation code."""
+
+    outcome: CodeOutcome
+    tries_left: int
+    request: RequestView
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """A file a person sent with their request."""
+
+    filename: str
+    content_type: str
+    data: bytes
+
+
+def _language(value: str | None) -> str:
+    return value if value in LANGUAGES else "en"
+
+
+class RequestService:
+    """Opens and moves requests; see the module docstring."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        vault: Vault,
+        clock: Clock,
+        calendar: WorkingCalendar,
+        *,
+        kinds: Mapping[RequestKind, KindSpec] = DEFAULT_KINDS,
+        staff_user_ids: frozenset[int] | None = None,
+        randbelow: Callable[[int], int] = secrets.randbelow,
+    ) -> None:
+        self._sessions = sessions
+        self._vault = vault
+        self._clock = clock
+        self._calendar = calendar
+        self._kinds = kinds
+        self._staff_user_ids = staff_user_ids
+        self._randbelow = randbelow
+
+    @property
+    def calendar(self) -> WorkingCalendar:
+        return self._calendar
+
+    # -- reading -----------------------------------------------------------
+
+    async def get(self, reference: str, *, with_events: bool = False) -> RequestView:
+        """The request with this reference; raises :class:`RequestNotFound`."""
+        async with self._sessions() as session:
+            request = await self._load(session, reference)
+            return await self._view(session, request, with_events=with_events)
+
+    async def list_requests(
+        self,
+        *,
+        status: Sequence[str] | None = None,
+        overdue: bool = False,
+        open_only: bool = False,
+        telegram_user_id: int | None = None,
+        with_events: bool = False,
+    ) -> list[RequestView]:
+        """Requests by due date (the undated last), filtered as asked."""
+        now = self._clock.now()
+        query = select(Request)
+        if status:
+            query = query.where(Request.status.in_(list(status)))
+        if open_only or overdue:
+            query = query.where(Request.closed_at.is_(None))
+        if overdue:
+            query = query.where(Request.due_at < now)
+        if telegram_user_id is not None:
+            query = query.join(DataSubject, DataSubject.id == Request.subject_id).where(
+                DataSubject.telegram_user_id == telegram_user_id
+            )
+        query = query.order_by(Request.due_at.is_(None), Request.due_at, Request.id)
+        async with self._sessions() as session:
+            rows = (await session.scalars(query)).all()
+            return [await self._view(session, row, with_events=with_events) for row in rows]
+
+    async def evidence(self, reference: str) -> list[Evidence]:
+        """The files attached to a request, decrypted."""
+        async with self._sessions() as session:
+            request = await self._load(session, reference)
+            rows = await session.scalars(
+                select(Attachment).where(Attachment.request_id == request.id).order_by(Attachment.id)
+            )
+            return [
+                Evidence(
+                    filename=self._vault.decrypt(row.filename_enc) or "",
+                    content_type=row.content_type,
+                    data=self._vault.decrypt_bytes(row.data_enc),
+                )
+                for row in rows
+            ]
+
+    async def messages(self, reference: str) -> list[tuple[str, str, str | None]]:
+        """(direction, channel, body) of every message of a request, oldest first."""
+        async with self._sessions() as session:
+            request = await self._load(session, reference)
+            rows = await session.scalars(
+                select(Message).where(Message.request_id == request.id).order_by(Message.id)
+            )
+            return [(r.direction, r.channel, self._vault.decrypt(r.body_enc)) for r in rows]
+
+    # -- intake ------------------------------------------------------------
+
+    async def open_request(
+        self,
+        *,
+        kind: RequestKind | str,
+        channel: Channel | str,
+        language: str | None,
+        fields: Mapping[str, Any] | None = None,
+        telegram_user_id: int | None = None,
+        email: str | None = None,
+        body: str | None = None,
+        external_id: str | None = None,
+        evidence: Sequence[Evidence] = (),
+        send_code_to_email: bool = False,
+    ) -> RequestView:
+        """Record a new request, unverified, with its clock where it starts on receipt.
+
+        With ``send_code_to_email`` the acknowledgement to ``email`` carries a
+        confirmation code (the e-mail channel's proof of the mailbox).
+        """
+        kind = RequestKind(kind)
+        channel = Channel(channel)
+        spec = self._kinds[kind]
+        language = _language(language)
+        now = self._clock.now()
+        if channel is Channel.TELEGRAM and telegram_user_id is None:
+            raise ValueError("a Telegram request needs the sender's user id")
+        normalised_email = normalize_email(email) if email is not None else None
+        if channel is Channel.EMAIL and normalised_email is None:
+            raise ValueError("an e-mail request needs the sender's address")
+        async with self._unit() as session:
+            subject = await self._subject(session, telegram_user_id, normalised_email, language)
+            year = self._calendar.local_date(now).year
+            request = Request(
+                reference=await next_reference(session, year),
+                kind=kind.value,
+                status=Status.AWAITING_VERIFICATION.value,
+                channel=channel.value,
+                language=language,
+                subject_id=subject.id,
+                received_at=now,
+                fields_enc=self._vault.encrypt_json(dict(fields or {})),
+                updated_at=now,
+            )
+            if spec.starts is ClockStart.RECEIVED:
+                request.clock_started_at = now
+                request.due_at = spec.due_at(now, self._calendar)
+            session.add(request)
+            await session.flush()
+            message = await self._inbound(session, request, channel.value, body, external_id)
+            await self._attach(session, request, message, evidence)
+            event = await self._audit(
+                session,
+                request,
+                Actor(ActorKind.PERSON, channel.value),
+                "opened",
+                None,
+                Status.AWAITING_VERIFICATION,
+                {"kind": kind.value, "language": language, "evidence": len(evidence)},
+            )
+            params = self._params(request)
+            template = "request_received"
+            if send_code_to_email and normalised_email is not None:
+                params["code"] = await self._new_code(session, request, normalised_email, now)
+                template = "request_received_code"
+            await self._to_subject(session, request, subject, event, template, params)
+            return await self._view(session, request)
+
+    async def attach(
+        self,
+        reference: str,
+        actor: Actor,
+        *,
+        body: str | None = None,
+        external_id: str | None = None,
+        evidence: Sequence[Evidence] = (),
+        fields: Mapping[str, Any] | None = None,
+    ) -> RequestView:
+        """Add a person's message, files or missing fields to an open request.
+
+        When the request is waiting for the person's information, this is that
+        information: the request goes back to staff and they are told.
+        """
+        async with self._unit() as session:
+            request = await self._load(session, reference)
+            subject = await session.get_one(DataSubject, request.subject_id)
+            self._check_owner(actor, subject)
+            if Status(request.status) in CLOSED:
+                raise IllegalTransition(request.status, "attach")
+            message = await self._inbound(session, request, actor.channel, body, external_id)
+            await self._attach(session, request, message, evidence)
+            if fields:
+                merged = dict(self._vault.decrypt_json(request.fields_enc) or {})
+                merged.update({k: v for k, v in fields.items() if v not in (None, "")})
+                request.fields_enc = self._vault.encrypt_json(merged)
+            if Status(request.status) is Status.AWAITING_INFO:
+                to = Status.IN_REVIEW if request.assignee_id is not None else Status.VERIFIED
+                event = await self._move(
+                    session, request, Action.INFO_RECEIVED, actor, {"evidence": len(evidence)}, to
+                )
+                await self._to_staff(session, request, event, "staff_info_received")
+            else:
+                event = await self._audit(
+                    session,
+                    request,
+                    actor,
+                    "message_added",
+                    request.status,
+                    None,
+                    {"evidence": len(evidence), "fields": sorted(fields or {})},
+                )
+                if request.verified_at is not None:
+                    await self._to_staff(session, request, event, "staff_message_added")
+            request.updated_at = self._clock.now()
+            return await self._view(session, request)
+
+    # -- identity ----------------------------------------------------------
+
+    async def verify_by_contact(
+        self, reference: str, *, sender_user_id: int, contact_user_id: int | None, phone: str
+    ) -> RequestView:
+        """Verify with the phone number Telegram vouches for.
+
+        A shared contact proves the number only when it is the sender's own
+        contact card: ``contact.user_id`` equal to the sender's id.
+        """
+        async with self._unit() as session:
+            request = await self._load(session, reference)
+            subject = await session.get_one(DataSubject, request.subject_id)
+            self._check_owner(Actor.person_telegram(sender_user_id), subject)
+            if contact_user_id != sender_user_id:
+                await self._audit(
+                    session,
+                    request,
+                    Actor.person_telegram(sender_user_id),
+                    "contact_refused",
+                    request.status,
+                    None,
+                    {"reason": "not the sender's own contact"},
+                )
+                await session.commit()
+                raise IdentityRefused("the shared contact is not the sender's own")
+            next_status(Status(request.status), Action.VERIFY)
+            normalised = normalize_phone(phone)
+            now = self._clock.now()
+            subject.phone_enc = self._vault.encrypt(normalised)
+            subject.phone_index = self._vault.blind_index("phone", normalised)
+            session.add(
+                Verification(
+                    request_id=request.id,
+                    method=VerificationMethod.TELEGRAM_CONTACT,
+                    target_enc=self._vault.encrypt(normalised),
+                    target_index=subject.phone_index,
+                    telegram_user_id=sender_user_id,
+                    created_at=now,
+                    verified_at=now,
+                    used=True,
+                )
+            )
+            await self._verified(session, request, subject, VerificationMethod.TELEGRAM_CONTACT)
+            return await self._view(session, request)
+
+    async def send_email_code(self, reference: str, actor: Actor, email: str) -> None:
+        """Send a confirmation code to ``email`` (the Telegram dialog's alternative).
+
+        A new code replaces any code still pending for the request.
+        """
+        normalised = normalize_email(email)
+        async with self._unit() as session:
+            request = await self._load(session, reference)
+            subject = await session.get_one(DataSubject, request.subject_id)
+            self._check_owner(actor, subject)
+            next_status(Status(request.status), Action.VERIFY)
+            now = self._clock.now()
+            code = await self._new_code(session, request, normalised, now)
+            event = await self._audit(
+                session, request, actor, "code_sent", request.status, None, {"method": "email"}
+            )
+            await enqueue(
+                session,
+                self._vault,
+                now,
+                key=f"{request.reference}/{event.id}/code",
+                channel=Channel.EMAIL,
+                audience=Audience.SUBJECT,
+                template="verification_code",
+                language=request.language,
+                params={**self._params(request), "code": code},
+                address=normalised,
+                request_id=request.id,
+            )
+
+    async def verify_by_code(self, reference: str, attempt: str, actor: Actor) -> CodeCheck:
+        """Check a confirmation code; the request is verified when it matches."""
+        async with self._unit() as session:
+            request = await self._load(session, reference)
+            subject = await session.get_one(DataSubject, request.subject_id)
+            self._check_owner(actor, subject, allow_unknown_email=True)
+            next_status(Status(request.status), Action.VERIFY)
+            row = await session.scalar(
+                select(Verification)
+                .where(
+                    Verification.request_id == request.id,
+                    Verification.method == VerificationMethod.EMAIL_CODE,
+                )
+                .order_by(Verification.id.desc())
+                .limit(1)
+            )
+            now = self._clock.now()
+            if row is None or row.code_hash is None or row.code_salt is None:
+                outcome, left = CodeOutcome.DEAD, 0
+            else:
+                stored = StoredCode(
+                    code_hash=row.code_hash,
+                    salt=row.code_salt,
+                    created_at=row.created_at,
+                    expires_at=row.expires_at or now,
+                    attempts=row.attempts,
+                    dead=row.dead,
+                    used=row.used,
+                )
+                outcome, updated = check_code(stored, attempt, self._vault.code_key, now)
+                row.attempts, row.dead, row.used = updated.attempts, updated.dead, updated.used
+                left = tries_left(updated)
+            if outcome is CodeOutcome.OK and row is not None:
+                row.verified_at = now
+                email = self._vault.decrypt(row.target_enc)
+                subject.email_enc = self._vault.encrypt(email)
+                subject.email_index = row.target_index
+                await self._verified(session, request, subject, VerificationMethod.EMAIL_CODE)
+            else:
+                await self._audit(
+                    session,
+                    request,
+                    actor,
+                    "code_refused",
+                    request.status,
+                    None,
+                    {"outcome": outcome.value, "tries_left": left},
+                )
+            return CodeCheck(outcome, left, await self._view(session, request))
+
+    # -- staff -------------------------------------------------------------
+
+    async def take(self, reference: str, staff: Actor) -> RequestView:
+        """A staff member takes the request (or takes it over)."""
+        async with self._unit() as session:
+            request = await self._load(session, reference)
+            self._check_staff(staff)
+            event = await self._move(session, request, Action.TAKE, staff, {})
+            request.assignee_id, request.assignee_name = staff.staff_id, staff.name
+            await self._to_staff(session, request, event, "staff_card")
+            if Status(event.from_status or "") is Status.VERIFIED:
+                subject = await session.get_one(DataSubject, request.subject_id)
+                await self._to_subject(session, request, subject, event, "request_taken")
+            return await self._view(session, request)
+
+    async def confirm_evidence(self, reference: str, staff: Actor) -> RequestView:
+        """Staff record that the confirming documents are in: the clock starts now.
+
+        Only for kinds whose clock starts on confirmation (``rectify``,
+        ``destroy_unlawful``); a clock that runs already is left alone.
+        """
+        async with self._unit() as session:
+            request = await self._load(session, reference)
+            self._check_staff(staff)
+            spec = self._kinds[RequestKind(request.kind)]
+            if spec.starts is not ClockStart.CONFIRMATION or request.clock_started_at is not None:
+                raise IllegalTransition(request.status, "start the clock of")
+            if Status(request.status) in CLOSED:
+                raise IllegalTransition(request.status, "start the clock of")
+            now = self._clock.now()
+            request.clock_started_at = now
+            request.due_at = spec.due_at(now, self._calendar)
+            request.updated_at = now
+            event = await self._audit(
+                session,
+                request,
+                staff,
+                "clock_started",
+                request.status,
+                None,
+                {"due_at": request.due_at.isoformat()},
+            )
+            await self._to_staff(session, request, event, "staff_card")
+            subject = await session.get_one(DataSubject, request.subject_id)
+            await self._to_subject(session, request, subject, event, "clock_started")
+            return await self._view(session, request)
+
+    async def approve(self, reference: str, staff: Actor) -> RequestView:
+        """Staff approve the request; the fulfilment follows, then completion."""
+        async with self._unit() as session:
+            request = await self._load(session, reference)
+            self._check_staff(staff)
+            event = await self._move(session, request, Action.APPROVE, staff, {})
+            if request.assignee_id is None:
+                request.assignee_id, request.assignee_name = staff.staff_id, staff.name
+            await self._to_staff(session, request, event, "staff_card")
+            return await self._view(session, request)
+
+    async def reject(self, reference: str, staff: Actor, reason: str) -> RequestView:
+        """Staff refuse the request with a reason the person receives."""
+        if not reason.strip():
+            raise ValueError("a rejection needs a reason")
+        async with self._unit() as session:
+            request = await self._load(session, reference)
+            self._check_staff(staff)
+            event = await self._move(session, request, Action.REJECT, staff, {})
+            await self._outbound_text(session, request, staff.channel, reason)
+            subject = await session.get_one(DataSubject, request.subject_id)
+            params = {**self._params(request), "reason": reason}
+            await self._to_subject(session, request, subject, event, "request_rejected", params)
+            await self._to_staff(session, request, event, "staff_card")
+            return await self._view(session, request)
+
+    async def ask_info(self, reference: str, staff: Actor, question: str) -> RequestView:
+        """Staff ask the person for more information; the clock keeps running."""
+        if not question.strip():
+            raise ValueError("a question needs words")
+        async with self._unit() as session:
+            request = await self._load(session, reference)
+            self._check_staff(staff)
+            event = await self._move(session, request, Action.ASK_INFO, staff, {})
+            if request.assignee_id is None:
+                request.assignee_id, request.assignee_name = staff.staff_id, staff.name
+            await self._outbound_text(session, request, staff.channel, question)
+            subject = await session.get_one(DataSubject, request.subject_id)
+            params = {**self._params(request), "question": question}
+            await self._to_subject(session, request, subject, event, "info_requested", params)
+            await self._to_staff(session, request, event, "staff_card")
+            return await self._view(session, request)
+
+    async def complete(self, reference: str, staff: Actor, note: str | None = None) -> RequestView:
+        """Staff close an approved request as done; the person is told."""
+        async with self._unit() as session:
+            request = await self._load(session, reference)
+            self._check_staff(staff)
+            event = await self._move(session, request, Action.COMPLETE, staff, {})
+            subject = await session.get_one(DataSubject, request.subject_id)
+            params = {**self._params(request), "note": note or ""}
+            await self._to_subject(session, request, subject, event, "request_completed", params)
+            await self._to_staff(session, request, event, "staff_card")
+            return await self._view(session, request)
+
+    # -- the person and the system ----------------------------------------
+
+    async def cancel(self, reference: str, actor: Actor) -> RequestView:
+        """The person withdraws their own request."""
+        async with self._unit() as session:
+            request = await self._load(session, reference)
+            subject = await session.get_one(DataSubject, request.subject_id)
+            if actor.kind is not ActorKind.PERSON:
+                raise NotAllowed("only the person who asked can cancel a request")
+            self._check_owner(actor, subject)
+            was_verified = request.verified_at is not None
+            event = await self._move(session, request, Action.CANCEL, actor, {})
+            await self._to_subject(session, request, subject, event, "request_cancelled")
+            if was_verified:
+                await self._to_staff(session, request, event, "staff_card")
+            return await self._view(session, request)
+
+    async def expire(self, reference: str) -> RequestView:
+        """Close a request that was never verified; the person is told how to file again."""
+        async with self._unit() as session:
+            request = await self._load(session, reference)
+            event = await self._move(session, request, Action.EXPIRE, Actor.system(), {})
+            subject = await session.get_one(DataSubject, request.subject_id)
+            await self._to_subject(session, request, subject, event, "request_expired")
+            return await self._view(session, request)
+
+    async def unverified_before(self, cutoff: datetime) -> list[str]:
+        """References of requests still unverified that were received before ``cutoff``."""
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                select(Request.reference)
+                .where(
+                    Request.status == Status.AWAITING_VERIFICATION.value,
+                    Request.received_at < cutoff,
+                )
+                .order_by(Request.id)
+            )
+            return list(rows)
+
+    # -- internals ---------------------------------------------------------
+
+    def _unit(self) -> Any:
+        return _UnitOfWork(self._sessions)
+
+    async def _load(self, session: AsyncSession, reference: str) -> Request:
+        request = await session.scalar(
+            select(Request).where(Request.reference == reference.strip().upper())
+        )
+        if request is None:
+            raise RequestNotFound(reference)
+        return request
+
+    def _check_staff(self, staff: Actor) -> None:
+        if staff.kind is not ActorKind.STAFF or staff.staff_id is None:
+            raise NotAllowed("only staff can do this")
+        if self._staff_user_ids is not None and staff.staff_id not in self._staff_user_ids:
+            raise NotAllowed("this user is not on the staff list")
+
+    def _check_owner(
+        self, actor: Actor, subject: DataSubject, *, allow_unknown_email: bool = False
+    ) -> None:
+        if actor.kind is not ActorKind.PERSON:
+            return
+        if actor.telegram_user_id is not None:
+            if subject.telegram_user_id != actor.telegram_user_id:
+                raise NotAllowed("this request belongs to someone else")
+            return
+        if actor.email is not None:
+            index = self._vault.blind_index("email", normalize_email(actor.email))
+            if subject.email_index == index:
+                return
+            if allow_unknown_email and subject.email_index is None:
+                return
+            raise NotAllowed("this request belongs to someone else")
+        raise NotAllowed("the person is not identified")
+
+    async def _subject(
+        self,
+        session: AsyncSession,
+        telegram_user_id: int | None,
+        email: str | None,
+        language: str,
+    ) -> DataSubject:
+        subject: DataSubject | None = None
+        email_index = self._vault.blind_index("email", email)
+        if telegram_user_id is not None:
+            subject = await session.scalar(
+                select(DataSubject).where(DataSubject.telegram_user_id == telegram_user_id)
+            )
+        elif email_index is not None:
+            subject = await session.scalar(
+                select(DataSubject)
+                .where(DataSubject.email_index == email_index)
+                .order_by(DataSubject.id)
+                .limit(1)
+            )
+        if subject is None:
+            subject = DataSubject(
+                telegram_user_id=telegram_user_id,
+                telegram_unreachable=False,
+                language=language,
+                created_at=self._clock.now(),
+            )
+            if email is not None and telegram_user_id is None:
+                # The mailbox is only proven by the code; until then it is where we answer.
+                subject.email_enc = self._vault.encrypt(email)
+                subject.email_index = email_index
+            session.add(subject)
+            await session.flush()
+        subject.language = language
+        return subject
+
+    async def _new_code(
+        self, session: AsyncSession, request: Request, email: str, now: datetime
+    ) -> str:
+        pending = await session.scalars(
+            select(Verification).where(
+                Verification.request_id == request.id,
+                Verification.method == VerificationMethod.EMAIL_CODE,
+                Verification.used.is_(False),
+                Verification.dead.is_(False),
+            )
+        )
+        for old in pending:
+            old.dead = True
+        code, stored = new_code(now, self._vault.code_key, randbelow=self._randbelow)
+        session.add(
+            Verification(
+                request_id=request.id,
+                method=VerificationMethod.EMAIL_CODE,
+                target_enc=self._vault.encrypt(email),
+                target_index=self._vault.blind_index("email", email),
+                code_hash=stored.code_hash,
+                code_salt=stored.salt,
+                attempts=0,
+                dead=False,
+                used=False,
+                created_at=now,
+                expires_at=stored.expires_at,
+            )
+        )
+        return code
+
+    async def _verified(
+        self, session: AsyncSession, request: Request, subject: DataSubject, method: str
+    ) -> None:
+        now = self._clock.now()
+        request.verified_at = now
+        request.verified_by = method
+        request.customer_id = await self._match_customer(session, subject)
+        event = await self._move(
+            session,
+            request,
+            Action.VERIFY,
+            Actor(ActorKind.PERSON, request.channel),
+            {"method": method, "customer_matched": request.customer_id is not None},
+        )
+        await self._to_subject(session, request, subject, event, "request_verified")
+        await self._to_staff(session, request, event, "staff_card")
+
+    async def _match_customer(self, session: AsyncSession, subject: DataSubject) -> int | None:
+        conditions = []
+        if subject.phone_index is not None:
+            conditions.append(Customer.phone_index == subject.phone_index)
+        if subject.email_index is not None:
+            conditions.append(Customer.email_index == subject.email_index)
+        if not conditions:
+            return None
+        return await session.scalar(
+            select(Customer.id).where(or_(*conditions)).order_by(Customer.id).limit(1)
+        )
+
+    async def _move(
+        self,
+        session: AsyncSession,
+        request: Request,
+        action: Action,
+        actor: Actor,
+        details: dict[str, Any],
+        to: Status | None = None,
+    ) -> AuditEvent:
+        current = Status(request.status)
+        target = next_status(current, action)
+        if to is not None:
+            target = to
+        now = self._clock.now()
+        request.status = target.value
+        request.updated_at = now
+        if target in CLOSED:
+            request.closed_at = now
+        return await self._audit(session, request, actor, action.value, current, target, details)
+
+    async def _audit(
+        self,
+        session: AsyncSession,
+        request: Request,
+        actor: Actor,
+        action: str,
+        from_status: str | None,
+        to_status: str | None,
+        details: dict[str, Any],
+    ) -> AuditEvent:
+        actor_id: str | None = None
+        if actor.kind is ActorKind.STAFF:
+            actor_id = str(actor.staff_id)
+        elif actor.kind is ActorKind.PERSON:
+            actor_id = f"subject:{request.subject_id}"
+        event = AuditEvent(
+            request_id=request.id,
+            reference=request.reference,
+            at=self._clock.now(),
+            actor=actor.kind.value,
+            actor_id=actor_id,
+            actor_name=actor.name,
+            channel=actor.channel,
+            action=action,
+            from_status=str(from_status) if from_status is not None else None,
+            to_status=str(to_status) if to_status is not None else None,
+            details=details,
+        )
+        session.add(event)
+        await session.flush()
+        return event
+
+    async def _inbound(
+        self,
+        session: AsyncSession,
+        request: Request,
+        channel: str,
+        body: str | None,
+        external_id: str | None,
+    ) -> Message | None:
+        if body is None and external_id is None:
+            return None
+        message = Message(
+            request_id=request.id,
+            direction="in",
+            channel=channel,
+            body_enc=self._vault.encrypt(body),
+            external_id=external_id,
+            created_at=self._clock.now(),
+        )
+        session.add(message)
+        await session.flush()
+        return message
+
+    async def _outbound_text(
+        self, session: AsyncSession, request: Request, channel: str, text: str
+    ) -> None:
+        """Keep staff's own words (a reason, a question) with the request."""
+        session.add(
+            Message(
+                request_id=request.id,
+                direction="staff",
+                channel=channel,
+                body_enc=self._vault.encrypt(text),
+                created_at=self._clock.now(),
+            )
+        )
+
+    async def _attach(
+        self,
+        session: AsyncSession,
+        request: Request,
+        message: Message | None,
+        evidence: Sequence[Evidence],
+    ) -> None:
+        for item in evidence:
+            session.add(
+                Attachment(
+                    request_id=request.id,
+                    message_id=message.id if message is not None else None,
+                    filename_enc=self._vault.encrypt(item.filename),
+                    content_type=item.content_type[:200],
+                    size=len(item.data),
+                    sha256=hashlib.sha256(item.data).hexdigest(),
+                    data_enc=self._vault.encrypt_bytes(item.data),
+                    created_at=self._clock.now(),
+                )
+            )
+
+    def _params(self, request: Request) -> dict[str, Any]:
+        due = request.due_at
+        return {
+            "reference": request.reference,
+            "kind": request.kind,
+            "status": request.status,
+            "due_date": self._calendar.local_date(due).isoformat() if due else None,
+        }
+
+    async def _to_subject(
+        self,
+        session: AsyncSession,
+        request: Request,
+        subject: DataSubject,
+        event: AuditEvent,
+        template: str,
+        params: dict[str, Any] | None = None,
+    ) -> None:
+        """Tell the person, on the channel they used (e-mail if Telegram is closed to us)."""
+        channel = Channel(request.channel)
+        address: str | None
+        if channel is Channel.TELEGRAM and not subject.telegram_unreachable:
+            address = str(subject.telegram_user_id)
+        else:
+            channel, address = Channel.EMAIL, self._vault.decrypt(subject.email_enc)
+            if address is None:
+                return
+        await enqueue(
+            session,
+            self._vault,
+            self._clock.now(),
+            key=f"{request.reference}/{event.id}/subject/{template}",
+            channel=channel,
+            audience=Audience.SUBJECT,
+            template=template,
+            language=request.language,
+            params=params if params is not None else self._params(request),
+            address=address,
+            request_id=request.id,
+        )
+
+    async def _to_staff(
+        self, session: AsyncSession, request: Request, event: AuditEvent, template: str
+    ) -> None:
+        """Post to (or update the card in) the staff group."""
+        await enqueue(
+            session,
+            self._vault,
+            self._clock.now(),
+            key=f"{request.reference}/{event.id}/staff/{template}",
+            channel=Channel.TELEGRAM,
+            audience=Audience.STAFF_GROUP,
+            template=template,
+            language="en",
+            params={**self._params(request), "action": event.action},
+            request_id=request.id,
+        )
+
+    async def _view(
+        self, session: AsyncSession, request: Request, *, with_events: bool = False
+    ) -> RequestView:
+        subject = await session.get_one(DataSubject, request.subject_id)
+        fields = dict(self._vault.decrypt_json(request.fields_enc) or {})
+        spec = self._kinds[RequestKind(request.kind)]
+        events: tuple[AuditView, ...] = ()
+        if with_events:
+            rows = await session.scalars(
+                select(AuditEvent).where(AuditEvent.request_id == request.id).order_by(AuditEvent.id)
+            )
+            events = tuple(
+                AuditView(
+                    id=e.id,
+                    at=e.at,
+                    actor=e.actor,
+                    actor_id=e.actor_id,
+                    actor_name=e.actor_name,
+                    channel=e.channel,
+                    action=e.action,
+                    from_status=e.from_status,
+                    to_status=e.to_status,
+                    details=dict(e.details or {}),
+                )
+                for e in rows
+            )
+        return RequestView(
+            id=request.id,
+            reference=request.reference,
+            kind=request.kind,
+            status=request.status,
+            channel=request.channel,
+            language=request.language,
+            received_at=request.received_at,
+            clock_started_at=request.clock_started_at,
+            due_at=request.due_at,
+            verified_at=request.verified_at,
+            verified_by=request.verified_by,
+            customer_matched=request.customer_id is not None,
+            assignee_id=request.assignee_id,
+            assignee_name=request.assignee_name,
+            closed_at=request.closed_at,
+            subject_id=request.subject_id,
+            subject_telegram_user_id=subject.telegram_user_id,
+            fields=fields,
+            missing_fields=tuple(spec.missing_fields(fields)),
+            events=events,
+        )
+
+    async def count_open(self) -> int:
+        """How many requests are open."""
+        async with self._sessions() as session:
+            total = await session.scalar(
+                select(func.count(Request.id)).where(Request.status.in_([s.value for s in OPEN]))
+            )
+            return int(total or 0)
+
+
+class _UnitOfWork:
+    """A transaction that turns a lost optimistic-lock race into :class:`ConcurrentChange`."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+        self._session: AsyncSession | None = None
+
+    async def __aenter__(self) -> AsyncSession:
+        self._session = self._sessions()
+        await self._session.begin()
+        return self._session
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        assert self._session is not None
+        session = self._session
+        try:
+            if exc_type is None:
+                try:
+                    await session.commit()
+                except StaleDataError as error:
+                    raise ConcurrentChange("the request changed meanwhile; try again") from error
+            else:
+                await session.rollback()
+        finally:
+            await session.close()
+        if exc_type is not None and issubclass(exc_type, StaleDataError):
+            raise ConcurrentChange("the request changed meanwhile; try again") from exc
+        return False
+
+
+def verification_cutoff(now: datetime, days: int) -> datetime:
+    """Requests received before this instant and still unverified have expired."""
+    return now - timedelta(days=days)
