@@ -1,0 +1,215 @@
+"""The outbox: nothing lost across a crash, nothing sent twice for one key."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from tests.clocks import FrozenClock
+from tests.conftest import STAFF_ID
+from workflows.outbox import (
+    Audience,
+    Channel,
+    DeliveryReceipt,
+    OutboxDispatcher,
+    OutgoingMessage,
+    PermanentFailure,
+    RecipientUnreachable,
+    RetryLater,
+    enqueue,
+)
+from workflows.service import RequestService
+from workflows.tables import AuditEvent, OutboxItem
+from workflows.vault import Vault
+from workflows.views import Actor
+
+ALICE = 700100
+
+
+class ProcessDied(BaseException):
+    """Stands for the process being killed in the middle of a delivery."""
+
+
+class RecordingPort:
+    """A channel's way out that keeps what it was asked to deliver."""
+
+    def __init__(self, channel: Channel, *failures: BaseException) -> None:
+        self.channel = channel
+        self.delivered: list[OutgoingMessage] = []
+        self._failures = list(failures)
+
+    async def deliver(self, message: OutgoingMessage) -> DeliveryReceipt:
+        if self._failures:
+            raise self._failures.pop(0)
+        self.delivered.append(message)
+        return DeliveryReceipt(external_id=f"ext-{message.id}", body=f"rendered {message.template}")
+
+
+def dispatcher(
+    sessions: async_sessionmaker[AsyncSession], vault: Vault, clock: FrozenClock, *ports: RecordingPort
+) -> OutboxDispatcher:
+    return OutboxDispatcher(sessions, vault, clock, {p.channel: p for p in ports})
+
+
+async def test_a_message_committed_before_a_crash_is_sent_once_after_restart(
+    service: RequestService, sessions, vault, clock  # type: ignore[no-untyped-def]
+) -> None:
+    view = await service.open_request(
+        kind="access", channel="telegram", language="ru", telegram_user_id=ALICE
+    )
+    # The process dies here: the request and its acknowledgement are committed, nothing sent.
+    telegram = RecordingPort(Channel.TELEGRAM)
+    restarted = dispatcher(sessions, vault, clock, telegram)
+
+    assert await restarted.run_once() == 1
+    assert await restarted.run_once() == 0
+    [message] = telegram.delivered
+    assert (message.template, message.address, message.language) == ("request_received", str(ALICE), "ru")
+    assert message.reference == view.reference
+    assert await service.messages(view.reference) == [("out", "telegram", "rendered request_received")]
+
+
+async def test_a_delivery_cut_short_by_a_crash_is_retried_after_its_lease(
+    service: RequestService, sessions, vault, clock  # type: ignore[no-untyped-def]
+) -> None:
+    await service.open_request(kind="access", channel="telegram", language="en", telegram_user_id=ALICE)
+    dying = dispatcher(sessions, vault, clock, RecordingPort(Channel.TELEGRAM, ProcessDied()))
+    with pytest.raises(ProcessDied):
+        await dying.run_once()
+
+    telegram = RecordingPort(Channel.TELEGRAM)
+    successor = dispatcher(sessions, vault, clock, telegram)
+    assert await successor.run_once() == 0, "the lease still protects the row"
+    clock.advance(minutes=3)
+    assert await successor.run_once() == 1
+    clock.advance(minutes=3)
+    assert await successor.run_once() == 0
+    assert len(telegram.delivered) == 1
+
+
+async def test_one_key_is_one_message(sessions, vault, clock) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(3):
+        async with sessions.begin() as session:
+            await enqueue(
+                session,
+                vault,
+                clock.now(),
+                key="DSR-2026-000001/7/subject/request_taken",
+                channel=Channel.TELEGRAM,
+                audience=Audience.SUBJECT,
+                template="request_taken",
+                language="kk",
+                params={},
+                address="1",
+            )
+    async with sessions() as session:
+        assert len((await session.scalars(select(OutboxItem))).all()) == 1
+
+
+async def test_a_rolled_back_change_sends_nothing(sessions, vault, clock) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(RuntimeError):
+        async with sessions.begin() as session:
+            await enqueue(
+                session, vault, clock.now(), key="k", channel=Channel.EMAIL,
+                audience=Audience.SUBJECT, template="t", language="en", params={}, address="a@b.kz",
+            )
+            raise RuntimeError("the change failed")
+    port = RecordingPort(Channel.EMAIL)
+    assert await dispatcher(sessions, vault, clock, port).run_once() == 0
+
+
+async def test_retry_after_is_honoured_and_errors_are_retried_not_dropped(
+    service: RequestService, sessions, vault, clock  # type: ignore[no-untyped-def]
+) -> None:
+    await service.open_request(kind="access", channel="telegram", language="en", telegram_user_id=ALICE)
+    telegram = RecordingPort(
+        Channel.TELEGRAM, RetryLater("429 Too Many Requests", delay=30), ConnectionError("reset")
+    )
+    outbox = dispatcher(sessions, vault, clock, telegram)
+
+    await outbox.run_once()  # 429: wait 30 s
+    clock.advance(seconds=29)
+    await outbox.run_once()
+    assert telegram.delivered == []
+    clock.advance(seconds=1)
+    await outbox.run_once()  # connection reset: back off
+    assert telegram.delivered == []
+    clock.advance(minutes=1)
+    await outbox.run_once()
+    assert len(telegram.delivered) == 1
+    assert telegram.delivered[0].attempt == 3
+
+
+async def test_a_permanent_failure_is_recorded_and_shown_to_staff(
+    service: RequestService, sessions, vault, clock  # type: ignore[no-untyped-def]
+) -> None:
+    view = await service.open_request(
+        kind="complaint", channel="email", language="en", email="nobody@example.kz"
+    )
+    mail = RecordingPort(Channel.EMAIL, PermanentFailure("550 no such user"))
+    telegram = RecordingPort(Channel.TELEGRAM)
+    outbox = dispatcher(sessions, vault, clock, mail, telegram)
+
+    await outbox.run_once()
+    await outbox.run_once()
+
+    assert [m.template for m in telegram.delivered] == ["staff_delivery_failed"]
+    assert telegram.delivered[0].audience is Audience.STAFF_GROUP
+    async with sessions() as session:
+        failed = await session.scalar(select(OutboxItem).where(OutboxItem.template == "request_received"))
+        assert failed is not None and failed.status == "failed" and "550" in (failed.last_error or "")
+        actions = (await session.scalars(select(AuditEvent.action).where(AuditEvent.request_id == view.id))).all()
+        assert "delivery_failed" in actions
+
+
+async def test_a_person_who_blocked_the_bot_is_reached_by_email(
+    service: RequestService, sessions, vault, clock  # type: ignore[no-untyped-def]
+) -> None:
+    view = await service.open_request(kind="access", channel="telegram", language="kk", telegram_user_id=ALICE)
+    person = Actor.person_telegram(ALICE)
+    await service.send_email_code(view.reference, person, "aigerim@mail.kz")
+    mail = RecordingPort(Channel.EMAIL)
+    code = None
+    telegram = RecordingPort(Channel.TELEGRAM, RecipientUnreachable("Forbidden: bot was blocked by the user"))
+    outbox = dispatcher(sessions, vault, clock, telegram, mail)
+    await outbox.run_once()
+    code = next(m.params["code"] for m in mail.delivered if m.template == "verification_code")
+    await service.verify_by_code(view.reference, code, person)
+
+    # The acknowledgement that bounced off Telegram went by e-mail instead...
+    await outbox.run_once()
+    assert "request_received" in [m.template for m in mail.delivered]
+    # ...and from now on the person hears from us by e-mail.
+    await service.take(view.reference, Actor.staff(STAFF_ID, "Dana"))
+    await outbox.run_once()
+    taken = [m for m in mail.delivered if m.template == "request_taken"]
+    assert [(m.address, m.language) for m in taken] == [("aigerim@mail.kz", "kk")]
+    assert not [m for m in telegram.delivered if m.audience is Audience.SUBJECT]
+
+
+async def test_two_dispatchers_never_deliver_the_same_row(
+    service: RequestService, sessions, vault, clock  # type: ignore[no-untyped-def]
+) -> None:
+    for i in range(20):
+        await service.open_request(kind="complaint", channel="telegram", language="en", telegram_user_id=i + 1)
+    first, second = RecordingPort(Channel.TELEGRAM), RecordingPort(Channel.TELEGRAM)
+    a, b = dispatcher(sessions, vault, clock, first), dispatcher(sessions, vault, clock, second)
+
+    for _ in range(3):
+        await asyncio.gather(a.run_once(), b.run_once())
+
+    ids = [m.id for m in first.delivered + second.delivered]
+    assert len(ids) == 20 and len(set(ids)) == 20
+
+
+async def test_backoff_grows_and_is_capped() -> None:
+    from workflows.outbox import backoff
+
+    waits = [backoff(n) for n in range(1, 15)]
+    assert waits == sorted(waits)
+    assert waits[0] == 5 and waits[-1] == 3600
+    assert timedelta(seconds=waits[-1]) == timedelta(hours=1)
