@@ -1,0 +1,63 @@
+"""Builds the core from the settings: engine, vault, calendar, clock, service."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from aina_dsr.settings import Settings, encryption_key_or_dev
+from workflows.calendar import WorkingCalendar
+from workflows.clock import Clock, SystemClock
+from workflows.service import RequestService
+from workflows.storage import make_engine, make_sessionmaker, upgrade_engine
+from workflows.vault import Vault
+
+
+@dataclass(frozen=True)
+class Core:
+    """The parts every channel and command shares, made once per process."""
+
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    vault: Vault
+    clock: Clock
+    calendar: WorkingCalendar
+    service: RequestService
+
+    @property
+    def timezone(self) -> ZoneInfo:
+        return ZoneInfo(self.settings.timezone)
+
+
+@asynccontextmanager
+async def open_core(
+    settings: Settings, *, clock: Clock | None = None, upgrade_sqlite: bool = True
+) -> AsyncIterator[Core]:
+    """Open the core for the length of a command or of the main job.
+
+    The embedded SQLite database is brought up to date on the way in; a
+    PostgreSQL database is migrated only by ``aina-dsr db upgrade``.
+    """
+    vault = Vault(encryption_key_or_dev(settings))
+    calendar = WorkingCalendar.from_file(settings.calendar_file, settings.timezone)
+    engine = make_engine(settings.database_url)
+    try:
+        if upgrade_sqlite and settings.is_sqlite:
+            await upgrade_engine(engine)
+        sessions = make_sessionmaker(engine)
+        clock = clock or SystemClock()
+        service = RequestService(
+            sessions,
+            vault,
+            clock,
+            calendar,
+            staff_user_ids=settings.staff_user_ids or None,
+        )
+        yield Core(settings, engine, sessions, vault, clock, calendar, service)
+    finally:
+        await engine.dispose()
