@@ -1,0 +1,409 @@
+"""The ``aina-dsr`` command: run the desk, migrate, check, make keys."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import re
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import NoReturn
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from sqlalchemy.engine import make_url
+
+from aina_dsr.runtime import ChannelsNotInBuild, build_components, serve
+from aina_dsr.settings import (
+    DEV_KEY_FILE,
+    Settings,
+    SettingsError,
+    encryption_key_or_dev,
+    load_settings,
+)
+
+PROG = "aina-dsr"
+PROBE_TIMEOUT = 15.0
+# SQLAlchemy wraps driver errors in a class name and a link; the operator needs the middle.
+_SQLALCHEMY_NOISE = re.compile(r"^\([\w.]+\) |\s*\(Background on this error at: \S+\)")
+
+app = typer.Typer(
+    name=PROG,
+    help="AINA Privacy Desk: data-subject requests by Telegram and e-mail.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+keys_app = typer.Typer(help="Encryption keys.", no_args_is_help=True)
+db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
+
+app.add_typer(keys_app, name="keys")
+app.add_typer(db_app, name="db")
+# Further command groups (requests, customers) are added here, one line each.
+
+
+def main() -> None:
+    """Console script: a wrong setting is one line on stderr and exit code 2."""
+    try:
+        app(prog_name=PROG)
+    except SettingsError as exc:
+        _fail(f"{exc.variable}: {exc.problem}", code=2)
+
+
+def _fail(message: str, *, code: int) -> NoReturn:
+    print(f"{PROG}: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def _say(message: str) -> None:
+    print(f"{PROG}: {message}", file=sys.stderr)
+
+
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _secrets(settings: Settings) -> list[str]:
+    values = [
+        secret.get_secret_value()
+        for secret in (
+            settings.encryption_key,
+            settings.telegram_bot_token,
+            settings.imap_password,
+            settings.smtp_password,
+        )
+        if secret is not None
+    ]
+    password = make_url(settings.database_url).password
+    if password:
+        values.append(str(password))
+    return [value for value in values if value]
+
+
+def _describe(exc: BaseException, settings: Settings) -> str:
+    """An error for the operator's eyes: no secret in it, one line, not too long."""
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, TimeoutError):
+        text = f"no answer within {PROBE_TIMEOUT:g} s"
+    for secret in _secrets(settings):
+        text = text.replace(secret, "***")
+    text = _SQLALCHEMY_NOISE.sub("", text)
+    text = " ".join(text.split())
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _safe_url(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@contextmanager
+def _sqlite_single_process(settings: Settings) -> Iterator[None]:
+    """Hold ``<db file>.lock`` so that a second process cannot use the SQLite file at once."""
+    path = settings.sqlite_path
+    if path is None:
+        yield
+        return
+    path = path.absolute()
+    if not path.parent.is_dir():
+        raise SettingsError("DSR_DATABASE_URL", f"directory {path.parent} does not exist")
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _fail(
+                f"another aina-dsr run is already using {path}; "
+                "SQLite means one process (use PostgreSQL to run several)",
+                code=2,
+            )
+        yield
+
+
+# keys
+
+
+@keys_app.command("generate")
+def keys_generate() -> None:
+    """Print a new encryption key for DSR_ENCRYPTION_KEY."""
+    from cryptography.fernet import Fernet
+
+    print(Fernet.generate_key().decode())
+    _say(
+        "put it in .env as DSR_ENCRYPTION_KEY=<key> and keep a copy safe: "
+        "without it the stored personal data cannot be read"
+    )
+
+
+# db
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Bring the database schema to this version (Alembic migrations)."""
+    from workflows.storage import head_revision, upgrade_database
+
+    settings = load_settings()
+    _configure_logging(settings)
+    with _sqlite_single_process(settings):
+        try:
+            upgrade_database(settings.database_url)
+        except Exception as exc:
+            logging.getLogger(__name__).debug("upgrade failed", exc_info=True)
+            _fail(f"database upgrade failed: {_describe(exc, settings)}", code=1)
+    print(f"{_safe_url(settings.database_url)}: schema at revision {head_revision()}")
+
+
+# run
+
+
+@app.command()
+def run() -> None:
+    """Run the desk: each configured channel and the scheduler, until SIGTERM or SIGINT."""
+    from workflows.storage import database_revision, head_revision, upgrade_database
+
+    settings = load_settings()
+    _configure_logging(settings)
+    encryption_key_or_dev(settings)
+    with _sqlite_single_process(settings):
+        if settings.is_sqlite:
+            # The embedded database belongs to this process alone, so it migrates itself.
+            upgrade_database(settings.database_url)
+        else:
+            # Several processes share PostgreSQL; migrating is the operator's deliberate step.
+            try:
+                current = database_revision(settings.database_url)
+            except Exception as exc:
+                _fail(f"cannot reach the database: {_describe(exc, settings)}", code=2)
+            if current != head_revision():
+                _fail(
+                    f"the database schema is at revision {current or 'none'}, this version "
+                    f"needs {head_revision()}: run `aina-dsr db upgrade` first",
+                    code=2,
+                )
+
+        if not settings.telegram_configured and not settings.mail_configured:
+            _say("no channel is configured, so there is nothing to run. Set either")
+            print("  Telegram: DSR_TELEGRAM_BOT_TOKEN and DSR_STAFF_CHAT_ID, or", file=sys.stderr)
+            print(
+                "  e-mail:   DSR_IMAP_HOST, DSR_IMAP_USER, DSR_IMAP_PASSWORD and DSR_SMTP_HOST",
+                file=sys.stderr,
+            )
+            raise typer.Exit(2)
+        try:
+            components = build_components(settings)
+        except ChannelsNotInBuild as exc:
+            for channel in exc.channels:
+                _say(f"the {channel} channel is configured, but it is not in this build yet")
+            raise typer.Exit(2) from None
+        code = asyncio.run(serve(components))
+    raise typer.Exit(code)
+
+
+# check
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One line of ``aina-dsr check``: ``ok`` is ``None`` for a part that is not configured."""
+
+    component: str
+    ok: bool | None
+    detail: str
+
+
+async def _timed(component: str, settings: Settings, probe: Callable[[], Awaitable[str]]) -> Probe:
+    try:
+        detail = await asyncio.wait_for(probe(), PROBE_TIMEOUT)
+    except Exception as exc:
+        return Probe(component, False, _describe(exc, settings))
+    return Probe(component, True, detail)
+
+
+async def _check_database(settings: Settings) -> Probe:
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from workflows.storage import engine_revision, head_revision
+
+    where = _safe_url(settings.database_url)
+    path = settings.sqlite_path
+    if path is not None and not path.exists():
+        return Probe("database", True, f"{path} not created yet; `aina-dsr run` creates it")
+
+    async def probe() -> str:
+        engine = create_async_engine(settings.database_url)
+        try:
+            async with engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+            return await engine_revision(engine) or "none"
+        finally:
+            await engine.dispose()
+
+    reached = await _timed("database", settings, probe)
+    if not reached.ok:
+        return Probe("database", False, f"{where}: {reached.detail}")
+    revision, head = reached.detail, head_revision()
+    if revision == head:
+        return Probe("database", True, f"{where}: schema at revision {head}")
+    if settings.is_sqlite:
+        return Probe("database", True, f"{where}: `aina-dsr run` will upgrade the schema to {head}")
+    return Probe(
+        "database",
+        False,
+        f"{where}: schema at {revision}, needs {head}; run `aina-dsr db upgrade`",
+    )
+
+
+def _check_key(settings: Settings) -> Probe:
+    if settings.encryption_key is not None:
+        return Probe("encryption key", True, "set")
+    if settings.dev_mode:
+        made = "exists" if DEV_KEY_FILE.exists() else "made on first run"
+        return Probe("encryption key", True, f"DEV MODE: throw-away key in {DEV_KEY_FILE} ({made})")
+    return Probe(
+        "encryption key", False, "missing: set DSR_ENCRYPTION_KEY (`aina-dsr keys generate`)"
+    )
+
+
+async def _check_telegram(settings: Settings) -> Probe:
+    token, chat_id = settings.telegram_bot_token, settings.staff_chat_id
+    if token is None and chat_id is None:
+        return Probe("telegram", None, "set DSR_TELEGRAM_BOT_TOKEN and DSR_STAFF_CHAT_ID")
+    if token is None or chat_id is None:
+        missing = "DSR_TELEGRAM_BOT_TOKEN" if token is None else "DSR_STAFF_CHAT_ID"
+        return Probe("telegram", False, f"incomplete: {missing} is not set")
+
+    async def probe() -> str:
+        from aiogram import Bot
+        from aiogram.client.session.aiohttp import AiohttpSession
+        from aiogram.client.telegram import TelegramAPIServer
+
+        api = settings.telegram_api_url
+        session = AiohttpSession(api=TelegramAPIServer.from_base(api)) if api else None
+        bot = Bot(token.get_secret_value(), session=session)
+        try:
+            me = await bot.get_me()
+            chat = await bot.get_chat(chat_id)
+        finally:
+            await bot.session.close()
+        return f"@{me.username}; staff group {chat.title or chat.id}"
+
+    return await _timed("telegram", settings, probe)
+
+
+def _mail_settings_given(settings: Settings) -> bool:
+    return any(
+        value is not None
+        for value in (
+            settings.imap_host,
+            settings.imap_user,
+            settings.imap_password,
+            settings.smtp_host,
+        )
+    )
+
+
+async def _check_imap(settings: Settings) -> Probe:
+    if not _mail_settings_given(settings):
+        return Probe("imap", None, "set DSR_IMAP_HOST, DSR_IMAP_USER and DSR_IMAP_PASSWORD")
+    host, user, password = settings.imap_host, settings.imap_user, settings.imap_password
+    if host is None or user is None or password is None:
+        missing = [
+            name
+            for name, value in (
+                ("DSR_IMAP_HOST", host),
+                ("DSR_IMAP_USER", user),
+                ("DSR_IMAP_PASSWORD", password),
+            )
+            if value is None
+        ]
+        return Probe("imap", False, f"incomplete: {', '.join(missing)} not set")
+    where = f"{user} at {host}:{settings.imap_port} ({settings.imap_security})"
+
+    def login() -> str:
+        # imap-tools is synchronous: it runs in a worker thread, bounded by the socket timeout.
+        from imap_tools import MailBox, MailBoxStartTls, MailBoxUnencrypted
+
+        mailbox_class = {
+            "ssl": MailBox,
+            "starttls": MailBoxStartTls,
+            "none": MailBoxUnencrypted,
+        }[settings.imap_security]
+        mailbox = mailbox_class(host, settings.imap_port, timeout=PROBE_TIMEOUT)
+        with mailbox.login(user, password.get_secret_value(), initial_folder=settings.imap_folder):
+            pass
+        return f"{where}, folder {settings.imap_folder}"
+
+    return await _timed("imap", settings, lambda: asyncio.to_thread(login))
+
+
+async def _check_smtp(settings: Settings) -> Probe:
+    if not _mail_settings_given(settings):
+        return Probe("smtp", None, "set DSR_SMTP_HOST")
+    host = settings.smtp_host
+    if host is None:
+        return Probe("smtp", False, "incomplete: DSR_SMTP_HOST not set")
+
+    async def probe() -> str:
+        import aiosmtplib
+
+        smtp = aiosmtplib.SMTP(
+            hostname=host,
+            port=settings.smtp_port,
+            use_tls=settings.smtp_security == "ssl",
+            start_tls=settings.smtp_security == "starttls",
+            timeout=PROBE_TIMEOUT,
+        )
+        await smtp.connect()
+        try:
+            await smtp.ehlo()
+            if settings.smtp_user and settings.smtp_password:
+                await smtp.login(settings.smtp_user, settings.smtp_password.get_secret_value())
+            await smtp.quit()
+        finally:
+            smtp.close()
+        who = f"{settings.smtp_user} at " if settings.smtp_user else ""
+        return f"{who}{host}:{settings.smtp_port} ({settings.smtp_security})"
+
+    return await _timed("smtp", settings, probe)
+
+
+async def _check_all(settings: Settings) -> list[Probe]:
+    remote = await asyncio.gather(
+        _check_database(settings),
+        _check_telegram(settings),
+        _check_imap(settings),
+        _check_smtp(settings),
+    )
+    calendar = settings.calendar_file
+    return [
+        Probe("settings", True, "read"),
+        _check_key(settings),
+        remote[0],
+        Probe("calendar", True, str(calendar) if calendar else "holidays package only"),
+        *remote[1:],
+    ]
+
+
+@app.command()
+def check() -> None:
+    """Check the settings and reach every configured service."""
+    settings = load_settings()
+    probes = asyncio.run(_check_all(settings))
+    table = Table(title="AINA Privacy Desk", title_justify="left")
+    table.add_column("component")
+    table.add_column("state")
+    table.add_column("detail", overflow="fold")
+    state = {True: "[green]ok[/]", False: "[red]FAILED[/]", None: "[dim]not configured[/]"}
+    for probe in probes:
+        table.add_row(probe.component, state[probe.ok], escape(probe.detail))
+    Console().print(table)
+    raise typer.Exit(1 if any(probe.ok is False for probe in probes) else 0)

@@ -1,0 +1,152 @@
+"""The life of the ``aina-dsr run`` process: start the parts, keep them up, stop them cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+from aina_dsr.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Sleep = Callable[[float], Awaitable[None]]
+Monotonic = Callable[[], float]
+
+
+class Component(Protocol):
+    """A long-running part of the process (a channel, the scheduler).
+
+    ``run`` works until ``stop`` is set, then returns promptly. If it raises,
+    it is started again after a pause.
+    """
+
+    name: str
+
+    async def run(self, stop: asyncio.Event) -> None: ...
+
+
+class ChannelsNotInBuild(Exception):
+    """Channels are configured that this build cannot run yet."""
+
+    def __init__(self, channels: Sequence[str]) -> None:
+        super().__init__(", ".join(channels))
+        self.channels = list(channels)
+
+
+def build_components(settings: Settings) -> list[Component]:
+    """The parts this build runs for ``settings``: each channel only when it is configured."""
+    components: list[Component] = []
+    not_built: list[str] = []
+    if settings.telegram_configured:
+        not_built.append("Telegram")
+    if settings.mail_configured:
+        not_built.append("e-mail")
+    if not_built:
+        raise ChannelsNotInBuild(not_built)
+    return components
+
+
+async def _pause(delay: float, stop: asyncio.Event, sleep: Sleep) -> None:
+    """Sleep ``delay`` seconds, or less if ``stop`` is set meanwhile."""
+    sleeper = asyncio.ensure_future(sleep(delay))
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (sleeper, stopper):
+            task.cancel()
+        await asyncio.gather(sleeper, stopper, return_exceptions=True)
+
+
+async def _keep_running(
+    component: Component,
+    stop: asyncio.Event,
+    *,
+    sleep: Sleep,
+    monotonic: Monotonic,
+    first_delay: float,
+    max_delay: float,
+) -> None:
+    delay = first_delay
+    while not stop.is_set():
+        started = monotonic()
+        try:
+            await component.run(stop)
+        except Exception:
+            log.exception("%s crashed; starting it again in %g s", component.name, delay)
+        else:
+            if stop.is_set():
+                return
+            log.warning("%s returned without being stopped; starting it again", component.name)
+        # A part that ran for a good while before failing gets a fresh, short pause.
+        if monotonic() - started >= max_delay:
+            delay = first_delay
+        await _pause(delay, stop, sleep)
+        delay = min(delay * 2, max_delay)
+
+
+async def serve(
+    components: Sequence[Component],
+    *,
+    install_signals: bool = True,
+    stop: asyncio.Event | None = None,
+    sleep: Sleep = asyncio.sleep,
+    monotonic: Monotonic = time.monotonic,
+    first_delay: float = 1.0,
+    max_delay: float = 60.0,
+    grace: float = 10.0,
+) -> int:
+    """Run ``components`` until ``stop`` is set (by SIGTERM or SIGINT); return the exit code.
+
+    A part that crashes is logged and started again after 1, 2, 4 ... up to 60
+    seconds; the others keep working. On stop each part has ``grace`` seconds
+    to return before it is cancelled.
+    """
+    stop = stop if stop is not None else asyncio.Event()
+    loop = asyncio.get_running_loop()
+    handled: list[signal.Signals] = []
+    if install_signals:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, _request_stop, stop, signum)
+            handled.append(signum)
+    tasks = [
+        asyncio.create_task(
+            _keep_running(
+                component,
+                stop,
+                sleep=sleep,
+                monotonic=monotonic,
+                first_delay=first_delay,
+                max_delay=max_delay,
+            ),
+            name=f"aina-dsr:{component.name}",
+        )
+        for component in components
+    ]
+    try:
+        log.info("running: %s", ", ".join(c.name for c in components) or "nothing")
+        await stop.wait()
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace)
+            for task in pending:
+                log.warning("%s did not stop within %g s; cancelling it", task.get_name(), grace)
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for signum in handled:
+            loop.remove_signal_handler(signum)
+    log.info("stopped")
+    return 0
+
+
+def _request_stop(stop: asyncio.Event, signum: signal.Signals) -> None:
+    if not stop.is_set():
+        log.info("%s received; stopping", signum.name)
+    stop.set()

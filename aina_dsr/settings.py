@@ -1,0 +1,277 @@
+"""Settings of a deployment, read from ``DSR_*`` environment variables or ``.env``."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from cryptography.fernet import Fernet
+from pydantic import EmailStr, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import SettingsError as PydanticSettingsError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+log = logging.getLogger(__name__)
+
+ENV_PREFIX = "DSR_"
+DEV_KEY_FILE = Path("dsr-dev.key")
+
+Security = Literal["ssl", "starttls", "none"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+_IMAP_PORTS: dict[str, int] = {"ssl": 993, "starttls": 143, "none": 143}
+_SMTP_PORTS: dict[str, int] = {"ssl": 465, "starttls": 587, "none": 25}
+
+
+class SettingsError(Exception):
+    """A setting is missing or wrong; ``variable`` is its ``DSR_*`` name."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+        self.problem = problem
+
+
+def _normalise_database_url(url: str) -> str:
+    # Operators paste the URLs their database tools print; the desk needs the async drivers.
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError("is not a database URL (expected sqlite:///FILE or postgresql://...)")
+    drivers = {
+        "sqlite": "sqlite+aiosqlite",
+        "sqlite+aiosqlite": "sqlite+aiosqlite",
+        "postgresql": "postgresql+asyncpg",
+        "postgres": "postgresql+asyncpg",
+        "postgresql+asyncpg": "postgresql+asyncpg",
+    }
+    driver = drivers.get(scheme.lower())
+    if driver is None:
+        raise ValueError(
+            f"scheme {scheme!r} is not supported (use sqlite:///FILE or postgresql://...)"
+        )
+    normalised = f"{driver}://{rest}"
+    try:
+        make_url(normalised)
+    except ArgumentError:
+        raise ValueError("is not a valid database URL") from None
+    return normalised
+
+
+class Settings(BaseSettings):
+    """Everything a deployment configures; see ``.env.example`` for each variable."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_ignore_empty=True,
+        extra="ignore",
+    )
+
+    # Database
+    database_url: str = "sqlite+aiosqlite:///./aina-dsr.db"
+
+    # Security
+    encryption_key: SecretStr | None = None
+    dev_mode: bool = False
+
+    # Telegram
+    telegram_bot_token: SecretStr | None = None
+    telegram_api_url: str | None = None
+    telegram_webhook_url: str | None = None
+    staff_chat_id: int | None = None
+    staff_user_ids: Annotated[frozenset[int], NoDecode] = frozenset()
+
+    # E-mail in
+    imap_host: str | None = None
+    imap_port: int | None = Field(default=None, ge=1, le=65535)
+    imap_user: str | None = None
+    imap_password: SecretStr | None = None
+    imap_security: Security = "ssl"
+    imap_folder: str = "INBOX"
+    imap_poll_seconds: int = Field(default=60, ge=5, le=3600)
+
+    # E-mail out
+    smtp_host: str | None = None
+    smtp_port: int | None = Field(default=None, ge=1, le=65535)
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_security: Security = "starttls"
+    mail_from: EmailStr = "aina.app@mercury.kz"
+
+    # Calendar and clocks
+    timezone: str = "Asia/Almaty"
+    calendar_file: Path | None = None
+    verification_days: int = Field(default=14, ge=1, le=365)
+
+    # Scale and misc
+    redis_url: str | None = None
+    log_level: LogLevel = "INFO"
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        return _normalise_database_url(value.strip())
+
+    @field_validator("staff_user_ids", mode="before")
+    @classmethod
+    def _staff_user_ids(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            parts = [part.strip() for part in value.split(",")]
+            try:
+                return frozenset(int(part) for part in parts if part)
+            except ValueError:
+                raise ValueError(
+                    "must be Telegram user ids separated by commas, e.g. 12345,67890"
+                ) from None
+        return value
+
+    @field_validator("imap_security", "smtp_security", mode="before")
+    @classmethod
+    def _security(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _log_level(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            raise ValueError(f"{value!r} is not a time zone name such as Asia/Almaty") from None
+        return value
+
+    @field_validator("encryption_key")
+    @classmethod
+    def _encryption_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        try:
+            Fernet(value.get_secret_value().strip().encode())
+        except (ValueError, TypeError):
+            raise ValueError(
+                "is not a valid key (32 random bytes, url-safe base64); "
+                "generate one with `aina-dsr keys generate`"
+            ) from None
+        return SecretStr(value.get_secret_value().strip())
+
+    @field_validator("calendar_file")
+    @classmethod
+    def _calendar_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"file {str(value)!r} does not exist")
+        return value
+
+    @field_validator("telegram_api_url", "telegram_webhook_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _default_ports(self) -> Settings:
+        if self.imap_port is None:
+            self.imap_port = _IMAP_PORTS[self.imap_security]
+        if self.smtp_port is None:
+            self.smtp_port = _SMTP_PORTS[self.smtp_security]
+        return self
+
+    @property
+    def telegram_configured(self) -> bool:
+        """A bot token and a staff group: enough to run the Telegram channel."""
+        return self.telegram_bot_token is not None and self.staff_chat_id is not None
+
+    @property
+    def mail_configured(self) -> bool:
+        """A mailbox to read and a server to send through: enough to run the e-mail channel."""
+        return (
+            self.imap_host is not None
+            and self.imap_user is not None
+            and self.imap_password is not None
+            and self.smtp_host is not None
+        )
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The database file on SQLite; ``None`` on PostgreSQL or an in-memory database."""
+        if not self.is_sqlite:
+            return None
+        database = make_url(self.database_url).database
+        if not database or database == ":memory:":
+            return None
+        return Path(database)
+
+
+def _reason(error: Any) -> str:
+    message = str(error.get("msg", "is not valid"))
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if message.startswith(prefix):
+            return message[len(prefix) :]
+    return message[:1].lower() + message[1:]
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings; a wrong one raises :class:`SettingsError` naming its variable.
+
+    Only the first problem is reported, and never with the value that was given:
+    values may be passwords or keys.
+    """
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors(include_input=False, include_url=False)[0]
+        field = str(first["loc"][0]) if first["loc"] else "settings"
+        raise SettingsError(f"{ENV_PREFIX}{field.upper()}", _reason(first)) from None
+    except PydanticSettingsError as exc:
+        # Raised before validation when a value cannot even be parsed.
+        message = str(exc)
+        for name in Settings.model_fields:
+            if f'"{name}"' in message:
+                raise SettingsError(f"{ENV_PREFIX}{name.upper()}", "cannot be parsed") from None
+        raise SettingsError("settings", "cannot be parsed") from None
+
+
+def encryption_key_or_dev(settings: Settings) -> str:
+    """The encryption key, or in development mode a local key file made on first use."""
+    if settings.encryption_key is not None:
+        return settings.encryption_key.get_secret_value()
+    if not settings.dev_mode:
+        raise SettingsError(
+            "DSR_ENCRYPTION_KEY",
+            "is required; generate one with `aina-dsr keys generate` "
+            "(or set DSR_DEV_MODE=true for local development)",
+        )
+    path = DEV_KEY_FILE.absolute()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        key = path.read_text(encoding="ascii").strip()
+        try:
+            Fernet(key.encode())
+        except (ValueError, TypeError):
+            raise SettingsError(
+                "DSR_ENCRYPTION_KEY", f"development key file {path} does not hold a valid key"
+            ) from None
+    else:
+        key = Fernet.generate_key().decode()
+        with os.fdopen(fd, "w", encoding="ascii") as file:
+            file.write(key + "\n")
+    log.warning(
+        "DEVELOPMENT MODE: personal data is encrypted with the throw-away key in %s. "
+        "Never use DSR_DEV_MODE in production: set DSR_ENCRYPTION_KEY instead.",
+        path,
+    )
+    return key
