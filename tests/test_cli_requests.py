@@ -1,0 +1,102 @@
+"""``aina-dsr requests``: the register as the operator and other programs read it."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.clocks import FrozenClock
+from tests.conftest import STAFF_ID
+from tests.test_cli_frame import aina_dsr
+from workflows.service import RequestService
+from workflows.views import Actor
+
+CONTRACT = {
+    "reference", "kind", "status", "channel", "language", "received_at", "due_at",
+    "verified_by", "customer_matched",
+}  # fmt: skip
+
+
+def env(database_url: str, key: str) -> dict[str, str]:
+    return {"DSR_DATABASE_URL": database_url, "DSR_ENCRYPTION_KEY": key}
+
+
+async def test_a_fresh_database_lists_as_an_empty_json_list(
+    engine: AsyncEngine, database_url: str, encryption_key: str, tmp_path: Path
+) -> None:
+    result = aina_dsr(tmp_path, "requests", "list", "--json", **env(database_url, encryption_key))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == []
+
+
+async def test_list_and_show_speak_the_contract(
+    service: RequestService,
+    clock: FrozenClock,
+    database_url: str,
+    encryption_key: str,
+    tmp_path: Path,
+) -> None:
+    clock.set(datetime(2026, 1, 5, 4, 0, tzinfo=UTC))  # long past: its deadline is gone
+    old = await service.open_request(kind="access", channel="telegram", language="kk", telegram_user_id=1)
+    await service.verify_by_contact(old.reference, sender_user_id=1, contact_user_id=1, phone="+77011234567")
+    clock.set(datetime(2099, 1, 5, 4, 0, tzinfo=UTC))  # far ahead: not due for years
+    new = await service.open_request(kind="complaint", channel="email", language="ru", email="a@b.kz")
+    await service.cancel(new.reference, Actor.person_email("a@b.kz"))
+    settings = env(database_url, encryption_key)
+
+    listed = json.loads(aina_dsr(tmp_path, "requests", "list", "--json", **settings).stdout)
+    assert [r["reference"] for r in listed] == [old.reference, new.reference]
+    first = listed[0]
+    assert CONTRACT <= set(first)
+    assert first["kind"] == "access" and first["status"] == "verified"
+    assert first["verified_by"] == "telegram_contact" and first["customer_matched"] is False
+    # 5 January 2026, 09:00 in Almaty; due three working days later, at the end of the local day.
+    assert first["received_at"] == "2026-01-05T09:00:00+05:00"
+    assert first["due_at"] == "2026-01-08T23:59:59.999999+05:00"
+    assert listed[1]["verified_by"] is None
+
+    overdue = json.loads(aina_dsr(tmp_path, "requests", "list", "--overdue", "--json", **settings).stdout)
+    assert [r["reference"] for r in overdue] == [old.reference]
+    cancelled = json.loads(
+        aina_dsr(tmp_path, "requests", "list", "--status", "cancelled", "--json", **settings).stdout
+    )
+    assert [r["reference"] for r in cancelled] == [new.reference]
+
+    shown = json.loads(aina_dsr(tmp_path, "requests", "show", old.reference, "--json", **settings).stdout)
+    assert CONTRACT | {"events"} <= set(shown)
+    assert [e["action"] for e in shown["events"]] == ["opened", "verify"]
+
+    missing = aina_dsr(tmp_path, "requests", "show", "DSR-2026-999999", **settings)
+    assert missing.returncode == 1 and "DSR-2026-999999" in missing.stderr
+    bad = aina_dsr(tmp_path, "requests", "list", "--status", "nonsense", **settings)
+    assert bad.returncode == 2 and "nonsense" in bad.stderr
+
+
+async def test_export_carries_the_audit_trail(
+    service: RequestService, database_url: str, encryption_key: str, tmp_path: Path
+) -> None:
+    view = await service.open_request(kind="complaint", channel="telegram", language="en", telegram_user_id=9)
+    await service.verify_by_contact(view.reference, sender_user_id=9, contact_user_id=9, phone="+77011234567")
+    await service.reject(view.reference, Actor.staff(STAFF_ID, "Dana"), "not about personal data")
+    settings = env(database_url, encryption_key)
+
+    as_csv = aina_dsr(tmp_path, "requests", "export", "--format", "csv", **settings)
+    rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
+    assert [(r["reference"], r["action"], r["actor"]) for r in rows] == [
+        (view.reference, "opened", "person"),
+        (view.reference, "verify", "person"),
+        (view.reference, "reject", "staff"),
+    ]
+    assert rows[2]["actor_id"] == str(STAFF_ID) and rows[2]["actor_name"] == "Dana"
+    assert "+7701" not in as_csv.stdout and "not about personal data" not in as_csv.stdout
+
+    out = tmp_path / "register.json"
+    assert aina_dsr(tmp_path, "requests", "export", "--format", "json", "-o", str(out), **settings).returncode == 0
+    [exported] = json.loads(out.read_text(encoding="utf-8"))
+    assert exported["status"] == "rejected"
+    assert len(exported["events"]) == 3
