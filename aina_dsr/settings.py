@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from pathlib import Path
@@ -269,9 +270,15 @@ def encryption_key_or_dev(settings: Settings) -> str:
         key = Fernet.generate_key().decode()
         with os.fdopen(fd, "w", encoding="ascii") as file:
             file.write(key + "\n")
+    _warn_dev_mode(path)
+    return key
+
+
+@functools.cache
+def _warn_dev_mode(path: Path) -> None:
+    # Once per process: every part that needs the key asks for it.
     log.warning(
         "DEVELOPMENT MODE: personal data is encrypted with the throw-away key in %s. "
         "Never use DSR_DEV_MODE in production: set DSR_ENCRYPTION_KEY instead.",
         path,
     )
-    return key
