@@ -27,6 +27,7 @@ from aina_dsr.settings import (
     encryption_key_or_dev,
     load_settings,
 )
+from workflows.masking import PersonalDataFilter
 
 PROG = "aina-dsr"
 PROBE_TIMEOUT = 15.0
@@ -71,6 +72,10 @@ def _configure_logging(settings: Settings) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # Whatever slips into a log line, no phone, e-mail or IIN leaves in clear.
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, PersonalDataFilter) for f in handler.filters):
+            handler.addFilter(PersonalDataFilter())
 
 
 def _secrets(settings: Settings) -> list[str]:

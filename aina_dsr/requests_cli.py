@@ -48,7 +48,9 @@ def list_requests(
     status: Annotated[
         list[str] | None, typer.Option("--status", help="Only this status (repeatable).")
     ] = None,
-    overdue: Annotated[bool, typer.Option("--overdue", help="Only open requests past due.")] = False,
+    overdue: Annotated[
+        bool, typer.Option("--overdue", help="Only open requests past due.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="JSON for other programs.")] = False,
 ) -> None:
     """The requests, soonest deadline first."""
@@ -130,7 +132,9 @@ REGISTER_COLUMNS = (
 def write_register(views: list[RequestView], tz: Any, fmt: ExportFormat, out: TextIO) -> None:
     """The register with its audit trail: JSON objects, or one CSV row per audit event."""
     if fmt is ExportFormat.JSON:
-        json.dump([v.as_dict(tz, with_events=True) for v in views], out, ensure_ascii=False, indent=2)
+        json.dump(
+            [v.as_dict(tz, with_events=True) for v in views], out, ensure_ascii=False, indent=2
+        )
         out.write("\n")
         return
     writer = csv.DictWriter(out, fieldnames=REGISTER_COLUMNS, extrasaction="ignore")

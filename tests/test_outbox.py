@@ -50,13 +50,19 @@ class RecordingPort:
 
 
 def dispatcher(
-    sessions: async_sessionmaker[AsyncSession], vault: Vault, clock: FrozenClock, *ports: RecordingPort
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+    *ports: RecordingPort,
 ) -> OutboxDispatcher:
     return OutboxDispatcher(sessions, vault, clock, {p.channel: p for p in ports})
 
 
 async def test_a_message_committed_before_a_crash_is_sent_once_after_restart(
-    service: RequestService, sessions, vault, clock  # type: ignore[no-untyped-def]
+    service: RequestService,
+    sessions,
+    vault,
+    clock,  # type: ignore[no-untyped-def]
 ) -> None:
     view = await service.open_request(
         kind="access", channel="telegram", language="ru", telegram_user_id=ALICE
@@ -68,15 +74,26 @@ async def test_a_message_committed_before_a_crash_is_sent_once_after_restart(
     assert await restarted.run_once() == 1
     assert await restarted.run_once() == 0
     [message] = telegram.delivered
-    assert (message.template, message.address, message.language) == ("request_received", str(ALICE), "ru")
+    assert (message.template, message.address, message.language) == (
+        "request_received",
+        str(ALICE),
+        "ru",
+    )
     assert message.reference == view.reference
-    assert await service.messages(view.reference) == [("out", "telegram", "rendered request_received")]
+    assert await service.messages(view.reference) == [
+        ("out", "telegram", "rendered request_received")
+    ]
 
 
 async def test_a_delivery_cut_short_by_a_crash_is_retried_after_its_lease(
-    service: RequestService, sessions, vault, clock  # type: ignore[no-untyped-def]
+    service: RequestService,
+    sessions,
+    vault,
+    clock,  # type: ignore[no-untyped-def]
 ) -> None:
-    await service.open_request(kind="access", channel="telegram", language="en", telegram_user_id=ALICE)
+    await service.open_request(
+        kind="access", channel="telegram", language="en", telegram_user_id=ALICE
+    )
     dying = dispatcher(sessions, vault, clock, RecordingPort(Channel.TELEGRAM, ProcessDied()))
     with pytest.raises(ProcessDied):
         await dying.run_once()
@@ -114,8 +131,16 @@ async def test_a_rolled_back_change_sends_nothing(sessions, vault, clock) -> Non
     with pytest.raises(RuntimeError):
         async with sessions.begin() as session:
             await enqueue(
-                session, vault, clock.now(), key="k", channel=Channel.EMAIL,
-                audience=Audience.SUBJECT, template="t", language="en", params={}, address="a@b.kz",
+                session,
+                vault,
+                clock.now(),
+                key="k",
+                channel=Channel.EMAIL,
+                audience=Audience.SUBJECT,
+                template="t",
+                language="en",
+                params={},
+                address="a@b.kz",
             )
             raise RuntimeError("the change failed")
     port = RecordingPort(Channel.EMAIL)
@@ -123,9 +148,14 @@ async def test_a_rolled_back_change_sends_nothing(sessions, vault, clock) -> Non
 
 
 async def test_retry_after_is_honoured_and_errors_are_retried_not_dropped(
-    service: RequestService, sessions, vault, clock  # type: ignore[no-untyped-def]
+    service: RequestService,
+    sessions,
+    vault,
+    clock,  # type: ignore[no-untyped-def]
 ) -> None:
-    await service.open_request(kind="access", channel="telegram", language="en", telegram_user_id=ALICE)
+    await service.open_request(
+        kind="access", channel="telegram", language="en", telegram_user_id=ALICE
+    )
     telegram = RecordingPort(
         Channel.TELEGRAM, RetryLater("429 Too Many Requests", delay=30), ConnectionError("reset")
     )
@@ -145,7 +175,10 @@ async def test_retry_after_is_honoured_and_errors_are_retried_not_dropped(
 
 
 async def test_a_permanent_failure_is_recorded_and_shown_to_staff(
-    service: RequestService, sessions, vault, clock  # type: ignore[no-untyped-def]
+    service: RequestService,
+    sessions,
+    vault,
+    clock,  # type: ignore[no-untyped-def]
 ) -> None:
     view = await service.open_request(
         kind="complaint", channel="email", language="en", email="nobody@example.kz"
@@ -160,21 +193,34 @@ async def test_a_permanent_failure_is_recorded_and_shown_to_staff(
     assert [m.template for m in telegram.delivered] == ["staff_delivery_failed"]
     assert telegram.delivered[0].audience is Audience.STAFF_GROUP
     async with sessions() as session:
-        failed = await session.scalar(select(OutboxItem).where(OutboxItem.template == "request_received"))
-        assert failed is not None and failed.status == "failed" and "550" in (failed.last_error or "")
-        actions = (await session.scalars(select(AuditEvent.action).where(AuditEvent.request_id == view.id))).all()
+        failed = await session.scalar(
+            select(OutboxItem).where(OutboxItem.template == "request_received")
+        )
+        assert (
+            failed is not None and failed.status == "failed" and "550" in (failed.last_error or "")
+        )
+        actions = (
+            await session.scalars(select(AuditEvent.action).where(AuditEvent.request_id == view.id))
+        ).all()
         assert "delivery_failed" in actions
 
 
 async def test_a_person_who_blocked_the_bot_is_reached_by_email(
-    service: RequestService, sessions, vault, clock  # type: ignore[no-untyped-def]
+    service: RequestService,
+    sessions,
+    vault,
+    clock,  # type: ignore[no-untyped-def]
 ) -> None:
-    view = await service.open_request(kind="access", channel="telegram", language="kk", telegram_user_id=ALICE)
+    view = await service.open_request(
+        kind="access", channel="telegram", language="kk", telegram_user_id=ALICE
+    )
     person = Actor.person_telegram(ALICE)
     await service.send_email_code(view.reference, person, "aigerim@mail.kz")
     mail = RecordingPort(Channel.EMAIL)
     code = None
-    telegram = RecordingPort(Channel.TELEGRAM, RecipientUnreachable("Forbidden: bot was blocked by the user"))
+    telegram = RecordingPort(
+        Channel.TELEGRAM, RecipientUnreachable("Forbidden: bot was blocked by the user")
+    )
     outbox = dispatcher(sessions, vault, clock, telegram, mail)
     await outbox.run_once()
     code = next(m.params["code"] for m in mail.delivered if m.template == "verification_code")
@@ -192,10 +238,15 @@ async def test_a_person_who_blocked_the_bot_is_reached_by_email(
 
 
 async def test_two_dispatchers_never_deliver_the_same_row(
-    service: RequestService, sessions, vault, clock  # type: ignore[no-untyped-def]
+    service: RequestService,
+    sessions,
+    vault,
+    clock,  # type: ignore[no-untyped-def]
 ) -> None:
     for i in range(20):
-        await service.open_request(kind="complaint", channel="telegram", language="en", telegram_user_id=i + 1)
+        await service.open_request(
+            kind="complaint", channel="telegram", language="en", telegram_user_id=i + 1
+        )
     first, second = RecordingPort(Channel.TELEGRAM), RecordingPort(Channel.TELEGRAM)
     a, b = dispatcher(sessions, vault, clock, first), dispatcher(sessions, vault, clock, second)
 

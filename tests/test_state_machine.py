@@ -42,7 +42,9 @@ ALLOWED = {
 Step = Callable[[RequestService, str], Awaitable[object]]
 
 DO: dict[str, Step] = {
-    "verify": lambda s, r: s.verify_by_contact(r, sender_user_id=ALICE, contact_user_id=ALICE, phone=PHONE),
+    "verify": lambda s, r: s.verify_by_contact(
+        r, sender_user_id=ALICE, contact_user_id=ALICE, phone=PHONE
+    ),
     "take": lambda s, r: s.take(r, STAFF),
     "approve": lambda s, r: s.approve(r, STAFF),
     "reject": lambda s, r: s.reject(r, STAFF, "not enough to identify the data"),
@@ -79,7 +81,10 @@ def test_the_table_in_the_code_is_the_designs() -> None:
 async def test_every_action_from(service: RequestService, status: str) -> None:
     for action in (a.value for a in Action):
         view = await service.open_request(
-            kind="complaint", channel="telegram", language="en", telegram_user_id=ALICE,
+            kind="complaint",
+            channel="telegram",
+            language="en",
+            telegram_user_id=ALICE,
             fields={"text": "why do you send me adverts?"},
         )
         for step in PATH[status]:
@@ -87,8 +92,10 @@ async def test_every_action_from(service: RequestService, status: str) -> None:
         assert (await service.get(view.reference)).status == status
 
         expected = ALLOWED.get((status, action))
-        if action == "info_received" and expected is None and status not in (
-            "completed", "rejected", "cancelled", "expired"
+        if (
+            action == "info_received"
+            and expected is None
+            and status not in ("completed", "rejected", "cancelled", "expired")
         ):
             # A person's message on an open request that waits for nothing is simply added.
             await DO[action](service, view.reference)

@@ -136,6 +136,48 @@ async def enqueue(
     await session.execute(statement)
 
 
+UNREACHABLE_MARK = "unreachable: "
+
+
+async def reroute_unreachable(
+    session: AsyncSession, vault: Vault, now: datetime, subject_id: int, email: str
+) -> int:
+    """Send by e-mail what bounced off a person's Telegram before we knew their address.
+
+    Called in the transaction that records a newly verified e-mail address; each
+    message is re-sent at most once (its e-mail copy has a key of its own).
+    """
+    rows = await session.scalars(
+        select(OutboxItem)
+        .join(Request, Request.id == OutboxItem.request_id)
+        .where(
+            Request.subject_id == subject_id,
+            OutboxItem.channel == Channel.TELEGRAM.value,
+            OutboxItem.audience == Audience.SUBJECT.value,
+            OutboxItem.status == OutboxStatus.FAILED.value,
+            OutboxItem.last_error.startswith(UNREACHABLE_MARK),
+        )
+        .order_by(OutboxItem.id)
+    )
+    count = 0
+    for item in rows:
+        await enqueue(
+            session,
+            vault,
+            now,
+            key=f"{item.idempotency_key}/email",
+            channel=Channel.EMAIL,
+            audience=Audience.SUBJECT,
+            template=item.template,
+            language=item.language,
+            params=vault.decrypt_json(item.params_enc) or {},
+            address=email,
+            request_id=item.request_id,
+        )
+        count += 1
+    return count
+
+
 def backoff(attempt: int, base: float = 5.0, cap: float = 3600.0) -> float:
     """Seconds to wait before the next try after ``attempt`` failed tries."""
     return float(min(cap, base * 2 ** max(0, attempt - 1)))
@@ -165,7 +207,9 @@ class OutboxDispatcher:
         now = self._clock.now()
         channels = [c.value for c in self._ports]
         due = or_(
-            and_(OutboxItem.status == OutboxStatus.PENDING.value, OutboxItem.next_attempt_at <= now),
+            and_(
+                OutboxItem.status == OutboxStatus.PENDING.value, OutboxItem.next_attempt_at <= now
+            ),
             # A dispatcher that died mid-delivery left its lease behind.
             and_(OutboxItem.status == OutboxStatus.SENDING.value, OutboxItem.lease_until <= now),
         )
@@ -333,4 +377,4 @@ class OutboxDispatcher:
                         request_id=item.request_id,
                     )
         if not fallback:
-            await self._fail(message, reason)
+            await self._fail(message, UNREACHABLE_MARK + reason)

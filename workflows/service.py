@@ -37,7 +37,7 @@ from workflows.identity import (
     tries_left,
 )
 from workflows.kinds import DEFAULT_KINDS, ClockStart, KindSpec, RequestKind
-from workflows.outbox import Audience, Channel, enqueue
+from workflows.outbox import Audience, Channel, enqueue, reroute_unreachable
 from workflows.references import next_reference
 from workflows.states import CLOSED, OPEN, Action, Status, next_status
 from workflows.tables import (
@@ -149,7 +149,9 @@ class RequestService:
         async with self._sessions() as session:
             request = await self._load(session, reference)
             rows = await session.scalars(
-                select(Attachment).where(Attachment.request_id == request.id).order_by(Attachment.id)
+                select(Attachment)
+                .where(Attachment.request_id == request.id)
+                .order_by(Attachment.id)
             )
             return [
                 Evidence(
@@ -400,6 +402,8 @@ class RequestService:
                 subject.email_enc = self._vault.encrypt(email)
                 subject.email_index = row.target_index
                 await self._verified(session, request, subject, VerificationMethod.EMAIL_CODE)
+                if subject.telegram_unreachable and email is not None:
+                    await reroute_unreachable(session, self._vault, now, subject.id, email)
             else:
                 await self._audit(
                     session,
@@ -862,7 +866,9 @@ class RequestService:
         events: tuple[AuditView, ...] = ()
         if with_events:
             rows = await session.scalars(
-                select(AuditEvent).where(AuditEvent.request_id == request.id).order_by(AuditEvent.id)
+                select(AuditEvent)
+                .where(AuditEvent.request_id == request.id)
+                .order_by(AuditEvent.id)
             )
             events = tuple(
                 AuditView(

@@ -7,7 +7,7 @@ leave the data layer: the service turns them into frozen dataclasses.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -63,7 +63,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON()}
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON()}  # noqa: RUF012
 
 
 class DataSubject(Base):
@@ -268,4 +268,3 @@ class MailCursor(Base):
     updated_at: Mapped[datetime]
 
     __table_args__ = (UniqueConstraint("folder"),)
-

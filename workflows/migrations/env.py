@@ -13,7 +13,9 @@ config = context.config
 target_metadata = Base.metadata
 
 
-def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+def include_object(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
     return not (type_ == "table" and name in FOREIGN_TABLES)
 
 

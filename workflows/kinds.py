@@ -1,0 +1,167 @@
+"""The request kinds and their clocks, read from one table (``kinds.toml``).
+
+Each kind carries the law's clock and the policy's clock; the shorter one runs,
+because a promise cannot extend a statutory duty. The table also says what
+starts the clock and which fields a request of that kind cannot go without.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from importlib import resources
+from types import MappingProxyType
+from typing import Any
+
+from workflows.calendar import WorkingCalendar
+
+
+class KindTableError(ValueError):
+    """The kinds table is malformed; the message names the kind and the key."""
+
+
+class RequestKind(StrEnum):
+    ACCESS = "access"
+    RECTIFY = "rectify"
+    DELETE_ACCOUNT = "delete_account"
+    WITHDRAW_CONSENT = "withdraw_consent"
+    UNSUBSCRIBE = "unsubscribe"
+    BLOCK = "block"
+    DESTROY_UNLAWFUL = "destroy_unlawful"
+    COMPLAINT = "complaint"
+
+
+class DayUnit(StrEnum):
+    WORKING = "working"
+    CALENDAR = "calendar"
+
+
+class ClockStart(StrEnum):
+    RECEIVED = "received"
+    CONFIRMATION = "confirmation"
+
+
+@dataclass(frozen=True)
+class ClockSpec:
+    length: int
+    unit: DayUnit
+
+    def deadline(self, start: datetime, calendar: WorkingCalendar) -> datetime:
+        """The end of the local day on which a clock started at ``start`` runs out."""
+        day = calendar.local_date(start)
+        if self.unit is DayUnit.WORKING:
+            last = calendar.add_working_days(day, self.length)
+        else:
+            last = calendar.add_calendar_days(day, self.length)
+        return calendar.end_of_day(last)
+
+    def __str__(self) -> str:
+        return f"{self.length} {self.unit.value} days"
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    kind: RequestKind
+    law: ClockSpec | None
+    policy: ClockSpec | None
+    starts: ClockStart
+    required_fields: tuple[str, ...] = ()
+    one_of_fields: tuple[tuple[str, ...], ...] = ()
+    law_ref: str = ""
+    policy_ref: str = ""
+
+    @property
+    def clocks(self) -> tuple[ClockSpec, ...]:
+        return tuple(c for c in (self.law, self.policy) if c is not None)
+
+    def due_at(self, started_at: datetime, calendar: WorkingCalendar) -> datetime:
+        """The deadline: the earlier of the law's and the policy's."""
+        return min(clock.deadline(started_at, calendar) for clock in self.clocks)
+
+    def running_clock(self, started_at: datetime, calendar: WorkingCalendar) -> ClockSpec:
+        """The clock whose deadline comes first for a start at ``started_at``."""
+        return min(self.clocks, key=lambda clock: clock.deadline(started_at, calendar))
+
+    def missing_fields(self, fields: Mapping[str, Any]) -> list[str]:
+        """Required fields absent or blank; a one-of group is named ``a|b|c``."""
+
+        def given(name: str) -> bool:
+            value = fields.get(name)
+            return value is not None and str(value).strip() != ""
+
+        missing = [name for name in self.required_fields if not given(name)]
+        missing += ["|".join(group) for group in self.one_of_fields if not any(map(given, group))]
+        return missing
+
+
+def _clock(kind: str, key: str, value: Any) -> ClockSpec | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) != {"length", "unit"}:
+        raise KindTableError(f'{kind}.{key}: give {{ length = N, unit = "working"|"calendar" }}')
+    length = value["length"]
+    if not isinstance(length, int) or isinstance(length, bool) or not 0 < length <= 366:
+        raise KindTableError(f"{kind}.{key}.length: a whole number of days from 1 to 366")
+    try:
+        unit = DayUnit(value["unit"])
+    except ValueError:
+        raise KindTableError(f'{kind}.{key}.unit: "working" or "calendar"') from None
+    return ClockSpec(length, unit)
+
+
+def _names(kind: str, key: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise KindTableError(f"{kind}.{key}: a list of field names")
+    return tuple(value)
+
+
+def parse_kinds(data: Mapping[str, Any]) -> Mapping[RequestKind, KindSpec]:
+    """Builds the table from parsed TOML; every kind must be there exactly once."""
+    known = {k.value for k in RequestKind}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise KindTableError(f"unknown kind {unknown[0]!r}")
+    missing = sorted(known - set(data))
+    if missing:
+        raise KindTableError(f"kind {missing[0]!r} is missing from the table")
+    table: dict[RequestKind, KindSpec] = {}
+    allowed = {"law", "policy", "starts", "required", "one_of", "law_ref", "policy_ref"}
+    for name, entry in data.items():
+        if not isinstance(entry, dict):
+            raise KindTableError(f"{name}: a table of settings")
+        extra = sorted(set(entry) - allowed)
+        if extra:
+            raise KindTableError(f"{name}: unknown key {extra[0]!r}")
+        law = _clock(name, "law", entry.get("law"))
+        policy = _clock(name, "policy", entry.get("policy"))
+        if law is None and policy is None:
+            raise KindTableError(f"{name}: needs a law or a policy clock")
+        try:
+            starts = ClockStart(entry.get("starts", "received"))
+        except ValueError:
+            raise KindTableError(f'{name}.starts: "received" or "confirmation"') from None
+        groups = entry.get("one_of", [])
+        if not isinstance(groups, list):
+            raise KindTableError(f"{name}.one_of: a list of lists of field names")
+        table[RequestKind(name)] = KindSpec(
+            kind=RequestKind(name),
+            law=law,
+            policy=policy,
+            starts=starts,
+            required_fields=_names(name, "required", entry.get("required", [])),
+            one_of_fields=tuple(_names(name, "one_of", g) for g in groups),
+            law_ref=str(entry.get("law_ref", "")),
+            policy_ref=str(entry.get("policy_ref", "")),
+        )
+    return MappingProxyType({kind: table[kind] for kind in RequestKind})
+
+
+def load_default_kinds() -> Mapping[RequestKind, KindSpec]:
+    text = resources.files("workflows").joinpath("kinds.toml").read_text(encoding="utf-8")
+    return parse_kinds(tomllib.loads(text))
+
+
+DEFAULT_KINDS: Mapping[RequestKind, KindSpec] = load_default_kinds()
