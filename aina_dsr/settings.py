@@ -16,6 +16,8 @@ from pydantic_settings import SettingsError as PydanticSettingsError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from workflows.calendar import CalendarFileError, WorkingCalendar
+
 log = logging.getLogger(__name__)
 
 ENV_PREFIX = "DSR_"
@@ -169,6 +171,11 @@ class Settings(BaseSettings):
     def _calendar_file(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
             raise ValueError(f"file {str(value)!r} does not exist")
+        if value is not None:
+            try:
+                WorkingCalendar.from_file(value)
+            except CalendarFileError as exc:
+                raise ValueError(str(exc)) from None
         return value
 
     @field_validator("telegram_api_url", "telegram_webhook_url")

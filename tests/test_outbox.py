@@ -128,7 +128,7 @@ async def test_one_key_is_one_message(sessions, vault, clock) -> None:  # type: 
 
 
 async def test_a_rolled_back_change_sends_nothing(sessions, vault, clock) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError):  # noqa: PT012 (the raise is the point)
         async with sessions.begin() as session:
             await enqueue(
                 session,

@@ -199,6 +199,20 @@ def test_the_calendar_file_is_accepted_when_it_exists(
     assert load_settings().calendar_file == Path("calendar.toml")
 
 
+def test_a_malformed_calendar_file_is_named_with_its_problem(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "calendar.toml").write_text('working_days = ["19 December"]\n')
+    monkeypatch.setenv("DSR_CALENDAR_FILE", "calendar.toml")
+
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+
+    assert caught.value.variable == "DSR_CALENDAR_FILE"
+    assert "working_days" in caught.value.problem
+    assert "2026-12-19" in caught.value.problem  # it shows what a date looks like
+
+
 def test_without_a_key_and_without_dev_mode_the_desk_refuses() -> None:
     with pytest.raises(SettingsError) as caught:
         encryption_key_or_dev(load_settings())

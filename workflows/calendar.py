@@ -3,11 +3,14 @@
 Weekends, public holidays and their observed days come from the ``holidays``
 package (country ``KZ``). The government's yearly transfers (an extra day off,
 a Saturday that becomes a working day) reach that package late, so an operator
-adds them in a small TOML file::
+adds them in a small TOML file (top-level lists, or one table per year)::
 
     # calendar.toml
     days_off = [2026-12-31]
     working_days = [2026-12-19]
+
+    [2027]
+    days_off = ["2027-01-03"]
 
 Deadline rules: the day a clock starts does not count; a deadline that lands on
 a non-working day moves to the next working day; the deadline is the end of
@@ -68,16 +71,25 @@ class WorkingCalendar:
             raise CalendarFileError(f"{path}: cannot be read ({exc.strerror})") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise CalendarFileError(f"{path}: not valid TOML ({exc})") from None
-        unknown = sorted(set(data) - {"days_off", "working_days"})
-        if unknown:
-            raise CalendarFileError(
-                f"{path}: unknown key {unknown[0]!r}; use days_off and working_days"
-            )
-        return cls(
-            tz,
-            days_off=_dates(path, "days_off", data.get("days_off", [])),
-            working_days=_dates(path, "working_days", data.get("working_days", [])),
-        )
+        # Either top-level lists, or one table per year ([2026]) holding them.
+        sections: list[tuple[str, dict[str, Any]]] = [("", data)]
+        for key, value in data.items():
+            if isinstance(value, dict):
+                if not key.isdigit():
+                    raise CalendarFileError(f"{path}: unknown table [{key}]; name it by year")
+                sections.append((f"{key}.", value))
+        days_off: list[date] = []
+        working_days: list[date] = []
+        for prefix, section in sections:
+            keys = {k for k, v in section.items() if not (prefix == "" and isinstance(v, dict))}
+            unknown = sorted(keys - {"days_off", "working_days"})
+            if unknown:
+                raise CalendarFileError(
+                    f"{path}: unknown key {prefix}{unknown[0]!r}; use days_off and working_days"
+                )
+            days_off += _dates(path, prefix + "days_off", section.get("days_off", []))
+            working_days += _dates(path, prefix + "working_days", section.get("working_days", []))
+        return cls(tz, days_off=days_off, working_days=working_days)
 
     # -- days ----------------------------------------------------------------
 
@@ -125,7 +137,7 @@ class WorkingCalendar:
         return self.roll_forward(start + timedelta(days=count))
 
     def working_days_between(self, start: date, end: date) -> int:
-        """Working days after ``start`` up to and including ``end`` (negative if ``end`` is earlier)."""
+        """Working days after ``start`` up to and including ``end``; negative when reversed."""
         if end < start:
             return -self.working_days_between(end, start)
         span = (end - start).days

@@ -18,7 +18,7 @@ _EMAIL = re.compile(r"(?<![\w.+-])([\w.+-])[\w.+-]*@([\w-]+(?:\.[\w-]+)+)")
 # Twelve digits in a row (an IIN), not part of a longer number.
 _IIN = re.compile(r"(?<!\d)\d{10}(\d{2})(?!\d)")
 # A phone: an optional +, then 10-15 digits possibly split by spaces, dashes, brackets.
-_PHONE = re.compile(r"(?<![\w+])(\+?\d[\d\s()\-]{8,18}\d)(?!\d)")
+_PHONE = re.compile(r"(?<![\w+-])(\+?\d[\d\s()\-]{8,18}\d)(?!\d)")
 
 
 def mask_phone(phone: str | None) -> str:
