@@ -268,3 +268,28 @@ class MailCursor(Base):
     updated_at: Mapped[datetime]
 
     __table_args__ = (UniqueConstraint("folder"),)
+
+
+class ConversationState(Base):
+    """A chat dialog's state and data (aiogram FSM), so a restart loses no conversation.
+
+    The data holds what the person typed, so it is stored encrypted.
+    """
+
+    __tablename__ = "conversation_state"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    state: Mapped[str | None] = mapped_column(String(255))
+    data_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    updated_at: Mapped[datetime]
+
+
+class StaffCard(Base):
+    """Where a request's card sits in the staff group, so it is edited in place."""
+
+    __tablename__ = "staff_card"
+
+    request_id: Mapped[int] = mapped_column(ForeignKey("request.id"), primary_key=True)
+    chat_id: Mapped[int] = mapped_column(BigInteger)
+    message_id: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime]
