@@ -18,6 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.engine import make_url
 
+from aina_dsr.customers_cli import customers_app
 from aina_dsr.requests_cli import requests_app
 from aina_dsr.runtime import ChannelsNotInBuild, build_components, serve
 from aina_dsr.settings import (
@@ -47,6 +48,7 @@ db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
 app.add_typer(requests_app, name="requests")
+app.add_typer(customers_app, name="customers")
 
 
 def main() -> None:

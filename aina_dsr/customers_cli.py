@@ -1,0 +1,241 @@
+"""``aina-dsr customers``: import the shop's customer list and look a customer up."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import tzinfo
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from aina_dsr.settings import load_settings
+from aina_dsr.wiring import Core, open_core
+from workflows.directory import (
+    CustomerRecord,
+    ImportFileError,
+    ImportReport,
+    check_file,
+    find_customer,
+    import_customers,
+    import_purchases,
+)
+from workflows.identity import InvalidIdentifier
+from workflows.masking import mask_email, mask_iin, mask_phone
+
+customers_app = typer.Typer(
+    help="The customer directory: import the shop's list, find a customer.",
+    no_args_is_help=True,
+)
+
+# The rest is in --json; a screen of reasons is enough to see what to fix.
+SHOWN_REJECTS = 50
+
+
+class _FileProblem(Exception):
+    """A file that cannot be imported at all: exit code 2."""
+
+
+def _fail(message: str, *, code: int) -> NoReturn:
+    typer.echo(f"aina-dsr: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _check(path: Path, *, purchases: bool) -> None:
+    try:
+        check_file(path, purchases=purchases)
+    except OSError as exc:
+        _fail(f"cannot read {path}: {exc.strerror or exc}", code=2)
+    except ImportFileError as exc:
+        _fail(f"{path}: {exc}", code=2)
+
+
+@contextmanager
+def _bar(console: Console, path: Path) -> Iterator[tuple[io.TextIOWrapper, Any]]:
+    """The file opened for the import, and a progress callback that moves a bar by bytes read."""
+    size = path.stat().st_size
+    with (
+        Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not console.is_terminal,
+        ) as progress,
+        io.TextIOWrapper(path.open("rb"), encoding="utf-8-sig", newline="") as text,
+    ):
+        task = progress.add_task(path.name, total=size)
+
+        def advance(rows: int) -> None:
+            # The binary buffer's position: what the text layer has read so far.
+            done = min(text.buffer.tell(), size)
+            progress.update(task, completed=done, description=f"{path.name}: {rows} rows")
+
+        yield text, advance
+        progress.update(task, completed=size)
+
+
+async def _import(
+    customers: Path, purchases: Path | None, console: Console
+) -> tuple[ImportReport, ImportReport | None]:
+    async with open_core(load_settings()) as core:
+        people = await _import_one(core, customers, console, purchases=False)
+        bought = None
+        if purchases is not None:
+            bought = await _import_one(core, purchases, console, purchases=True)
+        return people, bought
+
+
+async def _import_one(core: Core, path: Path, console: Console, *, purchases: bool) -> ImportReport:
+    try:
+        with _bar(console, path) as (text, advance):
+            if purchases:
+                return await import_purchases(
+                    core.sessions, core.vault, text, tz=core.timezone, progress=advance
+                )
+            return await import_customers(
+                core.sessions,
+                core.vault,
+                text,
+                now=core.clock.now(),
+                tz=core.timezone,
+                progress=advance,
+            )
+    except OSError as exc:
+        raise _FileProblem(f"cannot read {path}: {exc.strerror or exc}") from None
+    except ImportFileError as exc:
+        # Batches before the bad spot are stored; a re-run after the fix finds them unchanged.
+        raise _FileProblem(f"{path}: {exc}") from None
+
+
+@customers_app.command("import")
+def import_command(
+    file: Annotated[Path, typer.Argument(help="The customers CSV (UTF-8, header row).")],
+    purchases: Annotated[
+        Path | None,
+        typer.Option("--purchases", help="A purchases CSV, imported after the customers."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON for other programs.")] = False,
+) -> None:
+    """Create or update customers (and purchases) from CSV; a re-run changes nothing.
+
+    Exit code 0 when every row was taken, 1 when some were rejected, 2 when a
+    file cannot be read at all.
+    """
+    # Both headers are checked before anything is written.
+    _check(file, purchases=False)
+    if purchases is not None:
+        _check(purchases, purchases=True)
+    err = Console(stderr=True)
+    try:
+        people, bought = asyncio.run(_import(file, purchases, err))
+    except _FileProblem as exc:
+        _fail(str(exc), code=2)
+    code = 1 if people.rejected or (bought is not None and bought.rejected) else 0
+    if as_json:
+        data = {**people.as_dict(), "purchases": bought.as_dict() if bought else None}
+        typer.echo(json.dumps(data, ensure_ascii=False, indent=2))
+        raise typer.Exit(code)
+    _print_reports(file, people, purchases, bought)
+    raise typer.Exit(code)
+
+
+def _print_reports(
+    file: Path, people: ImportReport, purchases: Path | None, bought: ImportReport | None
+) -> None:
+    console = Console()
+    summary = Table(title="import")
+    summary.add_column("")
+    summary.add_column("customers", justify="right")
+    if bought is not None:
+        summary.add_column("purchases", justify="right")
+    for label in ("created", "updated", "unchanged", "rejected"):
+        counts = [_count(people, label)] + ([_count(bought, label)] if bought else [])
+        loud = label == "rejected"
+        summary.add_row(label, *(f"[bold red]{c}[/]" if loud and c else str(c) for c in counts))
+    console.print(summary)
+    rejects = [(file, r) for r in people.rejected]
+    if bought is not None and purchases is not None:
+        rejects += [(purchases, r) for r in bought.rejected]
+    if not rejects:
+        return
+    table = Table(title=f"{len(rejects)} rejected row(s)")
+    for column in ("file", "line", "reason"):
+        table.add_column(column)
+    for path, rejected in rejects[:SHOWN_REJECTS]:
+        table.add_row(escape(path.name), str(rejected.line), escape(rejected.reason))
+    console.print(table)
+    if len(rejects) > SHOWN_REJECTS:
+        console.print(f"… and {len(rejects) - SHOWN_REJECTS} more; --json lists them all")
+
+
+def _count(report: ImportReport, label: str) -> int:
+    return len(report.rejected) if label == "rejected" else int(getattr(report, label))
+
+
+async def _find(
+    phone: str | None, email: str | None, iin: str | None
+) -> tuple[CustomerRecord | None, tzinfo]:
+    async with open_core(load_settings()) as core:
+        record = await find_customer(core.sessions, core.vault, phone=phone, email=email, iin=iin)
+        return record, core.timezone
+
+
+def _masked(record: CustomerRecord, tz: tzinfo) -> dict[str, Any]:
+    registered = record.registered_at
+    return {
+        "id": record.id,
+        "phone": mask_phone(record.phone) or None,
+        "email": mask_email(record.email) or None,
+        "iin": mask_iin(record.iin) or None,
+        "language": record.language,
+        "marketing_consent": record.marketing_consent,
+        "registered_at": registered.astimezone(tz).isoformat() if registered else None,
+        "purchases": len(record.purchases),
+    }
+
+
+@customers_app.command("find")
+def find_command(
+    phone: Annotated[str | None, typer.Option("--phone", help="In any usual format.")] = None,
+    email: Annotated[str | None, typer.Option("--email", help="Any letter case.")] = None,
+    iin: Annotated[str | None, typer.Option("--iin", help="12 digits.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON for other programs.")] = False,
+) -> None:
+    """The customer with every identifier given, shown masked, with the purchase count."""
+    if phone is None and email is None and iin is None:
+        _fail("give --phone, --email or --iin", code=2)
+    try:
+        record, tz = asyncio.run(_find(phone, email, iin))
+    except InvalidIdentifier as exc:
+        option = {"InvalidPhone": "--phone", "InvalidEmail": "--email", "InvalidIIN": "--iin"}
+        _fail(f"{option.get(type(exc).__name__, 'identifier')}: {exc}", code=2)
+    if record is None:
+        if as_json:
+            typer.echo("null")
+        else:
+            typer.echo("aina-dsr: no customer matches", err=True)
+        raise typer.Exit(1)
+    data = _masked(record, tz)
+    if as_json:
+        typer.echo(json.dumps(data, ensure_ascii=False, indent=2))
+        return
+    table = Table(show_header=False, title=f"customer {escape(record.id)}")
+    for key, value in data.items():
+        table.add_row(key, "—" if value is None else escape(str(value)))
+    Console().print(table)
