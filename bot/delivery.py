@@ -1,0 +1,258 @@
+"""The Telegram side of the outbox: delivers one rendered message, or says why not.
+
+The outbox dispatcher owns retries, so nothing here sleeps: a flood-control
+answer from Telegram, or a send our own rate limits would refuse, becomes
+:class:`RetryLater` with the wait, and the row goes back to the outbox.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from aiogram import Bot
+from aiogram.enums import ParseMode
+from aiogram.exceptions import (
+    TelegramBadRequest,
+    TelegramEntityTooLarge,
+    TelegramForbiddenError,
+    TelegramNetworkError,
+    TelegramRetryAfter,
+    TelegramServerError,
+)
+from aiogram.types import (
+    ForceReply,
+    InlineKeyboardMarkup,
+    ReplyKeyboardMarkup,
+    ReplyKeyboardRemove,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from workflows.clock import Clock
+from workflows.outbox import (
+    Audience,
+    Channel,
+    DeliveryReceipt,
+    OutgoingMessage,
+    PermanentFailure,
+    RecipientUnreachable,
+    RetryLater,
+)
+from workflows.tables import StaffCard
+
+log = logging.getLogger(__name__)
+
+Markup = InlineKeyboardMarkup | ReplyKeyboardMarkup | ReplyKeyboardRemove | ForceReply
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A message ready for Telegram: HTML text (already escaped) and its keyboard.
+
+    ``card_request_id`` marks a request's card in the staff group, kept as one
+    message that is edited in place.
+    """
+
+    text: str
+    reply_markup: Markup | None = None
+    card_request_id: int | None = None
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    """Telegram's published limits for bots."""
+
+    per_chat_per_second: int = 1
+    group_per_minute: int = 20
+    overall_per_second: int = 30
+
+
+class _Window:
+    """Instants of the sends within the last ``seconds``."""
+
+    def __init__(self, limit: int, seconds: float) -> None:
+        self.limit = limit
+        self.seconds = seconds
+        self.sent: deque[datetime] = deque()
+
+    def wait(self, now: datetime) -> float:
+        """Seconds until one more send fits in the window (0 if it fits now)."""
+        while self.sent and (now - self.sent[0]).total_seconds() >= self.seconds:
+            self.sent.popleft()
+        if len(self.sent) < self.limit:
+            return 0.0
+        oldest_to_leave = self.sent[len(self.sent) - self.limit]
+        return max(0.0, self.seconds - (now - oldest_to_leave).total_seconds())
+
+
+class SendRateLimiter:
+    """Sliding windows over the injected clock: one per chat, one per group, one overall.
+
+    ``reserve`` either takes a slot for a send now or tells how long to wait;
+    it never sleeps. Group chats (negative ids) have a per-minute window too.
+    """
+
+    def __init__(self, clock: Clock, limits: RateLimits = RateLimits()) -> None:
+        self._clock = clock
+        self._limits = limits
+        self._overall = _Window(limits.overall_per_second, 1.0)
+        self._chats: dict[int, _Window] = {}
+        self._groups: dict[int, _Window] = {}
+
+    def wait(self, chat_id: int) -> float:
+        """Seconds until a send to ``chat_id`` is allowed; 0 when it is allowed now."""
+        now = self._clock.now()
+        return max(window.wait(now) for window in self._windows(chat_id))
+
+    def reserve(self, chat_id: int) -> float:
+        """Take a slot for a send to ``chat_id`` now and return 0, or return the wait."""
+        now = self._clock.now()
+        windows = self._windows(chat_id)
+        delay = max(window.wait(now) for window in windows)
+        if delay == 0.0:
+            for window in windows:
+                window.sent.append(now)
+        self._forget_idle(now)
+        return delay
+
+    def _windows(self, chat_id: int) -> list[_Window]:
+        limits = self._limits
+        windows = [
+            self._overall,
+            self._chats.setdefault(chat_id, _Window(limits.per_chat_per_second, 1.0)),
+        ]
+        if chat_id < 0:
+            windows.append(self._groups.setdefault(chat_id, _Window(limits.group_per_minute, 60.0)))
+        return windows
+
+    def _forget_idle(self, now: datetime) -> None:
+        # Keeps memory bounded by the chats written to within the last minute.
+        for table in (self._chats, self._groups):
+            if len(table) > 1000:
+                for chat_id, window in list(table.items()):
+                    if window.wait(now) == 0.0 and not window.sent:
+                        del table[chat_id]
+
+
+def _upsert(session: AsyncSession) -> Any:
+    dialect = session.get_bind().dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(StaffCard)
+
+
+class TelegramPort:
+    """The outbox's way out to Telegram: people in private chats, and the staff group."""
+
+    channel = Channel.TELEGRAM
+
+    def __init__(
+        self,
+        bot: Bot,
+        render: Callable[[OutgoingMessage], Awaitable[Rendered]],
+        *,
+        staff_chat_id: int | None,
+        sessions: async_sessionmaker[AsyncSession],
+        clock: Clock,
+        limits: RateLimits = RateLimits(),
+    ) -> None:
+        self._bot = bot
+        self._render = render
+        self._staff_chat_id = staff_chat_id
+        self._sessions = sessions
+        self._clock = clock
+        self._limiter = SendRateLimiter(clock, limits)
+
+    async def deliver(self, message: OutgoingMessage) -> DeliveryReceipt:
+        """Send (or, for a staff card, edit) one message; raise the outbox's errors on failure."""
+        chat_id = self._chat_of(message)
+        rendered = await self._render(message)
+        try:
+            if message.audience is Audience.STAFF_GROUP and rendered.card_request_id is not None:
+                message_id = await self._card(chat_id, rendered.card_request_id, rendered)
+            else:
+                message_id = await self._send(chat_id, rendered)
+        except TelegramRetryAfter as exc:
+            raise RetryLater(f"flood control: {exc.message}", delay=exc.retry_after) from exc
+        except TelegramForbiddenError as exc:
+            if message.audience is Audience.STAFF_GROUP:
+                raise PermanentFailure(f"staff group closed to the bot: {exc.message}") from exc
+            raise RecipientUnreachable(exc.message) from exc
+        except TelegramBadRequest as exc:
+            if "chat not found" in exc.message.lower():
+                raise PermanentFailure(exc.message) from exc
+            raise
+        except TelegramEntityTooLarge as exc:
+            raise PermanentFailure(exc.message) from exc
+        except (TelegramNetworkError, TelegramServerError) as exc:
+            raise RetryLater(f"{type(exc).__name__}: {exc.message}") from exc
+        return DeliveryReceipt(external_id=f"{chat_id}:{message_id}", body=rendered.text)
+
+    def _chat_of(self, message: OutgoingMessage) -> int:
+        if message.audience is Audience.STAFF_GROUP:
+            if self._staff_chat_id is None:
+                raise PermanentFailure("no staff chat is configured (DSR_STAFF_CHAT_ID)")
+            return self._staff_chat_id
+        try:
+            return int(message.address or "")
+        except ValueError:
+            raise PermanentFailure("the message has no Telegram user id to go to") from None
+
+    def _reserve(self, chat_id: int) -> None:
+        delay = self._limiter.reserve(chat_id)
+        if delay > 0:
+            raise RetryLater("rate limit", delay=delay)
+
+    async def _send(self, chat_id: int, rendered: Rendered) -> int:
+        self._reserve(chat_id)
+        sent = await self._bot.send_message(
+            chat_id=chat_id,
+            text=rendered.text,
+            parse_mode=ParseMode.HTML,
+            reply_markup=rendered.reply_markup,
+        )
+        return sent.message_id
+
+    async def _card(self, chat_id: int, request_id: int, rendered: Rendered) -> int:
+        async with self._sessions() as session:
+            card = await session.get(StaffCard, request_id)
+            where = (card.chat_id, card.message_id) if card is not None else None
+        if where is not None and where[0] == chat_id:
+            message_id = where[1]
+            markup = rendered.reply_markup
+            self._reserve(chat_id)
+            try:
+                await self._bot.edit_message_text(
+                    text=rendered.text,
+                    chat_id=chat_id,
+                    message_id=message_id,
+                    parse_mode=ParseMode.HTML,
+                    reply_markup=markup if isinstance(markup, InlineKeyboardMarkup) else None,
+                )
+                return message_id
+            except TelegramBadRequest as exc:
+                reason = exc.message.lower()
+                if "message is not modified" in reason:
+                    return message_id
+                if "message to edit not found" not in reason:
+                    raise
+                log.warning("card of request %s was deleted; posting a new one", request_id)
+        message_id = await self._send(chat_id, rendered)
+        await self._remember(request_id, chat_id, message_id)
+        return message_id
+
+    async def _remember(self, request_id: int, chat_id: int, message_id: int) -> None:
+        now = self._clock.now()
+        async with self._sessions.begin() as session:
+            statement = _upsert(session).values(
+                request_id=request_id, chat_id=chat_id, message_id=message_id, updated_at=now
+            )
+            await session.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["request_id"],
+                    set_={"chat_id": chat_id, "message_id": message_id, "updated_at": now},
+                )
+            )
