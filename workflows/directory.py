@@ -363,9 +363,8 @@ def _apply_customer(
 class _PurchaseRow:
     external_id: str
     customer_external_id: str
-    purchased_at: datetime | None
-    description: str | None
-    amount: Decimal | None
+    # Only the columns the file has: purchased_at, description, amount.
+    values: dict[str, Any]
     line: int
 
 
@@ -387,14 +386,44 @@ def _amount(value: str) -> Decimal | None:
 
 
 def _parse_purchase(values: dict[str, str], line: int, tz: tzinfo) -> _PurchaseRow:
+    parsers: dict[str, Callable[[str], Any]] = {
+        "purchased_at": lambda v: _instant(v, "purchased_at", tz),
+        "description": lambda v: " ".join(v.split()) or None,
+        "amount": _amount,
+    }
     return _PurchaseRow(
         external_id=_external_id(values["purchase_id"], "purchase_id"),
         customer_external_id=_external_id(values["customer_id"], "customer_id"),
-        purchased_at=_instant(values.get("purchased_at", ""), "purchased_at", tz),
-        description=" ".join(values.get("description", "").split()) or None,
-        amount=_amount(values.get("amount", "")),
+        values={c: parse(values[c]) for c, parse in parsers.items() if c in values},
         line=line,
     )
+
+
+def _purchase_differs(
+    purchase: Purchase, customer_id: int, row: _PurchaseRow, vault: Vault
+) -> bool:
+    if purchase.customer_id != customer_id:
+        return True
+    values = row.values
+    return (
+        ("purchased_at" in values and purchase.purchased_at != values["purchased_at"])
+        or ("amount" in values and purchase.amount != values["amount"])
+        or (
+            "description" in values
+            and vault.decrypt(purchase.description_enc) != values["description"]
+        )
+    )
+
+
+def _apply_purchase(purchase: Purchase, customer_id: int, row: _PurchaseRow, vault: Vault) -> None:
+    """Write the row onto the purchase; a column the file lacks is left alone."""
+    purchase.customer_id = customer_id
+    if "purchased_at" in row.values:
+        purchase.purchased_at = row.values["purchased_at"]
+    if "description" in row.values:
+        purchase.description_enc = vault.encrypt(row.values["description"])
+    if "amount" in row.values:
+        purchase.amount = row.values["amount"]
 
 
 # -- importing -----------------------------------------------------------------------
@@ -558,28 +587,14 @@ async def _store_purchases(
                 continue
             purchase = existing.get(row.external_id)
             if purchase is None:
-                session.add(
-                    Purchase(
-                        external_id=row.external_id,
-                        customer_id=customer_id,
-                        purchased_at=row.purchased_at,
-                        description_enc=vault.encrypt(row.description),
-                        amount=row.amount,
-                    )
-                )
+                purchase = Purchase(external_id=row.external_id)
+                _apply_purchase(purchase, customer_id, row, vault)
+                session.add(purchase)
                 tally.created += 1
-            elif (
-                purchase.customer_id == customer_id
-                and purchase.purchased_at == row.purchased_at
-                and purchase.amount == row.amount
-                and vault.decrypt(purchase.description_enc) == row.description
-            ):
+            elif not _purchase_differs(purchase, customer_id, row, vault):
                 tally.unchanged += 1
             else:
-                purchase.customer_id = customer_id
-                purchase.purchased_at = row.purchased_at
-                purchase.description_enc = vault.encrypt(row.description)
-                purchase.amount = row.amount
+                _apply_purchase(purchase, customer_id, row, vault)
                 tally.updated += 1
 
 
