@@ -1,0 +1,360 @@
+"""Dialog state survives a restart: in the database by default, in Redis when configured."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from aiogram import Bot, Dispatcher, F, Router
+from aiogram.exceptions import DataNotDictLikeError
+from aiogram.fsm.context import FSMContext
+from aiogram.fsm.state import State, StatesGroup
+from aiogram.fsm.storage.base import BaseStorage, StorageKey
+from aiogram.fsm.storage.memory import SimpleEventIsolation
+from aiogram.fsm.storage.redis import RedisEventIsolation, RedisStorage
+from aiogram.types import Chat, Message, Update, User
+from sqlalchemy import make_url, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from bot.storage import DatabaseStorage, make_events_isolation, make_fsm_storage
+from tests.clocks import FrozenClock
+from workflows.storage import make_engine, make_sessionmaker
+from workflows.tables import ConversationState
+from workflows.vault import Vault
+
+REDIS_URL = "redis://127.0.0.1:6379/15"
+BOT_ID = 42
+FULL_NAME = "Айгерим Нурлановна Сейткали"
+EMAIL = "aigerim.seitkali@example.kz"
+
+
+class Form(StatesGroup):
+    name = State()
+    email = State()
+
+
+def unique_key(destiny: str = "default") -> StorageKey:
+    # Chat and user ids of our own, so a shared Redis holds nothing else under them.
+    person = -(10**12 + uuid.uuid4().int % 10**9)
+    return StorageKey(bot_id=BOT_ID, chat_id=person, user_id=person, destiny=destiny)
+
+
+@pytest.fixture
+def keys_used() -> list[StorageKey]:
+    return []
+
+
+@pytest.fixture
+async def redis_fsm_storage(
+    keys_used: list[StorageKey], vault: Vault, clock: FrozenClock
+) -> AsyncIterator[BaseStorage]:
+    """The storage ``make_fsm_storage`` gives with a Redis URL; cleans up the keys used."""
+    pytest.importorskip("redis", reason="the redis package is not installed (aiogram[redis])")
+    from redis.exceptions import RedisError
+
+    # With Redis configured, the database's sessions are not used for dialog state.
+    storage = make_fsm_storage(REDIS_URL, async_sessionmaker(), vault, clock)
+    assert isinstance(storage, RedisStorage)
+    try:
+        await cast("Awaitable[bool]", storage.redis.ping())
+    except (RedisError, OSError) as exc:
+        await storage.close()
+        pytest.skip(f"Redis is not answering at {REDIS_URL}: {exc}")
+    try:
+        yield storage
+    finally:
+        for key in keys_used:
+            async for name in storage.redis.scan_iter(match=f"fsm:{key.chat_id}:*"):
+                await storage.redis.delete(name)
+        await storage.close()
+
+
+@pytest.fixture(params=["database", "redis"])
+def fsm_storage(
+    request: pytest.FixtureRequest,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+) -> BaseStorage:
+    """The storage the bot runs with: the default one, or Redis when configured."""
+    if request.param == "redis":
+        storage: BaseStorage = request.getfixturevalue("redis_fsm_storage")
+        return storage
+    # Closing a DatabaseStorage is a no-op: the engine belongs to the ``engine`` fixture.
+    return make_fsm_storage(None, sessions, vault, clock)
+
+
+def key_for(keys_used: list[StorageKey], destiny: str = "default") -> StorageKey:
+    key = unique_key(destiny)
+    keys_used.append(key)
+    return key
+
+
+# The contract both storages keep.
+
+
+async def test_state_and_data_round_trip(
+    fsm_storage: BaseStorage, keys_used: list[StorageKey]
+) -> None:
+    key = key_for(keys_used)
+
+    await fsm_storage.set_state(key, Form.name)
+    await fsm_storage.set_data(key, {"full_name": FULL_NAME, "attempts": 1})
+
+    assert await fsm_storage.get_state(key) == "Form:name"
+    assert await fsm_storage.get_data(key) == {"full_name": FULL_NAME, "attempts": 1}
+    assert await fsm_storage.get_value(key, "full_name") == FULL_NAME
+
+    await fsm_storage.set_state(key, "Form:email")
+    assert await fsm_storage.get_state(key) == "Form:email"
+    assert await fsm_storage.get_data(key) == {"full_name": FULL_NAME, "attempts": 1}
+
+
+async def test_an_unknown_person_has_no_state_and_no_data(
+    fsm_storage: BaseStorage, keys_used: list[StorageKey]
+) -> None:
+    key = key_for(keys_used)
+
+    assert await fsm_storage.get_state(key) is None
+    assert await fsm_storage.get_data(key) == {}
+    assert await fsm_storage.get_value(key, "full_name", "none given") == "none given"
+
+
+async def test_update_data_merges_into_what_is_there(
+    fsm_storage: BaseStorage, keys_used: list[StorageKey]
+) -> None:
+    key = key_for(keys_used)
+    await fsm_storage.set_data(key, {"full_name": FULL_NAME, "email": "old@example.kz"})
+
+    merged = await fsm_storage.update_data(key, {"email": EMAIL})
+
+    expected = {"full_name": FULL_NAME, "email": EMAIL}
+    assert merged == expected
+    assert await fsm_storage.get_data(key) == expected
+    # Starting from nothing works too.
+    fresh = key_for(keys_used)
+    assert await fsm_storage.update_data(fresh, {"email": EMAIL}) == {"email": EMAIL}
+
+
+async def test_destinies_are_separate_records(
+    fsm_storage: BaseStorage, keys_used: list[StorageKey]
+) -> None:
+    dialog = key_for(keys_used)
+    language = StorageKey(
+        bot_id=dialog.bot_id, chat_id=dialog.chat_id, user_id=dialog.user_id, destiny="language"
+    )
+    await fsm_storage.set_state(dialog, Form.name)
+    await fsm_storage.set_data(dialog, {"full_name": FULL_NAME})
+
+    await fsm_storage.set_data(language, {"language": "kk"})
+    await fsm_storage.set_state(dialog, None)
+    await fsm_storage.set_data(dialog, {})
+
+    assert await fsm_storage.get_data(language) == {"language": "kk"}
+    assert await fsm_storage.get_state(language) is None
+    assert await fsm_storage.get_state(dialog) is None
+    assert await fsm_storage.get_data(dialog) == {}
+
+
+async def test_clearing_forgets_state_and_data(
+    fsm_storage: BaseStorage, keys_used: list[StorageKey]
+) -> None:
+    key = key_for(keys_used)
+    await fsm_storage.set_state(key, Form.email)
+    await fsm_storage.set_data(key, {"full_name": FULL_NAME})
+
+    await fsm_storage.set_state(key, None)
+    assert await fsm_storage.get_state(key) is None
+    assert await fsm_storage.get_data(key) == {"full_name": FULL_NAME}
+
+    await fsm_storage.set_data(key, {})
+    assert await fsm_storage.get_data(key) == {}
+
+
+async def test_data_must_be_a_dict(fsm_storage: BaseStorage, keys_used: list[StorageKey]) -> None:
+    key = key_for(keys_used)
+    with pytest.raises(DataNotDictLikeError):
+        await fsm_storage.set_data(key, [("full_name", FULL_NAME)])  # type: ignore[arg-type]
+
+
+# The database storage.
+
+
+async def test_a_restart_finds_the_dialog_where_it_was(
+    database_url: str,
+    engine: AsyncEngine,
+    sessions: async_sessionmaker[AsyncSession],
+    encryption_key: str,
+    vault: Vault,
+    clock: FrozenClock,
+) -> None:
+    key = unique_key()
+    before = DatabaseStorage(sessions, vault, clock)
+    await before.set_state(key, Form.email)
+    await before.set_data(key, {"full_name": FULL_NAME})
+    await before.close()
+    await engine.dispose()
+
+    # A new process: a new engine on the same database, a vault from the same key.
+    restarted = make_engine(database_url)
+    try:
+        after = DatabaseStorage(make_sessionmaker(restarted), Vault(encryption_key), clock)
+        assert await after.get_state(key) == "Form:email"
+        assert await after.get_data(key) == {"full_name": FULL_NAME}
+    finally:
+        await restarted.dispose()
+
+
+async def test_a_cleared_dialog_leaves_no_row(
+    sessions: async_sessionmaker[AsyncSession], vault: Vault, clock: FrozenClock
+) -> None:
+    storage = DatabaseStorage(sessions, vault, clock)
+    key = unique_key()
+    await storage.set_state(key, Form.name)
+    await storage.set_data(key, {"full_name": FULL_NAME})
+
+    await storage.set_state(key, None)
+    await storage.set_data(key, {})
+
+    async with sessions() as session:
+        assert (await session.scalars(select(ConversationState))).all() == []
+
+
+async def test_typed_text_is_not_stored_in_clear(
+    database_url: str,
+    engine: AsyncEngine,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+) -> None:
+    storage = DatabaseStorage(sessions, vault, clock)
+    key = unique_key()
+    await storage.set_state(key, Form.email)
+    await storage.update_data(key, {"full_name": FULL_NAME, "email": EMAIL})
+
+    async with sessions() as session:
+        row = (await session.execute(text("SELECT * FROM conversation_state"))).one()
+        (row_text,) = (
+            await session.execute(text("SELECT CAST(t AS text) FROM conversation_state AS t"))
+            if engine.dialect.name == "postgresql"
+            else await session.execute(text("SELECT key || state FROM conversation_state"))
+        ).one()
+        stored = (await session.scalars(select(ConversationState))).one()
+
+    assert stored.updated_at == clock.now()
+    assert vault.decrypt_json(stored.data_enc) == {"full_name": FULL_NAME, "email": EMAIL}
+    for typed in (FULL_NAME, EMAIL):
+        assert typed not in row_text
+        assert typed.encode() not in bytes(row.data_enc)
+        assert typed.encode().hex() not in row_text
+    if engine.dialect.name == "sqlite":
+        await engine.dispose()
+        database = Path(str(make_url(database_url).database))
+        on_disk = b"".join(p.read_bytes() for p in database.parent.glob(database.name + "*"))
+        assert b"Form:email" in on_disk  # the files are the ones the storage wrote to
+        for typed in (FULL_NAME, EMAIL):
+            assert typed.encode() not in on_disk
+
+
+async def test_defaults_without_redis(
+    sessions: async_sessionmaker[AsyncSession], vault: Vault, clock: FrozenClock
+) -> None:
+    assert isinstance(make_fsm_storage(None, sessions, vault, clock), DatabaseStorage)
+    assert isinstance(make_events_isolation(None), SimpleEventIsolation)
+
+
+# The storage behind a real dispatcher.
+
+
+def dialog_router() -> Router:
+    router = Router(name="dialog")
+
+    @router.message(F.text == "/start")
+    async def start(message: Message, state: FSMContext) -> None:
+        await state.set_state(Form.name)
+
+    @router.message(Form.name)
+    async def took_name(message: Message, state: FSMContext) -> None:
+        await state.update_data(full_name=message.text)
+        await state.set_state(Form.email)
+
+    @router.message(Form.email)
+    async def took_email(message: Message, state: FSMContext, seen: list[dict[str, Any]]) -> None:
+        seen.append(await state.update_data(email=message.text))
+        await state.clear()
+
+    return router
+
+
+def message_update(update_id: int, person: int, typed: str, clock: FrozenClock) -> Update:
+    return Update(
+        update_id=update_id,
+        message=Message(
+            message_id=update_id,
+            date=clock.now(),
+            chat=Chat(id=person, type="private"),
+            from_user=User(id=person, is_bot=False, first_name="Aigerim"),
+            text=typed,
+        ),
+    )
+
+
+async def test_a_dialog_started_before_a_restart_finishes_after_it(
+    database_url: str,
+    engine: AsyncEngine,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+) -> None:
+    person = 700200
+    bot = Bot(token=f"{BOT_ID}:TEST-TOKEN")
+    seen: list[dict[str, Any]] = []
+    try:
+        before = Dispatcher(
+            storage=DatabaseStorage(sessions, vault, clock),
+            events_isolation=make_events_isolation(None),
+            seen=seen,
+        )
+        before.include_router(dialog_router())
+        await before.feed_update(bot, message_update(1, person, "/start", clock))
+        await before.feed_update(bot, message_update(2, person, FULL_NAME, clock))
+        await before.fsm.close()
+        await engine.dispose()
+
+        restarted = make_engine(database_url)
+        try:
+            after = Dispatcher(
+                storage=DatabaseStorage(make_sessionmaker(restarted), vault, clock), seen=seen
+            )
+            after.include_router(dialog_router())
+            await after.feed_update(bot, message_update(3, person, EMAIL, clock))
+
+            assert seen == [{"full_name": FULL_NAME, "email": EMAIL}]
+            context = after.fsm.get_context(bot, chat_id=person, user_id=person)
+            assert await context.get_state() is None
+            assert await context.get_data() == {}
+        finally:
+            await restarted.dispose()
+    finally:
+        await bot.session.close()
+
+
+# Redis: events isolation across replicas.
+
+
+async def test_redis_events_isolation_locks_one_person(
+    redis_fsm_storage: BaseStorage, keys_used: list[StorageKey]
+) -> None:
+    isolation = make_events_isolation(REDIS_URL)
+    assert isinstance(isolation, RedisEventIsolation)
+    key = key_for(keys_used)
+    lock_name = f"fsm:{key.chat_id}:{key.user_id}:default:lock"
+    try:
+        async with isolation.lock(key):
+            assert await isolation.redis.exists(lock_name) == 1
+        assert await isolation.redis.exists(lock_name) == 0
+    finally:
+        await isolation.close()
