@@ -238,6 +238,23 @@ async def test_an_open_text_file_with_commas_and_a_short_row_imports(
     assert await find_customer(sessions, vault, email="Timur.Kim@inbox.ru") is not None
 
 
+async def test_a_row_with_several_problems_names_them_all(sessions: Sessions, vault: Vault) -> None:
+    text = io.StringIO(
+        "id;phone;email;language;marketing_consent\n;+7 701 12;aigerim@@mail;kz;может быть\n"
+    )
+
+    report = await import_customers(sessions, vault, text, now=NOW)
+
+    assert report.rejected == (
+        Rejected(
+            2,
+            "id: missing; phone: not a valid phone number; email: not a valid e-mail address; "
+            "language: not one of kk, ru, en; "
+            "marketing_consent: not one of true/false, yes/no, 1/0, да/нет, иә/жоқ",
+        ),
+    )
+
+
 async def test_a_large_file_is_committed_in_batches_with_progress(
     sessions: Sessions, vault: Vault, tmp_path: Path
 ) -> None:

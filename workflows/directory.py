@@ -302,15 +302,32 @@ def _customer_value(column: str, value: str, now: datetime, tz: tzinfo) -> Any:
     raise AssertionError(column)  # pragma: no cover - the header is checked
 
 
+def _parse_all(values: dict[str, str], parsers: dict[str, Callable[[str], Any]]) -> dict[str, Any]:
+    """Each column of the row parsed; every problem of the row in one reason, in column order."""
+    parsed: dict[str, Any] = {}
+    problems: list[str] = []
+    for column, value in values.items():
+        try:
+            parsed[column] = parsers[column](value)
+        except _Invalid as exc:
+            problems.append(str(exc))
+    if problems:
+        raise _Invalid("; ".join(problems))
+    return parsed
+
+
 def _parse_customer(
     values: dict[str, str], vault: Vault, now: datetime, tz: tzinfo
 ) -> _CustomerRow:
-    external_id = _external_id(values["id"], "id")
-    parsed = {
-        column: _customer_value(column, value, now, tz)
-        for column, value in values.items()
-        if column != "id"
-    }
+    parsed = _parse_all(
+        values,
+        {
+            column: (lambda v, c=column: _customer_value(c, v, now, tz))
+            for column in CUSTOMER_COLUMNS
+        }
+        | {"id": lambda v: _external_id(v, "id")},
+    )
+    external_id = parsed.pop("id")
     # The digest covers the columns the file has, as normalised: the same customer
     # written another way (8 701... for +7701...) is the same row.
     canonical = json.dumps(
@@ -391,10 +408,13 @@ def _parse_purchase(values: dict[str, str], line: int, tz: tzinfo) -> _PurchaseR
         "description": lambda v: " ".join(v.split()) or None,
         "amount": _amount,
     }
+    parsers["purchase_id"] = lambda v: _external_id(v, "purchase_id")
+    parsers["customer_id"] = lambda v: _external_id(v, "customer_id")
+    parsed = _parse_all(values, parsers)
     return _PurchaseRow(
-        external_id=_external_id(values["purchase_id"], "purchase_id"),
-        customer_external_id=_external_id(values["customer_id"], "customer_id"),
-        values={c: parse(values[c]) for c, parse in parsers.items() if c in values},
+        external_id=parsed.pop("purchase_id"),
+        customer_external_id=parsed.pop("customer_id"),
+        values=parsed,
         line=line,
     )
 
