@@ -170,6 +170,11 @@ class TelegramPort:
         """Send (or, for a staff card, edit) one message; raise the outbox's errors on failure."""
         chat_id = self._chat_of(message)
         rendered = await self._render(message)
+        # One slot per delivery: a card whose edit failed is re-posted in the same slot,
+        # or the retry would edit, fail and be held back again, forever.
+        delay = self._limiter.reserve(chat_id)
+        if delay > 0:
+            raise RetryLater("rate limit", delay=delay)
         try:
             if message.audience is Audience.STAFF_GROUP and rendered.card_request_id is not None:
                 message_id = await self._card(chat_id, rendered.card_request_id, rendered)
@@ -201,13 +206,7 @@ class TelegramPort:
         except ValueError:
             raise PermanentFailure("the message has no Telegram user id to go to") from None
 
-    def _reserve(self, chat_id: int) -> None:
-        delay = self._limiter.reserve(chat_id)
-        if delay > 0:
-            raise RetryLater("rate limit", delay=delay)
-
     async def _send(self, chat_id: int, rendered: Rendered) -> int:
-        self._reserve(chat_id)
         sent = await self._bot.send_message(
             chat_id=chat_id,
             text=rendered.text,
@@ -223,7 +222,6 @@ class TelegramPort:
         if where is not None and where[0] == chat_id:
             message_id = where[1]
             markup = rendered.reply_markup
-            self._reserve(chat_id)
             try:
                 await self._bot.edit_message_text(
                     text=rendered.text,
