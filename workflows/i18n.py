@@ -190,7 +190,7 @@ class Catalogue:
             name: escape("" if value is None else str(value)) for name, value in values.items()
         }
         text_id = f"notify.{template}.text"
-        if params.get("due_date") is None and self.has(f"{text_id}.no_due"):
+        if not params.get("due_date") and self.has(f"{text_id}.no_due"):
             text_id = f"{text_id}.no_due"
         return Notification(
             subject=self.text(language, f"notify.{template}.subject", **filled),
