@@ -29,6 +29,7 @@ from aiogram.types import (
     InlineKeyboardMarkup,
     ReplyKeyboardMarkup,
     ReplyKeyboardRemove,
+    ReplyParameters,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -61,6 +62,8 @@ class Rendered:
     text: str
     reply_markup: Markup | None = None
     card_request_id: int | None = None
+    # A staff message about a request goes into the thread of its card.
+    thread_request_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -179,7 +182,8 @@ class TelegramPort:
             if message.audience is Audience.STAFF_GROUP and rendered.card_request_id is not None:
                 message_id = await self._card(chat_id, rendered.card_request_id, rendered)
             else:
-                message_id = await self._send(chat_id, rendered)
+                reply_to = await self._card_message(chat_id, rendered.thread_request_id)
+                message_id = await self._send(chat_id, rendered, reply_to)
         except TelegramRetryAfter as exc:
             raise RetryLater(f"flood control: {exc.message}", delay=exc.retry_after) from exc
         except TelegramForbiddenError as exc:
@@ -206,14 +210,28 @@ class TelegramPort:
         except ValueError:
             raise PermanentFailure("the message has no Telegram user id to go to") from None
 
-    async def _send(self, chat_id: int, rendered: Rendered) -> int:
+    async def _send(self, chat_id: int, rendered: Rendered, reply_to: int | None = None) -> int:
         sent = await self._bot.send_message(
             chat_id=chat_id,
             text=rendered.text,
             parse_mode=ParseMode.HTML,
             reply_markup=rendered.reply_markup,
+            reply_parameters=(
+                ReplyParameters(message_id=reply_to, allow_sending_without_reply=True)
+                if reply_to is not None
+                else None
+            ),
         )
         return sent.message_id
+
+    async def _card_message(self, chat_id: int, request_id: int | None) -> int | None:
+        if request_id is None:
+            return None
+        async with self._sessions() as session:
+            card = await session.get(StaffCard, request_id)
+            if card is None or card.chat_id != chat_id:
+                return None
+            return card.message_id
 
     async def _card(self, chat_id: int, request_id: int, rendered: Rendered) -> int:
         async with self._sessions() as session:

@@ -427,6 +427,20 @@ class BotAPI:
         assert call is not None
         return call
 
+    async def wait_until(
+        self,
+        condition: Callable[[list[Call]], Call | None],
+        *,
+        timeout: float = 5.0,  # noqa: ASYNC109 (a test's bound, not an I/O timeout)
+    ) -> Call | None:
+        """Wait (at most ``timeout`` seconds) until ``condition(calls)`` finds a call."""
+        try:
+            async with asyncio.timeout(timeout), self._changed:
+                await self._changed.wait_for(lambda: condition(self.calls()) is not None)
+        except TimeoutError:
+            return None
+        return condition(self.calls())
+
     def me(self) -> dict[str, Any]:
         return {
             "id": self.bot_id,

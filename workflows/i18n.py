@@ -134,7 +134,7 @@ class Catalogue:
             raise MissingMessage(msgid, language)
         return _forms(message)[0]
 
-    def text(self, language: str, msgid: str, **params: object) -> str:
+    def text(self, language: str, msgid: str, /, **params: object) -> str:
         """The text of ``msgid`` in ``language`` (English for an unknown one), filled in."""
         template = self._template(language, msgid)
         try:

@@ -1,0 +1,181 @@
+"""The staff card of a request, and how every outbox message becomes a Telegram message."""
+
+from __future__ import annotations
+
+import contextlib
+import html
+from datetime import datetime
+
+from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
+
+from bot.callbacks import StaffAction
+from bot.config import BotConfig
+from bot.delivery import Rendered
+from bot.texts import Texts
+from workflows.calendar import WorkingCalendar
+from workflows.clock import Clock
+from workflows.errors import RequestNotFound
+from workflows.i18n import format_date, kind_name, render_notification, status_name
+from workflows.kinds import DEFAULT_KINDS, ClockStart, DayUnit, RequestKind
+from workflows.outbox import Audience, OutgoingMessage
+from workflows.service import RequestService
+from workflows.states import TRANSITIONS, Action, Status
+from workflows.views import RequestView
+
+WORDS_LIMIT = 600
+
+# Buttons in the order staff read them, with the state machine's action behind each.
+BUTTONS: tuple[tuple[str, Action, str], ...] = (
+    ("take", Action.TAKE, "staff.take"),
+    ("approve", Action.APPROVE, "staff.approve"),
+    ("ask", Action.ASK_INFO, "staff.ask"),
+    ("reject", Action.REJECT, "staff.reject"),
+    ("complete", Action.COMPLETE, "staff.complete"),
+)
+
+
+def shorten(text: str, limit: int) -> str:
+    text = text.strip()
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def days_left(
+    view: RequestView, calendar: WorkingCalendar, now: datetime, texts: Texts
+) -> tuple[str, str]:
+    """The due date and what is left of the clock, in the card's words."""
+    if view.due_at is None:
+        return texts("staff.no_due"), ""
+    due_day = calendar.local_date(view.due_at)
+    due = format_date(texts.language, due_day)
+    if not view.is_open:
+        return due, texts("staff.left.closed")
+    today = calendar.local_date(now)
+    if due_day < today:
+        return due, texts("staff.left.overdue", n=(today - due_day).days)
+    if due_day == today:
+        return due, texts("staff.left.today")
+    spec = DEFAULT_KINDS[RequestKind(view.kind)]
+    started = view.clock_started_at or view.received_at
+    if spec.running_clock(started, calendar).unit is DayUnit.WORKING:
+        return due, texts("staff.left.working", n=calendar.working_days_between(today, due_day))
+    return due, texts("staff.left.calendar", n=(due_day - today).days)
+
+
+def card_text(
+    view: RequestView,
+    texts: Texts,
+    calendar: WorkingCalendar,
+    now: datetime,
+    attachments: list[str],
+) -> str:
+    language = texts.language
+    due, left = days_left(view, calendar, now, texts)
+    verified = view.verified_by or "none"
+    lines = [
+        texts(
+            "staff.card",
+            reference=view.reference,
+            kind=html.escape(kind_name(language, view.kind)),
+            status=html.escape(status_name(language, view.status)),
+            channel=html.escape(texts("channel." + view.channel)),
+            language=view.language,
+            verified_by=html.escape(texts("verified_by." + verified)),
+            matched=texts("staff.matched.yes" if view.customer_matched else "staff.matched.no"),
+            received=html.escape(format_date(language, calendar.local_date(view.received_at))),
+            due=html.escape(due),
+            left=html.escape(left) if left else "—",
+            assignee=html.escape(view.assignee_name or "")
+            if view.assignee_name
+            else texts("staff.assignee.none"),
+        )
+    ]
+    words = [
+        f"<i>{html.escape(name)}</i>: {html.escape(shorten(str(value), WORDS_LIMIT))}"
+        for name, value in view.fields.items()
+        if value not in (None, "")
+    ]
+    if words:
+        lines += ["", texts("staff.card.words"), *words]
+    if view.missing_fields:
+        lines.append(texts("staff.card.missing", names=html.escape(", ".join(view.missing_fields))))
+    if attachments:
+        names = ", ".join(html.escape(shorten(name, 60)) for name in attachments[:10])
+        lines.append(texts("staff.card.attachments", names=names))
+    return "\n".join(lines)
+
+
+def card_keyboard(view: RequestView, texts: Texts) -> InlineKeyboardMarkup | None:
+    status = Status(view.status)
+    row: list[InlineKeyboardButton] = []
+    for action, transition, msgid in BUTTONS:
+        if (status, transition) not in TRANSITIONS:
+            continue
+        if action == "take" and status is not Status.VERIFIED:
+            continue  # taking over is possible, but the card keeps to what is useful
+        row.append(
+            InlineKeyboardButton(
+                text=texts(msgid),
+                callback_data=StaffAction(action=action, reference=view.reference).pack(),
+            )
+        )
+    spec = DEFAULT_KINDS[RequestKind(view.kind)]
+    if (
+        spec.starts is ClockStart.CONFIRMATION
+        and view.clock_started_at is None
+        and status in (Status.VERIFIED, Status.IN_REVIEW)
+    ):
+        row.insert(
+            0,
+            InlineKeyboardButton(
+                text=texts("staff.confirm_evidence"),
+                callback_data=StaffAction(action="evidence", reference=view.reference).pack(),
+            ),
+        )
+    if not row:
+        return None
+    rows = [row[i : i + 2] for i in range(0, len(row), 2)]
+    return InlineKeyboardMarkup(inline_keyboard=rows)
+
+
+class OutboxRenderer:
+    """Turns an outbox row into the Telegram message that delivers it."""
+
+    def __init__(
+        self,
+        service: RequestService,
+        config: BotConfig,
+        clock: Clock,
+    ) -> None:
+        self._service = service
+        self._config = config
+        self._clock = clock
+
+    async def card(self, reference: str) -> Rendered:
+        view = await self._service.get(reference)
+        texts = Texts(self._config.staff_language, self._config.info)
+        evidence = await self._service.evidence(reference)
+        text = card_text(
+            view,
+            texts,
+            self._service.calendar,
+            self._clock.now(),
+            [item.filename for item in evidence],
+        )
+        return Rendered(text, card_keyboard(view, texts), card_request_id=view.id)
+
+    async def __call__(self, message: OutgoingMessage) -> Rendered:
+        if message.template == "staff_card" and message.reference:
+            return await self.card(message.reference)
+        if message.audience is Audience.SUBJECT:
+            language = message.language
+        else:
+            language = self._config.staff_language
+        context = self._config.info.context(language)
+        note = render_notification(
+            message.template, language, message.params, escape=html.escape, context=context
+        )
+        thread = None
+        if message.audience is Audience.STAFF_GROUP and message.reference:
+            with contextlib.suppress(RequestNotFound):
+                thread = (await self._service.get(message.reference)).id
+        return Rendered(note.text, thread_request_id=thread)

@@ -1,0 +1,205 @@
+"""The Telegram channel as one long-running part: updates in, the outbox out.
+
+Polling by default; with a webhook URL, an aiohttp server takes the updates
+(the secret token checked), so several replicas can run behind a load balancer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+from aiogram import Bot, Dispatcher
+from aiogram.client.default import DefaultBotProperties
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.enums import ParseMode
+from aiogram.fsm.storage.base import BaseEventIsolation, BaseStorage
+from aiogram.types import BotCommand
+from aiogram.webhook.aiohttp_server import SimpleRequestHandler, setup_application
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot import dialog, staff
+from bot.cards import OutboxRenderer
+from bot.config import BotConfig
+from bot.delivery import RateLimits, TelegramPort
+from bot.language import LanguageMiddleware
+from workflows.clock import Clock
+from workflows.outbox import OutboundPort, OutboxDispatcher
+from workflows.service import RequestService
+from workflows.vault import Vault
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Webhook:
+    url: str
+    secret: str
+    host: str = "127.0.0.1"
+    port: int = 8080
+    path: str = "/telegram"
+
+
+def make_bot(token: str, api_url: str | None) -> Bot:
+    session = AiohttpSession(api=TelegramAPIServer.from_base(api_url)) if api_url else None
+    return Bot(token, session=session, default=DefaultBotProperties(parse_mode=ParseMode.HTML))
+
+
+def build_dispatcher(
+    config: BotConfig,
+    service: RequestService,
+    clock: Clock,
+    storage: BaseStorage,
+    events_isolation: BaseEventIsolation,
+) -> Dispatcher:
+    dispatcher = Dispatcher(
+        storage=storage,
+        events_isolation=events_isolation,
+        service=service,
+        config=config,
+        clock=clock,
+    )
+    dispatcher.update.outer_middleware(LanguageMiddleware(config))
+    renderer = OutboxRenderer(service, config, clock)
+    if config.staff_chat_id is not None:
+        dispatcher.include_router(staff.setup(config, renderer, clock))
+    dispatcher.include_router(dialog.setup(config))
+    return dispatcher
+
+
+class TelegramChannel:
+    """The bot and its outbox loop; ``run`` returns when ``stop`` is set."""
+
+    name = "telegram"
+
+    def __init__(
+        self,
+        *,
+        bot: Bot,
+        config: BotConfig,
+        service: RequestService,
+        sessions: async_sessionmaker[AsyncSession],
+        vault: Vault,
+        clock: Clock,
+        storage: BaseStorage,
+        events_isolation: BaseEventIsolation,
+        extra_ports: tuple[OutboundPort, ...] = (),
+        webhook: Webhook | None = None,
+        limits: RateLimits | None = None,
+        outbox_interval: float = 1.0,
+    ) -> None:
+        self.bot = bot
+        self.config = config
+        self.service = service
+        self.dispatcher = build_dispatcher(config, service, clock, storage, events_isolation)
+        self.renderer = OutboxRenderer(service, config, clock)
+        self.port = TelegramPort(
+            bot,
+            self.renderer,
+            staff_chat_id=config.staff_chat_id,
+            sessions=sessions,
+            clock=clock,
+            limits=limits or RateLimits(),
+        )
+        ports = {port.channel: port for port in (self.port, *extra_ports)}
+        self.outbox = OutboxDispatcher(sessions, vault, clock, ports)
+        self._storage = storage
+        self._isolation = events_isolation
+        self._webhook = webhook
+        self._interval = outbox_interval
+
+    async def deliver_outbox(self, stop: asyncio.Event) -> None:
+        """Delivers due outbox rows now, and again whenever woken or every interval."""
+        wake = self.config.outbox_wake
+        while not stop.is_set():
+            wake.clear()
+            try:
+                while await self.outbox.run_once():
+                    if stop.is_set():
+                        return
+            except Exception:
+                log.exception("outbox delivery failed; trying again shortly")
+            with contextlib.suppress(TimeoutError):
+                waiter = asyncio.ensure_future(wake.wait())
+                stopper = asyncio.ensure_future(stop.wait())
+                try:
+                    await asyncio.wait(
+                        {waiter, stopper},
+                        timeout=self._interval,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                finally:
+                    waiter.cancel()
+                    stopper.cancel()
+
+    async def _commands(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.bot.set_my_commands(
+                [
+                    BotCommand(command="start", description="New request / Жаңа сұрау салу"),
+                    BotCommand(command="status", description="My requests / Мои запросы"),
+                    BotCommand(command="cancel", description="Cancel a request / Отменить"),
+                    BotCommand(command="language", description="Language / Тіл / Язык"),
+                    BotCommand(command="privacy", description="Privacy policy / Политика"),
+                    BotCommand(command="help", description="Help / Анықтама / Справка"),
+                ]
+            )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self._commands()
+        outbox = asyncio.create_task(self.deliver_outbox(stop), name="telegram-outbox")
+        try:
+            if self._webhook is None:
+                await self._poll(stop)
+            else:
+                await self._serve_webhook(stop, self._webhook)
+        finally:
+            stop.set()
+            await outbox
+            await self._isolation.close()
+            await self._storage.close()
+            await self.bot.session.close()
+
+    async def _poll(self, stop: asyncio.Event) -> None:
+        with contextlib.suppress(Exception):
+            await self.bot.delete_webhook(drop_pending_updates=False)
+        polling = asyncio.create_task(
+            self.dispatcher.start_polling(
+                self.bot, handle_signals=False, close_bot_session=False, polling_timeout=10
+            ),
+            name="telegram-polling",
+        )
+        stopper = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({polling, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not polling.done():
+                with contextlib.suppress(RuntimeError):
+                    await self.dispatcher.stop_polling()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait_for(polling, timeout=15)
+            stopper.cancel()
+        if polling.done() and not polling.cancelled() and polling.exception() is not None:
+            raise polling.exception()  # type: ignore[misc]
+
+    async def _serve_webhook(self, stop: asyncio.Event, webhook: Webhook) -> None:
+        app = web.Application()
+        SimpleRequestHandler(
+            dispatcher=self.dispatcher, bot=self.bot, secret_token=webhook.secret
+        ).register(app, path=webhook.path)
+        setup_application(app, self.dispatcher, bot=self.bot)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, webhook.host, webhook.port)
+        await site.start()
+        try:
+            await self.bot.set_webhook(
+                webhook.url, secret_token=webhook.secret, drop_pending_updates=False
+            )
+            await stop.wait()
+        finally:
+            await runner.cleanup()

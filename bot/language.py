@@ -1,0 +1,53 @@
+"""Picks the language of every update: the person's choice, else Telegram's, else English."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiogram import BaseMiddleware, Bot
+from aiogram.fsm.storage.base import BaseStorage, StorageKey
+from aiogram.types import Chat, TelegramObject, User
+
+from bot.config import BotConfig
+from bot.texts import Texts
+from workflows.i18n import LANGUAGES, pick_language
+
+PREFS = "prefs"
+
+
+def prefs_key(bot: Bot, user_id: int) -> StorageKey:
+    """Where a person's remembered choices live (apart from the dialog's state)."""
+    return StorageKey(bot_id=bot.id, chat_id=user_id, user_id=user_id, destiny=PREFS)
+
+
+async def remember_language(storage: BaseStorage, bot: Bot, user_id: int, language: str) -> None:
+    if language not in LANGUAGES:
+        raise ValueError(f"unknown language {language!r}")
+    await storage.update_data(prefs_key(bot, user_id), {"language": language})
+
+
+class LanguageMiddleware(BaseMiddleware):
+    def __init__(self, config: BotConfig) -> None:
+        self._config = config
+
+    async def __call__(
+        self,
+        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
+        event: TelegramObject,
+        data: dict[str, Any],
+    ) -> Any:
+        user: User | None = data.get("event_from_user")
+        chat: Chat | None = data.get("event_chat")
+        storage: BaseStorage = data["fsm_storage"]
+        bot: Bot = data["bot"]
+        if chat is not None and chat.id == self._config.staff_chat_id:
+            language = self._config.staff_language
+        elif user is not None:
+            stored = (await storage.get_data(prefs_key(bot, user.id))).get("language")
+            language = stored if stored in LANGUAGES else pick_language(user.language_code)
+        else:
+            language = "en"
+        data["language"] = language
+        data["texts"] = Texts(language, self._config.info)
+        return await handler(event, data)

@@ -1,0 +1,452 @@
+"""The Telegram channel end to end: a real aiogram Bot over HTTP against the Bot API stand-in.
+
+A person files each kind of request in each language; staff take it to the
+end in the group; the outbox tells the person, in their language.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.callbacks import KindChoice, LanguageChoice, StaffAction, SummaryChoice
+from bot.dialog import EVIDENCE_KINDS, QUESTIONS
+from tests.botapi import BotAPI, Call, Person
+from tests.clocks import FrozenClock
+from tests.conftest import STAFF_ID, STAFF_IDS
+from tests.telegram_desk import STAFF_CHAT, Desk, buttons, message_id, words
+from workflows.i18n import format_date, kind_name, status_name
+from workflows.kinds import DEFAULT_KINDS, RequestKind
+from workflows.outbox import Channel
+from workflows.service import RequestService
+from workflows.tables import OutboxItem
+from workflows.vault import Vault
+
+ALICE_ID = 700100
+PHONE = "+77011234567"
+DANA = Person(STAFF_ID, first_name="Dana")
+STRANGER = Person(999, first_name="Mallory")
+
+ANSWERS: dict[str, str] = {
+    "correction": "My surname is Ахметқызы, not <b>Akhmetova</b>",
+    "full_name": "Ахметқызы Айгерим Нұрланқызы",
+    "data_concerned": "all of it",
+    "contact": "aigerim@mail.kz",
+    "text": "Why do you send me adverts? <script>",
+}
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[BotAPI]:
+    async with BotAPI() as api:
+        yield api
+
+
+@pytest.fixture
+async def desk(
+    api: BotAPI,
+    service: RequestService,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+) -> AsyncIterator[Desk]:
+    desk = Desk(api, service, sessions, vault, clock, STAFF_IDS)
+    await desk.start()
+    try:
+        yield desk
+    finally:
+        await desk.stop()
+
+
+def person(language: str) -> Person:
+    return Person(ALICE_ID, first_name="Aigerim", language_code=language)
+
+
+def text(call: Call) -> str:
+    return str(call.params.get("text", ""))
+
+
+async def start_kind(desk: Desk, who: Person, kind: RequestKind, language: str) -> None:
+    """/start, then the kind's button."""
+    since = desk.mark()
+    await desk.send(who, "/start")
+    menu = await desk.expect(who.id, since, lambda c: bool(buttons(c)))
+    assert kind_name(language, kind.value) in buttons(menu)
+    await desk.press(who, who.id, message_id(menu), KindChoice(kind=kind.value).pack())
+
+
+async def answer_questions(desk: Desk, who: Person, kind: RequestKind, language: str) -> int:
+    """Answers every question the kind asks; returns the mark before the identity question."""
+    since = desk.mark()
+    for name, question in QUESTIONS[kind]:
+        await desk.expect(who.id, since, lambda c, q=question: text(c) == words(language, q))
+        since = desk.mark()
+        await desk.send(who, ANSWERS[name])
+    if kind in EVIDENCE_KINDS:
+        asked = await desk.expect(
+            who.id, since, lambda c: text(c) == words(language, "ask.evidence")
+        )
+        since = desk.mark()
+        await desk.press(
+            who, who.id, message_id(asked), buttons(asked)[words(language, "evidence.skip")]
+        )
+    await desk.expect(who.id, since, lambda c: text(c) == words(language, "identity.ask"))
+    return desk.mark()
+
+
+async def share_own_contact_and_confirm(desk: Desk, who: Person, language: str) -> Call:
+    since = desk.mark()
+    await desk.api.offer(desk.api.contact_message(who, who.id, PHONE))
+    summary = await desk.expect(
+        who.id, since, lambda c: SummaryChoice(action="confirm").pack() in buttons(c).values()
+    )
+    since = desk.mark()
+    await desk.press(who, who.id, message_id(summary), SummaryChoice(action="confirm").pack())
+    await desk.expect(who.id, since, lambda c: text(c) == words(language, "summary.sent"))
+    return summary
+
+
+async def outbox_reached(desk: Desk, chat_id: int, since: int, needle: str) -> Call:
+    return await desk.expect(chat_id, since, lambda c: needle in text(c))
+
+
+@pytest.mark.parametrize("language", ["kk", "ru", "en"])
+@pytest.mark.parametrize("kind", list(RequestKind))
+async def test_every_kind_can_be_filed_in_every_language(
+    desk: Desk, service: RequestService, kind: RequestKind, language: str
+) -> None:
+    who = person(language)
+    await start_kind(desk, who, kind, language)
+    await answer_questions(desk, who, kind, language)
+    since = desk.mark()
+    summary = await share_own_contact_and_confirm(desk, who, language)
+    assert f"<b>{html.escape(kind_name(language, kind.value))}</b>" in text(summary)
+
+    (view,) = await service.list_requests(telegram_user_id=ALICE_ID)
+    assert (view.kind, view.language, view.status) == (kind.value, language, "verified")
+    assert view.missing_fields == ()
+    assert view.verified_by == "telegram_contact"
+    # The person hears the reference, the kind and the due date, in their language.
+    await outbox_reached(desk, ALICE_ID, since, view.reference)
+    if view.due_at is not None:
+        due = format_date(language, service.calendar.local_date(view.due_at))
+        verified = await outbox_reached(desk, ALICE_ID, since, due)
+        assert verified.params.get("parse_mode") == "HTML"
+    notices = " ".join(text(c) for c in desk.api.sent_to(ALICE_ID))
+    assert view.reference in notices
+    assert kind_name(language, kind.value) in notices
+    # And the staff group gets the card.
+    card = await outbox_reached(desk, STAFF_CHAT, 0, view.reference)
+    assert kind_name("ru", kind.value) in text(card)
+
+
+def test_the_questions_cover_what_each_kind_requires() -> None:
+    for kind, spec in DEFAULT_KINDS.items():
+        asked = {name for name, _ in QUESTIONS[kind]}
+        contact_fields = {"phone", "email", "postal_address"} if "contact" in asked else set()
+        assert set(spec.required_fields) <= asked, kind
+        for group in spec.one_of_fields:
+            assert set(group) & contact_fields, kind
+
+
+async def test_someone_elses_contact_and_a_typed_number_are_refused(
+    desk: Desk, service: RequestService
+) -> None:
+    who = person("ru")
+    await start_kind(desk, who, RequestKind.ACCESS, "ru")
+    await answer_questions(desk, who, RequestKind.ACCESS, "ru")
+
+    since = desk.mark()
+    await desk.api.offer(desk.api.contact_message(who, 4242, "+77779998877"))
+    await desk.expect(who.id, since, lambda c: text(c) == words("ru", "identity.not_own"))
+    since = desk.mark()
+    await desk.api.offer(desk.api.contact_message(who, None, "+77779998877"))
+    await desk.expect(who.id, since, lambda c: text(c) == words("ru", "identity.not_own"))
+    await desk.send(who, "+7 701 123 45 67", expect=words("ru", "identity.typed_phone"))
+    assert await service.list_requests(telegram_user_id=ALICE_ID) == []
+
+    await share_own_contact_and_confirm(desk, who, "ru")
+    (view,) = await service.list_requests(telegram_user_id=ALICE_ID)
+    assert view.status == "verified"
+
+
+async def code_in_outbox(sessions: async_sessionmaker[AsyncSession], vault: Vault) -> str:
+    async with sessions() as session:
+        row = (
+            await session.scalars(
+                select(OutboxItem)
+                .where(
+                    OutboxItem.template == "verification_code",
+                    OutboxItem.channel == Channel.EMAIL.value,
+                )
+                .order_by(OutboxItem.id.desc())
+            )
+        ).first()
+    assert row is not None
+    params: dict[str, Any] = vault.decrypt_json(row.params_enc)
+    return str(params["code"])
+
+
+async def test_identity_by_an_emailed_code(
+    desk: Desk,
+    service: RequestService,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+) -> None:
+    who = person("kk")
+    await start_kind(desk, who, RequestKind.UNSUBSCRIBE, "kk")
+    await answer_questions(desk, who, RequestKind.UNSUBSCRIBE, "kk")
+    await desk.send(who, "not an address@", expect=words("kk", "identity.bad_email"))
+    since = desk.mark()
+    await desk.send(who, "Aigerim@Mail.kz")
+    summary = await desk.expect(who.id, since, lambda c: bool(buttons(c)))
+    assert "a***@mail.kz" in text(summary)
+    since = desk.mark()
+    await desk.press(who, who.id, message_id(summary), SummaryChoice(action="confirm").pack())
+    await desk.expect(
+        who.id, since, lambda c: text(c) == words("kk", "code.sent", email="a***@mail.kz")
+    )
+
+    code = await code_in_outbox(sessions, vault)
+    wrong = "000000" if code != "000000" else "111111"
+    await desk.send(who, wrong, expect=words("kk", "code.wrong", left=4))
+    await desk.send(who, f"{code[:3]} {code[3:]}", expect=words("kk", "code.ok"))
+    (view,) = await service.list_requests(telegram_user_id=ALICE_ID)
+    assert (view.status, view.verified_by) == ("verified", "email_code")
+
+
+async def file_access(desk: Desk, service: RequestService, language: str = "en") -> str:
+    who = person(language)
+    await start_kind(desk, who, RequestKind.COMPLAINT, language)
+    await answer_questions(desk, who, RequestKind.COMPLAINT, language)
+    await share_own_contact_and_confirm(desk, who, language)
+    (view,) = await service.list_requests(telegram_user_id=ALICE_ID)
+    return view.reference
+
+
+async def the_card(desk: Desk, reference: str) -> Call:
+    return await desk.expect(
+        STAFF_CHAT, 0, lambda c: reference in text(c), methods=("sendMessage",)
+    )
+
+
+async def test_staff_take_approve_and_complete_with_the_card_edited_in_place(
+    desk: Desk, service: RequestService
+) -> None:
+    reference = await file_access(desk, service, "ru")
+    card = await the_card(desk, reference)
+    card_id = message_id(card)
+    # The person's words are on the card, escaped.
+    assert "&lt;script&gt;" in text(card)
+    assert "<script>" not in text(card)
+
+    for action, status in (
+        ("take", "in_review"),
+        ("approve", "approved"),
+        ("complete", "completed"),
+    ):
+        since = desk.mark()
+        await desk.api.offer(
+            desk.api.callback_query(
+                DANA, STAFF_CHAT, card_id, StaffAction(action=action, reference=reference).pack()
+            )
+        )
+        edited = await desk.expect(
+            STAFF_CHAT,
+            since,
+            lambda c, s=status: status_name("ru", s) in text(c),
+            methods=("editMessageText",),
+        )
+        assert message_id(edited) == card_id
+    view = await service.get(reference, with_events=True)
+    assert view.status == "completed"
+    take = next(e for e in view.events if e.action == "take")
+    assert (take.actor_id, take.actor_name) == (str(STAFF_ID), "Dana")
+    # Only one card was ever sent for the request.
+    assert (
+        len(
+            [
+                c
+                for c in desk.api.calls("sendMessage")
+                if reference in text(c) and c.chat_id == STAFF_CHAT
+            ]
+        )
+        == 1
+    )
+    completed = await outbox_reached(desk, ALICE_ID, 0, reference)
+    assert completed is not None
+
+
+async def test_a_press_by_someone_outside_the_staff_changes_nothing(
+    desk: Desk, service: RequestService
+) -> None:
+    reference = await file_access(desk, service)
+    card = await the_card(desk, reference)
+    since = desk.mark()
+    await desk.api.offer(
+        desk.api.callback_query(
+            STRANGER,
+            STAFF_CHAT,
+            message_id(card),
+            StaffAction(action="approve", reference=reference).pack(),
+        )
+    )
+    alert = await desk.api.wait_until(
+        lambda calls: next((c for c in calls[since:] if c.method == "answerCallbackQuery"), None)
+    )
+    assert alert is not None
+    assert alert.params.get("show_alert") is True
+    assert alert.params.get("text") == words("ru", "staff.not_allowed")
+    assert (await service.get(reference)).status == "verified"
+
+
+async def test_reject_with_a_reason_reaches_the_person_in_their_language(
+    desk: Desk, service: RequestService
+) -> None:
+    reference = await file_access(desk, service, "kk")
+    card = await the_card(desk, reference)
+    since = desk.mark()
+    await desk.api.offer(
+        desk.api.callback_query(
+            DANA,
+            STAFF_CHAT,
+            message_id(card),
+            StaffAction(action="reject", reference=reference).pack(),
+        )
+    )
+    prompt = await desk.expect(
+        STAFF_CHAT,
+        since,
+        lambda c: text(c) == words("ru", "staff.reason.prompt", reference=reference),
+    )
+    assert prompt.params["reply_markup"]["force_reply"] is True
+    since = desk.mark()
+    await desk.api.offer(
+        desk.api.group_message(
+            DANA, STAFF_CHAT, "Деректер <заңды> негізде өңделеді", reply_to_message=prompt.result
+        )
+    )
+    rejected = await desk.expect(ALICE_ID, since, lambda c: "Деректер" in text(c))
+    assert "&lt;заңды&gt;" in text(rejected)
+    assert reference in text(rejected)
+    assert (await service.get(reference)).status == "rejected"
+
+
+async def test_ask_for_info_and_the_answer_returns_to_staff(
+    desk: Desk, service: RequestService
+) -> None:
+    reference = await file_access(desk, service, "en")
+    card = await the_card(desk, reference)
+    since = desk.mark()
+    await desk.api.offer(
+        desk.api.callback_query(
+            DANA,
+            STAFF_CHAT,
+            message_id(card),
+            StaffAction(action="ask", reference=reference).pack(),
+        )
+    )
+    prompt = await desk.expect(STAFF_CHAT, since, lambda c: "force_reply" in str(c.params))
+    since = desk.mark()
+    await desk.api.offer(
+        desk.api.group_message(
+            DANA, STAFF_CHAT, "Which order number?", reply_to_message=prompt.result
+        )
+    )
+    await desk.expect(ALICE_ID, since, lambda c: "Which order number?" in text(c))
+    assert (await service.get(reference)).status == "awaiting_info"
+
+    since = desk.mark()
+    await desk.send(
+        person("en"), "Order 12345", expect=words("en", "reply.added", reference=reference)
+    )
+    # The answer comes back in the thread of the request's card.
+    notice = await desk.expect(
+        STAFF_CHAT, since, lambda c: reference in text(c), methods=("sendMessage",)
+    )
+    assert notice.params["reply_parameters"]["message_id"] == message_id(card)
+    # The one who asked has the request now, and it is back with them.
+    view = await service.get(reference)
+    assert (view.status, view.assignee_name) == ("in_review", "Dana")
+    assert any(body == "Order 12345" for _, _, body in await service.messages(reference))
+
+
+async def test_a_restart_mid_dialog_resumes_where_the_person_was(
+    desk: Desk, service: RequestService
+) -> None:
+    who = person("ru")
+    await start_kind(desk, who, RequestKind.WITHDRAW_CONSENT, "ru")
+    since = desk.mark()
+    await desk.expect(who.id, since - 2, lambda c: text(c) == words("ru", "ask.full_name"))
+    await desk.send(who, ANSWERS["full_name"], expect=words("ru", "ask.data_concerned"))
+
+    await desk.stop()
+    await desk.start()
+
+    await desk.send(who, ANSWERS["data_concerned"], expect=words("ru", "ask.contact"))
+    await desk.send(who, "+7 701 765 43 21", expect=words("ru", "identity.ask"))
+    await share_own_contact_and_confirm(desk, who, "ru")
+    (view,) = await service.list_requests(telegram_user_id=ALICE_ID)
+    assert view.fields["full_name"] == ANSWERS["full_name"]
+    assert view.fields["phone"] == "+77017654321"
+
+
+async def test_language_choice_is_remembered(desk: Desk) -> None:
+    who = person("en")
+    since = desk.mark()
+    await desk.send(who, "/language")
+    menu = await desk.expect(who.id, since, lambda c: bool(buttons(c)))
+    await desk.press(
+        who,
+        who.id,
+        message_id(menu),
+        LanguageChoice(code="kk").pack(),
+        expect=words("kk", "language.set"),
+    )
+    await desk.send(who, "/help", expect=words("kk", "help"))
+
+
+async def test_status_and_cancel(desk: Desk, service: RequestService) -> None:
+    reference = await file_access(desk, service, "en")
+    since = desk.mark()
+    await desk.send(person("en"), "/status")
+    listing = await desk.expect(
+        ALICE_ID, since, lambda c: text(c).startswith(words("en", "status.title"))
+    )
+    assert reference in text(listing)
+    assert status_name("en", "verified") in text(listing)
+
+    since = desk.mark()
+    await desk.send(person("en"), "/cancel")
+    pick = await desk.expect(ALICE_ID, since, lambda c: bool(buttons(c)))
+    since = desk.mark()
+    await desk.press(person("en"), ALICE_ID, message_id(pick), buttons(pick)[reference])
+    confirm = await desk.expect(
+        ALICE_ID, since, lambda c: text(c) == words("en", "cancel.confirm", reference=reference)
+    )
+    since = desk.mark()
+    await desk.press(
+        person("en"), ALICE_ID, message_id(confirm), buttons(confirm)[words("en", "cancel.yes")]
+    )
+    # The notice of the cancellation comes through the outbox.
+    await desk.expect(ALICE_ID, since, lambda c: reference in text(c) and c.method == "sendMessage")
+    assert (await service.get(reference)).status == "cancelled"
+
+
+async def test_unexpected_input_gets_an_answer(desk: Desk) -> None:
+    who = person("en")
+    await desk.send(who, "hello?", expect=words("en", "fallback"))
+    await start_kind(desk, who, RequestKind.COMPLAINT, "en")
+    since = desk.mark()
+    await desk.api.offer(desk.api.photo_message(who, desk.api.register_file(b"\xff\xd8jpeg")))
+    await desk.expect(
+        who.id,
+        since,
+        lambda c: text(c) == words("en", "expect.text", question=words("en", "ask.text.complaint")),
+    )
+    await desk.send(who, "x" * 2001, expect=words("en", "too_long", limit=2000))
