@@ -28,6 +28,7 @@ from aina_dsr.settings import (
     encryption_key_or_dev,
     load_settings,
 )
+from aina_dsr.wiring import open_core
 from workflows.masking import PersonalDataFilter
 
 PROG = "aina-dsr"
@@ -206,13 +207,24 @@ def run() -> None:
             )
             raise typer.Exit(2)
         try:
-            components = build_components(settings)
+            code = asyncio.run(_run_desk(settings))
         except ChannelsNotInBuild as exc:
             for channel in exc.channels:
                 _say(f"the {channel} channel is configured, but it is not in this build yet")
             raise typer.Exit(2) from None
-        code = asyncio.run(serve(components))
     raise typer.Exit(code)
+
+
+async def _run_desk(settings: Settings) -> int:
+    async with open_core(settings, upgrade_sqlite=False) as core:
+        components = build_components(settings, core)
+        try:
+            return await serve(components)
+        finally:
+            for component in components:
+                close = getattr(component, "close", None)
+                if close is not None:
+                    await close()
 
 
 # check

@@ -8,8 +8,14 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
+from urllib.parse import urlsplit
 
 from aina_dsr.settings import Settings
+from aina_dsr.wiring import Core
+from bot.channel import TelegramChannel, Webhook, make_bot
+from bot.config import BotConfig
+from bot.storage import make_events_isolation, make_fsm_storage
+from bot.texts import DeskInfo
 
 log = logging.getLogger(__name__)
 
@@ -37,17 +43,61 @@ class ChannelsNotInBuild(Exception):
         self.channels = list(channels)
 
 
-def build_components(settings: Settings) -> list[Component]:
-    """The parts this build runs for ``settings``: each channel only when it is configured."""
+def build_components(settings: Settings, core: Core | None = None) -> list[Component]:
+    """The parts this build runs for ``settings``: each channel only when it is configured.
+
+    A configured channel this build cannot run yet is named; when nothing else
+    can run, that is an error (:class:`ChannelsNotInBuild`).
+    """
     components: list[Component] = []
     not_built: list[str] = []
     if settings.telegram_configured:
-        not_built.append("Telegram")
+        if core is None:
+            not_built.append("Telegram")
+        else:
+            components.append(telegram_channel(settings, core))
     if settings.mail_configured:
         not_built.append("e-mail")
-    if not_built:
+    if not_built and not components:
         raise ChannelsNotInBuild(not_built)
+    for name in not_built:
+        log.warning("the %s channel is configured, but it is not in this build yet", name)
     return components
+
+
+def telegram_channel(settings: Settings, core: Core) -> Component:
+    """The bot, its staff group and its outbox loop, from the settings."""
+    assert settings.telegram_bot_token is not None
+    if not settings.staff_user_ids:
+        log.warning("DSR_STAFF_USER_IDS is empty: nobody can act on requests in the staff group")
+    config = BotConfig(
+        staff_chat_id=settings.staff_chat_id,
+        staff_user_ids=settings.staff_user_ids,
+        staff_language=settings.staff_language,
+        info=DeskInfo(mail_address=str(settings.mail_from), policy_url=settings.policy_url),
+    )
+    webhook = None
+    if settings.telegram_webhook_url:
+        host, _, port = settings.telegram_webhook_listen.rpartition(":")
+        path = urlsplit(settings.telegram_webhook_url).path or "/"
+        webhook = Webhook(
+            url=settings.telegram_webhook_url,
+            secret=settings.webhook_secret(),
+            host=host,
+            port=int(port),
+            path=path,
+        )
+    return TelegramChannel(
+        bot=make_bot(settings.telegram_bot_token.get_secret_value(), settings.telegram_api_url),
+        config=config,
+        service=core.service,
+        sessions=core.sessions,
+        vault=core.vault,
+        clock=core.clock,
+        storage=make_fsm_storage(settings.redis_url, core.sessions, core.vault, core.clock),
+        events_isolation=make_events_isolation(settings.redis_url),
+        webhook=webhook,
+    )
 
 
 async def _pause(delay: float, stop: asyncio.Event, sleep: Sleep) -> None:

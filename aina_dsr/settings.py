@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -86,8 +87,14 @@ class Settings(BaseSettings):
     telegram_bot_token: SecretStr | None = None
     telegram_api_url: str | None = None
     telegram_webhook_url: str | None = None
+    telegram_webhook_secret: SecretStr | None = Field(
+        default=None, min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_-]+$"
+    )
+    telegram_webhook_listen: str = Field(default="127.0.0.1:8080", pattern=r"^[^:\s]+:\d{1,5}$")
     staff_chat_id: int | None = None
     staff_user_ids: Annotated[frozenset[int], NoDecode] = frozenset()
+    staff_language: Literal["kk", "ru", "en"] = "ru"
+    policy_url: str = "https://aina-fashion.kz"
 
     # E-mail in
     imap_host: str | None = None
@@ -178,7 +185,7 @@ class Settings(BaseSettings):
                 raise ValueError(str(exc)) from None
         return value
 
-    @field_validator("telegram_api_url", "telegram_webhook_url")
+    @field_validator("telegram_api_url", "telegram_webhook_url", "policy_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
@@ -197,6 +204,14 @@ class Settings(BaseSettings):
     def telegram_configured(self) -> bool:
         """A bot token and a staff group: enough to run the Telegram channel."""
         return self.telegram_bot_token is not None and self.staff_chat_id is not None
+
+    def webhook_secret(self) -> str:
+        """The secret Telegram sends with each webhook call: the setting, or one derived
+        from the bot token, so every replica agrees without another setting."""
+        if self.telegram_webhook_secret is not None:
+            return self.telegram_webhook_secret.get_secret_value()
+        token = self.telegram_bot_token.get_secret_value() if self.telegram_bot_token else ""
+        return hashlib.sha256(b"aina-dsr webhook\x00" + token.encode()).hexdigest()
 
     @property
     def mail_configured(self) -> bool:

@@ -160,9 +160,13 @@ class TelegramChannel:
         finally:
             stop.set()
             await outbox
-            await self._isolation.close()
-            await self._storage.close()
+            # The session is made again on the next call, should the process start us again.
             await self.bot.session.close()
+
+    async def close(self) -> None:
+        """Let go of the dialog storage and the isolation locks (Redis connections)."""
+        await self._isolation.close()
+        await self._storage.close()
 
     async def _poll(self, stop: asyncio.Event) -> None:
         with contextlib.suppress(Exception):

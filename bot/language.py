@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import gettext
+from pathlib import Path
 from typing import Any
 
-from aiogram import BaseMiddleware, Bot
+from aiogram import Bot
 from aiogram.fsm.storage.base import BaseStorage, StorageKey
 from aiogram.types import Chat, TelegramObject, User
+from aiogram.utils.i18n import I18n, I18nMiddleware
 
 from bot.config import BotConfig
 from bot.texts import Texts
-from workflows.i18n import LANGUAGES, pick_language
+from workflows.i18n import LANGUAGES, catalogue, pick_language
 
 PREFS = "prefs"
+LOCALES = Path(__file__).resolve().parent.parent / "workflows" / "locales"
 
 
 def prefs_key(bot: Bot, user_id: int) -> StorageKey:
@@ -27,16 +30,24 @@ async def remember_language(storage: BaseStorage, bot: Bot, user_id: int, langua
     await storage.update_data(prefs_key(bot, user_id), {"language": language})
 
 
-class LanguageMiddleware(BaseMiddleware):
+class CatalogueI18n(I18n):
+    """aiogram's i18n core fed from the shared catalogue (the .po files, compiled in memory)."""
+
+    def __init__(self) -> None:
+        super().__init__(path=LOCALES, default_locale="en", domain="bot")
+
+    def find_locales(self) -> dict[str, gettext.GNUTranslations]:
+        return catalogue().translations()
+
+
+class LanguageMiddleware(I18nMiddleware):
+    """Sets aiogram's i18n locale for each update and hands handlers ``texts`` in it."""
+
     def __init__(self, config: BotConfig) -> None:
+        super().__init__(CatalogueI18n())
         self._config = config
 
-    async def __call__(
-        self,
-        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
-        event: TelegramObject,
-        data: dict[str, Any],
-    ) -> Any:
+    async def get_locale(self, event: TelegramObject, data: dict[str, Any]) -> str:
         user: User | None = data.get("event_from_user")
         chat: Chat | None = data.get("event_chat")
         storage: BaseStorage = data["fsm_storage"]
@@ -50,4 +61,4 @@ class LanguageMiddleware(BaseMiddleware):
             language = "en"
         data["language"] = language
         data["texts"] = Texts(language, self._config.info)
-        return await handler(event, data)
+        return language

@@ -168,7 +168,7 @@ def desk_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 def test_run_names_each_configured_channel_this_build_lacks(
     monkeypatch: pytest.MonkeyPatch, desk_dir: Path
 ) -> None:
-    def lacking(settings: object) -> list[Component]:
+    def lacking(settings: object, core: object = None) -> list[Component]:
         raise ChannelsNotInBuild(["Telegram", "e-mail"])
 
     monkeypatch.setattr(cli, "build_components", lacking)
@@ -190,7 +190,7 @@ def test_run_serves_the_components_it_builds(
         served.append(components)
         return 0
 
-    monkeypatch.setattr(cli, "build_components", lambda settings: built)
+    monkeypatch.setattr(cli, "build_components", lambda settings, core=None: built)
     monkeypatch.setattr(cli, "serve", fake_serve)
 
     result = CliRunner().invoke(cli.app, ["run"])
