@@ -450,3 +450,100 @@ async def test_unexpected_input_gets_an_answer(desk: Desk) -> None:
         lambda c: text(c) == words("en", "expect.text", question=words("en", "ask.text.complaint")),
     )
     await desk.send(who, "x" * 2001, expect=words("en", "too_long", limit=2000))
+
+
+async def test_documents_for_a_correction_are_kept_as_evidence(
+    desk: Desk, service: RequestService
+) -> None:
+    who = person("ru")
+    await start_kind(desk, who, RequestKind.RECTIFY, "ru")
+    since = desk.mark()
+    await desk.expect(who.id, since - 3, lambda c: text(c) == words("ru", "ask.correction"))
+    await desk.send(who, ANSWERS["correction"], expect=words("ru", "ask.evidence"))
+
+    too_big = desk.api.register_file(b"x" * (10 * 1024 * 1024 + 1))
+    since = desk.mark()
+    await desk.api.offer(desk.api.document_message(who, too_big, file_name="huge.pdf"))
+    await desk.expect(who.id, since, lambda c: text(c) == words("ru", "evidence.too_big", limit=10))
+
+    scan = desk.api.register_file(b"%PDF-1.4 marriage certificate")
+    since = desk.mark()
+    await desk.api.offer(desk.api.document_message(who, scan, file_name="certificate.pdf"))
+    received = await desk.expect(
+        who.id, since, lambda c: text(c) == words("ru", "evidence.received", name="certificate.pdf")
+    )
+    since = desk.mark()
+    await desk.press(
+        who, who.id, message_id(received), buttons(received)[words("ru", "evidence.done")]
+    )
+    await desk.expect(who.id, since, lambda c: text(c) == words("ru", "identity.ask"))
+    summary = await share_own_contact_and_confirm(desk, who, "ru")
+    assert words("ru", "field.attachments", count=1) in text(summary)
+
+    (view,) = await service.list_requests(telegram_user_id=ALICE_ID)
+    (evidence,) = await service.evidence(view.reference)
+    assert (evidence.filename, evidence.data) == (
+        "certificate.pdf",
+        b"%PDF-1.4 marriage certificate",
+    )
+    # The clock of a correction starts when staff confirm the documents: the card says so.
+    card = await the_card(desk, view.reference)
+    assert "certificate.pdf" in text(card)
+    assert words("ru", "staff.confirm_evidence") in buttons(card)
+    since = desk.mark()
+    await desk.api.offer(
+        desk.api.callback_query(
+            DANA,
+            STAFF_CHAT,
+            message_id(card),
+            StaffAction(action="evidence", reference=view.reference).pack(),
+        )
+    )
+    await desk.expect(
+        STAFF_CHAT,
+        since,
+        lambda c: words("ru", "staff.left.working", n=1) in text(c),
+        methods=("editMessageText",),
+    )
+    assert (await service.get(view.reference)).due_at is not None
+
+
+async def test_staff_commands_in_the_group(
+    desk: Desk, service: RequestService, clock: FrozenClock
+) -> None:
+    reference = await file_access(desk, service, "en")
+    await the_card(desk, reference)
+
+    async def command(who: Person, line: str) -> Call:
+        since = desk.mark()
+        await desk.api.offer(desk.api.group_message(who, STAFF_CHAT, line))
+        return await desk.expect(STAFF_CHAT, since, methods=("sendMessage",))
+
+    queue = await command(DANA, "/queue")
+    assert text(queue).startswith(words("ru", "staff.queue.title"))
+    assert reference in text(queue)
+    assert text(await command(DANA, "/overdue")) == words("ru", "staff.overdue.empty")
+    found = await command(DANA, f"/find {reference.lower()}")
+    assert reference in text(found)
+    assert buttons(found)
+    missing = await command(DANA, "/find DSR-2026-999999")
+    assert text(missing) == words("ru", "staff.find.none", reference="DSR-2026-999999")
+
+    clock.advance(days=40)
+    overdue = await command(DANA, "/overdue")
+    assert reference in text(overdue)
+    stats = await command(DANA, "/stats")
+    assert text(stats) == words(
+        "ru", "staff.stats", open=1, week=0, overdue=1, median=words("ru", "staff.stats.none")
+    )
+
+    # Someone in the group who is not staff gets no register.
+    since = desk.mark()
+    await desk.api.offer(desk.api.group_message(STRANGER, STAFF_CHAT, "/queue"))
+    await desk.api.offer(desk.api.group_message(DANA, STAFF_CHAT, "/overdue"))
+    replies = [await desk.expect(STAFF_CHAT, since, methods=("sendMessage",))]
+    assert reference in text(replies[0])  # the first answer is Dana's; the stranger got none
+    answers = [
+        c for c in desk.api.calls()[since:] if c.method == "sendMessage" and c.chat_id == STAFF_CHAT
+    ]
+    assert len(answers) == 1
