@@ -293,3 +293,28 @@ class StaffCard(Base):
     chat_id: Mapped[int] = mapped_column(BigInteger)
     message_id: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime]
+
+
+class InboundMail(Base):
+    """Every mail the poller took from the mailbox, and what became of it.
+
+    ``mail_key`` is a hash of the Message-ID (or of the content when there is
+    none), so the same letter seen twice (a re-poll, a restart, a copy in two
+    folders, a new UIDVALIDITY) is handled once. A mail that cannot be parsed
+    keeps its raw bytes, encrypted, for staff to read.
+    """
+
+    __tablename__ = "inbound_mail"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    mail_key: Mapped[str] = mapped_column(String(64), unique=True)
+    folder: Mapped[str] = mapped_column(String(255))
+    uidvalidity: Mapped[int] = mapped_column(BigInteger)
+    uid: Mapped[int] = mapped_column(BigInteger)
+    outcome: Mapped[str] = mapped_column(String(32), index=True)
+    reason: Mapped[str | None] = mapped_column(String(500))
+    request_id: Mapped[int | None] = mapped_column(ForeignKey("request.id"), index=True)
+    sender_index: Mapped[str | None] = mapped_column(String(64), index=True)
+    raw_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    received_at: Mapped[datetime]
+    processed_at: Mapped[datetime]
