@@ -7,7 +7,7 @@ leave the data layer: the service turns them into frozen dataclasses.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -15,6 +15,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     Dialect,
     ForeignKey,
@@ -318,3 +319,24 @@ class InboundMail(Base):
     raw_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
     received_at: Mapped[datetime]
     processed_at: Mapped[datetime]
+
+
+class ScheduledNotice(Base):
+    """A reminder, a deadline notice or a digest the scheduler has dealt with, once.
+
+    ``key`` is the idempotency key (request and milestone, or the digest's
+    day): a second scheduler, a restart or a retried job finds it and sends
+    nothing. ``outcome`` is ``sent`` or ``skipped`` (a missed notice that a
+    later one of its series replaced); ``late`` marks one sent after its day.
+    """
+
+    __tablename__ = "scheduled_notice"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), unique=True)
+    request_id: Mapped[int | None] = mapped_column(ForeignKey("request.id"), index=True)
+    milestone: Mapped[str] = mapped_column(String(64))
+    meant_for: Mapped[date] = mapped_column(Date)
+    outcome: Mapped[str] = mapped_column(String(16))
+    late: Mapped[bool] = mapped_column(Boolean, default=False)
+    recorded_at: Mapped[datetime]
