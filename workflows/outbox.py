@@ -136,6 +136,19 @@ async def enqueue(
     await session.execute(statement)
 
 
+def subject_route(
+    vault: Vault, request_channel: str, subject: DataSubject
+) -> tuple[Channel, str] | None:
+    """Where a person hears about their request: the channel they used, or e-mail
+    when Telegram is closed to us; ``None`` when there is no way to reach them."""
+    channel = Channel(request_channel)
+    reachable = not subject.telegram_unreachable and subject.telegram_user_id is not None
+    if channel is Channel.TELEGRAM and reachable:
+        return channel, str(subject.telegram_user_id)
+    address = vault.decrypt(subject.email_enc)
+    return (Channel.EMAIL, address) if address is not None else None
+
+
 UNREACHABLE_MARK = "unreachable: "
 
 
