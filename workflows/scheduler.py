@@ -1,0 +1,251 @@
+"""The scheduler: APScheduler wakes :class:`~workflows.reminders.Reminders` on time.
+
+The database is the truth. On start-up, and then every ``reconcile_seconds``,
+the reconcile step sends whatever is due (a restart after downtime sends each
+missed notice once, marked late) and makes the APScheduler jobs match the
+database: one date job per open request at the instant it is next owed a
+notice, one for the next staff digest, one for the next expiry. No job is
+remembered anywhere else (the job store is in memory), so a crash loses
+nothing the next reconcile would not rebuild.
+
+Jobs are module-level functions taking ids, with explicit ids,
+``replace_existing=True``, ``coalesce=True`` and a ``misfire_grace_time`` of
+an hour: APScheduler's default of one second silently drops a job whose
+moment passed while the event loop was busy or the machine was suspended;
+within an hour it still runs, and anything older is caught by the reconcile.
+
+Only one process runs this: the holder of the leader lock
+(:mod:`workflows.scheduler_lock`); the others try again every
+``lock_retry_seconds`` and take over when the holder dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Sequence
+from datetime import time
+from typing import Any
+
+from apscheduler.jobstores.base import JobLookupError  # type: ignore[import-untyped]
+from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from workflows.calendar import WorkingCalendar
+from workflows.clock import Clock
+from workflows.deadlines import DEFAULT_STAFF_MILESTONES, ReminderPolicy
+from workflows.reminders import Plan, Reminders
+from workflows.scheduler_lock import AdvisoryLock, LeaderLock, SingleProcessLock
+from workflows.service import RequestService
+from workflows.vault import Vault
+
+log = logging.getLogger(__name__)
+
+# An hour: a stalled loop or a suspended machine still runs the job; older is the
+# reconcile's to catch up, from the database.
+MISFIRE_GRACE_SECONDS = 3600
+JOB_OPTIONS: dict[str, Any] = {
+    "misfire_grace_time": MISFIRE_GRACE_SECONDS,
+    "coalesce": True,
+    "max_instances": 1,
+    "replace_existing": True,
+}
+RECONCILE_JOB = "reconcile"
+DIGEST_JOB = "digest"
+EXPIRY_JOB = "expiry"
+REQUEST_JOB_PREFIX = "request:"
+
+# The schedulers leading in this process, by id: jobs carry the id, not the object.
+_LEADERS: dict[str, DeadlineScheduler] = {}
+
+
+async def reconcile_job(scheduler_id: str) -> None:
+    """Send what is due and make the jobs match the database."""
+    leader = _LEADERS.get(scheduler_id)
+    if leader is not None:
+        await leader.reconcile()
+
+
+async def request_job(scheduler_id: str, request_id: int) -> None:
+    """Send what one request is owed now, and wake again for its next notice."""
+    leader = _LEADERS.get(scheduler_id)
+    if leader is not None:
+        leader.schedule_request(request_id, await leader.reminders.run_request(request_id))
+
+
+async def digest_job(scheduler_id: str) -> None:
+    """Post today's staff digest (once), and wake again for the next one."""
+    leader = _LEADERS.get(scheduler_id)
+    if leader is not None:
+        await leader.reminders.digest()
+        leader.schedule_digest()
+
+
+async def expiry_job(scheduler_id: str) -> None:
+    """Expire requests left unverified, and wake again for the next one."""
+    leader = _LEADERS.get(scheduler_id)
+    if leader is not None:
+        await leader.reminders.expire_unverified()
+        leader.schedule_expiry(await leader.reminders.next_expiry_at())
+
+
+class DeadlineScheduler:
+    """The ``scheduler`` component of ``aina-dsr run``."""
+
+    name = "scheduler"
+
+    def __init__(
+        self,
+        reminders: Reminders,
+        lock: LeaderLock,
+        calendar: WorkingCalendar,
+        *,
+        reconcile_seconds: float = 300,
+        lock_retry_seconds: float = 15,
+        lock_check_seconds: float = 15,
+    ) -> None:
+        self.reminders = reminders
+        self.id = f"scheduler-{uuid.uuid4().hex[:12]}"
+        self._lock = lock
+        self._calendar = calendar
+        self._reconcile_seconds = reconcile_seconds
+        self._lock_retry_seconds = lock_retry_seconds
+        self._lock_check_seconds = lock_check_seconds
+        self._scheduler: AsyncIOScheduler | None = None
+        self.leading = False
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Lead when the lock is ours, else try again every ``lock_retry_seconds``."""
+        while not stop.is_set():
+            if await self._lock.acquire():
+                try:
+                    await self._lead(stop)
+                finally:
+                    await self._lock.release()
+            else:
+                await _wait(stop, self._lock_retry_seconds)
+
+    async def _lead(self, stop: asyncio.Event) -> None:
+        scheduler = self.build_scheduler()
+        _LEADERS[self.id] = self
+        self.leading = True
+        scheduler.start()
+        try:
+            await self.reconcile()
+            while not stop.is_set():
+                await _wait(stop, self._lock_check_seconds)
+                if not stop.is_set() and not await self._lock.alive():
+                    return
+        finally:
+            self.leading = False
+            _LEADERS.pop(self.id, None)
+            scheduler.shutdown(wait=False)
+            self._scheduler = None
+
+    def build_scheduler(self) -> AsyncIOScheduler:
+        """The APScheduler with its one standing job, the periodic reconcile."""
+        scheduler = AsyncIOScheduler(
+            timezone=self._calendar.tz,
+            job_defaults={k: v for k, v in JOB_OPTIONS.items() if k != "replace_existing"},
+        )
+        scheduler.add_job(
+            reconcile_job,
+            "interval",
+            seconds=self._reconcile_seconds,
+            id=RECONCILE_JOB,
+            args=[self.id],
+            **JOB_OPTIONS,
+        )
+        self._scheduler = scheduler
+        return scheduler
+
+    async def reconcile(self) -> Plan:
+        """Send what is due now and make the jobs match the database."""
+        plan = await self.reminders.run_due()
+        self.apply(plan)
+        return plan
+
+    def apply(self, plan: Plan) -> None:
+        """Make the date jobs what ``plan`` says, and remove those it does not name."""
+        scheduler = self._scheduler
+        if scheduler is None:
+            return
+        wanted = {f"{REQUEST_JOB_PREFIX}{request_id}" for request_id in plan.requests}
+        for job in scheduler.get_jobs():
+            if job.id.startswith(REQUEST_JOB_PREFIX) and job.id not in wanted:
+                job.remove()
+        for request_id, at in plan.requests.items():
+            self.schedule_request(request_id, at)
+        self.schedule_digest(plan.digest_at)
+        self.schedule_expiry(plan.expiry_at)
+
+    def schedule_request(self, request_id: int, at: Any) -> None:
+        job_id = f"{REQUEST_JOB_PREFIX}{request_id}"
+        self._date_job(job_id, request_job, at, [self.id, request_id])
+
+    def schedule_digest(self, at: Any = None) -> None:
+        at = at if at is not None else self.reminders.next_digest_at()
+        self._date_job(DIGEST_JOB, digest_job, at, [self.id])
+
+    def schedule_expiry(self, at: Any) -> None:
+        self._date_job(EXPIRY_JOB, expiry_job, at, [self.id])
+
+    def _date_job(self, job_id: str, func: Any, at: Any, args: Sequence[Any]) -> None:
+        scheduler = self._scheduler
+        if scheduler is None:
+            return
+        if at is None:
+            with contextlib.suppress(JobLookupError):
+                scheduler.remove_job(job_id)
+            return
+        scheduler.add_job(func, "date", run_date=at, id=job_id, args=list(args), **JOB_OPTIONS)
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+
+def scheduler_component(
+    *,
+    service: RequestService,
+    sessions: async_sessionmaker[AsyncSession],
+    engine: AsyncEngine,
+    vault: Vault,
+    clock: Clock,
+    calendar: WorkingCalendar,
+    verification_days: int = 14,
+    reminder_milestones: Sequence[str] = DEFAULT_STAFF_MILESTONES,
+    deadline_near_days: int = 3,
+    progress_every_days: int = 7,
+    digest_time: time = time(9, 0),
+    quiet_days: bool = True,
+    reconcile_seconds: int = 300,
+) -> DeadlineScheduler:
+    """The scheduler for ``aina-dsr run``, from plain values (the settings').
+
+    On PostgreSQL it leads only while it holds the advisory lock; on SQLite it
+    always leads (one process per file).
+    """
+    policy = ReminderPolicy(
+        staff=tuple(reminder_milestones),
+        deadline_near_days=deadline_near_days,
+        progress_every_days=progress_every_days,
+        notify_at=digest_time,
+        quiet_days=quiet_days,
+    )
+    reminders = Reminders(
+        service,
+        sessions,
+        vault,
+        clock,
+        calendar,
+        policy=policy,
+        verification_days=verification_days,
+    )
+    lock: LeaderLock = (
+        AdvisoryLock(engine) if engine.dialect.name == "postgresql" else SingleProcessLock()
+    )
+    return DeadlineScheduler(reminders, lock, calendar, reconcile_seconds=reconcile_seconds)
