@@ -171,6 +171,36 @@ class RequestService:
             )
             return [(r.direction, r.channel, self._vault.decrypt(r.body_enc)) for r in rows]
 
+    async def reference_for_message(self, external_id: str) -> str | None:
+        """The request a channel message id belongs to (an e-mail's Message-ID, in or out).
+
+        E-mail threading: a reply's In-Reply-To names a Message-ID we sent.
+        """
+        async with self._sessions() as session:
+            reference = await session.scalar(
+                select(Request.reference)
+                .join(Message, Message.request_id == Request.id)
+                .where(Message.external_id == external_id.strip())
+                .order_by(Message.id)
+                .limit(1)
+            )
+            return reference
+
+    async def message_ids(self, reference: str, channel: Channel | str) -> list[tuple[str, str]]:
+        """(direction, external id) of a request's messages on ``channel``, oldest first."""
+        async with self._sessions() as session:
+            request = await self._load(session, reference)
+            rows = await session.execute(
+                select(Message.direction, Message.external_id)
+                .where(
+                    Message.request_id == request.id,
+                    Message.channel == Channel(channel).value,
+                    Message.external_id.is_not(None),
+                )
+                .order_by(Message.id)
+            )
+            return [(direction, str(external)) for direction, external in rows.all()]
+
     # -- intake ------------------------------------------------------------
 
     async def open_request(

@@ -1,0 +1,236 @@
+"""One raw letter to a :class:`ParsedMail`: headers decoded, the body as text, the files.
+
+Parsing never raises: a letter the email package cannot make sense of still
+gives what could be read, with ``problems`` saying what went wrong. Whether
+such a letter can be acted on is the intake's decision, not the parser's.
+"""
+
+from __future__ import annotations
+
+import email
+import hashlib
+import re
+from dataclasses import dataclass, field
+from email.header import decode_header
+from email.message import Message
+from email.utils import getaddresses, parseaddr
+from typing import Any
+
+from mail.decoding import decode_bytes, html_to_text
+from mail.quoting import split_reply
+from workflows.identity import InvalidEmail, normalize_email
+
+MAX_SUBJECT = 500
+MAX_TEXT = 20_000
+_MSGID = re.compile(r"<[^<>\s]{1,900}>")
+
+
+@dataclass(frozen=True)
+class MailFile:
+    """A file attached to a letter."""
+
+    filename: str
+    content_type: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class ParsedMail:
+    """What a letter says, decoded; see the module docstring."""
+
+    mail_key: str
+    message_id: str | None
+    thread_ids: tuple[str, ...]
+    sender: str | None
+    sender_name: str
+    subject: str
+    text: str
+    quoted: str
+    files: tuple[MailFile, ...]
+    headers: dict[str, str] = field(default_factory=dict)
+    content_type: str = "text/plain"
+    content_language: str | None = None
+    problems: tuple[str, ...] = ()
+
+
+def mail_key(raw: bytes, message_id: str | None) -> str:
+    """The dedupe key: a hash of the Message-ID, or of the content when there is none."""
+    if message_id:
+        return hashlib.sha256(b"mid:" + message_id.encode("utf-8", "replace")).hexdigest()
+    return hashlib.sha256(b"raw:" + raw).hexdigest()
+
+
+def decode_header_value(value: Any) -> str:
+    """A header as text: RFC 2047 words, raw 8-bit bytes and wrong labels all read."""
+    if value is None:
+        return ""
+    try:
+        chunks = decode_header(value)
+    except Exception:
+        return _clean(str(value))
+    parts: list[str] = []
+    for chunk, charset in chunks:
+        if isinstance(chunk, bytes):
+            parts.append(decode_bytes(chunk, charset if charset != "unknown-8bit" else None))
+        else:
+            parts.append(chunk)
+    return _clean("".join(parts))
+
+
+def _clean(text: str) -> str:
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return re.sub(r"[\x00-\x1f\x7f]+", " ", text).strip()
+
+
+def _header(message: Message, name: str) -> str:
+    try:
+        return decode_header_value(message.get(name))
+    except Exception:
+        return ""
+
+
+def _ids(value: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(_MSGID.findall(value)))
+
+
+def _payload(part: Message) -> bytes:
+    try:
+        data = part.get_payload(decode=True)
+    except Exception:
+        data = None
+    if isinstance(data, bytes):
+        return data
+    raw = part.get_payload()
+    if isinstance(raw, str):
+        return raw.encode("utf-8", "surrogateescape")
+    return b""
+
+
+def _filename(part: Message) -> str | None:
+    try:
+        name = part.get_filename()
+    except Exception:
+        name = None
+    if name is None:
+        return None
+    return decode_header_value(name)[:200] or "attachment"
+
+
+def _walk(message: Message, limit: int = 500) -> list[Message]:
+    parts: list[Message] = []
+    stack = [message]
+    while stack and len(parts) < limit:
+        part = stack.pop(0)
+        parts.append(part)
+        if part.is_multipart():
+            payload = part.get_payload()
+            if isinstance(payload, list):
+                stack.extend(p for p in payload if isinstance(p, Message))
+    return parts
+
+
+def parse_mail(raw: bytes) -> ParsedMail:
+    """Read ``raw``; never raises (see the module docstring)."""
+    problems: list[str] = []
+    try:
+        message = email.message_from_bytes(raw)
+    except Exception as exc:  # the stdlib parser is lenient, but be sure
+        problems.append(f"unreadable: {type(exc).__name__}")
+        message = Message()
+    for defect in getattr(message, "defects", [])[:5]:
+        problems.append(type(defect).__name__)
+
+    message_id_values = _ids(_header(message, "Message-ID"))
+    message_id = message_id_values[0] if message_id_values else None
+    thread_ids = _ids(_header(message, "In-Reply-To") + " " + _header(message, "References"))
+
+    sender: str | None = None
+    sender_name = ""
+    # Only From: the code proves that mailbox; a Reply-To could name anyone's.
+    from_header = _header(message, "From")
+    if from_header:
+        try:
+            name, address = (getaddresses([from_header]) or [parseaddr(from_header)])[0]
+            sender_name = _clean(name)[:200]
+            sender = normalize_email(address) if address else None
+        except (InvalidEmail, IndexError, ValueError):
+            problems.append("bad From address")
+        if sender is None and "bad From address" not in problems:
+            problems.append("bad From address")
+    else:
+        problems.append("no From header")
+
+    subject = _header(message, "Subject")
+    if len(subject) > MAX_SUBJECT:
+        problems.append("subject too long")
+        subject = subject[:MAX_SUBJECT]
+
+    headers = {
+        name.lower(): _header(message, name)[:500]
+        for name in (
+            "Auto-Submitted",
+            "X-Autoreply",
+            "X-Autorespond",
+            "X-Auto-Response-Suppress",
+            "Precedence",
+            "List-Id",
+            "List-Unsubscribe",
+            "Return-Path",
+            "X-Spam-Flag",
+            "X-Spam-Status",
+            "Feedback-ID",
+        )
+        if message.get(name) is not None
+    }
+    headers["from"] = from_header[:500]
+    content_type = (message.get_content_type() or "text/plain").lower()
+    language_header = _header(message, "Content-Language") or None
+
+    plain: list[str] = []
+    html: list[str] = []
+    files: list[MailFile] = []
+    for part in _walk(message):
+        if part.is_multipart():
+            continue
+        kind = (part.get_content_type() or "text/plain").lower()
+        disposition = (part.get("Content-Disposition") or "").lower()
+        filename = _filename(part)
+        is_file = filename is not None or "attachment" in disposition
+        if kind == "message/rfc822" or (not is_file and kind.startswith("text/")):
+            data = _payload(part)
+            text = decode_bytes(data, part.get_content_charset())
+            if kind == "text/html":
+                html.append(text)
+            else:
+                plain.append(text)
+        elif is_file or not kind.startswith("multipart/"):
+            files.append(
+                MailFile(
+                    filename=filename or "attachment",
+                    content_type=kind[:200],
+                    data=_payload(part),
+                )
+            )
+    body = "\n\n".join(plain) if any(p.strip() for p in plain) else ""
+    if not body and html:
+        body = "\n\n".join(html_to_text(h) for h in html)
+    body = body.replace("\r\n", "\n").replace("\r", "\n")
+    if len(body) > 4 * MAX_TEXT:
+        problems.append("body truncated")
+        body = body[: 4 * MAX_TEXT]
+    own, quoted = split_reply(body)
+    return ParsedMail(
+        mail_key=mail_key(raw, message_id),
+        message_id=message_id,
+        thread_ids=thread_ids,
+        sender=sender,
+        sender_name=sender_name,
+        subject=subject,
+        text=own[:MAX_TEXT],
+        quoted=quoted[:MAX_TEXT],
+        files=tuple(files),
+        headers=headers,
+        content_type=content_type,
+        content_language=language_header,
+        problems=tuple(problems),
+    )

@@ -1,0 +1,304 @@
+"""The IMAP poller: new letters from one folder, each handled once, none lost.
+
+imap-tools is synchronous and its connection is not thread-safe, so one
+connection lives in one worker thread (a single-thread executor) and the
+event loop reaches it only through that thread. The poller keeps
+UIDVALIDITY and the last UID it finished in ``mail_cursor``; a letter is
+fetched with ``BODY.PEEK`` (never marked \\Seen), handled and committed, and
+only then flagged (or moved to the processed folder). Nothing is deleted or
+expunged. When UIDVALIDITY changes, the folder is read again from the start
+and the intake's dedupe, not the old UID, decides what is new.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import imaplib
+import logging
+import re
+import ssl
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+from imap_tools import MailBox, MailBoxStartTls, MailBoxUnencrypted
+from imap_tools.errors import MailboxLoginError
+from imap_tools.imap_utf7 import utf7_encode
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from mail.intake import IntakeResult, MailIntake
+from workflows.clock import Clock
+from workflows.tables import MailCursor
+
+log = logging.getLogger(__name__)
+
+Security = Literal["ssl", "starttls", "none"]
+T = TypeVar("T")
+
+PROCESSED_KEYWORD = "$AinaDeskProcessed"
+_MAX_BATCH = 500
+
+
+@dataclass(frozen=True)
+class ImapSettings:
+    """Where and how to read mail."""
+
+    host: str
+    port: int
+    username: str
+    password: str
+    security: Security = "ssl"
+    folder: str = "INBOX"
+    processed_folder: str | None = None
+    poll_seconds: float = 60.0
+    timeout: float = 30.0
+    # IDLE is re-issued at least this often (RFC 2177 asks for under 29 minutes).
+    idle_seconds: float = 300.0
+    ssl_context: ssl.SSLContext | None = None
+
+
+class ImapConnection:
+    """One logged-in IMAP connection; every method runs in the poller's worker thread."""
+
+    def __init__(self, settings: ImapSettings) -> None:
+        self._settings = settings
+        self._box: Any = None
+        self.capabilities: frozenset[str] = frozenset()
+
+    def open(self) -> None:
+        s = self._settings
+        box: Any
+        if s.security == "ssl":
+            box = MailBox(s.host, s.port, timeout=s.timeout, ssl_context=s.ssl_context)
+        elif s.security == "starttls":
+            box = MailBoxStartTls(s.host, s.port, timeout=s.timeout, ssl_context=s.ssl_context)
+        else:
+            box = MailBoxUnencrypted(s.host, s.port, timeout=s.timeout)
+        box.login(s.username, s.password, initial_folder=None)
+        self._box = box
+        _typ, data = box.client.capability()
+        words = b" ".join(d for d in data if isinstance(d, bytes)).decode("ascii", "replace")
+        self.capabilities = frozenset(words.upper().split())
+        if s.processed_folder and not box.folder.exists(s.processed_folder):
+            box.folder.create(s.processed_folder)
+        box.folder.set(s.folder)
+
+    def close(self) -> None:
+        box, self._box = self._box, None
+        if box is None:
+            return
+        try:
+            box.logout()
+        except Exception:  # the connection may be gone already
+            try:
+                box.client.shutdown()
+            except Exception:
+                log.debug("IMAP connection already closed")
+
+    @property
+    def is_open(self) -> bool:
+        return self._box is not None
+
+    def uidvalidity(self) -> int:
+        return int(self._box.folder.status(self._settings.folder, ["UIDVALIDITY"])["UIDVALIDITY"])
+
+    def new_uids(self, after: int) -> list[int]:
+        # "UID n:*" always matches the last message, even one below n: filter it out.
+        found = self._box.uids(f"UID {after + 1}:*")
+        return sorted(uid for uid in (int(u) for u in found) if uid > after)[:_MAX_BATCH]
+
+    def fetch(self, uid: int) -> bytes | None:
+        typ, data = self._box.client.uid("FETCH", str(uid), "(BODY.PEEK[])")
+        if typ != "OK":
+            raise imaplib.IMAP4.error(f"FETCH {uid} failed")
+        for item in data:
+            if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], bytes):
+                return item[1]
+        return None  # gone meanwhile (moved or expunged by someone else)
+
+    def mark_processed(self, uid: int) -> None:
+        client = self._box.client
+        # STORE without imap-tools' flag(), which would EXPUNGE: we never delete anything.
+        typ, _ = client.uid("STORE", str(uid), "+FLAGS", f"({PROCESSED_KEYWORD})")
+        if typ != "OK":
+            log.warning("could not flag uid %s as processed", uid)
+        target = self._settings.processed_folder
+        if target and "MOVE" in self.capabilities:
+            typ, _ = client.uid("MOVE", str(uid), _quoted(target))
+            if typ != "OK":
+                log.warning("could not move uid %s to the processed folder", uid)
+        elif target:
+            # Without MOVE, a copy is left behind rather than deleting the original.
+            client.uid("COPY", str(uid), _quoted(target))
+
+    def wait_for_mail(self, seconds: float, stop: threading.Event) -> bool:
+        """IDLE until the server reports something, ``seconds`` pass or ``stop`` is set."""
+        idle = self._box.idle
+        idle.start()
+        try:
+            rounds = max(1, int(seconds))
+            for _ in range(rounds):
+                if stop.is_set():
+                    return False
+                responses = idle.poll(timeout=1.0)
+                if any(re.search(rb"EXISTS|RECENT", r) for r in responses):
+                    return True
+            return False
+        finally:
+            idle.stop()
+
+    @property
+    def supports_idle(self) -> bool:
+        return "IDLE" in self.capabilities
+
+
+def _quoted(folder: str) -> str:
+    encoded = utf7_encode(folder).decode("ascii")
+    return '"' + encoded.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class MailPoller:
+    """Reads new letters and hands each to the intake; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: ImapSettings,
+        intake: MailIntake,
+        sessions: async_sessionmaker[AsyncSession],
+        clock: Clock,
+        *,
+        first_backoff: float = 1.0,
+        max_backoff: float = 300.0,
+        on_mail: Callable[[IntakeResult], None] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._intake = intake
+        self._sessions = sessions
+        self._clock = clock
+        self._first_backoff = first_backoff
+        self._max_backoff = max_backoff
+        self.on_mail = on_mail
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imap")
+        self._connection = ImapConnection(settings)
+        self._stop_thread = threading.Event()
+
+    async def _in_thread(self, function: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, function, *args)
+
+    async def connect(self) -> None:
+        if not self._connection.is_open:
+            await self._in_thread(self._connection.open)
+
+    async def close(self) -> None:
+        await self._in_thread(self._connection.close)
+
+    def shutdown(self) -> None:
+        """Let the worker thread go; it finishes what it is doing (bounded by IDLE's poll)."""
+        self._stop_thread.set()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def poll_once(self, *, limit: int | None = None) -> list[IntakeResult]:
+        """Handle every letter after the cursor (at most ``limit``); returns the outcomes."""
+        await self.connect()
+        folder = self._settings.folder
+        validity = await self._in_thread(self._connection.uidvalidity)
+        last_uid = await self._cursor(folder, validity)
+        uids = await self._in_thread(self._connection.new_uids, last_uid)
+        results: list[IntakeResult] = []
+        for uid in uids[:limit] if limit is not None else uids:
+            raw = await self._in_thread(self._connection.fetch, uid)
+            if raw is not None:
+                result = await self._intake.handle(
+                    raw, folder=folder, uidvalidity=validity, uid=uid
+                )
+                results.append(result)
+            await self._advance(folder, validity, uid)
+            if raw is not None:
+                await self._in_thread(self._connection.mark_processed, uid)
+                if self.on_mail is not None:
+                    self.on_mail(results[-1])
+        return results
+
+    async def _cursor(self, folder: str, validity: int) -> int:
+        async with self._sessions.begin() as session:
+            cursor = await session.scalar(select(MailCursor).where(MailCursor.folder == folder))
+            now = self._clock.now()
+            if cursor is None:
+                session.add(
+                    MailCursor(folder=folder, uidvalidity=validity, last_uid=0, updated_at=now)
+                )
+                return 0
+            if cursor.uidvalidity != validity:
+                log.warning(
+                    "UIDVALIDITY of %s changed (%s -> %s): reading the folder again",
+                    folder,
+                    cursor.uidvalidity,
+                    validity,
+                )
+                cursor.uidvalidity, cursor.last_uid, cursor.updated_at = validity, 0, now
+                return 0
+            return int(cursor.last_uid)
+
+    async def _advance(self, folder: str, validity: int, uid: int) -> None:
+        async with self._sessions.begin() as session:
+            cursor = await session.scalar(select(MailCursor).where(MailCursor.folder == folder))
+            if cursor is not None and cursor.uidvalidity == validity and cursor.last_uid < uid:
+                cursor.last_uid = uid
+                cursor.updated_at = self._clock.now()
+
+    async def _wait(self, stop: asyncio.Event) -> None:
+        """Until new mail may be there: IDLE where offered, else the poll interval."""
+        if self._connection.supports_idle:
+            seconds = min(self._settings.idle_seconds, self._settings.poll_seconds * 10, 1740)
+            await self._in_thread(self._connection.wait_for_mail, seconds, self._stop_thread)
+            return
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=self._settings.poll_seconds)
+        except TimeoutError:
+            return
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll until ``stop``; a lost connection is retried with backoff, never a crash loop."""
+        delay = self._first_backoff
+        self._stop_thread.clear()
+        watcher = asyncio.create_task(self._relay_stop(stop))
+        try:
+            while not stop.is_set():
+                try:
+                    await self.poll_once()
+                    delay = self._first_backoff
+                    if stop.is_set():
+                        break
+                    await self._wait(stop)
+                except (TimeoutError, OSError, imaplib.IMAP4.error, MailboxLoginError) as exc:
+                    log.warning(
+                        "IMAP %s:%s unavailable (%s); reconnecting in %.0f s",
+                        self._settings.host,
+                        self._settings.port,
+                        type(exc).__name__,
+                        delay,
+                    )
+                    await self._drop()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=delay)
+                    delay = min(delay * 2, self._max_backoff)
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+            self._stop_thread.set()
+            await self._drop()
+
+    async def _drop(self) -> None:
+        try:
+            await self._in_thread(self._connection.close)
+        except Exception:
+            log.debug("closing the IMAP connection failed", exc_info=True)
+
+    async def _relay_stop(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._stop_thread.set()

@@ -1,0 +1,207 @@
+"""The e-mail channel's way out: outbox messages as real letters through SMTP.
+
+aiosmtplib adds no Message-ID, so the letter is built here: a Message-ID
+derived from the outbox idempotency key (a redelivery keeps it, so a
+receiving server or client can drop the copy), Date, In-Reply-To and
+References to the person's own letters, the reference in the subject, and
+``Auto-Submitted`` (RFC 3834) so that auto-responders do not answer us.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import logging
+import ssl
+from email.message import EmailMessage
+from email.utils import format_datetime, formataddr
+from typing import Literal
+
+import aiosmtplib
+
+from workflows.clock import Clock
+from workflows.errors import RequestNotFound
+from workflows.i18n import catalogue, format_date, pick_language, render_notification
+from workflows.masking import mask_email
+from workflows.outbox import (
+    Audience,
+    Channel,
+    DeliveryReceipt,
+    OutgoingMessage,
+    PermanentFailure,
+    RetryLater,
+)
+from workflows.service import RequestService
+
+log = logging.getLogger(__name__)
+
+Security = Literal["ssl", "starttls", "none"]
+
+# Answers to the person's own letter; other automatic notices are "auto-generated".
+_AUTO_REPLIED = {
+    "request_received",
+    "request_received_code",
+    "verification_code",
+    "request_verified",
+    "attachment_refused",
+}
+# Staff's own words (a question, a reason, a note): written by a person.
+_WRITTEN_BY_STAFF = {"info_requested", "request_rejected", "request_completed"}
+_ACKNOWLEDGEMENTS = {"request_received", "request_received_code"}
+_SYNTHETIC_DOMAIN = ".invalid>"
+
+
+class SmtpSender:
+    """Delivers ``Channel.EMAIL`` outbox messages; an :class:`~workflows.outbox.OutboundPort`."""
+
+    channel = Channel.EMAIL
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        security: Security,
+        from_address: str,
+        service: RequestService,
+        clock: Clock,
+        username: str | None = None,
+        password: str | None = None,
+        timeout: float = 30.0,
+        ssl_context: ssl.SSLContext | None = None,
+        from_name: str = "AINA Privacy Desk",
+    ) -> None:
+        self._host = host
+        self._port = port
+        self._security = security
+        self._from = from_address
+        self._from_name = from_name
+        self._service = service
+        self._clock = clock
+        self._username = username
+        self._password = password
+        self._timeout = timeout
+        self._ssl_context = ssl_context
+        self._domain = from_address.rpartition("@")[2] or "localhost"
+
+    async def deliver(self, message: OutgoingMessage) -> DeliveryReceipt:
+        if message.audience is not Audience.SUBJECT or not message.address:
+            raise PermanentFailure("an e-mail needs a person's address")
+        letter, text = await self.compose(message)
+        try:
+            await aiosmtplib.send(
+                letter,
+                hostname=self._host,
+                port=self._port,
+                username=self._username,
+                password=self._password,
+                use_tls=self._security == "ssl",
+                start_tls=self._security == "starttls",
+                tls_context=self._ssl_context,
+                timeout=self._timeout,
+            )
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            codes = [error.code for error in exc.recipients]
+            if codes and all(code >= 500 for code in codes):
+                raise PermanentFailure(f"recipient refused ({codes[0]})") from None
+            raise RetryLater(f"recipient deferred ({codes[0] if codes else '?'})") from None
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            # A wrong password is the operator's to fix; the letter itself is fine.
+            log.error("SMTP login refused (%s); check DSR_SMTP_USER/PASSWORD", exc.code)
+            raise RetryLater(f"SMTP login refused ({exc.code})") from None
+        except aiosmtplib.SMTPResponseException as exc:
+            if exc.code >= 500:
+                raise PermanentFailure(f"SMTP {exc.code}: {exc.message[:200]}") from None
+            raise RetryLater(f"SMTP {exc.code}: {exc.message[:200]}") from None
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            raise RetryLater(f"SMTP unavailable: {type(exc).__name__}") from None
+        log.info(
+            "mail %s sent to %s (%s)",
+            message.reference,
+            mask_email(message.address),
+            message.template,
+        )
+        return DeliveryReceipt(external_id=str(letter["Message-ID"]), body=text)
+
+    def message_id(self, message: OutgoingMessage) -> str:
+        """The same Message-ID for every delivery of one outbox message."""
+        digest = hashlib.sha256(message.idempotency_key.encode("utf-8")).hexdigest()[:32]
+        return f"<{digest}@{self._domain}>"
+
+    async def compose(self, message: OutgoingMessage) -> tuple[EmailMessage, str]:
+        """The letter for ``message`` and its plain text."""
+        language = pick_language(message.language)
+        rendered = render_notification(message.template, language, message.params)
+        paragraphs = [rendered.text]
+        if message.template in _ACKNOWLEDGEMENTS and message.reference:
+            paragraphs.extend(await self._acknowledgement(message.reference, language))
+        paragraphs.append(catalogue().text(language, "mail.signature"))
+        text = "\n\n".join(p.strip() for p in paragraphs if p.strip())
+        subject = rendered.subject
+        if message.reference and message.reference not in subject:
+            subject = f"[{message.reference}] {subject}"
+
+        letter = EmailMessage()
+        letter["From"] = formataddr((self._from_name, self._from))
+        letter["To"] = message.address or ""
+        letter["Subject"] = subject
+        letter["Date"] = format_datetime(self._clock.now())
+        letter["Message-ID"] = self.message_id(message)
+        letter["Content-Language"] = language
+        if message.template not in _WRITTEN_BY_STAFF:
+            kind = "auto-replied" if message.template in _AUTO_REPLIED else "auto-generated"
+            letter["Auto-Submitted"] = kind
+            letter["X-Auto-Response-Suppress"] = "All"
+        if message.reference:
+            await self._thread(letter, message.reference)
+        letter.set_content(text)
+        letter.add_alternative(_as_html(text, language), subtype="html")
+        return letter, text
+
+    async def _acknowledgement(self, reference: str, language: str) -> list[str]:
+        """Due date, what is missing and how to follow up (the issue's item 7)."""
+        try:
+            view = await self._service.get(reference)
+        except RequestNotFound:
+            return []
+        texts = catalogue()
+        lines: list[str] = []
+        if view.due_at is not None:
+            due = format_date(language, self._service.calendar.local_date(view.due_at))
+            lines.append(texts.text(language, "mail.ack.due", due=due))
+        else:
+            lines.append(texts.text(language, "mail.ack.no_due"))
+        if view.missing_fields:
+            names = [
+                texts.text(language, "mail.or").join(
+                    texts.text(language, f"field.{name}") for name in group.split("|")
+                )
+                for group in view.missing_fields
+            ]
+            lines.append(texts.text(language, "mail.ack.missing", fields="; ".join(names)))
+        lines.append(texts.text(language, "mail.ack.follow_up", reference=reference))
+        return ["\n".join(lines)]
+
+    async def _thread(self, letter: EmailMessage, reference: str) -> None:
+        try:
+            known = await self._service.message_ids(reference, Channel.EMAIL)
+        except RequestNotFound:
+            return
+        ids = [mid for _, mid in known if not mid.endswith(_SYNTHETIC_DOMAIN)]
+        theirs = [mid for direction, mid in known if direction == "in" and mid in ids]
+        if theirs:
+            letter["In-Reply-To"] = theirs[-1]
+        if ids:
+            letter["References"] = " ".join(ids[-10:])
+
+
+def _as_html(text: str, language: str) -> str:
+    body = "".join(
+        f"<p>{html.escape(block).replace(chr(10), '<br>')}</p>"
+        for block in text.split("\n\n")
+        if block.strip()
+    )
+    return (
+        f'<!DOCTYPE html><html lang="{language}"><head><meta charset="utf-8"></head>'
+        f'<body style="font-family: sans-serif">{body}</body></html>'
+    )
