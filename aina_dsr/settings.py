@@ -6,6 +6,7 @@ import functools
 import hashlib
 import logging
 import os
+from datetime import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -18,6 +19,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from workflows.calendar import CalendarFileError, WorkingCalendar
+from workflows.deadlines import DEFAULT_STAFF_MILESTONES, MilestoneError, parse_staff_milestones
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +120,14 @@ class Settings(BaseSettings):
     calendar_file: Path | None = None
     verification_days: int = Field(default=14, ge=1, le=365)
 
+    # Deadlines and reminders (the scheduler)
+    reminder_milestones: Annotated[tuple[str, ...], NoDecode] = DEFAULT_STAFF_MILESTONES
+    deadline_near_days: int = Field(default=3, ge=1, le=60)
+    progress_every_days: int = Field(default=7, ge=1, le=366)
+    digest_time: time = time(9, 0)
+    quiet_days: Literal["days_off", "none"] = "days_off"
+    scheduler_reconcile_seconds: int = Field(default=300, ge=30, le=3600)
+
     # Scale and misc
     redis_url: str | None = None
     log_level: LogLevel = "INFO"
@@ -139,6 +149,28 @@ class Settings(BaseSettings):
                     "must be Telegram user ids separated by commas, e.g. 12345,67890"
                 ) from None
         return value
+
+    @field_validator("reminder_milestones", mode="before")
+    @classmethod
+    def _reminder_milestones(cls, value: Any) -> Any:
+        if isinstance(value, str | list | tuple):
+            try:
+                return parse_staff_milestones(value)
+            except MilestoneError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("digest_time")
+    @classmethod
+    def _digest_time(cls, value: time) -> time:
+        if value.tzinfo is not None:
+            raise ValueError("give a local time such as 09:00, without an offset")
+        return value
+
+    @field_validator("quiet_days", mode="before")
+    @classmethod
+    def _quiet_days(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("imap_security", "smtp_security", mode="before")
     @classmethod
