@@ -20,6 +20,14 @@ from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID, STAFF_IDS
 from workflows.calendar import WorkingCalendar
 from workflows.deadlines import MilestoneError, ReminderPolicy, parse_staff_milestones
+from workflows.outbox import (
+    Audience,
+    Channel,
+    DeliveryReceipt,
+    OutboxDispatcher,
+    OutgoingMessage,
+    RecipientUnreachable,
+)
 from workflows.reminders import Plan, Reminders
 from workflows.scheduler import (
     DIGEST_JOB,
@@ -628,3 +636,42 @@ async def _until(condition: Any) -> None:
             return
         await asyncio.sleep(0.02)
     raise AssertionError("condition not reached within 4 s")
+
+
+# -- an assignee who never started the bot -----------------------------------------------
+
+
+class _Telegram:
+    """A Telegram port where one staff member has not started the bot."""
+
+    channel = Channel.TELEGRAM
+
+    def __init__(self) -> None:
+        self.delivered: list[tuple[str, str | None, str]] = []
+
+    async def deliver(self, message: OutgoingMessage) -> DeliveryReceipt:
+        if message.audience is Audience.STAFF_USER:
+            raise RecipientUnreachable("Forbidden: bot can't initiate conversation with a user")
+        self.delivered.append((message.audience.value, message.address, message.template))
+        return DeliveryReceipt(external_id="1")
+
+
+async def test_a_reminder_the_assignee_cannot_receive_goes_to_the_staff_group(
+    service: RequestService,
+    reminders: Reminders,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+) -> None:
+    clock.set(almaty(date(2026, 11, 24), 10))
+    reference = await open_verified(service, "block")
+    await service.take(reference, STAFF)
+    clock.set(almaty(date(2026, 11, 25), 10))
+    await reminders.run_due()
+    port = _Telegram()
+    dispatcher = OutboxDispatcher(sessions, vault, clock, {Channel.TELEGRAM: port})
+
+    for _ in range(3):
+        await dispatcher.run_once()
+
+    assert ("staff_group", None, "staff_reminder") in port.delivered

@@ -359,7 +359,10 @@ class OutboxDispatcher:
         log.error("outbox %s failed for good: %s", message.id, reason[:200])
 
     async def _unreachable(self, message: OutgoingMessage, reason: str) -> None:
-        """Telegram said the person blocked us: mark them, and use e-mail if we can."""
+        """Telegram said the person blocked us: mark them, and use e-mail if we can.
+
+        A staff member's direct message that cannot be delivered goes to the group.
+        """
         now = self._clock.now()
         fallback = False
         async with self._sessions.begin() as session:
@@ -367,6 +370,21 @@ class OutboxDispatcher:
             item.status = OutboxStatus.FAILED.value
             item.lease_until = None
             item.last_error = reason[:2000]
+            if message.audience is Audience.STAFF_USER:
+                # The assignee never started the bot (or blocked it): the group hears instead.
+                fallback = True
+                await enqueue(
+                    session,
+                    self._vault,
+                    now,
+                    key=f"{message.idempotency_key}/group",
+                    channel=Channel.TELEGRAM,
+                    audience=Audience.STAFF_GROUP,
+                    template=message.template,
+                    language=message.language,
+                    params=message.params,
+                    request_id=item.request_id,
+                )
             subject = None
             if item.request_id is not None and message.audience is Audience.SUBJECT:
                 request = await session.get_one(Request, item.request_id)
