@@ -40,6 +40,9 @@ _ALIASES = {
 }
 _CYRILLIC_LOWER = re.compile(r"[а-яёәғқңөұүһі]")
 _CYRILLIC_UPPER = re.compile(r"[А-ЯЁӘҒҚҢӨҰҮҺІ]")
+# Cyrillic letters no Kazakh or Russian word has (Serbian, Macedonian, Ukrainian):
+# what a wrong table (mac_cyrillic, iso8859_5) makes of ordinary letters.
+_FOREIGN_CYRILLIC = re.compile(r"[ЀЂЃЄЅЇЈЉЊЋЌЍЎЏѐђѓєѕїјљњћќѝўџҐґ]")
 _JUNK = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffd\u2500-\u259f]")
 
 
@@ -63,7 +66,7 @@ def plausibility(text: str) -> float:
         return 0.0
     lower = len(_CYRILLIC_LOWER.findall(text))
     upper = len(_CYRILLIC_UPPER.findall(text))
-    junk = len(_JUNK.findall(text))
+    junk = len(_JUNK.findall(text)) + len(_FOREIGN_CYRILLIC.findall(text))
     # People write mostly lower case; a wrong Cyrillic table flips that.
     return lower - 2.0 * max(0, upper - lower // 3) - 5.0 * junk
 

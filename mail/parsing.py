@@ -22,6 +22,9 @@ from workflows.identity import InvalidEmail, normalize_email
 
 MAX_SUBJECT = 500
 MAX_TEXT = 20_000
+_BROKEN_MIME_LINES = re.compile(
+    r"^(--\S+|content-[\w-]+:.*|mime-version:.*)\r?$", re.IGNORECASE | re.MULTILINE
+)
 _MSGID = re.compile(r"<[^<>\s]{1,900}>")
 
 
@@ -196,14 +199,18 @@ def parse_mail(raw: bytes) -> ParsedMail:
         disposition = (part.get("Content-Disposition") or "").lower()
         filename = _filename(part)
         is_file = filename is not None or "attachment" in disposition
-        if kind == "message/rfc822" or (not is_file and kind.startswith("text/")):
+        if kind.startswith("multipart/"):
+            # A multipart whose boundary was never found: its parts are plain text to us.
+            text = decode_bytes(_payload(part), part.get_content_charset())
+            plain.append(_BROKEN_MIME_LINES.sub("", text))
+        elif kind == "message/rfc822" or (not is_file and kind.startswith("text/")):
             data = _payload(part)
             text = decode_bytes(data, part.get_content_charset())
             if kind == "text/html":
                 html.append(text)
             else:
                 plain.append(text)
-        elif is_file or not kind.startswith("multipart/"):
+        else:
             files.append(
                 MailFile(
                     filename=filename or "attachment",

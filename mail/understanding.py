@@ -223,6 +223,12 @@ SPAM_WORDS = (
 )
 
 _KAZAKH = re.compile(r"[әғқңөұүһіӘҒҚҢӨҰҮҺІ]")
+# Everyday Kazakh words written without the Kazakh letters (phones type them that way too).
+_KAZAKH_WORDS = re.compile(
+    r"\b(керек|жою|жоюды|жоюыңызды|менің|маған|сіздің|сiздiн|рақмет|рахмет|сәлеметсіз|"
+    r"салеметсиз|және|туралы|үшін|ушин|өтінемін|сұраймын|сураймын)\b",
+    re.IGNORECASE,
+)
 _CYRILLIC = re.compile(r"[а-яёА-ЯЁ]")
 _LATIN = re.compile(r"[a-zA-Z]")
 _CODE = re.compile(r"(?<![\d+])(?<!\d[\s\-])(\d{3})[ -]?(\d{3})(?![\s\-]?\d)")
@@ -330,7 +336,8 @@ def automatic(mail: ParsedMail) -> tuple[Disposition, str] | None:
 
 def detect_language(text: str, header: str | None = None) -> str:
     """kk, ru or en from the letter's letters (Content-Language when they say nothing)."""
-    kazakh = len(_KAZAKH.findall(text))
+    text = text[:5000]
+    kazakh = len(_KAZAKH.findall(text)) + 2 * len(_KAZAKH_WORDS.findall(text))
     cyrillic = len(_CYRILLIC.findall(text))
     latin = len(_LATIN.findall(text))
     if kazakh >= 2 and kazakh * 40 >= cyrillic:
