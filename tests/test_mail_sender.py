@@ -1,0 +1,180 @@
+"""The SMTP sender against a real SMTP server (aiosmtpd on 127.0.0.1)."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from mail.sender import SmtpSender
+from tests.clocks import FrozenClock
+from tests.mailservers import SmtpServer, smtp_server  # noqa: F401
+from workflows.outbox import Channel, OutboxDispatcher, OutboxStatus
+from workflows.service import RequestService
+from workflows.tables import OutboxItem
+from workflows.vault import Vault
+
+PERSON = "aigerim@example.kz"
+
+
+def sender_for(server: SmtpServer, service: RequestService, clock: FrozenClock) -> SmtpSender:
+    return SmtpSender(
+        host=server.host,
+        port=server.port,
+        security="none",
+        from_address="aina.app@mercury.kz",
+        service=service,
+        clock=clock,
+        timeout=5.0,
+    )
+
+
+async def open_by_mail(service: RequestService, language: str = "ru") -> str:
+    view = await service.open_request(
+        kind="withdraw_consent",
+        channel="email",
+        language=language,
+        fields={"full_name": "Айгерим Садыкова", "email": PERSON},
+        email=PERSON,
+        body="Отзываю согласие",
+        external_id="<first-letter@example.kz>",
+        send_code_to_email=True,
+    )
+    return view.reference
+
+
+async def test_the_acknowledgement_is_a_threaded_multipart_letter_in_the_persons_language(
+    service: RequestService,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+    smtp_server: SmtpServer,  # noqa: F811
+) -> None:
+    reference = await open_by_mail(service, "ru")
+    dispatcher = OutboxDispatcher(
+        sessions, vault, clock, {Channel.EMAIL: sender_for(smtp_server, service, clock)}
+    )
+
+    assert await dispatcher.run_once() == 1
+
+    [received] = smtp_server.letters
+    letter = received.message
+    assert received.recipients == [PERSON]
+    assert reference in str(letter["Subject"])
+    assert letter["Auto-Submitted"] == "auto-replied"
+    assert letter["In-Reply-To"] == "<first-letter@example.kz>"
+    assert "<first-letter@example.kz>" in str(letter["References"])
+    assert str(letter["Message-ID"]).endswith("@mercury.kz>")
+    assert letter["Date"] is not None
+    assert letter.get_content_type() == "multipart/alternative"
+    text = letter.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    html = letter.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    assert "Отзыв согласия" in text or "согласи" in text.lower()
+    assert "Срок нашего ответа" in text  # the due date
+    assert "Какие данные" in text  # a missing field, asked for
+    assert "Номер телефона" not in text  # the e-mail address satisfies the contact
+    assert reference in text and "aina.app@mercury.kz" in text
+    assert "<p>" in html and reference in html
+    async with sessions() as session:
+        item = (await session.scalars(select(OutboxItem))).one()
+    assert item.status == OutboxStatus.SENT.value
+    assert item.external_id == str(letter["Message-ID"])
+    # The next letter of the request names ours, so replies thread both ways.
+    assert await service.reference_for_message(str(letter["Message-ID"])) == reference
+
+
+async def test_smtp_down_then_up_delivers_once(
+    service: RequestService,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+    smtp_server: SmtpServer,  # noqa: F811
+) -> None:
+    await open_by_mail(service)
+    dispatcher = OutboxDispatcher(
+        sessions, vault, clock, {Channel.EMAIL: sender_for(smtp_server, service, clock)}
+    )
+    smtp_server.stop()
+
+    for _ in range(5):  # down for an hour: every try fails, none is lost
+        assert await dispatcher.run_once() == 1
+        clock.advance(minutes=15)
+    async with sessions() as session:
+        item = (await session.scalars(select(OutboxItem))).one()
+        assert item.status == OutboxStatus.PENDING.value
+        assert item.attempts == 5 and "SMTP unavailable" in (item.last_error or "")
+
+    smtp_server.start()
+    clock.advance(hours=1)
+    assert await dispatcher.run_once() == 1
+    assert await dispatcher.run_once() == 0
+    clock.advance(hours=2)
+    assert await dispatcher.run_once() == 0
+
+    assert len(smtp_server.letters) == 1
+
+
+async def test_a_permanent_refusal_is_recorded_and_staff_are_told(
+    service: RequestService,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+    smtp_server: SmtpServer,  # noqa: F811
+) -> None:
+    reference = await open_by_mail(service)
+    smtp_server.handler.reply = "550 5.1.1 mailbox unavailable"
+    dispatcher = OutboxDispatcher(
+        sessions, vault, clock, {Channel.EMAIL: sender_for(smtp_server, service, clock)}
+    )
+
+    await dispatcher.run_once()
+
+    async with sessions() as session:
+        items = (await session.scalars(select(OutboxItem).order_by(OutboxItem.id))).all()
+    assert items[0].status == OutboxStatus.FAILED.value
+    assert "550" in (items[0].last_error or "")
+    assert [i.template for i in items[1:]] == ["staff_delivery_failed"]
+    view = await service.get(reference, with_events=True)
+    assert "delivery_failed" in [e.action for e in view.events]
+
+
+async def test_a_passing_refusal_is_retried(
+    service: RequestService,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+    smtp_server: SmtpServer,  # noqa: F811
+) -> None:
+    await open_by_mail(service)
+    smtp_server.handler.reply = "451 4.3.0 try again later"
+    dispatcher = OutboxDispatcher(
+        sessions, vault, clock, {Channel.EMAIL: sender_for(smtp_server, service, clock)}
+    )
+
+    await dispatcher.run_once()
+    smtp_server.handler.reply = None
+    clock.advance(minutes=5)
+    await dispatcher.run_once()
+
+    assert len(smtp_server.letters) == 1
+
+
+async def test_a_redelivery_keeps_its_message_id(
+    service: RequestService,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+    smtp_server: SmtpServer,  # noqa: F811
+) -> None:
+    await open_by_mail(service, "kk")
+    sender = sender_for(smtp_server, service, clock)
+    dispatcher = OutboxDispatcher(sessions, vault, clock, {Channel.EMAIL: sender})
+    claimed = await dispatcher._claim()
+    message = await dispatcher._load(claimed[0])
+
+    first = await sender.deliver(message)
+    second = await sender.deliver(message)
+
+    assert first.external_id == second.external_id
+    ids = {str(r.message["Message-ID"]) for r in smtp_server.letters}
+    assert ids == {first.external_id}
+    assert "Жауап беру мерзімі" in (first.body or "")  # Kazakh acknowledgement
