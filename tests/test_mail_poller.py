@@ -1,0 +1,208 @@
+"""The IMAP poller against a real Dovecot: each letter once, nothing lost, nothing deleted."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from email.message import EmailMessage
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from mail.intake import MailIntake, Outcome
+from mail.poller import PROCESSED_KEYWORD, ImapSettings, MailPoller
+from tests.clocks import FrozenClock
+from tests.mailservers import Dovecot, dovecot  # noqa: F401
+from workflows.service import RequestService
+from workflows.tables import MailCursor
+from workflows.vault import Vault
+
+
+def make_letter(number: int, text: str = "Прошу удалить мой аккаунт.") -> bytes:
+    letter = EmailMessage()
+    letter["From"] = f"Клиент {number} <client{number}@example.kz>"
+    letter["To"] = "aina.app@mercury.kz"
+    letter["Subject"] = "Удаление аккаунта"
+    letter["Message-ID"] = f"<letter-{number}@example.kz>"
+    letter.set_content(text)
+    return bytes(letter)
+
+
+def settings_for(server: Dovecot, **overrides: object) -> ImapSettings:
+    values: dict[str, object] = {
+        "host": server.host,
+        "port": server.port,
+        "username": server.user,
+        "password": server.password,
+        "security": "none",
+        "poll_seconds": 5.0,
+        "timeout": 10.0,
+    }
+    values.update(overrides)
+    return ImapSettings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def make_poller(
+    service: RequestService,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+) -> AsyncIterator[object]:
+    made: list[MailPoller] = []
+
+    def build(server: Dovecot, **overrides: object) -> MailPoller:
+        intake = MailIntake(service, sessions, vault, clock)
+        poller = MailPoller(
+            settings_for(server, **overrides), intake, sessions, clock, first_backoff=0.05
+        )
+        made.append(poller)
+        return poller
+
+    yield build
+    for poller in made:
+        await poller.close()
+        poller.shutdown()
+
+
+async def test_new_letters_are_taken_once_flagged_and_left_unread(
+    dovecot: Dovecot,  # noqa: F811
+    make_poller: object,
+    service: RequestService,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    for number in (1, 2, 3):
+        dovecot.append(make_letter(number))
+    poller = make_poller(dovecot)  # type: ignore[operator]
+
+    first = await poller.poll_once()
+    second = await poller.poll_once()
+
+    assert [r.outcome for r in first] == [Outcome.OPENED] * 3
+    assert second == []
+    assert len(await service.list_requests()) == 3
+    flags = dovecot.flags()
+    assert sorted(flags) == [1, 2, 3]
+    for uid_flags in flags.values():
+        assert PROCESSED_KEYWORD in uid_flags
+        assert "\\Seen" not in uid_flags
+    async with sessions() as session:
+        cursor = (await session.scalars(select(MailCursor))).one()
+    assert (cursor.folder, cursor.last_uid) == ("INBOX", 3)
+
+
+async def test_a_restart_mid_batch_loses_nothing_and_doubles_nothing(
+    dovecot: Dovecot,  # noqa: F811
+    make_poller: object,
+    service: RequestService,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+) -> None:
+    for number in range(1, 7):
+        dovecot.append(make_letter(number))
+    before = make_poller(dovecot)  # type: ignore[operator]
+    assert len(await before.poll_once(limit=2)) == 2
+    # The process dies: letter 3 was handled and committed, but neither the cursor
+    # nor the flag were written.
+    await MailIntake(service, sessions, vault, clock).handle(make_letter(3), uid=3)
+    await before.close()
+
+    after = make_poller(dovecot)  # type: ignore[operator]
+    results = await after.poll_once()
+
+    assert [r.outcome for r in results] == [Outcome.DUPLICATE] + [Outcome.OPENED] * 3
+    assert len(await service.list_requests()) == 6
+    assert all(PROCESSED_KEYWORD in f for f in dovecot.flags().values())
+
+
+async def test_a_new_uidvalidity_rereads_the_folder_and_dedupe_decides(
+    dovecot: Dovecot,  # noqa: F811
+    make_poller: object,
+    service: RequestService,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    for number in (1, 2):
+        dovecot.append(make_letter(number), "Requests")
+    poller = make_poller(dovecot, folder="Requests")  # type: ignore[operator]
+    assert len(await poller.poll_once()) == 2
+    await poller.close()
+
+    # The mailbox is rebuilt (a server move): new UIDVALIDITY, the old letters again
+    # under the same small UIDs, and one new letter.
+    dovecot.recreate("Requests")
+    for number in (1, 2, 3):
+        dovecot.append(make_letter(number), "Requests")
+    with caplog.at_level(logging.WARNING, logger="mail.poller"):
+        results = await poller.poll_once()
+
+    assert [r.outcome for r in results] == [Outcome.DUPLICATE, Outcome.DUPLICATE, Outcome.OPENED]
+    assert len(await service.list_requests()) == 3
+    assert "UIDVALIDITY" in caplog.text
+
+
+async def test_a_processed_folder_receives_the_letters_and_nothing_is_deleted(
+    dovecot: Dovecot,  # noqa: F811
+    make_poller: object,
+) -> None:
+    dovecot.append(make_letter(1))
+    dovecot.append(make_letter(2))
+    poller = make_poller(dovecot, processed_folder="Processed")  # type: ignore[operator]
+
+    await poller.poll_once()
+
+    assert dovecot.uids("INBOX") == []
+    assert len(dovecot.uids("Processed")) == 2
+
+
+async def test_a_letter_that_cannot_be_read_does_not_block_the_inbox(
+    dovecot: Dovecot,  # noqa: F811
+    make_poller: object,
+    service: RequestService,
+) -> None:
+    dovecot.append(b"Subject: no sender at all\r\n\r\n\xff\xfe broken\r\n")
+    dovecot.append(make_letter(2))
+    poller = make_poller(dovecot)  # type: ignore[operator]
+
+    results = await poller.poll_once()
+
+    assert [r.outcome for r in results] == [Outcome.QUARANTINED, Outcome.OPENED]
+    assert len(await service.list_requests()) == 1
+    assert all(PROCESSED_KEYWORD in f for f in dovecot.flags().values())
+
+
+async def test_the_poller_waits_in_idle_reconnects_after_an_outage_and_stops_promptly(
+    dovecot: Dovecot,  # noqa: F811
+    make_poller: object,
+    service: RequestService,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    poller = make_poller(dovecot, idle_seconds=60.0)  # type: ignore[operator]
+    stop = asyncio.Event()
+    caplog.set_level(logging.INFO, logger="mail")
+    task = asyncio.create_task(poller.run(stop))
+
+    async def requests_become(count: int) -> None:
+        for _ in range(400):  # bounded: 20 s at most
+            if len(await service.list_requests()) >= count:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"{count} requests never arrived")
+
+    dovecot.append(make_letter(1))
+    await requests_become(1)
+    dovecot.stop()
+    for _ in range(400):
+        if "reconnecting" in caplog.text:
+            break
+        await asyncio.sleep(0.05)
+    assert "unavailable" in caplog.text and "reconnecting" in caplog.text
+    dovecot.start()
+    dovecot.append(make_letter(2))
+    await requests_become(2)
+
+    stop.set()
+    await asyncio.wait_for(task, timeout=5)
+    assert len(await service.list_requests()) == 2
