@@ -107,6 +107,8 @@ class ImapConnection:
         return int(self._box.folder.status(self._settings.folder, ["UIDVALIDITY"])["UIDVALIDITY"])
 
     def new_uids(self, after: int) -> list[int]:
+        # A NOOP first: Dovecot shows letters appended by other sessions after a sync.
+        self._box.client.noop()
         # "UID n:*" always matches the last message, even one below n: filter it out.
         found = self._box.uids(f"UID {after + 1}:*")
         return sorted(uid for uid in (int(u) for u in found) if uid > after)[:_MAX_BATCH]
