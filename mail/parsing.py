@@ -132,8 +132,7 @@ def _walk(message: Message, limit: int = 500) -> list[Message]:
     return parts
 
 
-def parse_mail(raw: bytes) -> ParsedMail:
-    """Read ``raw``; never raises (see the module docstring)."""
+def _parse(raw: bytes) -> ParsedMail:
     problems: list[str] = []
     try:
         message = email.message_from_bytes(raw)
@@ -193,31 +192,10 @@ def parse_mail(raw: bytes) -> ParsedMail:
     html: list[str] = []
     files: list[MailFile] = []
     for part in _walk(message):
-        if part.is_multipart():
-            continue
-        kind = (part.get_content_type() or "text/plain").lower()
-        disposition = (part.get("Content-Disposition") or "").lower()
-        filename = _filename(part)
-        is_file = filename is not None or "attachment" in disposition
-        if kind.startswith("multipart/"):
-            # A multipart whose boundary was never found: its parts are plain text to us.
-            text = decode_bytes(_payload(part), part.get_content_charset())
-            plain.append(_BROKEN_MIME_LINES.sub("", text))
-        elif kind == "message/rfc822" or (not is_file and kind.startswith("text/")):
-            data = _payload(part)
-            text = decode_bytes(data, part.get_content_charset())
-            if kind == "text/html":
-                html.append(text)
-            else:
-                plain.append(text)
-        else:
-            files.append(
-                MailFile(
-                    filename=filename or "attachment",
-                    content_type=kind[:200],
-                    data=_payload(part),
-                )
-            )
+        try:
+            _read_part(part, plain, html, files)
+        except Exception as exc:  # one broken part must not cost the rest of the letter
+            problems.append(f"unreadable part: {type(exc).__name__}")
     body = "\n\n".join(plain) if any(p.strip() for p in plain) else ""
     if not body and html:
         body = "\n\n".join(html_to_text(h) for h in html)
@@ -241,3 +219,50 @@ def parse_mail(raw: bytes) -> ParsedMail:
         content_language=language_header,
         problems=tuple(problems),
     )
+
+
+def _read_part(part: Message, plain: list[str], html: list[str], files: list[MailFile]) -> None:
+    if part.is_multipart():
+        return
+    kind = (part.get_content_type() or "text/plain").lower()
+    disposition = str(part.get("Content-Disposition") or "").lower()
+    filename = _filename(part)
+    is_file = filename is not None or "attachment" in disposition
+    if kind.startswith("multipart/"):
+        # A multipart whose boundary was never found: its parts are plain text to us.
+        text = decode_bytes(_payload(part), part.get_content_charset())
+        plain.append(_BROKEN_MIME_LINES.sub("", text))
+    elif kind == "message/rfc822" or (not is_file and kind.startswith("text/")):
+        data = _payload(part)
+        text = decode_bytes(data, part.get_content_charset())
+        if kind == "text/html":
+            html.append(text)
+        else:
+            plain.append(text)
+    else:
+        files.append(
+            MailFile(
+                filename=filename or "attachment",
+                content_type=kind[:200],
+                data=_payload(part),
+            )
+        )
+
+
+def parse_mail(raw: bytes) -> ParsedMail:
+    """Read ``raw``; never raises (see the module docstring)."""
+    try:
+        return _parse(raw)
+    except Exception as exc:  # the letter is kept raw and quarantined by the intake
+        return ParsedMail(
+            mail_key=mail_key(raw, None),
+            message_id=None,
+            thread_ids=(),
+            sender=None,
+            sender_name="",
+            subject="",
+            text="",
+            quoted="",
+            files=(),
+            problems=(f"unreadable: {type(exc).__name__}",),
+        )
