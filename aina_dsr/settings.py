@@ -106,6 +106,8 @@ class Settings(BaseSettings):
     imap_security: Security = "ssl"
     imap_folder: str = "INBOX"
     imap_poll_seconds: int = Field(default=60, ge=5, le=3600)
+    imap_processed_folder: str | None = None
+    mail_max_attachment_mb: int = Field(default=10, ge=1, le=100)
 
     # E-mail out
     smtp_host: str | None = None
