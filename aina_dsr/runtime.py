@@ -16,6 +16,7 @@ from bot.channel import TelegramChannel, Webhook, make_bot
 from bot.config import BotConfig
 from bot.storage import make_events_isolation, make_fsm_storage
 from bot.texts import DeskInfo
+from workflows.scheduler import scheduler_component
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +61,30 @@ def build_components(settings: Settings, core: Core | None = None) -> list[Compo
         not_built.append("e-mail")
     if not_built and not components:
         raise ChannelsNotInBuild(not_built)
+    if components and core is not None:
+        components.append(deadline_scheduler(settings, core))
     for name in not_built:
         log.warning("the %s channel is configured, but it is not in this build yet", name)
     return components
+
+
+def deadline_scheduler(settings: Settings, core: Core) -> Component:
+    """Reminders, the digest and expiry; on PostgreSQL only the advisory lock's holder works."""
+    return scheduler_component(
+        service=core.service,
+        sessions=core.sessions,
+        engine=core.engine,
+        vault=core.vault,
+        clock=core.clock,
+        calendar=core.calendar,
+        verification_days=settings.verification_days,
+        reminder_milestones=settings.reminder_milestones,
+        deadline_near_days=settings.deadline_near_days,
+        progress_every_days=settings.progress_every_days,
+        digest_time=settings.digest_time,
+        quiet_days=settings.quiet_days == "days_off",
+        reconcile_seconds=settings.scheduler_reconcile_seconds,
+    )
 
 
 def telegram_channel(settings: Settings, core: Core) -> Component:
