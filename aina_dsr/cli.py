@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 
 from aina_dsr.customers_cli import customers_app
 from aina_dsr.requests_cli import requests_app
-from aina_dsr.runtime import ChannelsNotInBuild, build_components, serve
+from aina_dsr.runtime import build_components, serve
 from aina_dsr.settings import (
     DEV_KEY_FILE,
     Settings,
@@ -206,12 +206,7 @@ def run() -> None:
                 file=sys.stderr,
             )
             raise typer.Exit(2)
-        try:
-            code = asyncio.run(_run_desk(settings))
-        except ChannelsNotInBuild as exc:
-            for channel in exc.channels:
-                _say(f"the {channel} channel is configured, but it is not in this build yet")
-            raise typer.Exit(2) from None
+        code = asyncio.run(_run_desk(settings))
     raise typer.Exit(code)
 
 

@@ -16,6 +16,7 @@ from bot.channel import TelegramChannel, Webhook, make_bot
 from bot.config import BotConfig
 from bot.storage import make_events_isolation, make_fsm_storage
 from bot.texts import DeskInfo
+from mail.channel import build_mail_channel
 from workflows.scheduler import scheduler_component
 
 log = logging.getLogger(__name__)
@@ -36,35 +37,15 @@ class Component(Protocol):
     async def run(self, stop: asyncio.Event) -> None: ...
 
 
-class ChannelsNotInBuild(Exception):
-    """Channels are configured that this build cannot run yet."""
-
-    def __init__(self, channels: Sequence[str]) -> None:
-        super().__init__(", ".join(channels))
-        self.channels = list(channels)
-
-
-def build_components(settings: Settings, core: Core | None = None) -> list[Component]:
-    """The parts this build runs for ``settings``: each channel only when it is configured.
-
-    A configured channel this build cannot run yet is named; when nothing else
-    can run, that is an error (:class:`ChannelsNotInBuild`).
-    """
+def build_components(settings: Settings, core: Core) -> list[Component]:
+    """The parts this process runs: each channel that is configured, and the scheduler."""
     components: list[Component] = []
-    not_built: list[str] = []
     if settings.telegram_configured:
-        if core is None:
-            not_built.append("Telegram")
-        else:
-            components.append(telegram_channel(settings, core))
+        components.append(telegram_channel(settings, core))
     if settings.mail_configured:
-        not_built.append("e-mail")
-    if not_built and not components:
-        raise ChannelsNotInBuild(not_built)
-    if components and core is not None:
+        components.append(mail_channel(settings, core))
+    if components:
         components.append(deadline_scheduler(settings, core))
-    for name in not_built:
-        log.warning("the %s channel is configured, but it is not in this build yet", name)
     return components
 
 
@@ -84,6 +65,41 @@ def deadline_scheduler(settings: Settings, core: Core) -> Component:
         digest_time=settings.digest_time,
         quiet_days=settings.quiet_days == "days_off",
         reconcile_seconds=settings.scheduler_reconcile_seconds,
+    )
+
+
+def mail_channel(settings: Settings, core: Core) -> Component:
+    """The IMAP poller and the SMTP sender of the outbox's e-mail."""
+    imap_host, imap_user, imap_password = (
+        settings.imap_host,
+        settings.imap_user,
+        settings.imap_password,
+    )
+    smtp_host, imap_port, smtp_port = settings.smtp_host, settings.imap_port, settings.smtp_port
+    if not (imap_host and imap_user and imap_password and smtp_host and imap_port and smtp_port):
+        raise ValueError("the e-mail channel is not configured")
+    return build_mail_channel(
+        imap_host=imap_host,
+        imap_port=imap_port,
+        imap_user=imap_user,
+        imap_password=imap_password.get_secret_value(),
+        imap_security=settings.imap_security,
+        imap_folder=settings.imap_folder,
+        poll_seconds=settings.imap_poll_seconds,
+        smtp_host=smtp_host,
+        smtp_port=smtp_port,
+        smtp_user=settings.smtp_user,
+        smtp_password=(
+            settings.smtp_password.get_secret_value() if settings.smtp_password else None
+        ),
+        smtp_security=settings.smtp_security,
+        mail_from=str(settings.mail_from),
+        service=core.service,
+        sessions=core.sessions,
+        vault=core.vault,
+        clock=core.clock,
+        processed_folder=settings.imap_processed_folder,
+        max_attachment_bytes=settings.mail_max_attachment_mb * 1024 * 1024,
     )
 
 

@@ -17,8 +17,7 @@ from cryptography.fernet import Fernet
 from typer.testing import CliRunner
 
 from aina_dsr import cli
-from aina_dsr.runtime import ChannelsNotInBuild, Component, build_components, serve
-from aina_dsr.settings import load_settings
+from aina_dsr.runtime import Component, serve
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -165,21 +164,6 @@ def desk_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_run_names_each_configured_channel_this_build_lacks(
-    monkeypatch: pytest.MonkeyPatch, desk_dir: Path
-) -> None:
-    def lacking(settings: object, core: object = None) -> list[Component]:
-        raise ChannelsNotInBuild(["Telegram", "e-mail"])
-
-    monkeypatch.setattr(cli, "build_components", lacking)
-
-    result = CliRunner().invoke(cli.app, ["run"])
-
-    assert result.exit_code == 2
-    assert "the Telegram channel is configured, but it is not in this build yet" in result.output
-    assert "the e-mail channel is configured, but it is not in this build yet" in result.output
-
-
 def test_run_serves_the_components_it_builds(
     monkeypatch: pytest.MonkeyPatch, desk_dir: Path
 ) -> None:
@@ -197,14 +181,6 @@ def test_run_serves_the_components_it_builds(
 
     assert result.exit_code == 0, result.output
     assert served == [built]
-
-
-def test_a_channel_not_configured_is_not_complained_about(
-    monkeypatch: pytest.MonkeyPatch, desk_dir: Path
-) -> None:
-    monkeypatch.delenv("DSR_TELEGRAM_BOT_TOKEN")
-
-    assert isinstance(build_components(load_settings()), list)
 
 
 # The lifecycle
