@@ -363,6 +363,31 @@ async def test_the_digest_skips_weekends_and_holidays(
     assert reminders.next_digest_at() == almaty(date(2026, 3, 26), 9)
 
 
+async def test_the_digest_keeps_corrections_waiting_for_confirmed_documents_in_sight(
+    service: RequestService,
+    reminders: Reminders,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+) -> None:
+    # A correction's clock starts only when staff confirm its documents: until then
+    # no reminder can be due, so the digest lists it every working day.
+    clock.set(almaty(date(2026, 11, 23), 10))
+    rectify = await open_verified(service, "rectify")
+    access = await open_verified(service, "access", user=BOB)
+    clock.set(almaty(date(2026, 11, 24), 9, 30))
+    assert await reminders.digest()
+
+    async with sessions() as session:
+        row = await session.scalar(select(OutboxItem).where(OutboxItem.template == "staff_digest"))
+    assert row is not None
+    params = vault.decrypt_json(row.params_enc)
+    assert params["unconfirmed_count"] == 1
+    assert rectify in params["unconfirmed"]
+    assert access not in params["unconfirmed"]
+    assert access in params["due_week"]
+
+
 async def test_on_a_quiet_day_only_the_overdue_alarm_goes_out(
     service: RequestService,
     reminders: Reminders,

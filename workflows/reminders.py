@@ -285,7 +285,7 @@ class Reminders:
             ).all()
             since = self._previous_digest(today)
             week_end = today + timedelta(days=6 - today.weekday())
-            new, due_week, overdue, waiting = [], [], [], []
+            new, due_week, overdue, waiting, unconfirmed = [], [], [], [], []
             for row in rows:
                 line = self._digest_line(row)
                 if row.verified_at is not None and row.verified_at >= since:
@@ -296,6 +296,10 @@ class Reminders:
                     due_week.append(line)
                 if row.status == Status.AWAITING_INFO.value:
                     waiting.append(line)
+                elif row.due_at is None:
+                    # A correction or destruction whose documents staff have not yet
+                    # confirmed: no clock runs, so only the digest keeps it in sight.
+                    unconfirmed.append(line)
             await enqueue(
                 session,
                 self._vault,
@@ -315,6 +319,8 @@ class Reminders:
                     "overdue": _listing(overdue),
                     "waiting_count": len(waiting),
                     "waiting": _listing(waiting),
+                    "unconfirmed_count": len(unconfirmed),
+                    "unconfirmed": _listing(unconfirmed),
                 },
             )
         log.info("digest for %s posted", today.isoformat())
