@@ -16,6 +16,7 @@ one line per point, so a lawyer changes them without touching code.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -297,7 +298,7 @@ def mask_birth_date(value: str | None) -> str:
     """``1995-03-14`` as ``19**-**-14``: the century and the day, not enough to find anyone."""
     if not value:
         return ""
-    if len(value) != 10:
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
         return "****"
     return f"{value[:2]}**-**-{value[8:]}"
 
