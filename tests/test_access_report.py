@@ -283,9 +283,11 @@ def test_a_customer_with_empty_fields_reads_cleanly() -> None:
 
 
 def test_a_language_code_is_read_as_the_catalogue_language_and_the_time_must_be_aware() -> None:
+    naive = datetime(2026, 1, 1)  # noqa: DTZ001 - the mistake under test
+
     assert report("kk-KZ").language == "kk"
     with pytest.raises(ValueError, match="timezone"):
-        build_access_report(None, reference=REFERENCE, language="en", now=datetime(2026, 1, 1))  # noqa: DTZ001
+        build_access_report(None, reference=REFERENCE, language="en", now=naive)
 
 
 def test_every_section_has_a_title_and_something_in_it() -> None:
