@@ -18,6 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.engine import make_url
 
+from aina_dsr.audit_cli import audit_app
 from aina_dsr.customers_cli import customers_app
 from aina_dsr.requests_cli import requests_app
 from aina_dsr.runtime import build_components, serve
@@ -50,6 +51,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
 app.add_typer(requests_app, name="requests")
 app.add_typer(customers_app, name="customers")
+app.add_typer(audit_app, name="audit")
 
 
 def main() -> None:

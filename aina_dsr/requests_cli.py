@@ -125,7 +125,7 @@ REGISTER_COLUMNS = (
     "reference", "kind", "status", "channel", "language", "received_at", "due_at",
     "verified_by", "customer_matched", "closed_at",
     "event_id", "event_at", "actor", "actor_id", "actor_name", "event_channel", "action",
-    "from_status", "to_status",
+    "from_status", "to_status", "prev_hash", "hash",
 )  # fmt: skip
 
 
@@ -154,6 +154,8 @@ def write_register(views: list[RequestView], tz: Any, fmt: ExportFormat, out: Te
                     "action": event.action,
                     "from_status": event.from_status,
                     "to_status": event.to_status,
+                    "prev_hash": event.prev_hash,
+                    "hash": event.hash,
                 }
             )
 

@@ -912,6 +912,8 @@ class RequestService:
                     from_status=e.from_status,
                     to_status=e.to_status,
                     details=dict(e.details or {}),
+                    prev_hash=e.prev_hash,
+                    hash=e.hash,
                 )
                 for e in rows
             )

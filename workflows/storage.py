@@ -18,6 +18,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+import workflows.audit  # noqa: F401  (every session chains the audit events it writes)
+
 # APScheduler keeps its own job table in our database; migrations leave it alone.
 FOREIGN_TABLES = frozenset({"apscheduler_jobs"})
 

@@ -107,6 +107,14 @@ class Customer(Base):
     source_digest: Mapped[str] = mapped_column(String(64))
     imported_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    # What the person's requests changed: other systems read these (suppression list).
+    marketing_stopped_at: Mapped[datetime | None]
+    processing_stopped_at: Mapped[datetime | None]
+    processing_scope_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    blocked_at: Mapped[datetime | None]
+    erased_at: Mapped[datetime | None]
+    # Names of the erased or destroyed fields, never their values.
+    erased_fields: Mapped[list[str] | None] = mapped_column(JSON)
 
 
 class Purchase(Base):
@@ -177,6 +185,9 @@ class AuditEvent(Base):
     from_status: Mapped[str | None] = mapped_column(String(32))
     to_status: Mapped[str | None] = mapped_column(String(32))
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # The hash chain (see workflows.audit): the previous event's hash, and this one's.
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
+    hash: Mapped[str | None] = mapped_column(String(64), unique=True)
 
 
 class Message(Base):

@@ -62,6 +62,8 @@ class AuditView:
     from_status: str | None
     to_status: str | None
     details: Mapping[str, Any]
+    prev_hash: str | None = None
+    hash: str | None = None
 
     def as_dict(self, tz: tzinfo) -> dict[str, Any]:
         return {
@@ -75,6 +77,8 @@ class AuditView:
             "from_status": self.from_status,
             "to_status": self.to_status,
             "details": dict(self.details),
+            "prev_hash": self.prev_hash,
+            "hash": self.hash,
         }
 
 
