@@ -20,7 +20,7 @@ from tests.botapi import BotAPI, Call, Person
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID, STAFF_IDS
 from tests.telegram_desk import STAFF_CHAT, Desk, buttons, message_id, words
-from workflows.i18n import format_date, kind_name, status_name
+from workflows.i18n import format_date, kind_name, render_notification, status_name
 from workflows.kinds import DEFAULT_KINDS, RequestKind
 from workflows.outbox import Channel
 from workflows.service import RequestService
@@ -278,8 +278,11 @@ async def test_staff_take_approve_and_complete_with_the_card_edited_in_place(
         )
         == 1
     )
-    completed = await outbox_reached(desk, ALICE_ID, 0, reference)
-    assert completed is not None
+    # The person hears that it is done, in Russian.
+    notice = render_notification(
+        "request_completed", "ru", {"reference": reference, "kind": "complaint", "note": ""}
+    )
+    await desk.expect(ALICE_ID, 0, lambda c: text(c) == html.escape(notice.text))
 
 
 async def test_a_press_by_someone_outside_the_staff_changes_nothing(
@@ -433,9 +436,13 @@ async def test_status_and_cancel(desk: Desk, service: RequestService) -> None:
     await desk.press(
         person("en"), ALICE_ID, message_id(confirm), buttons(confirm)[words("en", "cancel.yes")]
     )
-    # The notice of the cancellation comes through the outbox.
-    await desk.expect(ALICE_ID, since, lambda c: reference in text(c) and c.method == "sendMessage")
+    # The buttons go once the request is cancelled; the notice follows through the outbox.
+    await desk.expect(ALICE_ID, since, methods=("editMessageReplyMarkup",))
     assert (await service.get(reference)).status == "cancelled"
+    notice = render_notification(
+        "request_cancelled", "en", {"reference": reference, "kind": "complaint"}
+    )
+    await desk.expect(ALICE_ID, since, lambda c: text(c) == html.escape(notice.text))
 
 
 async def test_unexpected_input_gets_an_answer(desk: Desk) -> None:
