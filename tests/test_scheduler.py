@@ -144,6 +144,7 @@ async def test_a_requests_life_across_nauryz_every_message_on_its_day_exactly_on
     clock.set(almaty(date(2026, 4, 15), 10))
     await reminders.run_due()
     await service.approve(reference, STAFF)
+    await service.approve(reference, Actor.staff(5002, "Arman"))  # deletion: four eyes
     await service.complete(reference, STAFF, "Done.")
     await live_through(reminders, clock, date(2026, 4, 15), date(2026, 4, 22), (12, 18))
 

@@ -654,20 +654,27 @@ async def find_customer(
         )
         if customer is None:
             return None
-        purchases = await session.scalars(
-            select(Purchase)
-            .where(Purchase.customer_id == customer.id)
-            .order_by(Purchase.purchased_at, Purchase.id)
+        return await customer_record(session, vault, customer)
+
+
+async def customer_record(
+    session: AsyncSession, vault: Vault, customer: Customer
+) -> CustomerRecord:
+    """A customer row, decrypted, with its purchases."""
+    purchases = await session.scalars(
+        select(Purchase)
+        .where(Purchase.customer_id == customer.id)
+        .order_by(Purchase.purchased_at, Purchase.id)
+    )
+    bought = tuple(
+        PurchaseRecord(
+            purchase_id=p.external_id,
+            purchased_at=p.purchased_at,
+            description=vault.decrypt(p.description_enc),
+            amount=p.amount,
         )
-        bought = tuple(
-            PurchaseRecord(
-                purchase_id=p.external_id,
-                purchased_at=p.purchased_at,
-                description=vault.decrypt(p.description_enc),
-                amount=p.amount,
-            )
-            for p in purchases
-        )
+        for p in purchases
+    )
     born = vault.decrypt(customer.birth_date_enc)
     return CustomerRecord(
         id=customer.external_id,

@@ -53,6 +53,9 @@ from workflows.vault import Vault
 from workflows.views import Actor, ActorKind, AuditView, RequestView
 
 LANGUAGES = ("kk", "ru", "en")
+# Destructive kinds need two different staff members' approvals.
+FOUR_EYES_KINDS = frozenset({"delete_account", "destroy_unlawful"})
+APPROVAL = "approval"
 
 
 class VerificationMethod:
@@ -96,7 +99,11 @@ class RequestService:
         kinds: Mapping[RequestKind, KindSpec] = DEFAULT_KINDS,
         staff_user_ids: frozenset[int] | None = None,
         randbelow: Callable[[int], int] = secrets.randbelow,
+        four_eyes: frozenset[str] = FOUR_EYES_KINDS,
+        approvals_needed: int = 2,
     ) -> None:
+        self._four_eyes = frozenset(RequestKind(kind) for kind in four_eyes)
+        self._approvals_needed = max(1, approvals_needed)
         self._sessions = sessions
         self._vault = vault
         self._clock = clock
@@ -150,7 +157,11 @@ class RequestService:
             request = await self._load(session, reference)
             rows = await session.scalars(
                 select(Attachment)
-                .where(Attachment.request_id == request.id)
+                .outerjoin(Message, Message.id == Attachment.message_id)
+                .where(
+                    Attachment.request_id == request.id,
+                    or_(Message.id.is_(None), Message.direction == "in"),
+                )
                 .order_by(Attachment.id)
             )
             return [
@@ -161,6 +172,47 @@ class RequestService:
                 )
                 for row in rows
             ]
+
+    async def documents(self, reference: str, ids: Sequence[int]) -> list[Evidence]:
+        """Files the desk sends with a message (an access report), decrypted, in order."""
+        async with self._sessions() as session:
+            request = await self._load(session, reference)
+            rows = await session.scalars(
+                select(Attachment)
+                .where(Attachment.request_id == request.id, Attachment.id.in_(list(ids)))
+                .order_by(Attachment.id)
+            )
+            return [
+                Evidence(
+                    filename=self._vault.decrypt(row.filename_enc) or "",
+                    content_type=row.content_type,
+                    data=self._vault.decrypt_bytes(row.data_enc),
+                )
+                for row in rows
+            ]
+
+    async def subject_contacts(self, reference: str) -> dict[str, str]:
+        """What the desk knows of how to reach the person: verified phone, e-mail, Telegram id."""
+        async with self._sessions() as session:
+            request = await self._load(session, reference)
+            subject = await session.get_one(DataSubject, request.subject_id)
+            contacts = {
+                "phone": self._vault.decrypt(subject.phone_enc),
+                "email": self._vault.decrypt(subject.email_enc),
+                "telegram_user_id": (
+                    str(subject.telegram_user_id) if subject.telegram_user_id else None
+                ),
+            }
+            return {k: v for k, v in contacts.items() if v}
+
+    async def customer_of(self, reference: str) -> str | None:
+        """The directory's id of the customer the request matched, if any."""
+        async with self._sessions() as session:
+            request = await self._load(session, reference)
+            if request.customer_id is None:
+                return None
+            customer = await session.get(Customer, request.customer_id)
+            return customer.external_id if customer is not None else None
 
     async def messages(self, reference: str) -> list[tuple[str, str, str | None]]:
         """(direction, channel, body) of every message of a request, oldest first."""
@@ -494,11 +546,36 @@ class RequestService:
             return await self._view(session, request)
 
     async def approve(self, reference: str, staff: Actor) -> RequestView:
-        """Staff approve the request; the fulfilment follows, then completion."""
+        """Staff approve the request; the fulfilment follows, then completion.
+
+        A destructive kind (``four_eyes``) needs approvals from two different
+        staff members: the first is recorded and the request waits for the
+        second; the same person approving twice is refused.
+        """
         async with self._unit() as session:
             request = await self._load(session, reference)
             self._check_staff(staff)
-            event = await self._move(session, request, Action.APPROVE, staff, {})
+            next_status(Status(request.status), Action.APPROVE)
+            details: dict[str, Any] = {}
+            if RequestKind(request.kind) in self._four_eyes:
+                given = await self._approvers(session, request)
+                if str(staff.staff_id) in given:
+                    raise NotAllowed("a second, different staff member must approve this")
+                if len(given) + 1 < self._approvals_needed:
+                    event = await self._audit(
+                        session,
+                        request,
+                        staff,
+                        APPROVAL,
+                        request.status,
+                        None,
+                        {"given": len(given) + 1, "needed": self._approvals_needed},
+                    )
+                    request.updated_at = self._clock.now()
+                    await self._to_staff(session, request, event, "staff_card")
+                    return await self._view(session, request)
+                details = {"approved_by": [*given.values(), staff.name]}
+            event = await self._move(session, request, Action.APPROVE, staff, details)
             if request.assignee_id is None:
                 request.assignee_id, request.assignee_name = staff.staff_id, staff.name
             await self._to_staff(session, request, event, "staff_card")
@@ -536,15 +613,42 @@ class RequestService:
             await self._to_staff(session, request, event, "staff_card")
             return await self._view(session, request)
 
-    async def complete(self, reference: str, staff: Actor, note: str | None = None) -> RequestView:
-        """Staff close an approved request as done; the person is told."""
+    async def complete(
+        self,
+        reference: str,
+        staff: Actor,
+        note: str | None = None,
+        *,
+        template: str = "request_completed",
+        params: Mapping[str, Any] | None = None,
+        details: Mapping[str, Any] | None = None,
+        documents: Sequence[Evidence] = (),
+    ) -> RequestView:
+        """Staff close an approved request as done; the person is told.
+
+        The fulfilment passes what it did: the notice to send (``template`` with
+        ``params``), what the audit event records (``details``: field names,
+        never values) and the files to send with the notice (``documents``).
+        """
         async with self._unit() as session:
             request = await self._load(session, reference)
             self._check_staff(staff)
-            event = await self._move(session, request, Action.COMPLETE, staff, {})
+            event = await self._move(session, request, Action.COMPLETE, staff, dict(details or {}))
             subject = await session.get_one(DataSubject, request.subject_id)
-            params = {**self._params(request), "note": note or ""}
-            await self._to_subject(session, request, subject, event, "request_completed", params)
+            notice = {**self._params(request), "note": note or "", **(params or {})}
+            if documents:
+                message = Message(
+                    request_id=request.id,
+                    direction="out",
+                    channel=request.channel,
+                    body_enc=None,
+                    created_at=self._clock.now(),
+                )
+                session.add(message)
+                await session.flush()
+                rows = [await self._document(session, request, message, item) for item in documents]
+                notice["documents"] = [row.id for row in rows]
+            await self._to_subject(session, request, subject, event, template, notice)
             await self._to_staff(session, request, event, "staff_card")
             return await self._view(session, request)
 
@@ -829,6 +933,32 @@ class RequestService:
                 )
             )
 
+    async def _document(
+        self, session: AsyncSession, request: Request, message: Message, item: Evidence
+    ) -> Attachment:
+        row = Attachment(
+            request_id=request.id,
+            message_id=message.id,
+            filename_enc=self._vault.encrypt(item.filename),
+            content_type=item.content_type[:200],
+            size=len(item.data),
+            sha256=hashlib.sha256(item.data).hexdigest(),
+            data_enc=self._vault.encrypt_bytes(item.data),
+            created_at=self._clock.now(),
+        )
+        session.add(row)
+        await session.flush()
+        return row
+
+    async def _approvers(self, session: AsyncSession, request: Request) -> dict[str, str]:
+        """Staff who have approved this request so far: id -> name."""
+        rows = await session.execute(
+            select(AuditEvent.actor_id, AuditEvent.actor_name)
+            .where(AuditEvent.request_id == request.id, AuditEvent.action == APPROVAL)
+            .order_by(AuditEvent.id)
+        )
+        return {str(actor_id): str(name or actor_id) for actor_id, name in rows if actor_id}
+
     def _params(self, request: Request) -> dict[str, Any]:
         due = request.due_at
         return {
@@ -938,6 +1068,9 @@ class RequestService:
             fields=fields,
             missing_fields=tuple(spec.missing_fields(fields)),
             events=events,
+            approvals=tuple((await self._approvers(session, request)).values())
+            if RequestKind(request.kind) in self._four_eyes
+            else (),
         )
 
     async def count_open(self) -> int:

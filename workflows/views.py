@@ -110,6 +110,8 @@ class RequestView:
     fields: Mapping[str, Any] = field(default_factory=dict)
     missing_fields: tuple[str, ...] = ()
     events: tuple[AuditView, ...] = ()
+    # For destructive kinds: the staff who approved so far (four eyes).
+    approvals: tuple[str, ...] = ()
 
     @property
     def is_open(self) -> bool:
