@@ -72,10 +72,14 @@ class ImapConnection:
     def open(self) -> None:
         s = self._settings
         box: Any
+        # imaplib, given no context, makes an *unverified* one (ssl._create_stdlib_context):
+        # any certificate for any name would do. Without a context of our own, verify
+        # against the system's trust store and check the host name.
+        context = s.ssl_context or ssl.create_default_context()
         if s.security == "ssl":
-            box = MailBox(s.host, s.port, timeout=s.timeout, ssl_context=s.ssl_context)
+            box = MailBox(s.host, s.port, timeout=s.timeout, ssl_context=context)
         elif s.security == "starttls":
-            box = MailBoxStartTls(s.host, s.port, timeout=s.timeout, ssl_context=s.ssl_context)
+            box = MailBoxStartTls(s.host, s.port, timeout=s.timeout, ssl_context=context)
         else:
             box = MailBoxUnencrypted(s.host, s.port, timeout=s.timeout)
         box.login(s.username, s.password, initial_folder=None)
@@ -109,6 +113,7 @@ class ImapConnection:
     def new_uids(self, after: int) -> list[int]:
         # A NOOP first: Dovecot shows letters appended by other sessions after a sync.
         self._box.client.noop()
+        self._take_announcements()  # the search below finds what was announced so far
         # "UID n:*" always matches the last message, even one below n: filter it out.
         found = self._box.uids(f"UID {after + 1}:*")
         return sorted(uid for uid in (int(u) for u in found) if uid > after)[:_MAX_BATCH]
@@ -137,8 +142,18 @@ class ImapConnection:
             # Without MOVE, a copy is left behind rather than deleting the original.
             client.uid("COPY", str(uid), _quoted(target))
 
+    def _take_announcements(self) -> bool:
+        """Whether the server announced new mail (EXISTS, RECENT) since last asked."""
+        responses = self._box.client.untagged_responses
+        exists, recent = responses.pop("EXISTS", None), responses.pop("RECENT", None)
+        return bool(exists or recent)
+
     def wait_for_mail(self, seconds: float, stop: threading.Event) -> bool:
         """IDLE until the server reports something, ``seconds`` pass or ``stop`` is set."""
+        # A letter that arrived while others were handled is announced in the reply to
+        # our FETCH or STORE; imaplib files that away, and IDLE would not repeat it.
+        if self._take_announcements():
+            return True
         idle = self._box.idle
         idle.start()
         try:
