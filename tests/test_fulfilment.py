@@ -1,0 +1,260 @@
+"""Fulfilment in the core: approval does the work in the directory, or in a company's own CRM."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from pypdf import PdfReader
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from tests.clocks import FrozenClock
+from tests.conftest import STAFF_ID
+from workflows.directory import CustomerRecord, import_customers, import_purchases
+from workflows.errors import NotAllowed
+from workflows.fulfilment import (
+    ACCOUNT_FIELDS,
+    Flags,
+    Fulfilment,
+    FulfilmentError,
+    SqlDirectory,
+    Suppression,
+    parse_corrections,
+    suppressions_csv,
+)
+from workflows.service import RequestService
+from workflows.tables import AuditEvent, OutboxItem
+from workflows.vault import Vault
+from workflows.views import Actor
+
+DATA = Path(__file__).parent / "data"
+DANA = Actor.staff(STAFF_ID, "Dana")
+ARMAN = Actor.staff(5002, "Arman")
+PHONE = "+77011234567"  # C-1001 in tests/data/customers.csv
+ALICE = 700100
+
+
+@pytest.fixture
+async def directory(
+    sessions: async_sessionmaker[AsyncSession], vault: Vault, clock: FrozenClock
+) -> SqlDirectory:
+    await import_customers(sessions, vault, DATA / "customers.csv", now=clock.now())
+    await import_purchases(sessions, vault, DATA / "purchases.csv")
+    return SqlDirectory(sessions, vault, clock)
+
+
+@pytest.fixture
+def fulfilment(service: RequestService, directory: SqlDirectory, clock: FrozenClock) -> Fulfilment:
+    return Fulfilment(service, directory, clock)
+
+
+async def filed(service: RequestService, kind: str, **fields: str) -> str:
+    view = await service.open_request(
+        kind=kind, channel="telegram", language="kk", telegram_user_id=ALICE, fields=fields
+    )
+    await service.verify_by_contact(
+        view.reference, sender_user_id=ALICE, contact_user_id=ALICE, phone=PHONE
+    )
+    return view.reference
+
+
+async def notices(
+    sessions: async_sessionmaker[AsyncSession], vault: Vault, template: str
+) -> list[dict[str, object]]:
+    async with sessions() as session:
+        rows = (
+            await session.scalars(select(OutboxItem).where(OutboxItem.template == template))
+        ).all()
+    return [vault.decrypt_json(row.params_enc) for row in rows]
+
+
+async def test_an_access_request_is_answered_with_a_report_and_its_files(
+    service: RequestService,
+    fulfilment: Fulfilment,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+) -> None:
+    reference = await filed(service, "access")
+    preview = await fulfilment.preview(reference)
+    assert preview is not None
+    assert PHONE not in preview  # staff see it masked before approving
+
+    view = await fulfilment.approve(reference, DANA)
+
+    assert view.status == "completed"
+    (notice,) = await notices(sessions, vault, "access_report")
+    assert PHONE not in str(notice["summary"])
+    pdf, data = await service.documents(reference, notice["documents"])  # type: ignore[arg-type]
+    assert (pdf.filename, data.filename) == (f"{reference}-access.pdf", f"{reference}-access.json")
+    text = "".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf.data)).pages)
+    assert "Сейтқали" in text
+    assert reference in text
+    assert "950314401237" in json.dumps(json.loads(data.data))
+    # The documents are the desk's own, not evidence the person sent.
+    assert await service.evidence(reference) == []
+
+
+async def test_deleting_an_account_needs_two_people_and_keeps_the_purchases(
+    service: RequestService,
+    fulfilment: Fulfilment,
+    directory: SqlDirectory,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    reference = await filed(service, "delete_account")
+
+    first = await fulfilment.approve(reference, DANA)
+    assert first.status == "verified"
+    assert first.approvals == ("Dana",)
+    with pytest.raises(NotAllowed):
+        await fulfilment.approve(reference, DANA)
+    assert (await directory.lookup(customer_id="C-1001")).full_name is not None  # type: ignore[union-attr]
+
+    done = await fulfilment.approve(reference, ARMAN)
+
+    assert done.status == "completed"
+    record = await directory.lookup(customer_id="C-1001")
+    assert record is not None
+    assert (record.full_name, record.phone, record.email, record.iin) == (None, None, None, None)
+    assert (record.gender, record.birth_date, record.language) == (None, None, None)
+    assert len(record.purchases) == 2  # history kept, unlinked from the erased fields
+    assert await directory.lookup(phone=PHONE) is None  # the blind index went too
+    async with sessions() as session:
+        event = await session.scalar(
+            select(AuditEvent).where(
+                AuditEvent.reference == reference, AuditEvent.action == "complete"
+            )
+        )
+    assert event is not None
+    assert sorted(event.details["erased_fields"]) == sorted(ACCOUNT_FIELDS)
+    assert "Сейтқали" not in json.dumps(event.details, ensure_ascii=False)
+
+
+async def test_withdrawal_and_unsubscribe_reach_the_suppression_list(
+    service: RequestService, fulfilment: Fulfilment, directory: SqlDirectory
+) -> None:
+    withdraw = await filed(
+        service,
+        "withdraw_consent",
+        full_name="Айгерим Сейтқали",
+        data_concerned="телефон и адрес",
+        phone=PHONE,
+    )
+    await fulfilment.approve(withdraw, DANA)
+
+    (line,) = await directory.suppressions()
+    assert line.customer_id == "C-1001"
+    assert line.marketing_stopped_at is not None
+    assert line.processing_stopped_at is not None
+    assert line.processing_scope == "телефон и адрес"
+    assert "C-1001" in suppressions_csv([line])
+    record = await directory.lookup(customer_id="C-1001")
+    assert record is not None
+    assert record.marketing_consent is False
+
+
+async def test_a_correction_changes_the_directory_and_tells_the_person_what(
+    service: RequestService,
+    fulfilment: Fulfilment,
+    directory: SqlDirectory,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+) -> None:
+    reference = await filed(service, "rectify", correction="my surname is wrong")
+    await service.confirm_evidence(reference, DANA)
+    with pytest.raises(FulfilmentError):
+        await fulfilment.approve(reference, DANA)  # no values given
+
+    changes = parse_corrections("full_name: Айгерим Нұрланқызы Сейітқали\nbirth_date: 1995-03-15")
+    view = await fulfilment.approve(reference, DANA, corrections=changes)
+
+    assert view.status == "completed"
+    record = await directory.lookup(customer_id="C-1001")
+    assert record is not None
+    assert record.full_name == "Айгерим Нұрланқызы Сейітқали"
+    assert str(record.birth_date) == "1995-03-15"
+    (notice,) = await notices(sessions, vault, "data_corrected")
+    assert notice["fields"] == "full_name, birth_date"
+
+
+def test_corrections_are_checked_line_by_line() -> None:
+    assert parse_corrections("Phone = 8 701 765 43 21") == {"phone": "+77017654321"}
+    for bad in ("", "nickname: Aiko", "iin: 123", "birth_date: 14.03.1995", "full_name"):
+        with pytest.raises(FulfilmentError):
+            parse_corrections(bad)
+
+
+async def test_no_customer_record_means_nothing_to_change_and_says_so(
+    service: RequestService,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+) -> None:
+    empty = Fulfilment(service, SqlDirectory(sessions, vault, clock), clock)
+    reference = await filed(service, "unsubscribe")
+    view = await empty.approve(reference, DANA)
+    assert view.status == "completed"
+    assert len(await notices(sessions, vault, "done_no_record")) == 1
+
+
+class MemoryCrm:
+    """A company's own CRM behind the CustomerDirectory protocol (the documented example)."""
+
+    def __init__(self, records: Mapping[str, CustomerRecord]) -> None:
+        self.records = dict(records)
+        self.flags: dict[str, Flags] = {}
+
+    async def lookup(
+        self,
+        *,
+        customer_id: str | None = None,
+        phone: str | None = None,
+        email: str | None = None,
+        iin: str | None = None,
+    ) -> CustomerRecord | None:
+        for record in self.records.values():
+            if customer_id in (record.id,) or (phone and record.phone == phone):
+                return record
+        return None
+
+    async def erase(self, customer_id: str, fields: Sequence[str]) -> list[str]:
+        record = self.records[customer_id]
+        erased = [f for f in fields if getattr(record, f) is not None]
+        self.records[customer_id] = replace(record, **dict.fromkeys(fields))
+        return erased
+
+    async def update(self, customer_id: str, changes: Mapping[str, str]) -> list[str]:
+        self.records[customer_id] = replace(self.records[customer_id], **changes)
+        return list(changes)
+
+    async def set_flags(self, customer_id: str, flags: Flags) -> None:
+        self.flags[customer_id] = flags
+
+    async def suppressions(self) -> list[Suppression]:
+        return []
+
+
+async def test_a_company_crm_plugs_in_through_the_protocol(
+    service: RequestService,
+    directory: SqlDirectory,
+    clock: FrozenClock,
+) -> None:
+    record = await directory.lookup(customer_id="C-1001")
+    assert record is not None
+    crm = MemoryCrm({"C-1001": record})
+    desk = Fulfilment(service, crm, clock)
+
+    blocked = await filed(service, "block", text="you sent my data to a partner")
+    await desk.approve(blocked, DANA)
+    assert crm.flags["C-1001"].blocked is True
+
+    destroy = await filed(service, "destroy_unlawful", data_concerned="IIN", text="never gave it")
+    await desk.approve(destroy, DANA, fields=["iin"])
+    done = await desk.approve(destroy, ARMAN, fields=["iin"])
+    assert done.status == "completed"
+    assert crm.records["C-1001"].iin is None
+    assert crm.records["C-1001"].full_name == record.full_name
