@@ -17,6 +17,7 @@ from bot.config import BotConfig
 from bot.storage import make_events_isolation, make_fsm_storage
 from bot.texts import DeskInfo
 from mail.channel import build_mail_channel
+from workflows.fulfilment import Fulfilment, SqlDirectory
 from workflows.scheduler import scheduler_component
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,12 @@ def telegram_channel(settings: Settings, core: Core) -> Component:
         bot=make_bot(settings.telegram_bot_token.get_secret_value(), settings.telegram_api_url),
         config=config,
         service=core.service,
+        fulfilment=Fulfilment(
+            core.service,
+            SqlDirectory(core.sessions, core.vault, core.clock),
+            core.clock,
+            timezone=settings.timezone,
+        ),
         sessions=core.sessions,
         vault=core.vault,
         clock=core.clock,

@@ -15,6 +15,7 @@ from bot.texts import Texts
 from workflows.calendar import WorkingCalendar
 from workflows.clock import Clock
 from workflows.errors import RequestNotFound
+from workflows.fulfilment import Fulfilment
 from workflows.i18n import format_date, kind_name, render_notification, status_name
 from workflows.kinds import DEFAULT_KINDS, ClockStart, DayUnit, RequestKind
 from workflows.outbox import Audience, OutgoingMessage
@@ -23,6 +24,8 @@ from workflows.states import TRANSITIONS, Action, Status
 from workflows.views import RequestView
 
 WORDS_LIMIT = 600
+# Telegram's message limit is 4096 characters; the card's other lines take the rest.
+PREVIEW_LIMIT = 1500
 
 # Buttons in the order staff read them, with the state machine's action behind each.
 BUTTONS: tuple[tuple[str, Action, str], ...] = (
@@ -32,6 +35,8 @@ BUTTONS: tuple[tuple[str, Action, str], ...] = (
     ("reject", Action.REJECT, "staff.reject"),
     ("complete", Action.COMPLETE, "staff.complete"),
 )
+# An access request's card shows the report staff are about to approve.
+PREVIEWED = frozenset({Status.VERIFIED.value, Status.IN_REVIEW.value, Status.AWAITING_INFO.value})
 
 
 def shorten(text: str, limit: int) -> str:
@@ -67,6 +72,9 @@ def card_text(
     calendar: WorkingCalendar,
     now: datetime,
     attachments: list[str],
+    *,
+    approvals_needed: int | None = None,
+    preview: str | None = None,
 ) -> str:
     language = texts.language
     due, left = days_left(view, calendar, now, texts)
@@ -101,7 +109,26 @@ def card_text(
     if attachments:
         names = ", ".join(html.escape(shorten(name, 60)) for name in attachments[:10])
         lines.append(texts("staff.card.attachments", names=names))
+    if view.approvals and view.is_open:
+        lines.append(
+            texts(
+                "staff.card.approvals",
+                names=html.escape(", ".join(view.approvals)),
+                given=len(view.approvals),
+                needed=approvals_needed or len(view.approvals) + 1,
+            )
+        )
+    if preview:
+        lines += ["", html.escape(shorten(preview, PREVIEW_LIMIT))]
     return "\n".join(lines)
+
+
+def needed_approvals(view: RequestView) -> int | None:
+    """How many approvals the service asked for, as its last recorded approval says."""
+    for event in reversed(view.events):
+        if event.action == "approval" and event.details.get("needed"):
+            return int(event.details["needed"])
+    return None
 
 
 def card_keyboard(view: RequestView, texts: Texts) -> InlineKeyboardMarkup | None:
@@ -145,21 +172,28 @@ class OutboxRenderer:
         service: RequestService,
         config: BotConfig,
         clock: Clock,
+        fulfilment: Fulfilment,
     ) -> None:
         self._service = service
         self._config = config
         self._clock = clock
+        self._fulfilment = fulfilment
 
     async def card(self, reference: str) -> Rendered:
-        view = await self._service.get(reference)
+        view = await self._service.get(reference, with_events=True)
         texts = Texts(self._config.staff_language, self._config.info)
         evidence = await self._service.evidence(reference)
+        preview = None
+        if view.kind == RequestKind.ACCESS.value and view.status in PREVIEWED:
+            preview = await self._fulfilment.preview(reference)
         text = card_text(
             view,
             texts,
             self._service.calendar,
             self._clock.now(),
             [item.filename for item in evidence],
+            approvals_needed=needed_approvals(view),
+            preview=preview,
         )
         return Rendered(text, card_keyboard(view, texts), card_request_id=view.id)
 
@@ -178,4 +212,9 @@ class OutboxRenderer:
         if message.audience is Audience.STAFF_GROUP and message.reference:
             with contextlib.suppress(RequestNotFound):
                 thread = (await self._service.get(message.reference)).id
-        return Rendered(note.text, thread_request_id=thread)
+        documents: tuple[tuple[str, bytes], ...] = ()
+        ids = message.params.get("documents")
+        if ids and message.reference:
+            files = await self._service.documents(message.reference, [int(i) for i in ids])
+            documents = tuple((item.filename, item.data) for item in files)
+        return Rendered(note.text, thread_request_id=thread, documents=documents)

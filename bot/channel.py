@@ -28,6 +28,7 @@ from bot.config import BotConfig
 from bot.delivery import RateLimits, TelegramPort
 from bot.language import LanguageMiddleware
 from workflows.clock import Clock
+from workflows.fulfilment import Fulfilment, SqlDirectory
 from workflows.outbox import OutboundPort, OutboxDispatcher
 from workflows.service import RequestService
 from workflows.vault import Vault
@@ -55,6 +56,7 @@ def build_dispatcher(
     clock: Clock,
     storage: BaseStorage,
     events_isolation: BaseEventIsolation,
+    fulfilment: Fulfilment,
 ) -> Dispatcher:
     dispatcher = Dispatcher(
         storage=storage,
@@ -62,9 +64,10 @@ def build_dispatcher(
         service=service,
         config=config,
         clock=clock,
+        fulfilment=fulfilment,
     )
     dispatcher.update.outer_middleware(LanguageMiddleware(config))
-    renderer = OutboxRenderer(service, config, clock)
+    renderer = OutboxRenderer(service, config, clock, fulfilment)
     if config.staff_chat_id is not None:
         dispatcher.include_router(staff.setup(config, renderer, clock))
     dispatcher.include_router(dialog.setup(config))
@@ -87,6 +90,7 @@ class TelegramChannel:
         clock: Clock,
         storage: BaseStorage,
         events_isolation: BaseEventIsolation,
+        fulfilment: Fulfilment | None = None,
         extra_ports: tuple[OutboundPort, ...] = (),
         webhook: Webhook | None = None,
         limits: RateLimits | None = None,
@@ -95,8 +99,12 @@ class TelegramChannel:
         self.bot = bot
         self.config = config
         self.service = service
-        self.dispatcher = build_dispatcher(config, service, clock, storage, events_isolation)
-        self.renderer = OutboxRenderer(service, config, clock)
+        # The desk's own SQL directory unless a company plugs in its CRM.
+        fulfilment = fulfilment or Fulfilment(service, SqlDirectory(sessions, vault, clock), clock)
+        self.dispatcher = build_dispatcher(
+            config, service, clock, storage, events_isolation, fulfilment
+        )
+        self.renderer = OutboxRenderer(service, config, clock, fulfilment)
         self.port = TelegramPort(
             bot,
             self.renderer,

@@ -25,6 +25,7 @@ from aiogram.exceptions import (
     TelegramServerError,
 )
 from aiogram.types import (
+    BufferedInputFile,
     ForceReply,
     InlineKeyboardMarkup,
     ReplyKeyboardMarkup,
@@ -64,6 +65,8 @@ class Rendered:
     card_request_id: int | None = None
     # A staff message about a request goes into the thread of its card.
     thread_request_id: int | None = None
+    # Files sent after the text (an access report's PDF and JSON): (filename, content).
+    documents: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -184,6 +187,12 @@ class TelegramPort:
             else:
                 reply_to = await self._card_message(chat_id, rendered.thread_request_id)
                 message_id = await self._send(chat_id, rendered, reply_to)
+                # A failure part-way retries the whole message: the text may come twice,
+                # which is better than a report without its files.
+                for filename, content in rendered.documents:
+                    await self._bot.send_document(
+                        chat_id=chat_id, document=BufferedInputFile(content, filename=filename)
+                    )
         except TelegramRetryAfter as exc:
             raise RetryLater(f"flood control: {exc.message}", delay=exc.retry_after) from exc
         except TelegramForbiddenError as exc:

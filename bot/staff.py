@@ -11,7 +11,9 @@ from __future__ import annotations
 import html
 import logging
 import statistics
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
+from typing import Any
 
 from aiogram import F, Router
 from aiogram.filters import Command, CommandObject, StateFilter
@@ -24,9 +26,24 @@ from bot.cards import OutboxRenderer
 from bot.config import BotConfig
 from bot.texts import Texts
 from workflows.clock import Clock
-from workflows.errors import ConcurrentChange, DomainError, IllegalTransition, RequestNotFound
+from workflows.errors import (
+    ConcurrentChange,
+    DomainError,
+    IllegalTransition,
+    NotAllowed,
+    RequestNotFound,
+)
+from workflows.fulfilment import (
+    DIRECTORY_FIELDS,
+    Fulfilment,
+    FulfilmentError,
+    parse_corrections,
+    parse_field_names,
+)
 from workflows.i18n import format_date, kind_name, status_name
+from workflows.kinds import RequestKind
 from workflows.service import RequestService
+from workflows.states import Action, Status, next_status
 from workflows.views import Actor, RequestView
 
 log = logging.getLogger(__name__)
@@ -37,14 +54,93 @@ class StaffInput(StatesGroup):
     reason = State()
 
 
+# Kinds whose work needs words from staff before it is done: corrected values, or field names.
+INPUT_BY_KIND = {
+    RequestKind.RECTIFY.value: "correct",
+    RequestKind.DESTROY_UNLAWFUL.value: "destroy",
+}
+# Telegram shows at most 200 characters in a button's alert.
+ALERT_LIMIT = 200
+
+
 def _actor(user: User) -> Actor:
     return Actor.staff(user.id, user.full_name)
+
+
+def _alert(text: str) -> str:
+    return text if len(text) <= ALERT_LIMIT else text[: ALERT_LIMIT - 1] + "…"
+
+
+async def _work(
+    fulfilment: Fulfilment,
+    service: RequestService,
+    step: str,
+    reference: str,
+    actor: Actor,
+    corrections: Mapping[str, str] | None = None,
+    fields: Sequence[str] | None = None,
+) -> RequestView:
+    """Approve (the work follows once approvals suffice), or do the work of an approved request."""
+    if step == "approve":
+        return await fulfilment.approve(reference, actor, corrections=corrections, fields=fields)
+    view = await service.get(reference)
+    return await fulfilment.fulfil(view, actor, corrections=corrections, fields=fields)
+
+
+def _waiting(view: RequestView) -> bool:
+    """Approvals are recorded, but not enough yet for the work to be done."""
+    return bool(view.approvals) and view.status not in (
+        Status.APPROVED.value,
+        Status.COMPLETED.value,
+    )
+
+
+def _outcome(texts: Texts, view: RequestView) -> str:
+    if _waiting(view):
+        return texts(
+            "staff.approval.recorded",
+            reference=view.reference,
+            names=html.escape(", ".join(view.approvals)),
+        )
+    return texts(
+        "staff.done", reference=view.reference, status=status_name(texts.language, view.status)
+    )
+
+
+async def _refusal(
+    exc: DomainError, texts: Texts, service: RequestService, reference: str, step: str
+) -> str:
+    """Why nothing changed, in the staff's words (the core's reasons name no personal data)."""
+    if isinstance(exc, IllegalTransition):
+        current = await service.get(reference)
+        return texts("staff.illegal", status=status_name(texts.language, current.status))
+    if isinstance(exc, ConcurrentChange):
+        return texts("staff.stale")
+    if isinstance(exc, RequestNotFound):
+        return texts("staff.find.none", reference=html.escape(reference))
+    if isinstance(exc, NotAllowed) and step == "approve":
+        return texts("staff.approval.twice")
+    return texts("staff.work.failed", reason=html.escape(str(exc)))
+
+
+def _approved_by(view: RequestView, user_id: int) -> bool:
+    """This staff member's approval is already recorded and waits for another's."""
+    return bool(view.approvals) and any(
+        event.action == "approval" and event.actor_id == str(user_id) for event in view.events
+    )
 
 
 def setup(config: BotConfig, renderer: OutboxRenderer, clock: Clock) -> Router:
     router = Router(name=__name__)
     router.message.filter(F.chat.id == config.staff_chat_id)
     router.callback_query.filter(F.message.chat.id == config.staff_chat_id)
+
+    async def ask(query: CallbackQuery, state: FSMContext, text: str, data: dict[str, Any]) -> None:
+        await query.answer()
+        assert isinstance(query.message, Message)
+        asked = await query.message.reply(text, reply_markup=ForceReply(selective=True))
+        await state.set_state(StaffInput.reason)
+        await state.set_data({**data, "prompt": asked.message_id})
 
     @router.callback_query(StaffAction.filter())
     async def pressed(
@@ -53,6 +149,7 @@ def setup(config: BotConfig, renderer: OutboxRenderer, clock: Clock) -> Router:
         state: FSMContext,
         texts: Texts,
         service: RequestService,
+        fulfilment: Fulfilment,
     ) -> None:
         if not config.is_staff(query.from_user.id):
             await query.answer(texts("staff.not_allowed"), show_alert=True)
@@ -62,61 +159,63 @@ def setup(config: BotConfig, renderer: OutboxRenderer, clock: Clock) -> Router:
         action = callback_data.action
         if action in ("reject", "ask"):
             prompt = "staff.reason.prompt" if action == "reject" else "staff.question.prompt"
-            await query.answer()
-            assert isinstance(query.message, Message)
-            asked = await query.message.reply(
+            await ask(
+                query,
+                state,
                 texts(prompt, reference=reference),
-                reply_markup=ForceReply(selective=True),
-            )
-            await state.set_state(StaffInput.reason)
-            await state.set_data(
-                {"action": action, "reference": reference, "prompt": asked.message_id}
+                {"action": action, "reference": reference},
             )
             return
         try:
-            if action == "take":
+            if action in ("approve", "complete"):
+                current = await service.get(reference, with_events=True)
+                step = Action.APPROVE if action == "approve" else Action.COMPLETE
+                next_status(Status(current.status), step)
+                needs = INPUT_BY_KIND.get(current.kind)
+                if needs is not None:
+                    if action == "approve" and _approved_by(current, query.from_user.id):
+                        raise NotAllowed("the same staff member approved already")
+                    fields = ", ".join(sorted(DIRECTORY_FIELDS))
+                    await ask(
+                        query,
+                        state,
+                        texts(f"staff.{needs}.prompt", reference=reference, fields=fields),
+                        {"action": needs, "then": action, "reference": reference},
+                    )
+                    return
+                view = await _work(fulfilment, service, action, reference, actor)
+            elif action == "take":
                 view = await service.take(reference, actor)
-            elif action == "approve":
-                view = await service.approve(reference, actor)
-            elif action == "complete":
-                view = await service.complete(reference, actor)
             elif action == "evidence":
                 view = await service.confirm_evidence(reference, actor)
             else:
                 await query.answer()
                 return
-        except IllegalTransition:
-            current = await service.get(reference)
-            await query.answer(
-                texts("staff.illegal", status=status_name(texts.language, current.status)),
-                show_alert=True,
-            )
-            return
-        except ConcurrentChange:
-            await query.answer(texts("staff.stale"), show_alert=True)
-            return
-        except RequestNotFound:
-            await query.answer(texts("staff.find.none", reference=reference), show_alert=True)
+        except DomainError as exc:
+            refusal = await _refusal(exc, texts, service, reference, action)
+            await query.answer(_alert(html.unescape(refusal)), show_alert=True)
             return
         config.outbox_wake.set()
-        await query.answer(
-            texts(
-                "staff.done",
-                reference=reference,
-                status=status_name(texts.language, view.status),
-            )
-        )
+        outcome = _outcome(texts, view)
+        await query.answer(_alert(html.unescape(outcome)), show_alert=_waiting(view))
 
     @router.message(StateFilter(StaffInput.reason), F.text)
     async def reason_given(
-        message: Message, state: FSMContext, texts: Texts, service: RequestService
+        message: Message,
+        state: FSMContext,
+        texts: Texts,
+        service: RequestService,
+        fulfilment: Fulfilment,
     ) -> None:
         assert message.from_user is not None
         if not config.is_staff(message.from_user.id):
             return
         data = await state.get_data()
-        prompt = data.get("prompt")
-        if message.reply_to_message is not None and message.reply_to_message.message_id != prompt:
+        prompts = {data.get("prompt"), *data.get("earlier", ())}
+        if (
+            message.reply_to_message is not None
+            and message.reply_to_message.message_id not in prompts
+        ):
             return  # an answer to something else; keep waiting for the reason
         text = (message.text or "").strip()
         if not text:
@@ -124,9 +223,33 @@ def setup(config: BotConfig, renderer: OutboxRenderer, clock: Clock) -> Router:
             return
         reference = str(data["reference"])
         actor = _actor(message.from_user)
+        action = data.get("action")
+        if action in ("correct", "destroy"):
+            try:
+                corrections = parse_corrections(text) if action == "correct" else None
+                fields = parse_field_names(text) if action == "destroy" else None
+            except FulfilmentError as exc:
+                # Nothing changes; the same question stays open for a corrected answer.
+                again = await message.reply(
+                    texts("staff.input.bad", reason=html.escape(str(exc))),
+                    reply_markup=ForceReply(selective=True),
+                )
+                earlier = [p for p in prompts if p is not None]
+                await state.update_data(prompt=again.message_id, earlier=earlier)
+                return
+            await state.clear()
+            step = str(data.get("then") or "approve")
+            try:
+                view = await _work(fulfilment, service, step, reference, actor, corrections, fields)
+            except DomainError as exc:
+                await message.reply(await _refusal(exc, texts, service, reference, step))
+                return
+            config.outbox_wake.set()
+            await message.reply(_outcome(texts, view))
+            return
         await state.clear()
         try:
-            if data.get("action") == "reject":
+            if action == "reject":
                 view = await service.reject(reference, actor, text[:4000])
             else:
                 view = await service.ask_info(reference, actor, text[:4000])

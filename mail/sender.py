@@ -156,6 +156,16 @@ class SmtpSender:
             await self._thread(letter, message.reference)
         letter.set_content(text)
         letter.add_alternative(_as_html(text, language), subtype="html")
+        ids = message.params.get("documents")
+        if ids and message.reference:
+            # The files the desk sends with the notice (an access report's PDF and JSON).
+            for item in await self._service.documents(message.reference, [int(i) for i in ids]):
+                maintype, _, subtype = item.content_type.partition("/")
+                if not subtype:
+                    maintype, subtype = "application", "octet-stream"
+                letter.add_attachment(
+                    item.data, maintype=maintype, subtype=subtype, filename=item.filename
+                )
         return letter, text
 
     async def _acknowledgement(self, reference: str, language: str) -> list[str]:
