@@ -70,7 +70,7 @@ def deadline_scheduler(settings: Settings, core: Core) -> Component:
 
 
 def mail_channel(settings: Settings, core: Core) -> Component:
-    """The IMAP poller and the SMTP sender of the outbox's e-mail."""
+    """The IMAP poller (one replica at a time) and the SMTP sender of the outbox's e-mail."""
     imap_host, imap_user, imap_password = (
         settings.imap_host,
         settings.imap_user,
@@ -101,6 +101,7 @@ def mail_channel(settings: Settings, core: Core) -> Component:
         clock=core.clock,
         processed_folder=settings.imap_processed_folder,
         max_attachment_bytes=settings.mail_max_attachment_mb * 1024 * 1024,
+        engine=core.engine,  # on PostgreSQL one replica reads the mailbox (advisory lock)
     )
 
 

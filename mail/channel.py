@@ -3,6 +3,13 @@
 Each half runs under its own small supervisor, so a crash of one (a database
 hiccup while handling a letter, a bug in rendering) is logged and restarted
 without taking the other down.
+
+Only one process reads the mailbox: on PostgreSQL the holder of the
+``imap-poller`` advisory lock (the scheduler's mechanism, another name); the
+others try again every ``lock_retry_seconds`` and take over when the holder
+dies. Two pollers would not lose or double a letter (the intake dedupes), but
+they would race on the cursor and the flags for nothing. The sender runs in
+every process: outbox rows are claimed under a lease, so each is sent once.
 """
 
 from __future__ import annotations
@@ -12,17 +19,20 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from mail.intake import DEFAULT_MAX_ATTACHMENT, IntakeResult, MailIntake
 from mail.poller import ImapSettings, MailPoller, Security
 from mail.sender import SmtpSender
 from workflows.clock import Clock
 from workflows.outbox import Channel, OutboxDispatcher
+from workflows.scheduler_lock import AdvisoryLock, LeaderLock, SingleProcessLock
 from workflows.service import RequestService
 from workflows.vault import Vault
 
 log = logging.getLogger(__name__)
+
+POLLER_LOCK = "imap-poller"
 
 
 async def _pause(seconds: float, stop: asyncio.Event, wake: asyncio.Event | None = None) -> None:
@@ -47,14 +57,21 @@ class MailChannel:
         poller: MailPoller,
         dispatcher: OutboxDispatcher,
         *,
+        lock: LeaderLock | None = None,
         outbox_seconds: float = 5.0,
         restart_seconds: float = 5.0,
+        lock_retry_seconds: float = 15.0,
+        lock_check_seconds: float = 15.0,
     ) -> None:
         self.poller = poller
         self.dispatcher = dispatcher
+        self.lock: LeaderLock = lock or SingleProcessLock()
         self._outbox_seconds = outbox_seconds
         self._restart_seconds = restart_seconds
+        self._lock_retry_seconds = lock_retry_seconds
+        self._lock_check_seconds = lock_check_seconds
         self._wake = asyncio.Event()
+        self.polling = False
 
     def nudge(self, _result: IntakeResult | None = None) -> None:
         """Send soon: a letter was just handled (its acknowledgement is waiting)."""
@@ -62,7 +79,7 @@ class MailChannel:
 
     async def run(self, stop: asyncio.Event) -> None:
         tasks = [
-            asyncio.create_task(self._supervise("mail poller", self.poller.run, stop)),
+            asyncio.create_task(self._supervise("mail poller", self._poll_when_leading, stop)),
             asyncio.create_task(self._supervise("mail sender", self._send_loop, stop)),
         ]
         try:
@@ -80,6 +97,39 @@ class MailChannel:
             except Exception:
                 log.exception("%s crashed; starting it again in %g s", name, self._restart_seconds)
                 await _pause(self._restart_seconds, stop)
+
+    async def _poll_when_leading(self, stop: asyncio.Event) -> None:
+        """Poll while this process holds the mailbox lock; else try for it again later."""
+        while not stop.is_set():
+            if not await self.lock.acquire():
+                await _pause(self._lock_retry_seconds, stop)
+                continue
+            log.info("this process now reads the mailbox (lock %s)", POLLER_LOCK)
+            try:
+                await self._poll_while_held(stop)
+            finally:
+                await self.lock.release()
+
+    async def _poll_while_held(self, stop: asyncio.Event) -> None:
+        held = asyncio.Event()  # set when this process must stop polling
+        watcher = asyncio.create_task(self._watch_lock(stop, held))
+        self.polling = True
+        try:
+            await self.poller.run(held)
+        finally:
+            self.polling = False
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+
+    async def _watch_lock(self, stop: asyncio.Event, held: asyncio.Event) -> None:
+        try:
+            while not stop.is_set():
+                await _pause(self._lock_check_seconds, stop)
+                if not stop.is_set() and not await self.lock.alive():
+                    log.warning("the mailbox lock is lost; another process may read the mail")
+                    return
+        finally:
+            held.set()
 
     async def _send_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -114,8 +164,13 @@ def build_mail_channel(
     timeout: float = 30.0,
     imap_ssl_context: ssl.SSLContext | None = None,
     smtp_ssl_context: ssl.SSLContext | None = None,
+    engine: AsyncEngine | None = None,
 ) -> MailChannel:
-    """The e-mail channel from plain values (the composition root reads the settings)."""
+    """The e-mail channel from plain values (the composition root reads the settings).
+
+    Given a PostgreSQL ``engine``, only the process holding the ``imap-poller``
+    advisory lock reads the mailbox; without one (or on SQLite) this one does.
+    """
     intake = MailIntake(service, sessions, vault, clock, max_attachment_bytes=max_attachment_bytes)
     sender = SmtpSender(
         host=smtp_host,
@@ -147,6 +202,9 @@ def build_mail_channel(
         sessions,
         clock,
     )
-    channel = MailChannel(poller, dispatcher)
+    lock: LeaderLock = SingleProcessLock()
+    if engine is not None and engine.dialect.name == "postgresql":
+        lock = AdvisoryLock(engine, name=POLLER_LOCK)
+    channel = MailChannel(poller, dispatcher, lock=lock)
     poller.on_mail = channel.nudge
     return channel
