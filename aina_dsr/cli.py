@@ -20,6 +20,7 @@ from sqlalchemy.engine import make_url
 
 from aina_dsr.audit_cli import audit_app
 from aina_dsr.customers_cli import customers_app
+from aina_dsr.directory_cli import directory_app
 from aina_dsr.requests_cli import requests_app
 from aina_dsr.runtime import build_components, serve
 from aina_dsr.settings import (
@@ -52,6 +53,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(requests_app, name="requests")
 app.add_typer(customers_app, name="customers")
 app.add_typer(audit_app, name="audit")
+app.add_typer(directory_app, name="directory")
 
 
 def main() -> None:

@@ -20,6 +20,8 @@ from sqlalchemy.exc import ArgumentError
 
 from workflows.calendar import CalendarFileError, WorkingCalendar
 from workflows.deadlines import DEFAULT_STAFF_MILESTONES, MilestoneError, parse_staff_milestones
+from workflows.kinds import RequestKind
+from workflows.service import FOUR_EYES_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +132,10 @@ class Settings(BaseSettings):
     quiet_days: Literal["days_off", "none"] = "days_off"
     scheduler_reconcile_seconds: int = Field(default=300, ge=30, le=3600)
 
+    # Fulfilment
+    four_eyes_kinds: Annotated[frozenset[str], NoDecode] = FOUR_EYES_KINDS
+    approvals_needed: int = Field(default=2, ge=1, le=5)
+
     # Scale and misc
     redis_url: str | None = None
     log_level: LogLevel = "INFO"
@@ -151,6 +157,22 @@ class Settings(BaseSettings):
                     "must be Telegram user ids separated by commas, e.g. 12345,67890"
                 ) from None
         return value
+
+    @field_validator("four_eyes_kinds", mode="before")
+    @classmethod
+    def _four_eyes_kinds(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        if value.strip().lower() in ("none", "off"):
+            return frozenset()
+        names = {part.strip().lower() for part in value.split(",") if part.strip()}
+        known = {kind.value for kind in RequestKind}
+        if names - known:
+            raise ValueError(
+                f"unknown kind {sorted(names - known)[0]!r}; kinds: {', '.join(sorted(known))},"
+                " or none"
+            )
+        return frozenset(names)
 
     @field_validator("reminder_milestones", mode="before")
     @classmethod

@@ -57,6 +57,8 @@ async def open_core(
             clock,
             calendar,
             staff_user_ids=settings.staff_user_ids or None,
+            four_eyes=settings.four_eyes_kinds,
+            approvals_needed=settings.approvals_needed,
         )
         yield Core(settings, engine, sessions, vault, clock, calendar, service)
     finally:
