@@ -21,6 +21,7 @@ from sqlalchemy.exc import ArgumentError
 from workflows.calendar import CalendarFileError, WorkingCalendar
 from workflows.deadlines import DEFAULT_STAFF_MILESTONES, MilestoneError, parse_staff_milestones
 from workflows.kinds import RequestKind
+from workflows.retention import DEFAULT_RETENTION_DAYS
 from workflows.service import FOUR_EYES_KINDS
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,9 @@ class Settings(BaseSettings):
     four_eyes_kinds: Annotated[frozenset[str], NoDecode] = FOUR_EYES_KINDS
     approvals_needed: int = Field(default=2, ge=1, le=5)
 
+    # Retention: days a closed request keeps more than its evidence (see workflows.retention).
+    retention_days: int = Field(default=DEFAULT_RETENTION_DAYS, ge=30, le=36500)
+
     # Scale and misc
     redis_url: str | None = None
     log_level: LogLevel = "INFO"
@@ -218,16 +222,24 @@ class Settings(BaseSettings):
     @field_validator("encryption_key")
     @classmethod
     def _encryption_key(cls, value: SecretStr | None) -> SecretStr | None:
+        # Several keys, comma-separated, while a rotation runs: the first encrypts, all decrypt.
         if value is None:
             return None
-        try:
-            Fernet(value.get_secret_value().strip().encode())
-        except (ValueError, TypeError):
-            raise ValueError(
-                "is not a valid key (32 random bytes, url-safe base64); "
-                "generate one with `aina-dsr keys generate`"
-            ) from None
-        return SecretStr(value.get_secret_value().strip())
+        keys = [part.strip() for part in value.get_secret_value().split(",")]
+        keys = [key for key in keys if key]
+        if not keys:
+            return None
+        for key in keys:
+            try:
+                Fernet(key.encode())
+            except (ValueError, TypeError):
+                raise ValueError(
+                    "is not a valid key (32 random bytes, url-safe base64); "
+                    "generate one with `aina-dsr keys generate`"
+                ) from None
+        if len(set(keys)) != len(keys):
+            raise ValueError("names the same key twice")
+        return SecretStr(",".join(keys))
 
     @field_validator("calendar_file")
     @classmethod
@@ -323,8 +335,14 @@ def load_settings(**overrides: Any) -> Settings:
         raise SettingsError("settings", "cannot be parsed") from None
 
 
+def encryption_keys_or_dev(settings: Settings) -> tuple[str, ...]:
+    """The encryption keys, current first, then older ones still read during a rotation."""
+    return tuple(encryption_key_or_dev(settings).split(","))
+
+
 def encryption_key_or_dev(settings: Settings) -> str:
-    """The encryption key, or in development mode a local key file made on first use."""
+    """The encryption key setting (comma-separated keys while rotating), or in
+    development mode a local key file made on first use."""
     if settings.encryption_key is not None:
         return settings.encryption_key.get_secret_value()
     if not settings.dev_mode:

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from aina_dsr.settings import Settings, encryption_key_or_dev
+from aina_dsr.settings import Settings, encryption_keys_or_dev
 from workflows.calendar import WorkingCalendar
 from workflows.clock import Clock, SystemClock
 from workflows.service import RequestService
@@ -43,7 +43,8 @@ async def open_core(
     The embedded SQLite database is brought up to date on the way in; a
     PostgreSQL database is migrated only by ``aina-dsr db upgrade``.
     """
-    vault = Vault(encryption_key_or_dev(settings))
+    # Several keys while a rotation runs: the first encrypts, every one decrypts.
+    vault = Vault(*encryption_keys_or_dev(settings))
     calendar = WorkingCalendar.from_file(settings.calendar_file, settings.timezone)
     engine = make_engine(settings.database_url)
     try:
