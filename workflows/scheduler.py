@@ -14,6 +14,11 @@ an hour: APScheduler's default of one second silently drops a job whose
 moment passed while the event loop was busy or the machine was suspended;
 within an hour it still runs, and anything older is caught by the reconcile.
 
+Once a day, at ``RETENTION_AT`` local time (a quiet hour), the retention job
+drops what closed requests no longer need (:mod:`workflows.retention`); a run
+missed by more than the grace period waits for the next day, which purges the
+same rows.
+
 Only one process runs this: the holder of the leader lock
 (:mod:`workflows.scheduler_lock`); the others try again every
 ``lock_retry_seconds`` and take over when the holder dies.
@@ -25,7 +30,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import time
 from typing import Any
 
@@ -37,6 +42,7 @@ from workflows.calendar import WorkingCalendar
 from workflows.clock import Clock
 from workflows.deadlines import DEFAULT_STAFF_MILESTONES, ReminderPolicy
 from workflows.reminders import Plan, Reminders
+from workflows.retention import DEFAULT_RETENTION_DAYS, purge_closed
 from workflows.scheduler_lock import AdvisoryLock, LeaderLock, SingleProcessLock
 from workflows.service import RequestService
 from workflows.vault import Vault
@@ -55,6 +61,9 @@ JOB_OPTIONS: dict[str, Any] = {
 RECONCILE_JOB = "reconcile"
 DIGEST_JOB = "digest"
 EXPIRY_JOB = "expiry"
+RETENTION_JOB = "retention"
+# Local time of the daily retention purge: a quiet hour, away from the 09:00 notices.
+RETENTION_AT = time(3, 30)
 REQUEST_JOB_PREFIX = "request:"
 
 # The schedulers leading in this process, by id: jobs carry the id, not the object.
@@ -91,6 +100,17 @@ async def expiry_job(scheduler_id: str) -> None:
         leader.schedule_expiry(await leader.reminders.next_expiry_at())
 
 
+async def retention_job(scheduler_id: str) -> None:
+    """Drop what closed requests no longer need (once a day)."""
+    leader = _LEADERS.get(scheduler_id)
+    if leader is not None and leader.retention is not None:
+        try:
+            await leader.retention()
+        except Exception:
+            # Tomorrow's run purges the same rows; the desk goes on meanwhile.
+            log.exception("retention purge failed")
+
+
 class DeadlineScheduler:
     """The ``scheduler`` component of ``aina-dsr run``."""
 
@@ -105,8 +125,10 @@ class DeadlineScheduler:
         reconcile_seconds: float = 300,
         lock_retry_seconds: float = 15,
         lock_check_seconds: float = 15,
+        retention: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self.reminders = reminders
+        self.retention = retention
         self.id = f"scheduler-{uuid.uuid4().hex[:12]}"
         self._lock = lock
         self._calendar = calendar
@@ -158,6 +180,16 @@ class DeadlineScheduler:
             args=[self.id],
             **JOB_OPTIONS,
         )
+        if self.retention is not None:
+            scheduler.add_job(
+                retention_job,
+                "cron",
+                hour=RETENTION_AT.hour,
+                minute=RETENTION_AT.minute,
+                id=RETENTION_JOB,
+                args=[self.id],
+                **JOB_OPTIONS,
+            )
         self._scheduler = scheduler
         return scheduler
 
@@ -223,8 +255,11 @@ def scheduler_component(
     digest_time: time = time(9, 0),
     quiet_days: bool = True,
     reconcile_seconds: int = 300,
+    retention_days: int | None = DEFAULT_RETENTION_DAYS,
 ) -> DeadlineScheduler:
     """The scheduler for ``aina-dsr run``, from plain values (the settings').
+
+    ``retention_days`` ``None`` leaves out the daily retention purge.
 
     On PostgreSQL it leads only while it holds the advisory lock; on SQLite it
     always leads (one process per file).
@@ -248,4 +283,13 @@ def scheduler_component(
     lock: LeaderLock = (
         AdvisoryLock(engine) if engine.dialect.name == "postgresql" else SingleProcessLock()
     )
-    return DeadlineScheduler(reminders, lock, calendar, reconcile_seconds=reconcile_seconds)
+    retention: Callable[[], Awaitable[object]] | None = None
+    if retention_days is not None:
+        days = retention_days
+
+        async def retention() -> object:
+            return await purge_closed(sessions, vault, clock, retention_days=days)
+
+    return DeadlineScheduler(
+        reminders, lock, calendar, reconcile_seconds=reconcile_seconds, retention=retention
+    )
