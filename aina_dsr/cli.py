@@ -21,7 +21,9 @@ from sqlalchemy.engine import make_url
 from aina_dsr.audit_cli import audit_app
 from aina_dsr.customers_cli import customers_app
 from aina_dsr.directory_cli import directory_app
+from aina_dsr.keys_cli import keys_app
 from aina_dsr.requests_cli import requests_app
+from aina_dsr.retention_cli import retention_app
 from aina_dsr.runtime import build_components, serve
 from aina_dsr.settings import (
     DEV_KEY_FILE,
@@ -45,7 +47,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-keys_app = typer.Typer(help="Encryption keys.", no_args_is_help=True)
 db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
 
 app.add_typer(keys_app, name="keys")
@@ -53,6 +54,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(requests_app, name="requests")
 app.add_typer(customers_app, name="customers")
 app.add_typer(audit_app, name="audit")
+app.add_typer(retention_app, name="retention")
 app.add_typer(directory_app, name="directory")
 
 
@@ -138,21 +140,6 @@ def _sqlite_single_process(settings: Settings) -> Iterator[None]:
                 code=2,
             )
         yield
-
-
-# keys
-
-
-@keys_app.command("generate")
-def keys_generate() -> None:
-    """Print a new encryption key for DSR_ENCRYPTION_KEY."""
-    from cryptography.fernet import Fernet
-
-    print(Fernet.generate_key().decode())
-    _say(
-        "put it in .env as DSR_ENCRYPTION_KEY=<key> and keep a copy safe: "
-        "without it the stored personal data cannot be read"
-    )
 
 
 # db

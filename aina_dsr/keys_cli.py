@@ -1,0 +1,373 @@
+"""``aina-dsr keys``: make a key, move the stored data to a new one, prove the old one unneeded.
+
+A rotation while the desk runs:
+
+1. ``aina-dsr keys generate`` prints NEW.
+2. ``DSR_ENCRYPTION_KEY=NEW,OLD`` for every process, restarted one by one: each
+   then writes under NEW and reads both.
+3. ``aina-dsr keys rotate`` re-encrypts every ``*_enc`` column under NEW, a
+   small batch per short transaction: rows are read, re-encrypted outside any
+   transaction, and written back only where they still hold what was read (a
+   row the desk changed meanwhile is already under NEW, or taken by a rerun).
+4. ``aina-dsr keys check`` reads every stored value with NEW alone; exit 0
+   means OLD can go: ``DSR_ENCRYPTION_KEY=NEW``, restart one by one.
+
+Blind indexes (``*_index``) and one-time code hashes are keyed with subkeys of
+the *first* key (:class:`workflows.vault.Vault`), so they change at step 2.
+Step 3 recomputes every index from its decrypted value, the lookup tables
+first (people, customers, verifications), so lookups by phone, e-mail or IIN
+miss only for the moment between the restart and that first pass. Keyed
+hashes with no stored value to recompute them from are left as they are: a
+one-time code sent before step 2 no longer matches (the person asks for a new
+one), the next customer import rewrites each row once (its row digest
+changed), and ``inbound_mail.sender_index`` of older mail matches no new mail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import typer
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from sqlalchemy import Column, Table, and_, func, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from aina_dsr.settings import SettingsError, encryption_keys_or_dev, load_settings
+from aina_dsr.wiring import open_core
+from workflows.tables import Base
+from workflows.vault import Vault
+
+keys_app = typer.Typer(help="Encryption keys: make, rotate, check.", no_args_is_help=True)
+
+DEFAULT_BATCH = 100
+# Rows with files in them: fewer per batch, so a batch stays small in memory and short to write.
+LARGE_TABLES = {"attachment": 10, "inbound_mail": 10}
+# The lookup tables first: their indexes change with the first key.
+FIRST = ("data_subject", "customer", "verification")
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """An ``*_index`` column: the blind index of the value in ``value`` (an ``*_enc`` column)."""
+
+    index: str
+    value: str
+    kind: Callable[[Any], str]
+
+
+def _fixed(kind: str) -> Callable[[Any], str]:
+    return lambda row: kind
+
+
+def _verification_kind(row: Any) -> str:
+    # A Telegram contact or an SMS code proves a phone; an e-mail code proves an e-mail.
+    return "email" if row.method == "email_code" else "phone"
+
+
+INDEXES: dict[str, tuple[IndexSpec, ...]] = {
+    "data_subject": (
+        IndexSpec("phone_index", "phone_enc", _fixed("phone")),
+        IndexSpec("email_index", "email_enc", _fixed("email")),
+    ),
+    "customer": (
+        IndexSpec("phone_index", "phone_enc", _fixed("phone")),
+        IndexSpec("email_index", "email_enc", _fixed("email")),
+        IndexSpec("iin_index", "iin_enc", _fixed("iin")),
+    ),
+    "verification": (IndexSpec("target_index", "target_enc", _verification_kind),),
+}
+EXTRA_COLUMNS = {"verification": ("method",)}
+
+
+@dataclass
+class TableCount:
+    """What one table held and what was done to it (or found in it)."""
+
+    rows: int = 0
+    tokens: int = 0
+    reencrypted: int = 0
+    indexes: int = 0
+    old_key: int = 0
+    unreadable: int = 0
+    stale_indexes: int = 0
+    unmatched_indexes: int = 0
+    changed_meanwhile: int = 0
+    columns: dict[str, int] = field(default_factory=dict)
+
+
+def encrypted_tables() -> list[Table]:
+    """Every table with an ``*_enc`` column, the lookup tables first."""
+    tables = [
+        table
+        for table in Base.metadata.sorted_tables
+        if any(column.name.endswith("_enc") for column in table.columns)
+    ]
+    return sorted(tables, key=lambda t: FIRST.index(t.name) if t.name in FIRST else len(FIRST))
+
+
+class Keys:
+    """The configured keys: the current one first, then the older ones."""
+
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        self.current = Fernet(keys[0].encode())
+        self.all = MultiFernet([Fernet(key.encode()) for key in keys])
+        self.older = [Fernet(key.encode()) for key in keys[1:]]
+        self.vault = Vault(*keys)
+        # One vault per key: the index each key gives (the first one's is the current).
+        self.index_vaults = [Vault(key) for key in keys]
+
+    def is_current(self, token: bytes) -> bool:
+        try:
+            self.current.decrypt(token)
+        except InvalidToken:
+            return False
+        return True
+
+    def readable_by_older(self, token: bytes) -> bool:
+        for older in self.older:
+            try:
+                older.decrypt(token)
+            except InvalidToken:
+                continue
+            return True
+        return False
+
+    def plain(self, token: bytes | None) -> str | None:
+        if token is None:
+            return None
+        try:
+            return self.all.decrypt(token).decode("utf-8")
+        except (InvalidToken, UnicodeDecodeError):
+            return None
+
+
+def _columns(table: Table) -> tuple[Column[Any], list[Column[Any]], tuple[IndexSpec, ...]]:
+    [pk] = list(table.primary_key.columns)
+    encrypted = [c for c in table.columns if c.name.endswith("_enc")]
+    return pk, encrypted, INDEXES.get(table.name, ())
+
+
+async def _batches(
+    engine: AsyncEngine, table: Table, batch: int
+) -> Any:  # an async iterator of row lists
+    pk, encrypted, indexes = _columns(table)
+    wanted = [pk, *encrypted]
+    wanted += [table.c[spec.index] for spec in indexes]
+    wanted += [table.c[name] for name in EXTRA_COLUMNS.get(table.name, ())]
+    last: Any = None
+    while True:
+        query = select(*wanted).order_by(pk).limit(batch)
+        if last is not None:
+            query = query.where(pk > last)
+        async with engine.connect() as connection:
+            rows = (await connection.execute(query)).all()
+        if not rows:
+            return
+        last = getattr(rows[-1], pk.name)
+        yield rows
+
+
+async def rotate_table(
+    engine: AsyncEngine,
+    keys: Keys,
+    table: Table,
+    batch: int,
+    progress: Callable[[str], None],
+) -> TableCount:
+    """Re-encrypt one table under the current key and recompute its indexes, batch by batch."""
+    pk, encrypted, indexes = _columns(table)
+    count = TableCount()
+    async with engine.connect() as connection:
+        total = int(await connection.scalar(select(func.count()).select_from(table)) or 0)
+    async for rows in _batches(engine, table, batch):
+        changes: list[tuple[Any, dict[str, Any], list[Any]]] = []
+        for row in rows:
+            count.rows += 1
+            values: dict[str, Any] = {}
+            for column in encrypted:
+                token = getattr(row, column.name)
+                if token is None:
+                    continue
+                count.tokens += 1
+                token = bytes(token)
+                if keys.is_current(token):
+                    continue
+                try:
+                    values[column.name] = keys.all.rotate(token)
+                except InvalidToken:
+                    count.unreadable += 1
+            for spec in indexes:
+                stored = getattr(row, spec.index)
+                plain = keys.plain(getattr(row, spec.value))
+                if stored is None or plain is None:
+                    continue
+                kind = spec.kind(row)
+                made_by = [v.blind_index(kind, plain) for v in keys.index_vaults]
+                if stored == made_by[0]:
+                    continue
+                if stored in made_by[1:]:
+                    values[spec.index] = made_by[0]
+                else:
+                    # Not this value's index under any key we hold: not ours to guess.
+                    count.unmatched_indexes += 1
+            if values:
+                # Written only where the row still holds what was read.
+                guards = [
+                    table.c[c.name].is_(None)
+                    if getattr(row, c.name) is None
+                    else table.c[c.name] == getattr(row, c.name)
+                    for c in encrypted
+                ]
+                changes.append((getattr(row, pk.name), values, guards))
+        if changes:
+            async with engine.begin() as connection:
+                for key, values, guards in changes:
+                    result = await connection.execute(
+                        update(table).where(and_(pk == key, *guards)).values(**values)
+                    )
+                    if result.rowcount:
+                        count.reencrypted += sum(1 for n in values if n.endswith("_enc"))
+                        count.indexes += sum(1 for n in values if n.endswith("_index"))
+                    else:
+                        count.changed_meanwhile += 1
+        progress(f"{table.name}: {count.rows}/{max(total, count.rows)} row(s)")
+    return count
+
+
+async def check_table(engine: AsyncEngine, keys: Keys, table: Table, batch: int) -> TableCount:
+    """Count what in one table still needs a key other than the current one."""
+    _, encrypted, indexes = _columns(table)
+    count = TableCount()
+    async for rows in _batches(engine, table, batch):
+        for row in rows:
+            count.rows += 1
+            for column in encrypted:
+                token = getattr(row, column.name)
+                if token is None:
+                    continue
+                count.tokens += 1
+                token = bytes(token)
+                if keys.is_current(token):
+                    continue
+                where = f"{table.name}.{column.name}"
+                count.columns[where] = count.columns.get(where, 0) + 1
+                if keys.readable_by_older(token):
+                    count.old_key += 1
+                else:
+                    count.unreadable += 1
+            for spec in indexes:
+                stored = getattr(row, spec.index)
+                plain = keys.plain(getattr(row, spec.value))
+                if stored is None or plain is None:
+                    continue
+                if stored != keys.index_vaults[0].blind_index(spec.kind(row), plain):
+                    where = f"{table.name}.{spec.index}"
+                    count.columns[where] = count.columns.get(where, 0) + 1
+                    count.stale_indexes += 1
+    return count
+
+
+def _echo(line: str) -> None:
+    typer.echo(f"aina-dsr: {line}", err=True)
+
+
+async def _rotate(batch: int | None) -> dict[str, TableCount]:
+    settings = load_settings()
+    keys = encryption_keys_or_dev(settings)
+    if len(keys) < 2:
+        raise SettingsError(
+            "DSR_ENCRYPTION_KEY",
+            "holds one key: put the new key first and the old one after it (NEW,OLD), "
+            "restart the desk with that, then rotate",
+        )
+    found = Keys(keys)
+    results: dict[str, TableCount] = {}
+    async with open_core(settings) as core:
+        for table in encrypted_tables():
+            size = batch or LARGE_TABLES.get(table.name, DEFAULT_BATCH)
+            results[table.name] = await rotate_table(core.engine, found, table, size, _echo)
+    return results
+
+
+async def _check(batch: int | None) -> tuple[int, dict[str, TableCount]]:
+    settings = load_settings()
+    keys = encryption_keys_or_dev(settings)
+    found = Keys(keys)
+    results: dict[str, TableCount] = {}
+    async with open_core(settings) as core:
+        for table in encrypted_tables():
+            size = batch or LARGE_TABLES.get(table.name, DEFAULT_BATCH)
+            results[table.name] = await check_table(core.engine, found, table, size)
+    return len(keys), results
+
+
+BatchOption = Annotated[
+    int | None,
+    typer.Option("--batch", min=1, max=10000, help="Rows per transaction (default 100, files 10)."),
+]
+
+
+@keys_app.command("generate")
+def keys_generate() -> None:
+    """Print a new encryption key for DSR_ENCRYPTION_KEY."""
+    print(Fernet.generate_key().decode())
+    _echo(
+        "put it in .env as DSR_ENCRYPTION_KEY=<key> and keep a copy safe: "
+        "without it the stored personal data cannot be read"
+    )
+
+
+@keys_app.command("rotate")
+def keys_rotate(batch: BatchOption = None) -> None:
+    """Re-encrypt the stored data under the first key of DSR_ENCRYPTION_KEY (NEW,OLD)."""
+    results = asyncio.run(_rotate(batch))
+    for name, count in results.items():
+        _echo(
+            f"{name}: {count.rows} row(s), {count.reencrypted} value(s) re-encrypted, "
+            f"{count.indexes} index(es) recomputed"
+        )
+    unreadable = sum(c.unreadable for c in results.values())
+    meanwhile = sum(c.changed_meanwhile for c in results.values())
+    unmatched = sum(c.unmatched_indexes for c in results.values())
+    print(
+        f"rotated: {sum(c.reencrypted for c in results.values())} value(s) re-encrypted, "
+        f"{sum(c.indexes for c in results.values())} index(es) recomputed, "
+        f"{sum(c.tokens for c in results.values())} value(s) in all"
+    )
+    if unmatched:
+        _echo(f"{unmatched} index(es) match their value under no configured key: left as they are")
+    if unreadable:
+        _echo(f"{unreadable} value(s) cannot be read with any configured key: left as they are")
+    if meanwhile:
+        _echo(f"{meanwhile} row(s) changed while being rotated: run `aina-dsr keys rotate` again")
+    if unreadable or meanwhile:
+        raise typer.Exit(1)
+    _echo("now run `aina-dsr keys check`; when it passes, drop the old key from DSR_ENCRYPTION_KEY")
+
+
+@keys_app.command("check")
+def keys_check(batch: BatchOption = None) -> None:
+    """Prove every stored value reads with the first key alone (exit 0), or name what does not."""
+    configured, results = asyncio.run(_check(batch))
+    tokens = sum(c.tokens for c in results.values())
+    old = sum(c.old_key for c in results.values())
+    unreadable = sum(c.unreadable for c in results.values())
+    stale = sum(c.stale_indexes for c in results.values())
+    if not (old or unreadable or stale):
+        print(f"all {tokens} stored value(s) read with the first key alone")
+        if configured > 1:
+            _echo("the other key(s) can be dropped from DSR_ENCRYPTION_KEY")
+        raise typer.Exit(0)
+    for count in results.values():
+        for where, n in count.columns.items():
+            print(f"{where}: {n} value(s) need another key or a new index")
+    if old:
+        _echo(f"{old} value(s) still under an older key: run `aina-dsr keys rotate`")
+    if unreadable:
+        _echo(f"{unreadable} value(s) cannot be read with the first key: keep the old key")
+    if stale:
+        _echo(f"{stale} blind index(es) not made with the first key: run `aina-dsr keys rotate`")
+    raise typer.Exit(1)
