@@ -1,0 +1,407 @@
+"""Fulfilment through the staff group: each kind approved on its card does what the policy says.
+
+A person files a request in the bot and proves the phone of a customer in the
+directory; staff press Approve (two of them for the destructive kinds, with
+corrected values or field names given by ForceReply); the directory changes,
+the person hears what was done, and the audit log names fields, never values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import io
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pypdf import PdfReader
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.callbacks import StaffAction
+from bot.texts import DeskInfo
+from tests.botapi import BotAPI, Call, Person
+from tests.clocks import FrozenClock
+from tests.conftest import STAFF_ID, STAFF_IDS
+from tests.telegram_desk import STAFF_CHAT, Desk, message_id, words
+from tests.test_cli_frame import aina_dsr
+from tests.test_telegram_bot import (
+    ALICE_ID,
+    ANSWERS,
+    answer_questions,
+    share_own_contact_and_confirm,
+    start_kind,
+    text,
+)
+from workflows.directory import import_customers, import_purchases
+from workflows.fulfilment import DIRECTORY_FIELDS, Fulfilment, SqlDirectory
+from workflows.i18n import render_notification, status_name
+from workflows.kinds import RequestKind
+from workflows.service import RequestService
+from workflows.vault import Vault
+from workflows.views import RequestView
+
+DATA = Path(__file__).parent / "data"
+DANA = Person(STAFF_ID, first_name="Dana")
+ARMAN = Person(5002, first_name="Arman")
+# C-1001 in tests/data/customers.csv; the person shares +77011234567, the same phone.
+CUSTOMER = "C-1001"
+FULL_NAME = "Айгерим Нурланқызы Сейтқали"
+IIN = "950314401237"
+EMAIL = "aigerim.seitkali@mail.kz"
+PERSONAL_VALUES = (FULL_NAME, IIN, EMAIL, "+77011234567", "1995-03-14")
+FIELDS = ", ".join(sorted(DIRECTORY_FIELDS))
+
+
+@pytest.fixture
+async def directory(
+    sessions: async_sessionmaker[AsyncSession], vault: Vault, clock: FrozenClock
+) -> SqlDirectory:
+    await import_customers(sessions, vault, DATA / "customers.csv", now=clock.now())
+    await import_purchases(sessions, vault, DATA / "purchases.csv")
+    return SqlDirectory(sessions, vault, clock)
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[BotAPI]:
+    async with BotAPI() as api:
+        yield api
+
+
+@pytest.fixture
+async def desk(
+    api: BotAPI,
+    service: RequestService,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+    directory: SqlDirectory,
+) -> AsyncIterator[Desk]:
+    desk = Desk(api, service, sessions, vault, clock, STAFF_IDS)
+    await desk.start()
+    try:
+        yield desk
+    finally:
+        await desk.stop()
+
+
+async def file_request(
+    desk: Desk, service: RequestService, kind: RequestKind, language: str
+) -> str:
+    who = Person(ALICE_ID, first_name="Aigerim", language_code=language)
+    await start_kind(desk, who, kind, language)
+    await answer_questions(desk, who, kind, language)
+    await share_own_contact_and_confirm(desk, who, language)
+    (view,) = await service.list_requests(telegram_user_id=ALICE_ID)
+    assert view.customer_matched
+    return view.reference
+
+
+async def card_of(desk: Desk, reference: str) -> Call:
+    return await desk.expect(
+        STAFF_CHAT, 0, lambda c: reference in text(c) and "reply_markup" in c.params
+    )
+
+
+async def press(desk: Desk, who: Person, card: Call, action: str, reference: str) -> Call:
+    """``who`` presses a button of the card; returns the bot's answer to the press."""
+    since = desk.mark()
+    data = StaffAction(action=action, reference=reference).pack()
+    await desk.api.offer(desk.api.callback_query(who, STAFF_CHAT, message_id(card), data))
+    answer = await desk.api.wait_until(
+        lambda calls: next((c for c in calls[since:] if c.method == "answerCallbackQuery"), None)
+    )
+    assert answer is not None
+    return answer
+
+
+async def reply(desk: Desk, who: Person, prompt: Call, words_typed: str) -> Call:
+    """``who`` answers a ForceReply prompt; returns the bot's reply in the group."""
+    since = desk.mark()
+    await desk.api.offer(
+        desk.api.group_message(who, STAFF_CHAT, words_typed, reply_to_message=prompt.result)
+    )
+    return await desk.expect(STAFF_CHAT, since, methods=("sendMessage",))
+
+
+async def prompted(desk: Desk, since: int, msgid: str, reference: str) -> Call:
+    prompt = await desk.expect(
+        STAFF_CHAT,
+        since,
+        lambda c: text(c) == words("ru", msgid, reference=reference, fields=FIELDS),
+    )
+    assert prompt.params["reply_markup"]["force_reply"] is True
+    return prompt
+
+
+def notice(template: str, language: str, reference: str, kind: str, **params: Any) -> str:
+    """The notice's text exactly as the person receives it."""
+    rendered = render_notification(
+        template,
+        language,
+        {"reference": reference, "kind": kind, **params},
+        escape=html.escape,
+        context=DeskInfo().context(language),
+    )
+    return rendered.text
+
+
+async def told(desk: Desk, since: int, expected: str) -> Call:
+    return await desk.expect(ALICE_ID, since, lambda c: text(c) == expected)
+
+
+def assert_no_values_in_audit(view: RequestView) -> None:
+    recorded = json.dumps([dict(e.details) for e in view.events], ensure_ascii=False).lower()
+    for value in PERSONAL_VALUES:
+        assert value.lower() not in recorded, value
+
+
+def pdf_text(document: bytes) -> str:
+    reader = PdfReader(io.BytesIO(document))
+    return " ".join("\n".join(page.extract_text() for page in reader.pages).split())
+
+
+async def test_access_the_person_gets_the_summary_then_the_pdf_and_the_json(
+    desk: Desk, service: RequestService, directory: SqlDirectory, clock: FrozenClock
+) -> None:
+    reference = await file_request(desk, service, RequestKind.ACCESS, "kk")
+    card = await card_of(desk, reference)
+    # Staff see the report's masked preview before approving.
+    preview = await Fulfilment(service, directory, clock).preview(reference)
+    assert preview is not None
+    assert html.escape(preview) in text(card)
+    assert IIN not in text(card)
+
+    since = desk.mark()
+    answer = await press(desk, DANA, card, "approve", reference)
+    assert answer.params.get("show_alert") is not True
+    summary = await desk.expect(ALICE_ID, since, lambda c: reference in text(c))
+    # Both files arrive: wait for the second.
+    second = await desk.api.wait_until(
+        lambda calls: next(iter([c for c in calls[since:] if c.method == "sendDocument"][1:]), None)
+    )
+    assert second is not None
+    sent = [c for c in desk.api.calls()[since:] if c.method == "sendDocument"]
+    assert len(sent) == 2
+    assert {str(c.chat_id) for c in sent} == {str(ALICE_ID)}
+    assert desk.api.calls().index(summary) < desk.api.calls().index(sent[0])
+    # The message is masked; the files are complete.
+    assert IIN not in text(summary)
+    ((pdf,), (data,)) = (tuple(sent[0].files.values()), tuple(sent[1].files.values()))
+    assert pdf.startswith(b"%PDF")
+    content = pdf_text(pdf)
+    assert FULL_NAME in content
+    assert reference in content
+    report = json.loads(data)
+    assert report["reference"] == reference
+    flat = json.dumps(report, ensure_ascii=False)
+    for value in (FULL_NAME, IIN, EMAIL):
+        assert value in flat
+        assert value in content
+    assert (await service.get(reference)).status == "completed"
+
+
+async def test_delete_account_needs_two_staff_and_keeps_the_purchases(
+    desk: Desk, service: RequestService, directory: SqlDirectory
+) -> None:
+    reference = await file_request(desk, service, RequestKind.DELETE_ACCOUNT, "ru")
+    card = await card_of(desk, reference)
+
+    since = desk.mark()
+    first = await press(desk, DANA, card, "approve", reference)
+    assert first.params.get("show_alert") is True
+    assert first.params.get("text") == words(
+        "ru", "staff.approval.recorded", reference=reference, names="Dana"
+    )
+    # The card shows who approved and how many approvals are needed.
+    approvals = words("ru", "staff.card.approvals", names="Dana", given=1, needed=2)
+    await desk.expect(
+        STAFF_CHAT, since, lambda c: approvals in text(c), methods=("editMessageText",)
+    )
+
+    again = await press(desk, DANA, card, "approve", reference)
+    assert again.params.get("show_alert") is True
+    assert again.params.get("text") == words("ru", "staff.approval.twice")
+    view = await service.get(reference)
+    assert (view.status, view.approvals) == ("verified", ("Dana",))
+    record = await directory.lookup(customer_id=CUSTOMER)
+    assert record is not None and record.full_name == FULL_NAME
+
+    since = desk.mark()
+    await press(desk, ARMAN, card, "approve", reference)
+    await told(desk, since, notice("account_deleted", "ru", reference, "delete_account"))
+    await desk.expect(
+        STAFF_CHAT,
+        since,
+        lambda c: status_name("ru", "completed") in text(c),
+        methods=("editMessageText",),
+    )
+
+    record = await directory.lookup(customer_id=CUSTOMER)
+    assert record is not None
+    erased = (record.full_name, record.phone, record.email, record.iin, record.gender)
+    assert erased == (None, None, None, None, None)
+    assert (record.birth_date, record.language) == (None, None)
+    assert [p.purchase_id for p in record.purchases] == ["P-5001", "P-5002"]
+    assert await directory.lookup(phone="+77011234567") is None
+
+    view = await service.get(reference, with_events=True)
+    assert view.status == "completed"
+    approve = next(e for e in view.events if e.action == "approve")
+    assert approve.details["approved_by"] == ["Dana", "Arman"]
+    complete = next(e for e in view.events if e.action == "complete")
+    assert set(complete.details["erased_fields"]) == {
+        "full_name", "iin", "phone", "email", "gender", "birth_date", "language",
+    }  # fmt: skip
+    assert_no_values_in_audit(view)
+
+
+async def suppression_list(database_url: str, encryption_key: str, tmp_path: Path) -> Any:
+    result = await asyncio.to_thread(
+        aina_dsr,
+        tmp_path,
+        "directory",
+        "export-suppressions",
+        "--format",
+        "json",
+        DSR_DATABASE_URL=database_url,
+        DSR_ENCRYPTION_KEY=encryption_key,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize(
+    ("kind", "template", "processing"),
+    [
+        (RequestKind.WITHDRAW_CONSENT, "consent_withdrawn", True),
+        (RequestKind.UNSUBSCRIBE, "unsubscribed", False),
+    ],
+)
+async def test_withdrawal_and_unsubscribe_put_the_customer_on_the_suppression_list(
+    desk: Desk,
+    service: RequestService,
+    directory: SqlDirectory,
+    database_url: str,
+    encryption_key: str,
+    tmp_path: Path,
+    kind: RequestKind,
+    template: str,
+    processing: bool,
+) -> None:
+    assert await directory.suppressions() == []
+    reference = await file_request(desk, service, kind, "en")
+    card = await card_of(desk, reference)
+
+    since = desk.mark()
+    await press(desk, DANA, card, "approve", reference)
+    await told(desk, since, notice(template, "en", reference, kind.value))
+
+    (entry,) = await suppression_list(database_url, encryption_key, tmp_path)
+    assert entry["customer_id"] == CUSTOMER
+    assert entry["marketing_stopped_at"] is not None
+    assert (entry["processing_stopped_at"] is not None) is processing
+    assert entry["processing_scope"] == (ANSWERS["data_concerned"] if processing else None)
+    assert entry["blocked_at"] is None and entry["erased_at"] is None
+    listing = json.dumps(entry, ensure_ascii=False)
+    for value in PERSONAL_VALUES:
+        assert value not in listing
+
+
+async def test_rectify_asks_for_the_values_refuses_a_bad_line_and_tells_what_changed(
+    desk: Desk, service: RequestService, directory: SqlDirectory
+) -> None:
+    reference = await file_request(desk, service, RequestKind.RECTIFY, "ru")
+    card = await card_of(desk, reference)
+
+    since = desk.mark()
+    await press(desk, DANA, card, "approve", reference)
+    prompt = await prompted(desk, since, "staff.correct.prompt", reference)
+
+    refused = await reply(desk, DANA, prompt, "surname: Новое")
+    assert refused.params["reply_markup"]["force_reply"] is True
+    assert text(refused).startswith(words("ru", "staff.input.bad", reason="~").partition("~")[0])
+    assert "line 1" in text(refused)
+    assert "full_name" in text(refused) and "birth_date" in text(refused)
+    assert (await service.get(reference)).status == "verified"
+    record = await directory.lookup(customer_id=CUSTOMER)
+    assert record is not None and record.full_name == FULL_NAME
+
+    since = desk.mark()
+    done = await reply(desk, DANA, refused, "full_name: Новое Имя")
+    assert done.params.get("text") == words(
+        "ru", "staff.done", reference=reference, status=status_name("ru", "completed")
+    )
+    record = await directory.lookup(customer_id=CUSTOMER)
+    assert record is not None
+    assert (record.full_name, record.iin) == ("Новое Имя", IIN)
+    await told(
+        desk, since, notice("data_corrected", "ru", reference, "rectify", fields="full_name")
+    )
+    view = await service.get(reference, with_events=True)
+    complete = next(e for e in view.events if e.action == "complete")
+    assert complete.details["changed_fields"] == ["full_name"]
+    assert "Новое Имя" not in json.dumps([dict(e.details) for e in view.events], ensure_ascii=False)
+
+
+async def test_block_sets_the_blocked_flag(
+    desk: Desk, service: RequestService, directory: SqlDirectory
+) -> None:
+    reference = await file_request(desk, service, RequestKind.BLOCK, "kk")
+    card = await card_of(desk, reference)
+
+    since = desk.mark()
+    await press(desk, DANA, card, "approve", reference)
+    await told(desk, since, notice("processing_blocked", "kk", reference, "block"))
+
+    (entry,) = await directory.suppressions()
+    assert entry.customer_id == CUSTOMER
+    assert entry.blocked_at is not None
+    assert entry.marketing_stopped_at is None and entry.erased_at is None
+    # Blocking keeps the data.
+    record = await directory.lookup(customer_id=CUSTOMER)
+    assert record is not None and record.full_name == FULL_NAME
+
+
+async def test_destroy_unlawful_erases_the_named_fields_after_two_approvals(
+    desk: Desk, service: RequestService, directory: SqlDirectory
+) -> None:
+    reference = await file_request(desk, service, RequestKind.DESTROY_UNLAWFUL, "ru")
+    card = await card_of(desk, reference)
+
+    since = desk.mark()
+    await press(desk, DANA, card, "approve", reference)
+    prompt = await prompted(desk, since, "staff.destroy.prompt", reference)
+    refused = await reply(desk, DANA, prompt, "iin, shoe_size")
+    assert "full_name" in text(refused)
+    recorded = await reply(desk, DANA, refused, "iin, email")
+    assert text(recorded) == words(
+        "ru", "staff.approval.recorded", reference=reference, names="Dana"
+    )
+    record = await directory.lookup(customer_id=CUSTOMER)
+    assert record is not None and record.iin == IIN
+
+    # The same person cannot be the second pair of eyes: refused before anything is asked.
+    again = await press(desk, DANA, card, "approve", reference)
+    assert again.params.get("text") == words("ru", "staff.approval.twice")
+
+    since = desk.mark()
+    await press(desk, ARMAN, card, "approve", reference)
+    prompt = await prompted(desk, since, "staff.destroy.prompt", reference)
+    await reply(desk, ARMAN, prompt, "iin, email")
+    await told(
+        desk,
+        since,
+        notice("data_destroyed", "ru", reference, "destroy_unlawful", fields="iin, email"),
+    )
+
+    record = await directory.lookup(customer_id=CUSTOMER)
+    assert record is not None
+    assert (record.iin, record.email) == (None, None)
+    assert (record.full_name, record.phone) == (FULL_NAME, "+77011234567")
+    view = await service.get(reference, with_events=True)
+    complete = next(e for e in view.events if e.action == "complete")
+    assert complete.details["erased_fields"] == ["iin", "email"]
+    assert_no_values_in_audit(view)
