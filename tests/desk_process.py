@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -125,7 +125,7 @@ class DeskProcess:
         self.process: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
-        with open(self.log_file, "ab") as log:
+        with self._open_log() as log:
             self.process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
@@ -136,6 +136,9 @@ class DeskProcess:
                 stdout=log,
                 stderr=log,
             )
+
+    def _open_log(self) -> BinaryIO:
+        return open(self.log_file, "ab")
 
     @property
     def running(self) -> bool:
