@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import fcntl
 import logging
 import re
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -22,6 +24,7 @@ from aina_dsr.audit_cli import audit_app
 from aina_dsr.customers_cli import customers_app
 from aina_dsr.directory_cli import directory_app
 from aina_dsr.keys_cli import keys_app
+from aina_dsr.observability import log_handler
 from aina_dsr.requests_cli import requests_app
 from aina_dsr.retention_cli import retention_app
 from aina_dsr.runtime import build_components, serve
@@ -76,10 +79,9 @@ def _say(message: str) -> None:
 
 
 def _configure_logging(settings: Settings) -> None:
+    # DSR_LOG_FORMAT=json: one object per line with the request's reference as a field.
     logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+        level=settings.log_level, handlers=[log_handler(sys.stderr, settings.log_format)]
     )
     # Whatever slips into a log line, no phone, e-mail or IIN leaves in clear.
     for handler in logging.getLogger().handlers:
@@ -235,9 +237,8 @@ async def _timed(component: str, settings: Settings, probe: Callable[[], Awaitab
 
 async def _check_database(settings: Settings) -> Probe:
     from sqlalchemy import text
-    from sqlalchemy.ext.asyncio import create_async_engine
 
-    from workflows.storage import engine_revision, head_revision
+    from workflows.storage import engine_revision, head_revision, make_engine
 
     where = _safe_url(settings.database_url)
     path = settings.sqlite_path
@@ -245,7 +246,8 @@ async def _check_database(settings: Settings) -> Probe:
         return Probe("database", True, f"{path} not created yet; `aina-dsr run` creates it")
 
     async def probe() -> str:
-        engine = create_async_engine(settings.database_url)
+        # make_engine: a search_path in the URL selects the schema, as for `aina-dsr run`.
+        engine = make_engine(settings.database_url)
         try:
             async with engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
@@ -336,14 +338,21 @@ async def _check_imap(settings: Settings) -> Probe:
 
     def login() -> str:
         # imap-tools is synchronous: it runs in a worker thread, bounded by the socket timeout.
+        import ssl
+
         from imap_tools import MailBox, MailBoxStartTls, MailBoxUnencrypted
 
-        mailbox_class = {
-            "ssl": MailBox,
-            "starttls": MailBoxStartTls,
-            "none": MailBoxUnencrypted,
-        }[settings.imap_security]
-        mailbox = mailbox_class(host, settings.imap_port, timeout=PROBE_TIMEOUT)
+        # The poller verifies the server's certificate (imaplib alone would not): so does this.
+        context = ssl.create_default_context()
+        mailbox: Any
+        if settings.imap_security == "ssl":
+            mailbox = MailBox(host, settings.imap_port, timeout=PROBE_TIMEOUT, ssl_context=context)
+        elif settings.imap_security == "starttls":
+            mailbox = MailBoxStartTls(
+                host, settings.imap_port, timeout=PROBE_TIMEOUT, ssl_context=context
+            )
+        else:
+            mailbox = MailBoxUnencrypted(host, settings.imap_port, timeout=PROBE_TIMEOUT)
         with mailbox.login(user, password.get_secret_value(), initial_folder=settings.imap_folder):
             pass
         return f"{where}, folder {settings.imap_folder}"
@@ -382,12 +391,125 @@ async def _check_smtp(settings: Settings) -> Probe:
     return await _timed("smtp", settings, probe)
 
 
+async def _check_redis(settings: Settings) -> Probe:
+    url = settings.redis_url
+    if url is None:
+        return Probe("redis", None, "set DSR_REDIS_URL to share conversations between replicas")
+    where = _safe_url(url) if "://" in url else url
+
+    async def probe() -> str:
+        from redis.asyncio import Redis
+
+        client = Redis.from_url(url, socket_timeout=PROBE_TIMEOUT)
+        try:
+            await client.ping()  # type: ignore[misc]
+        finally:
+            await client.aclose()
+        return f"{where}: PING answered"
+
+    reached = await _timed("redis", settings, probe)
+    return reached if reached.ok else Probe("redis", False, f"{where}: {reached.detail}")
+
+
+async def _check_metrics_port(settings: Settings) -> Probe:
+    port = settings.metrics_port
+    if port is None:
+        return Probe("metrics", None, "set DSR_METRICS_PORT to serve /metrics and /healthz")
+    where = f"{settings.metrics_host}:{port}"
+    try:
+        await asyncio.to_thread(_bind_and_release, settings.metrics_host, port)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            return Probe("metrics", False, f"{where}: {_describe(exc, settings)}")
+    else:
+        return Probe("metrics", True, f"{where} free; `aina-dsr run` serves /metrics and /healthz")
+
+    async def probe() -> str:
+        import aiohttp
+
+        host = "127.0.0.1" if settings.metrics_host in ("0.0.0.0", "") else settings.metrics_host  # noqa: S104
+        timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT)
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(f"http://{host}:{port}/healthz") as response,
+        ):
+            state = await response.json(content_type=None)
+        if not isinstance(state, dict) or "database" not in state:
+            raise ValueError("in use by another program (no desk health answer)")
+        return f"{where} in use by a running desk: health {state.get('status')}"
+
+    reached = await _timed("metrics", settings, probe)
+    return reached if reached.ok else Probe("metrics", False, f"{where}: {reached.detail}")
+
+
+def _bind_and_release(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.bind((host, port))
+
+
+async def _check_leaders(settings: Settings) -> list[Probe]:
+    """Which process holds each singleton's advisory lock (the scheduler, the IMAP poller)."""
+    from mail.channel import POLLER_LOCK
+    from workflows.scheduler_lock import SCHEDULER_LOCK
+
+    names = (("scheduler lock", SCHEDULER_LOCK), ("imap poller lock", POLLER_LOCK))
+    if settings.is_sqlite:
+        return [Probe(label, True, "SQLite: one process, which always leads") for label, _ in names]
+
+    async def probe() -> list[str]:
+        from sqlalchemy import text
+
+        from workflows.scheduler_lock import advisory_key
+        from workflows.storage import make_engine
+
+        engine = make_engine(settings.database_url)
+        try:
+            async with engine.connect() as connection:
+                schema = str(await connection.scalar(text("SELECT current_schema()")))
+                found = []
+                for _, name in names:
+                    key = advisory_key(name, schema) & 0xFFFFFFFFFFFFFFFF
+                    holder = (
+                        await connection.execute(
+                            text(
+                                "SELECT a.pid, a.client_addr, a.backend_start FROM pg_locks l "
+                                "LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
+                                "WHERE l.locktype = 'advisory' AND l.granted "
+                                "AND l.classid = :high AND l.objid = :low AND l.objsubid = 1"
+                            ),
+                            {"high": key >> 32, "low": key & 0xFFFFFFFF},
+                        )
+                    ).first()
+                    if holder is None:
+                        found.append("free: no process leads now")
+                    else:
+                        pid, address, since = holder
+                        started = f", since {since:%Y-%m-%d %H:%M}" if since else ""
+                        found.append(
+                            f"held by backend pid {pid} from {address or 'local'}{started}"
+                        )
+                return found
+        finally:
+            await engine.dispose()
+
+    try:
+        details = await asyncio.wait_for(probe(), PROBE_TIMEOUT)
+    except Exception as exc:
+        return [Probe(label, False, _describe(exc, settings)) for label, _ in names]
+    return [Probe(label, True, detail) for (label, _), detail in zip(names, details, strict=True)]
+
+
 async def _check_all(settings: Settings) -> list[Probe]:
-    remote = await asyncio.gather(
-        _check_database(settings),
-        _check_telegram(settings),
-        _check_imap(settings),
-        _check_smtp(settings),
+    remote, leaders = await asyncio.gather(
+        asyncio.gather(
+            _check_database(settings),
+            _check_telegram(settings),
+            _check_imap(settings),
+            _check_smtp(settings),
+            _check_redis(settings),
+            _check_metrics_port(settings),
+        ),
+        _check_leaders(settings),
     )
     calendar = settings.calendar_file
     return [
@@ -396,6 +518,7 @@ async def _check_all(settings: Settings) -> list[Probe]:
         remote[0],
         Probe("calendar", True, str(calendar) if calendar else "holidays package only"),
         *remote[1:],
+        *leaders,
     ]
 
 

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 from urllib.parse import urlsplit
 
+from aina_dsr.observability import MetricsServer
 from aina_dsr.settings import Settings
 from aina_dsr.wiring import Core
 from bot.channel import TelegramChannel, Webhook, make_bot
@@ -47,7 +48,22 @@ def build_components(settings: Settings, core: Core) -> list[Component]:
         components.append(mail_channel(settings, core))
     if components:
         components.append(deadline_scheduler(settings, core))
+    if components and settings.metrics_port is not None:
+        components.append(metrics_server(settings, core, components))
     return components
+
+
+def metrics_server(settings: Settings, core: Core, components: list[Component]) -> Component:
+    """/metrics and /healthz on DSR_METRICS_HOST:DSR_METRICS_PORT; health names ``components``."""
+    assert settings.metrics_port is not None
+    return MetricsServer(
+        host=settings.metrics_host,
+        port=settings.metrics_port,
+        engine=core.engine,
+        sessions=core.sessions,
+        clock=core.clock,
+        components=components,
+    )
 
 
 def deadline_scheduler(settings: Settings, core: Core) -> Component:

@@ -143,6 +143,11 @@ class Settings(BaseSettings):
     # Scale and misc
     redis_url: str | None = None
     log_level: LogLevel = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+    # Observability: /metrics and /healthz are served only when a port is given.
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    metrics_host: str = "127.0.0.1"
 
     @field_validator("database_url")
     @classmethod
@@ -209,6 +214,11 @@ class Settings(BaseSettings):
     @classmethod
     def _log_level(cls, value: Any) -> Any:
         return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _log_format(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("timezone")
     @classmethod

@@ -8,6 +8,7 @@ answer from Telegram, or a send our own rate limits would refuse, becomes
 from __future__ import annotations
 
 import logging
+import re
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Any
 from aiogram import Bot
 from aiogram.enums import ParseMode
 from aiogram.exceptions import (
+    TelegramAPIError,
     TelegramBadRequest,
     TelegramEntityTooLarge,
     TelegramForbiddenError,
@@ -36,6 +38,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from workflows.clock import Clock
+from workflows.metrics import count_telegram_error
 from workflows.outbox import (
     Audience,
     Channel,
@@ -50,6 +53,12 @@ from workflows.tables import StaffCard
 log = logging.getLogger(__name__)
 
 Markup = InlineKeyboardMarkup | ReplyKeyboardMarkup | ReplyKeyboardRemove | ForceReply
+
+
+def _count(error: TelegramAPIError) -> None:
+    # TelegramRetryAfter -> retry_after, TelegramForbiddenError -> forbidden, ...
+    name = type(error).__name__.removeprefix("Telegram").removesuffix("Error")
+    count_telegram_error(re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower() or "api")
 
 
 @dataclass(frozen=True)
@@ -194,19 +203,27 @@ class TelegramPort:
                         chat_id=chat_id, document=BufferedInputFile(content, filename=filename)
                     )
         except TelegramRetryAfter as exc:
+            _count(exc)
             raise RetryLater(f"flood control: {exc.message}", delay=exc.retry_after) from exc
         except TelegramForbiddenError as exc:
+            _count(exc)
             if message.audience is Audience.STAFF_GROUP:
                 raise PermanentFailure(f"staff group closed to the bot: {exc.message}") from exc
             raise RecipientUnreachable(exc.message) from exc
         except TelegramBadRequest as exc:
+            _count(exc)
             if "chat not found" in exc.message.lower():
                 raise PermanentFailure(exc.message) from exc
             raise
         except TelegramEntityTooLarge as exc:
+            _count(exc)
             raise PermanentFailure(exc.message) from exc
         except (TelegramNetworkError, TelegramServerError) as exc:
+            _count(exc)
             raise RetryLater(f"{type(exc).__name__}: {exc.message}") from exc
+        except TelegramAPIError as exc:
+            _count(exc)
+            raise
         return DeliveryReceipt(external_id=f"{chat_id}:{message_id}", body=rendered.text)
 
     def _chat_of(self, message: OutgoingMessage) -> int:

@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mail.intake import IntakeResult, MailIntake
 from workflows.clock import Clock
+from workflows.metrics import mark_imap_polled
 from workflows.tables import MailCursor
 
 log = logging.getLogger(__name__)
@@ -239,6 +240,7 @@ class MailPoller:
                 await self._in_thread(self._connection.mark_processed, uid)
                 if self.on_mail is not None:
                     self.on_mail(results[-1])
+        mark_imap_polled(folder, self._clock.now())
         return results
 
     async def _cursor(self, folder: str, validity: int) -> int:

@@ -23,6 +23,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from workflows.clock import Clock
+from workflows.metrics import count_delivery
 from workflows.tables import AuditEvent, DataSubject, Message, OutboxItem, Request
 from workflows.vault import Vault
 
@@ -275,18 +276,26 @@ class OutboxDispatcher:
         for item_id in claimed:
             message = await self._load(item_id)
             port = self._ports[message.channel]
+            channel = message.channel.value
             try:
                 receipt = await port.deliver(message)
             except RetryLater as exc:
+                count_delivery(channel, "retried")
                 await self._retry(message, str(exc), exc.delay)
             except RecipientUnreachable as exc:
+                count_delivery(channel, "unreachable")
                 await self._unreachable(message, str(exc))
             except PermanentFailure as exc:
+                count_delivery(channel, "failed")
                 await self._fail(message, str(exc))
             except Exception as exc:  # a bug or an unknown error: never drop the message
-                log.exception("outbox %s: delivery raised", message.id)
+                count_delivery(channel, "retried")
+                log.exception(
+                    "outbox %s: delivery raised", message.id, extra={"reference": message.reference}
+                )
                 await self._retry(message, f"{type(exc).__name__}: {exc}", None)
             else:
+                count_delivery(channel, "sent")
                 await self._sent(message, receipt)
         return len(claimed)
 
@@ -311,7 +320,13 @@ class OutboxDispatcher:
                         created_at=now,
                     )
                 )
-        log.info("outbox %s sent (%s, %s)", message.id, message.template, message.reference)
+        log.info(
+            "outbox %s sent (%s, %s)",
+            message.id,
+            message.template,
+            message.reference,
+            extra={"reference": message.reference},
+        )
 
     async def _retry(self, message: OutgoingMessage, reason: str, delay: float | None) -> None:
         now = self._clock.now()
@@ -322,7 +337,13 @@ class OutboxDispatcher:
             item.lease_until = None
             item.last_error = reason[:2000]
             item.next_attempt_at = now + timedelta(seconds=wait)
-        log.warning("outbox %s: retry in %.0f s (%s)", message.id, wait, reason[:200])
+        log.warning(
+            "outbox %s: retry in %.0f s (%s)",
+            message.id,
+            wait,
+            reason[:200],
+            extra={"reference": message.reference},
+        )
 
     async def _fail(self, message: OutgoingMessage, reason: str) -> None:
         now = self._clock.now()
@@ -356,7 +377,12 @@ class OutboxDispatcher:
                         params={"reference": message.reference, "template": message.template},
                         request_id=item.request_id,
                     )
-        log.error("outbox %s failed for good: %s", message.id, reason[:200])
+        log.error(
+            "outbox %s failed for good: %s",
+            message.id,
+            reason[:200],
+            extra={"reference": message.reference},
+        )
 
     async def _unreachable(self, message: OutgoingMessage, reason: str) -> None:
         """Telegram said the person blocked us: mark them, and use e-mail if we can.
