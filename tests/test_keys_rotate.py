@@ -1,0 +1,239 @@
+"""Key rotation: the stored data moves to a new key, and the old key can then be dropped."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from tests.clocks import FrozenClock
+from tests.conftest import STAFF_ID, STAFF_IDS
+from tests.test_cli_frame import aina_dsr
+from workflows.audit import verify_chain
+from workflows.calendar import WorkingCalendar
+from workflows.directory import find_customer, import_customers
+from workflows.service import Evidence, RequestService
+from workflows.tables import ConversationState, Message, Request
+from workflows.vault import Vault, VaultError
+from workflows.views import Actor
+
+DATA = Path(__file__).parent / "data"
+ALICE = 700100
+PHONE = "+77011234567"  # C-1001 in tests/data/customers.csv
+EMAIL = "aigerim.seitkali@mail.kz"
+STAFF = Actor.staff(STAFF_ID, "Dana (privacy officer)")
+
+
+@pytest.fixture
+def new_key() -> str:
+    return Vault.generate_key()
+
+
+def desk(
+    sessions: async_sessionmaker[AsyncSession],
+    clock: FrozenClock,
+    calendar: WorkingCalendar,
+    *keys: str,
+) -> RequestService:
+    return RequestService(sessions, Vault(*keys), clock, calendar, staff_user_ids=STAFF_IDS)
+
+
+async def a_desk_in_use(
+    sessions: async_sessionmaker[AsyncSession],
+    clock: FrozenClock,
+    calendar: WorkingCalendar,
+    key: str,
+) -> str:
+    """Customers imported; a Telegram request verified by phone with a file; an e-mail request
+    waiting for its code; a dialog half-way. Returns the Telegram request's reference."""
+    vault = Vault(key)
+    service = desk(sessions, clock, calendar, key)
+    await import_customers(sessions, vault, DATA / "customers.csv", now=clock.now(), tz=calendar.tz)
+    view = await service.open_request(
+        kind="complaint",
+        channel="telegram",
+        language="kk",
+        telegram_user_id=ALICE,
+        fields={"text": "Маған спам келеді", "full_name": "Айгерим Сейтқали"},
+        body="Маған спам келеді",
+    )
+    verified = await service.verify_by_contact(
+        view.reference, sender_user_id=ALICE, contact_user_id=ALICE, phone="8 701 123 45 67"
+    )
+    assert verified.customer_matched
+    await service.take(view.reference, STAFF)
+    await service.attach(
+        view.reference,
+        Actor.person_telegram(ALICE),
+        body="скриншот",
+        evidence=[Evidence("screen.png", "image/png", b"\x89PNG fake")],
+    )
+    by_mail = await service.open_request(
+        kind="unsubscribe",
+        channel="email",
+        language="ru",
+        email=EMAIL,
+        body="Отпишите меня",
+        send_code_to_email=True,
+    )
+    await service.send_email_code(by_mail.reference, Actor.person_email(EMAIL), EMAIL)
+    async with sessions.begin() as session:
+        session.add(
+            ConversationState(
+                key="bot:1:1",
+                state="Dialog:name",
+                data_enc=vault.encrypt_json({"name": "Айгерим"}),
+                updated_at=clock.now(),
+            )
+        )
+    return view.reference
+
+
+def rotate(tmp_path: Path, database_url: str, keys: str) -> tuple[int, str, str]:
+    result = aina_dsr(
+        tmp_path, "keys", "rotate", DSR_DATABASE_URL=database_url, DSR_ENCRYPTION_KEY=keys
+    )
+    return result.returncode, result.stdout, result.stderr
+
+
+def check(tmp_path: Path, database_url: str, keys: str) -> tuple[int, str, str]:
+    result = aina_dsr(
+        tmp_path, "keys", "check", DSR_DATABASE_URL=database_url, DSR_ENCRYPTION_KEY=keys
+    )
+    return result.returncode, result.stdout, result.stderr
+
+
+async def test_after_rotation_the_desk_works_with_the_new_key_alone(
+    tmp_path: Path,
+    database_url: str,
+    sessions: async_sessionmaker[AsyncSession],
+    clock: FrozenClock,
+    calendar: WorkingCalendar,
+    encryption_key: str,
+    new_key: str,
+) -> None:
+    old_key = encryption_key
+    reference = await a_desk_in_use(sessions, clock, calendar, old_key)
+    # Step 2: the desk restarted with NEW,OLD reads what OLD wrote.
+    both = desk(sessions, clock, calendar, new_key, old_key)
+    assert (await both.get(reference)).fields["text"] == "Маған спам келеді"
+
+    code, out, err = await asyncio.to_thread(rotate, tmp_path, database_url, f"{new_key},{old_key}")
+
+    assert code == 0, err
+    assert out.startswith("rotated: ")
+    assert "data_subject: " in err and "attachment: " in err
+    assert "Traceback" not in err
+    assert old_key not in out + err and new_key not in out + err
+    code, out, err = await asyncio.to_thread(check, tmp_path, database_url, new_key)
+    assert code == 0, out + err
+    assert out.startswith("all ")
+
+    # The old key is gone: everything reads, every lookup finds.
+    alone = desk(sessions, clock, calendar, new_key)
+    view = await alone.get(reference, with_events=True)
+    assert view.fields == {"text": "Маған спам келеді", "full_name": "Айгерим Сейтқали"}
+    assert [e.filename for e in await alone.evidence(reference)] == ["screen.png"]
+    assert await alone.messages(reference) == [
+        ("in", "telegram", "Маған спам келеді"),
+        ("in", "telegram", "скриншот"),
+    ]
+    assert (await alone.subject_contacts(reference))["phone"] == PHONE
+    for lookup in ({"phone": "8 701 123 45 67"}, {"email": EMAIL}, {"iin": "950314401237"}):
+        found = await find_customer(sessions, Vault(new_key), **lookup)  # type: ignore[arg-type]
+        assert found is not None and found.id == "C-1001", lookup
+    # A second e-mail from the same address is the same person (the subject's e-mail index).
+    again = await alone.open_request(
+        kind="access", channel="email", language="ru", email=EMAIL, body="И ещё"
+    )
+    first_by_mail = [v for v in await alone.list_requests() if v.kind == "unsubscribe"][0]
+    assert again.subject_id == first_by_mail.subject_id
+    # A new Telegram request verified by the same phone still matches the customer.
+    other = await alone.open_request(
+        kind="access", channel="telegram", language="kk", telegram_user_id=ALICE + 1
+    )
+    matched = await alone.verify_by_contact(
+        other.reference, sender_user_id=ALICE + 1, contact_user_id=ALICE + 1, phone=PHONE
+    )
+    assert matched.customer_matched
+    assert (await verify_chain(sessions)).intact
+    with pytest.raises(VaultError):
+        await desk(sessions, clock, calendar, old_key).get(reference)
+
+
+async def test_a_value_left_under_the_old_key_is_named_by_the_check(
+    tmp_path: Path,
+    database_url: str,
+    sessions: async_sessionmaker[AsyncSession],
+    clock: FrozenClock,
+    calendar: WorkingCalendar,
+    encryption_key: str,
+    new_key: str,
+) -> None:
+    old_key = encryption_key
+    reference = await a_desk_in_use(sessions, clock, calendar, old_key)
+    code, _, err = await asyncio.to_thread(rotate, tmp_path, database_url, f"{new_key},{old_key}")
+    assert code == 0, err
+    # Something wrote under the old key after the rotation (a process not restarted, say).
+    async with sessions.begin() as session:
+        request_id = await session.scalar(select(Request.id).where(Request.reference == reference))
+        await session.execute(
+            update(Message)
+            .where(Message.request_id == request_id)
+            .values(body_enc=Vault(old_key).encrypt("ещё под старым ключом"))
+        )
+
+    code, out, err = await asyncio.to_thread(check, tmp_path, database_url, new_key)
+    assert code == 1
+    assert "message.body_enc: 2 value(s)" in out
+    assert "cannot be read with the first key" in err
+    code, out, err = await asyncio.to_thread(check, tmp_path, database_url, f"{new_key},{old_key}")
+    assert code == 1
+    assert "message.body_enc: 2 value(s)" in out
+    assert "still under an older key" in err
+
+    # A second rotation picks it up; then the check passes.
+    code, out, err = await asyncio.to_thread(rotate, tmp_path, database_url, f"{new_key},{old_key}")
+    assert code == 0, err
+    assert out.startswith("rotated: 2 value(s) re-encrypted, 0 index(es) recomputed")
+    code, out, err = await asyncio.to_thread(check, tmp_path, database_url, new_key)
+    assert code == 0, out + err
+
+
+def test_rotate_with_one_key_says_how_to_set_two(tmp_path: Path, encryption_key: str) -> None:
+    result = aina_dsr(tmp_path, "keys", "rotate", DSR_ENCRYPTION_KEY=encryption_key)
+
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "aina-dsr: DSR_ENCRYPTION_KEY: holds one key: put the new key first and the old one "
+        "after it (NEW,OLD), restart the desk with that, then rotate"
+    ]
+
+
+def test_a_wrong_key_among_several_is_one_line_without_the_value(
+    tmp_path: Path, encryption_key: str
+) -> None:
+    result = aina_dsr(tmp_path, "keys", "check", DSR_ENCRYPTION_KEY=f"{encryption_key},nonsense")
+
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("aina-dsr: DSR_ENCRYPTION_KEY: is not a valid")
+    assert encryption_key not in result.stderr and "nonsense" not in result.stderr
+
+
+def test_retention_purge_dry_run_from_the_command_line(tmp_path: Path, encryption_key: str) -> None:
+    result = aina_dsr(
+        tmp_path,
+        "retention",
+        "purge",
+        "--dry-run",
+        "--json",
+        DSR_ENCRYPTION_KEY=encryption_key,
+        DSR_RETENTION_DAYS="400",
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert '"retention_days": 400' in result.stdout and '"dry_run": true' in result.stdout
