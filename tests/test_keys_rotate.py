@@ -149,7 +149,7 @@ async def test_after_rotation_the_desk_works_with_the_new_key_alone(
     again = await alone.open_request(
         kind="access", channel="email", language="ru", email=EMAIL, body="И ещё"
     )
-    first_by_mail = [v for v in await alone.list_requests() if v.kind == "unsubscribe"][0]
+    first_by_mail = next(v for v in await alone.list_requests() if v.kind == "unsubscribe")
     assert again.subject_id == first_by_mail.subject_id
     # A new Telegram request verified by the same phone still matches the customer.
     other = await alone.open_request(

@@ -443,8 +443,15 @@ async def _purge_loose_subjects(
 def describe(report: PurgeReport) -> Iterable[str]:
     """The report as lines for the operator."""
     verb = "would drop" if report.dry_run else "dropped"
+    labels = {
+        "fields": "request fields",
+        "subjects": "people's contacts",
+        "outbox": "delivered outbox rows",
+        "inbound_mail": "raw inbound mail",
+        "conversation_states": "abandoned dialogs",
+    }
     yield f"{report.requests} closed request(s) past retention"
     for name, count in report.counts().items():
-        yield f"{verb} {name.replace('_', ' ')}: {count}"
+        yield f"{verb} {labels.get(name, name.replace('_', ' '))}: {count}"
     if report.skipped:
         yield f"{report.skipped} request(s) changed meanwhile, left for the next run"

@@ -30,7 +30,10 @@ class Vault:
     """Encrypts and decrypts sensitive values and computes their blind indexes.
 
     ``keys`` is the current key first, then older keys still accepted for
-    reading (key rotation re-encrypts under the first).
+    reading (key rotation re-encrypts under the first). Blind indexes and
+    one-time codes are keyed with subkeys of the first key alone, so a new
+    first key gives new indexes: the rotation (``aina-dsr keys rotate``)
+    recomputes every ``*_index`` column from its decrypted value.
     """
 
     def __init__(self, *keys: str | bytes) -> None:
