@@ -21,6 +21,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from aina_dsr.observability import MetricsServer, log_handler
+from aina_dsr.runtime import build_components
+from aina_dsr.settings import load_settings
+from aina_dsr.wiring import open_core
 from bot.callbacks import StaffAction, SummaryChoice
 from bot.delivery import Rendered, TelegramPort
 from mail.intake import Outcome
@@ -537,3 +540,25 @@ async def test_check_names_the_process_holding_the_scheduler_lock(
     shown = states(result.stdout)
     assert (shown["database"], shown["scheduler lock"]) == ("ok", "ok")
     assert "held by backend pid" in result.stdout
+
+
+async def test_run_serves_metrics_only_when_a_port_is_set(
+    tmp_path: Path, encryption_key: str
+) -> None:
+    for port, expected in ((None, False), (free_port(), True)):
+        settings = load_settings(
+            database_url=f"sqlite:///{tmp_path}/desk.db",
+            encryption_key=encryption_key,
+            telegram_bot_token="123456:telegram-token",
+            staff_chat_id=-1001,
+            metrics_port=port,
+        )
+        async with open_core(settings) as core:
+            components = build_components(settings, core)
+            try:
+                assert ("metrics" in [c.name for c in components]) is expected
+            finally:
+                for component in components:
+                    close = getattr(component, "close", None)
+                    if close is not None:
+                        await close()
