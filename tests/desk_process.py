@@ -187,6 +187,20 @@ async def processes(*desks: DeskProcess) -> AsyncIterator[None]:
             await desk.ensure_gone()
 
 
+async def lock_holders(engine: AsyncEngine, key: int) -> int:
+    """How many sessions hold the advisory lock ``key`` (a bigint key: classid, objid)."""
+    unsigned = key & 0xFFFFFFFFFFFFFFFF
+    async with engine.connect() as connection:
+        held = await connection.scalar(
+            text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                "AND classid::text::bigint = :high AND objid::text::bigint = :low AND objsubid = 1"
+            ),
+            {"high": unsigned >> 32, "low": unsigned & 0xFFFFFFFF},
+        )
+    return int(held or 0)
+
+
 @dataclass(frozen=True)
 class PostgresSchema:
     """A fresh schema owned by a role of its own.

@@ -36,6 +36,7 @@ from tests.desk_process import (
     base_env,
     eventually,
     free_port,
+    lock_holders,
     mail_env,
     postgres_schema,
     processes,
@@ -176,20 +177,6 @@ async def scalar(engine: AsyncEngine, sql: str, **params: Any) -> Any:
 async def rows(engine: AsyncEngine, sql: str, **params: Any) -> list[Any]:
     async with engine.connect() as connection:
         return list((await connection.execute(text(sql), params)).all())
-
-
-async def lock_holders(engine: AsyncEngine, key: int) -> int:
-    """How many sessions hold the advisory lock ``key`` (a bigint key: classid, objid)."""
-    unsigned = key & 0xFFFFFFFFFFFFFFFF
-    return int(
-        await scalar(
-            engine,
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
-            "AND classid::text::bigint = :high AND objid::text::bigint = :low AND objsubid = 1",
-            high=unsigned >> 32,
-            low=unsigned & 0xFFFFFFFF,
-        )
-    )
 
 
 def holds(replica: DeskProcess, key: int) -> bool:

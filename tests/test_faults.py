@@ -1,0 +1,218 @@
+"""``aina-dsr run`` under faults: killed mid-intake, the database gone for a while, the
+mail servers restarted under it. Nothing is lost and the process recovers on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from mail.channel import POLLER_LOCK
+from tests.conftest import postgres_url
+from tests.desk_process import (
+    DeskProcess,
+    access_letter,
+    aina_dsr,
+    base_env,
+    eventually,
+    lock_holders,
+    mail_env,
+    postgres_schema,
+    processes,
+)
+from tests.mailservers import Dovecot, SmtpServer, dovecot, smtp_server
+from workflows.scheduler_lock import SCHEDULER_LOCK, advisory_key
+from workflows.storage import make_engine
+from workflows.tables import OutboxItem
+
+__all__ = ["dovecot", "smtp_server"]
+
+BATCH = 30
+# What OutboxDispatcher claims a row for: a row the killed process had claimed
+# is sent again once this lease runs out.
+OUTBOX_LEASE = timedelta(minutes=2)
+# E-mail waiting to go out. (With no Telegram configured, the staff digest the
+# scheduler queues for the staff group stays pending: nobody here delivers it.)
+EMAIL_WAITING = "SELECT count(*) FROM outbox WHERE channel = 'email' AND status <> 'sent'"
+
+
+async def count(engine: AsyncEngine, sql: str, **params: Any) -> int:
+    async with engine.connect() as connection:
+        return int((await connection.execute(text(sql), params)).scalar_one())
+
+
+def senders(smtp: SmtpServer) -> Counter[str]:
+    """How many letters the desk sent to each address."""
+    return Counter(address for letter in smtp.letters for address in letter.recipients)
+
+
+async def test_a_kill_mid_intake_loses_no_letter_and_doubles_no_request(
+    database_url: str,
+    dovecot: Dovecot,
+    smtp_server: SmtpServer,
+    tmp_path: Path,
+    encryption_key: str,
+) -> None:
+    env = {**base_env(tmp_path, database_url, encryption_key), **mail_env(dovecot, smtp_server)}
+    await aina_dsr(env, tmp_path, "db", "upgrade")
+    for number in range(BATCH):
+        dovecot.append(access_letter(number))
+    engine = make_engine(database_url)
+    first, second = DeskProcess("first", env, tmp_path), DeskProcess("second", env, tmp_path)
+    try:
+        async with processes(first, second):
+            await first.start()
+
+            async def some_taken() -> int:
+                return await count(engine, "SELECT count(*) FROM inbound_mail")
+
+            await eventually(some_taken, timeout=60, every=0.02, what="the first letters taken")
+            await first.kill()
+            taken_before = await some_taken()
+            assert 0 < taken_before < BATCH, "the kill came too late to be mid-intake"
+
+            killed_at = datetime.now(UTC)
+            await second.start()
+
+            async def all_taken() -> bool:
+                return await count(engine, "SELECT count(*) FROM inbound_mail") == BATCH
+
+            await eventually(all_taken, timeout=60, what=f"all {BATCH} letters taken")
+            # What the dead process had claimed waits out its lease (two minutes in
+            # production); let that time pass for those rows alone.
+            async with engine.begin() as connection:
+                orphaned = await connection.execute(
+                    update(OutboxItem)
+                    .where(
+                        OutboxItem.status == "sending",
+                        OutboxItem.lease_until < killed_at + OUTBOX_LEASE,
+                    )
+                    .values(lease_until=killed_at - OUTBOX_LEASE)
+                )
+                in_flight = orphaned.rowcount
+
+            async def all_acknowledged() -> bool:
+                waiting = await count(engine, EMAIL_WAITING)
+                return waiting == 0 and len(senders(smtp_server)) == BATCH
+
+            await eventually(all_acknowledged, timeout=60, what="every letter acknowledged")
+            assert await second.stop() == 0, second.log()
+
+        assert await count(engine, "SELECT count(*) FROM request") == BATCH
+        assert await count(engine, "SELECT count(DISTINCT request_id) FROM inbound_mail") == BATCH
+        assert (
+            await count(engine, "SELECT count(*) FROM inbound_mail WHERE request_id IS NULL") == 0
+        )
+        # Every person heard back; a second copy only of what was in flight at the kill.
+        heard = senders(smtp_server)
+        assert set(heard) == {f"person{n}@example.kz" for n in range(BATCH)}
+        assert sum(times - 1 for times in heard.values()) <= in_flight
+        # Every letter is flagged as handled in the mailbox and none was deleted.
+        assert len(dovecot.uids()) == BATCH
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.skipif(postgres_url() is None, reason="needs PostgreSQL (DSR_TEST_DATABASE_URL)")
+async def test_the_database_going_away_for_a_while_is_waited_out(
+    dovecot: Dovecot, smtp_server: SmtpServer, tmp_path: Path, encryption_key: str
+) -> None:
+    async with postgres_schema() as pg:
+        env = {**base_env(tmp_path, pg.url, encryption_key), **mail_env(dovecot, smtp_server)}
+        await aina_dsr(env, tmp_path, "db", "upgrade")
+        engine = make_engine(pg.query_url)
+        keys = [advisory_key(SCHEDULER_LOCK, pg.schema), advisory_key(POLLER_LOCK, pg.schema)]
+        desk = DeskProcess("desk", env, tmp_path)
+        try:
+            async with processes(desk):
+                await desk.start()
+                dovecot.append(access_letter(1))
+                await _acknowledged(engine, smtp_server, 1)
+
+                # The database goes away: every connection of the desk is cut and new
+                # ones are refused, as while a server restarts or fails over.
+                await pg.refuse_logins(True)
+                assert await pg.terminate_connections() > 0
+                dovecot.append(access_letter(2))  # arrives while the database is away
+                await asyncio.sleep(5)
+                assert desk.running, desk.log()
+                assert await count(engine, "SELECT count(*) FROM request") == 1
+                for key in keys:
+                    assert await lock_holders(engine, key) == 0
+
+                # It comes back: the letter that waited is taken, the scheduler and the
+                # mailbox reader lead again, and the next letter is taken too.
+                await pg.refuse_logins(False)
+                await _acknowledged(engine, smtp_server, 2, timeout=60)
+                dovecot.append(access_letter(3))
+                await _acknowledged(engine, smtp_server, 3, timeout=60)
+
+                async def leading_again() -> bool:
+                    return all([await lock_holders(engine, key) == 1 for key in keys])
+
+                await eventually(leading_again, timeout=60, what="both locks taken again")
+                assert desk.running
+                assert await desk.stop() == 0, desk.log()
+            assert await count(engine, "SELECT count(*) FROM request") == 3
+            assert all(times == 1 for times in senders(smtp_server).values())
+        finally:
+            await engine.dispose()
+
+
+async def test_imap_and_smtp_restarted_under_it_are_reconnected(
+    dovecot: Dovecot, smtp_server: SmtpServer, tmp_path: Path, encryption_key: str
+) -> None:
+    database_url = f"sqlite+aiosqlite:///{tmp_path}/desk.db"
+    env = {**base_env(tmp_path, database_url, encryption_key), **mail_env(dovecot, smtp_server)}
+    await aina_dsr(env, tmp_path, "db", "upgrade")
+    desk = DeskProcess("desk", env, tmp_path)
+    engine = make_engine(database_url)
+    try:
+        async with processes(desk):
+            await desk.start()
+            dovecot.append(access_letter(1))
+            await _acknowledged(engine, smtp_server, 1)
+
+            # Both servers go down together, and come back one after the other.
+            dovecot.stop()
+            smtp_server.stop()
+            await asyncio.sleep(3)
+            assert desk.running, desk.log()
+            dovecot.start()
+            dovecot.append(access_letter(2))  # taken while SMTP is still down
+
+            async def taken() -> bool:
+                return await count(engine, "SELECT count(*) FROM request") == 2
+
+            await eventually(taken, timeout=60, what="the letter after the IMAP restart taken")
+            await asyncio.sleep(1)  # its acknowledgement fails once and waits to be retried
+            smtp_server.start()
+            await _acknowledged(engine, smtp_server, 2, timeout=60)
+            assert await desk.stop() == 0, desk.log()
+        assert all(times == 1 for times in senders(smtp_server).values())
+    finally:
+        await engine.dispose()
+
+
+async def _acknowledged(
+    engine: AsyncEngine,
+    smtp: SmtpServer,
+    number: int,
+    *,
+    timeout: float = 60,  # noqa: ASYNC109 (a test's bound)
+) -> None:
+    """Until person ``number``'s letter is a request and its acknowledgement reached SMTP."""
+
+    async def done() -> bool:
+        heard = f"person{number}@example.kz" in senders(smtp)
+        waiting = await count(engine, EMAIL_WAITING)
+        return heard and waiting == 0
+
+    await eventually(done, timeout=timeout, what=f"letter {number} acknowledged")
