@@ -18,13 +18,16 @@ from typing import Any
 
 import pytest
 from pypdf import PdfReader
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.callbacks import StaffAction
 from bot.texts import DeskInfo
+from mail.sender import SmtpSender
 from tests.botapi import BotAPI, Call, Person
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID, STAFF_IDS
+from tests.mailservers import SmtpServer, smtp_server  # noqa: F401
 from tests.telegram_desk import STAFF_CHAT, Desk, message_id, words
 from tests.test_cli_frame import aina_dsr
 from tests.test_telegram_bot import (
@@ -39,9 +42,11 @@ from workflows.directory import import_customers, import_purchases
 from workflows.fulfilment import DIRECTORY_FIELDS, Fulfilment, SqlDirectory
 from workflows.i18n import render_notification, status_name
 from workflows.kinds import RequestKind
+from workflows.outbox import Channel, OutboxDispatcher
 from workflows.service import RequestService
+from workflows.tables import OutboxItem
 from workflows.vault import Vault
-from workflows.views import RequestView
+from workflows.views import Actor, RequestView
 
 DATA = Path(__file__).parent / "data"
 DANA = Person(STAFF_ID, first_name="Dana")
@@ -156,6 +161,14 @@ def assert_no_values_in_audit(view: RequestView) -> None:
     recorded = json.dumps([dict(e.details) for e in view.events], ensure_ascii=False).lower()
     for value in PERSONAL_VALUES:
         assert value.lower() not in recorded, value
+
+
+async def outbox_params(
+    sessions: async_sessionmaker[AsyncSession], vault: Vault, template: str
+) -> list[dict[str, Any]]:
+    async with sessions() as session:
+        rows = await session.scalars(select(OutboxItem).where(OutboxItem.template == template))
+        return [vault.decrypt_json(row.params_enc) for row in rows]
 
 
 def pdf_text(document: bytes) -> str:
@@ -405,3 +418,53 @@ async def test_destroy_unlawful_erases_the_named_fields_after_two_approvals(
     complete = next(e for e in view.events if e.action == "complete")
     assert complete.details["erased_fields"] == ["iin", "email"]
     assert_no_values_in_audit(view)
+
+
+async def test_by_e_mail_the_report_files_are_attached_to_the_letter(
+    service: RequestService,
+    directory: SqlDirectory,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+    smtp_server: SmtpServer,  # noqa: F811
+) -> None:
+    view = await service.open_request(
+        kind="access",
+        channel="email",
+        language="ru",
+        email=EMAIL,
+        body="Какие мои данные у вас есть?",
+        external_id="<ask@mail.kz>",
+        send_code_to_email=True,
+    )
+    (code,) = [p["code"] for p in await outbox_params(sessions, vault, "request_received_code")]
+    check = await service.verify_by_code(view.reference, str(code), Actor.person_email(EMAIL))
+    assert check.request.status == "verified"
+    await Fulfilment(service, directory, clock).approve(
+        view.reference, Actor.staff(STAFF_ID, "Dana")
+    )
+    sender = SmtpSender(
+        host=smtp_server.host,
+        port=smtp_server.port,
+        security="none",
+        from_address="aina.app@mercury.kz",
+        service=service,
+        clock=clock,
+        timeout=5.0,
+    )
+    dispatcher = OutboxDispatcher(sessions, vault, clock, {Channel.EMAIL: sender})
+    while await dispatcher.run_once():
+        pass
+
+    (letter,) = [
+        r.message for r in smtp_server.letters if r.message.get_content_type() == "multipart/mixed"
+    ]
+    assert view.reference in str(letter["Subject"])
+    files = {part.get_filename(): part for part in letter.iter_attachments()}
+    assert set(files) == {f"{view.reference}-access.pdf", f"{view.reference}-access.json"}
+    pdf = files[f"{view.reference}-access.pdf"]
+    assert pdf.get_content_type() == "application/pdf"
+    assert FULL_NAME in pdf_text(pdf.get_content())
+    data = json.loads(files[f"{view.reference}-access.json"].get_content())
+    assert data["reference"] == view.reference
+    assert IIN in json.dumps(data)
