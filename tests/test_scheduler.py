@@ -701,3 +701,39 @@ async def test_a_reminder_the_assignee_cannot_receive_goes_to_the_staff_group(
         await dispatcher.run_once()
 
     assert ("staff_group", None, "staff_reminder") in port.delivered
+
+
+# -- a long queue is read in batches (bench/scheduler.py: one transaction per request was
+# -- 2-3 ms each, so 100,000 open requests took minutes a pass) -----------------------------
+
+
+async def test_a_queue_longer_than_a_batch_is_planned_and_notified_whole_and_once(
+    service: RequestService,
+    reminders: Reminders,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+    calendar: WorkingCalendar,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("workflows.reminders._BATCH", 2)
+    clock.set(almaty(date(2026, 11, 24), 10))
+    references = [await open_verified(service, "access", user=ALICE + n) for n in range(5)]
+    closed = references.pop()
+    await service.cancel(closed, Actor.person_telegram(ALICE + 4))
+    before = await sent(sessions, vault, calendar)
+
+    clock.set(almaty(date(2026, 11, 26), 8, 59))
+    plan = await reminders.run_due()
+    # Every open request is planned, across batches, for Thursday's 09:00 reminder.
+    assert len(plan.requests) == 4
+    assert set(plan.requests.values()) == {almaty(date(2026, 11, 26), 9)}
+    assert await sent(sessions, vault, calendar) == before  # nothing due yet
+
+    clock.set(almaty(date(2026, 11, 26), 9))
+    plan = await reminders.run_due()
+    await reminders.run_due()
+    reminders_sent = [t for _, t, _, _ in await sent(sessions, vault, calendar)]
+    assert reminders_sent.count("staff_reminder") == 4
+    assert len(plan.requests) == 4
+    assert all(at > almaty(date(2026, 11, 26), 9) for at in plan.requests.values())

@@ -13,7 +13,7 @@ The APScheduler side (:mod:`workflows.scheduler`) only decides when to call it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -40,6 +40,9 @@ SKIPPED = "skipped"
 DIGEST = "digest"
 # How far ahead the plan looks for a request's next notice.
 _HORIZON = timedelta(days=40)
+# The reconcile reads the open queue this many requests at a time (bounded: 10 million).
+_BATCH = 2000
+_MAX_BATCHES = 5000
 
 
 @dataclass(frozen=True)
@@ -83,10 +86,37 @@ class Reminders:
     # -- the whole reconcile step ------------------------------------------
 
     async def run_due(self) -> Plan:
-        """Expire, notify and digest whatever is due now; return when to look again."""
+        """Expire, notify and digest whatever is due now; return when to look again.
+
+        The open requests are read in batches, with the notices recorded for
+        them; only a request owed something now gets a transaction of its own
+        (:meth:`run_request`, which decides again under its lock), so a pass
+        over a large queue with little due costs a few queries, not one
+        transaction per request.
+        """
         await self.expire_unverified()
+        now = self._clock.now()
+        today = self._calendar.local_date(now)
+        until = self._calendar.local_date(now + _HORIZON)
+        quiet = self.policy.is_quiet(today, self._calendar)
+        owed_by_days: dict[tuple[date, date], list[Milestone]] = {}
         wake: dict[int, datetime] = {}
-        for request_id in await self._open_request_ids():
+        owing: list[int] = []
+        async for request_id, reference, started_at, due_at, recorded in self._open_requests():
+            days = (self._calendar.local_date(started_at), self._calendar.local_date(due_at))
+            owed = owed_by_days.get(days)
+            if owed is None:
+                # What is owed depends on the two local dates alone: worked out once per pair.
+                owed = milestones(started_at, due_at, self._calendar, self.policy, until)
+                owed_by_days[days] = owed
+            pending = [m for m in owed if _key(reference, m) not in recorded]
+            if any(self._ready(m, now, quiet) for m in pending):
+                owing.append(request_id)
+                continue
+            at = self._next_wake(pending, now, today)
+            if at is not None:
+                wake[request_id] = at
+        for request_id in owing:
             at = await self.run_request(request_id)
             if at is not None:
                 wake[request_id] = at
@@ -145,14 +175,19 @@ class Reminders:
                 )
             )
             pending = [m for m in owed if _key(request.reference, m) not in recorded]
-            due = [m for m in pending if self.policy.instant(m.day, self._calendar) <= now]
             quiet = self.policy.is_quiet(today, self._calendar)
-            ready = [m for m in due if m.any_day or not quiet]
+            ready = [m for m in pending if self._ready(m, now, quiet)]
             subject = await session.get_one(DataSubject, request.subject_id)
             for item in self._decide(ready, request, now, today):
                 await self._record(session, request, subject, item, now)
             waiting = [m for m in pending if m not in ready]
             return self._next_wake(waiting, now, today)
+
+    def _ready(self, milestone: Milestone, now: datetime, quiet: bool) -> bool:
+        """Whether a notice not yet recorded goes out now (a quiet day holds most back)."""
+        if self.policy.instant(milestone.day, self._calendar) > now:
+            return False
+        return milestone.any_day or not quiet
 
     def _decide(
         self, ready: list[Milestone], request: Request, now: datetime, today: date
@@ -340,18 +375,52 @@ class Reminders:
 
     # -- internals -----------------------------------------------------------
 
-    async def _open_request_ids(self) -> list[int]:
-        async with self._sessions() as session:
-            rows = await session.scalars(
-                select(Request.id)
-                .where(
-                    Request.closed_at.is_(None),
-                    Request.verified_at.is_not(None),
-                    Request.due_at.is_not(None),
+    async def _open_requests(
+        self,
+    ) -> AsyncIterator[tuple[int, str, datetime, datetime, set[str]]]:
+        """Every request whose clock runs, in id order, with the notice keys recorded for it.
+
+        Read ``_BATCH`` requests at a time (two queries a batch), so memory stays
+        flat however long the queue is.
+        """
+        batch = _BATCH
+        last_id = 0
+        for _ in range(_MAX_BATCHES):
+            async with self._sessions() as session:
+                rows = (
+                    await session.execute(
+                        select(
+                            Request.id, Request.reference, Request.clock_started_at, Request.due_at
+                        )
+                        .where(
+                            Request.id > last_id,
+                            Request.closed_at.is_(None),
+                            Request.verified_at.is_not(None),
+                            Request.clock_started_at.is_not(None),
+                            Request.due_at.is_not(None),
+                            Request.status.not_in([s.value for s in CLOSED]),
+                        )
+                        .order_by(Request.id)
+                        .limit(batch)
+                    )
+                ).all()
+                if not rows:
+                    return
+                recorded: dict[int, set[str]] = {}
+                notices = await session.execute(
+                    select(ScheduledNotice.request_id, ScheduledNotice.key).where(
+                        ScheduledNotice.request_id >= rows[0].id,
+                        ScheduledNotice.request_id <= rows[-1].id,
+                    )
                 )
-                .order_by(Request.id)
-            )
-            return list(rows)
+                for notice_request, key in notices:
+                    if notice_request is not None:
+                        recorded.setdefault(notice_request, set()).add(key)
+            for request_id, reference, started_at, due_at in rows:
+                assert started_at is not None  # the query asks for both
+                assert due_at is not None
+                yield request_id, reference, started_at, due_at, recorded.get(request_id, set())
+            last_id = rows[-1].id
 
     def _params(self, request: Request) -> dict[str, Any]:
         due = request.due_at
