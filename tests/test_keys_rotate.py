@@ -143,7 +143,7 @@ async def test_after_rotation_the_desk_works_with_the_new_key_alone(
     ]
     assert (await alone.subject_contacts(reference))["phone"] == PHONE
     for lookup in ({"phone": "8 701 123 45 67"}, {"email": EMAIL}, {"iin": "950314401237"}):
-        found = await find_customer(sessions, Vault(new_key), **lookup)  # type: ignore[arg-type]
+        found = await find_customer(sessions, Vault(new_key), **lookup)
         assert found is not None and found.id == "C-1001", lookup
     # A second e-mail from the same address is the same person (the subject's e-mail index).
     again = await alone.open_request(
