@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from aina_dsr.settings import SettingsError, encryption_keys_or_dev, load_settings
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID, STAFF_IDS
 from tests.test_cli_frame import aina_dsr
@@ -237,3 +238,18 @@ def test_retention_purge_dry_run_from_the_command_line(tmp_path: Path, encryptio
 
     assert result.returncode == 0, result.stderr
     assert '"retention_days": 400' in result.stdout and '"dry_run": true' in result.stdout
+
+
+def test_several_keys_are_read_in_order_the_first_one_current(
+    monkeypatch: pytest.MonkeyPatch, encryption_key: str, new_key: str
+) -> None:
+    monkeypatch.setenv("DSR_ENCRYPTION_KEY", f" {new_key} , {encryption_key} ")
+
+    assert encryption_keys_or_dev(load_settings()) == (new_key, encryption_key)
+    monkeypatch.setenv("DSR_ENCRYPTION_KEY", f"{new_key},{new_key}")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert (caught.value.variable, caught.value.problem) == (
+        "DSR_ENCRYPTION_KEY",
+        "names the same key twice",
+    )
