@@ -737,3 +737,22 @@ async def test_a_queue_longer_than_a_batch_is_planned_and_notified_whole_and_onc
     assert reminders_sent.count("staff_reminder") == 4
     assert len(plan.requests) == 4
     assert all(at > almaty(date(2026, 11, 26), 9) for at in plan.requests.values())
+
+
+async def test_a_reconcile_leaves_a_job_already_set_for_its_instant_alone(
+    reminders: Reminders, calendar: WorkingCalendar, clock: FrozenClock
+) -> None:
+    # bench/scheduler.py: re-adding 100,000 unchanged jobs took APScheduler 11 s a pass.
+    component = DeadlineScheduler(reminders, SingleProcessLock(), calendar)
+    scheduler = component.build_scheduler()
+    scheduler.start(paused=True)
+    try:
+        at = clock.now() + timedelta(hours=1)
+        component.apply(Plan({7: at, 8: at}, at, None))
+        kept = scheduler.get_job("request:7")
+        component.apply(Plan({7: at, 8: at + timedelta(days=1)}, at, None))
+        assert scheduler.get_job("request:7") is kept
+        assert scheduler.get_job("request:7").next_run_time == at
+        assert scheduler.get_job("request:8").next_run_time == at + timedelta(days=1)
+    finally:
+        scheduler.shutdown(wait=False)

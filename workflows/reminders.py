@@ -99,23 +99,28 @@ class Reminders:
         today = self._calendar.local_date(now)
         until = self._calendar.local_date(now + _HORIZON)
         quiet = self.policy.is_quiet(today, self._calendar)
-        owed_by_days: dict[tuple[date, date], list[Milestone]] = {}
+        # Held back by a quiet day: a notice goes out on the next working day.
+        held = self.policy.instant(self._calendar.next_working_day(today), self._calendar)
+        owed_by_days: dict[tuple[date, date], list[tuple[Milestone, datetime]]] = {}
         wake: dict[int, datetime] = {}
         owing: list[int] = []
         async for request_id, reference, started_at, due_at, recorded in self._open_requests():
             days = (self._calendar.local_date(started_at), self._calendar.local_date(due_at))
             owed = owed_by_days.get(days)
             if owed is None:
-                # What is owed depends on the two local dates alone: worked out once per pair.
-                owed = milestones(started_at, due_at, self._calendar, self.policy, until)
+                # What is owed, and when, depends on the two local dates alone: worked out
+                # once per pair in a pass.
+                owed = [
+                    (m, self.policy.instant(m.day, self._calendar))
+                    for m in milestones(started_at, due_at, self._calendar, self.policy, until)
+                ]
                 owed_by_days[days] = owed
-            pending = [m for m in owed if _key(reference, m) not in recorded]
-            if any(self._ready(m, now, quiet) for m in pending):
+            pending = [(m, at) for m, at in owed if _key(reference, m) not in recorded]
+            if any(at <= now and (m.any_day or not quiet) for m, at in pending):
                 owing.append(request_id)
                 continue
-            at = self._next_wake(pending, now, today)
-            if at is not None:
-                wake[request_id] = at
+            if pending:
+                wake[request_id] = min(at if at > now else held for _, at in pending)
         for request_id in owing:
             at = await self.run_request(request_id)
             if at is not None:
