@@ -1,0 +1,475 @@
+"""Telegram intake: many people filing an ``access`` request through the Bot API stand-in.
+
+    python -m bench.telegram_intake                 # 1000 people, 3 runs
+    python -m bench.telegram_intake --people 300    # fewer people
+    python -m bench.telegram_intake --quick         # 200 people, 1 run
+
+The stand-in (``tests/botapi.py``, a real aiohttp server on 127.0.0.1) and the
+simulated people run in this process; the bot under test runs in a process of
+its own, as in production, and reaches the stand-in over HTTP (long polling):
+
+- the baseline: a bare aiogram echo bot (one reply per update, no storage);
+- the desk: ``bot.channel.TelegramChannel`` with its database FSM storage, the
+  outbox and the staff group, on SQLite and on PostgreSQL (a fresh schema on
+  the ``test`` database, dropped after).
+
+Every person goes through the whole dialog, four updates: /start, the
+``access`` button, their own contact, "confirm". Latency is from an update
+being offered to the reply it asks for being recorded by the stand-in.
+
+Two loads: *closed* (every person sends their next update as soon as the
+reply arrives: the most the bot can take, updates per second) and *fixed*
+(updates offered at ``--rate``, 200 a second by default: the p99 at that load).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    BENCH_KEY,
+    Table,
+    database,
+    machine,
+    median,
+    migrated,
+    percentile,
+    ratio,
+)
+from tests.botapi import BotAPI, Call, Person
+from tests.telegram_desk import STAFF_CHAT, buttons, message_id, words
+
+STAFF_IDS = "5001,5002"
+PHONE = "+77011234567"
+FIRST_USER = 800_000_000
+READY_SECONDS = 60.0
+STEP_SECONDS = 60.0  # a reply slower than this counts as lost
+
+
+# -- the bot under test (its own process) -------------------------------------------
+
+
+async def _echo(api_url: str, token: str, stop: asyncio.Event) -> None:
+    from aiogram import Dispatcher, F
+    from aiogram.types import CallbackQuery, Message
+
+    from bot.channel import make_bot
+
+    bot = make_bot(token, api_url)
+    dispatcher = Dispatcher()
+
+    @dispatcher.message()
+    async def echo(message: Message) -> None:
+        await message.answer(message.text or "ok")
+
+    @dispatcher.callback_query(F.message)
+    async def pressed(query: CallbackQuery) -> None:
+        await query.answer()
+        assert query.message is not None
+        await bot.send_message(query.message.chat.id, query.data or "ok")
+
+    polling = asyncio.create_task(
+        dispatcher.start_polling(bot, handle_signals=False, polling_timeout=10)
+    )
+    await stop.wait()
+    with contextlib.suppress(RuntimeError):
+        await dispatcher.stop_polling()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(polling, timeout=15)
+    await bot.session.close()
+
+
+async def _desk(api_url: str, token: str, database_url: str, stop: asyncio.Event) -> None:
+    from aiogram.fsm.storage.memory import SimpleEventIsolation
+
+    from bot.channel import TelegramChannel, make_bot
+    from bot.config import BotConfig
+    from bot.storage import DatabaseStorage
+    from tests.telegram_desk import NO_LIMITS
+    from workflows.calendar import WorkingCalendar
+    from workflows.clock import SystemClock
+    from workflows.service import RequestService
+    from workflows.storage import make_engine, make_sessionmaker
+    from workflows.vault import Vault
+
+    engine = make_engine(database_url)
+    sessions = make_sessionmaker(engine)
+    vault, clock = Vault(BENCH_KEY), SystemClock()
+    staff = frozenset(int(x) for x in STAFF_IDS.split(","))
+    service = RequestService(sessions, vault, clock, WorkingCalendar(), staff_user_ids=staff)
+    channel = TelegramChannel(
+        bot=make_bot(token, api_url),
+        config=BotConfig(staff_chat_id=STAFF_CHAT, staff_user_ids=staff),
+        service=service,
+        sessions=sessions,
+        vault=vault,
+        clock=clock,
+        storage=DatabaseStorage(sessions, vault, clock),
+        events_isolation=SimpleEventIsolation(),
+        limits=NO_LIMITS,  # Telegram's 30 messages/s is not what this measures
+    )
+    try:
+        await channel.run(stop)
+    finally:
+        await channel.close()
+        await engine.dispose()
+
+
+def _serve(args: argparse.Namespace) -> None:
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        profiler = None
+        if args.profile:
+            from pyinstrument import Profiler
+
+            profiler = Profiler(interval=0.001, async_mode="disabled")
+            profiler.start()
+        if args.serve == "echo":
+            await _echo(args.api, args.token, stop)
+        else:
+            await _desk(args.api, args.token, args.url, stop)
+        if profiler is not None:
+            profiler.stop()
+            Path(args.profile).write_text(  # noqa: ASYNC240 (after the clock)
+                profiler.output_text(unicode=True, color=False), encoding="utf-8"
+            )
+        usage = os.times()
+        print(json.dumps({"cpu_seconds": usage.user + usage.system}))
+
+    asyncio.run(main())
+
+
+# -- the people (this process) ----------------------------------------------------------
+
+
+class Stand(BotAPI):
+    """The stand-in, telling the benchmark of every call as it is recorded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting: dict[int, tuple[Callable[[Call], bool], asyncio.Future[Call]]] = {}
+        self.seen = 0
+        self.polled = asyncio.Event()
+
+    async def _updates(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        self.polled.set()
+        return await super()._updates(params)
+
+    async def _record(self, call: Call) -> None:
+        self.seen += 1
+        chat = call.params.get("chat_id")
+        if chat is not None:
+            with contextlib.suppress(ValueError):
+                waiter = self.waiting.get(int(chat))
+                if waiter is not None and waiter[0](call) and not waiter[1].done():
+                    waiter[1].set_result(call)
+        # The base class keeps every call in a list and wakes its waiters; the benchmark
+        # needs neither, and a list of 10,000s of calls scanned by waiters would cost us.
+        if call.method in ("getMe", "deleteWebhook", "setMyCommands"):
+            await super()._record(call)
+
+
+@dataclass
+class Load:
+    """What one load produced."""
+
+    latencies: list[float] = field(default_factory=list)
+    lost: int = 0
+    seconds: float = 0.0
+    driver_cpu: float = 0.0  # this process (stand-in and people): is the driver the limit?
+
+    @property
+    def updates(self) -> int:
+        return len(self.latencies)
+
+
+Step = tuple[Callable[[Person, Call | None], dict[str, Any]], Callable[[Call], bool]]
+
+
+def _desk_steps(api: BotAPI, language: str) -> list[Step]:
+    from bot.callbacks import KindChoice, SummaryChoice
+
+    access = KindChoice(kind="access").pack()
+    confirm = SummaryChoice(action="confirm").pack()
+    asked, sent = words(language, "identity.ask"), words(language, "summary.sent")
+    return [
+        (
+            lambda p, _: api.private_message(p, "/start"),
+            lambda c: access in buttons(c).values(),
+        ),
+        (
+            lambda p, prev: api.callback_query(p, p.id, message_id(prev), access),  # type: ignore[arg-type]
+            lambda c: c.params.get("text") == asked,
+        ),
+        (
+            lambda p, _: api.contact_message(p, p.id, PHONE),
+            lambda c: confirm in buttons(c).values(),
+        ),
+        (
+            lambda p, prev: api.callback_query(p, p.id, message_id(prev), confirm),  # type: ignore[arg-type]
+            lambda c: c.method == "editMessageText" and c.params.get("text") == sent,
+        ),
+    ]
+
+
+def _echo_steps(api: BotAPI) -> list[Step]:
+    def replied(call: Call) -> bool:
+        return call.method == "sendMessage"
+
+    return [
+        (lambda p, _: api.private_message(p, "/start"), replied),
+        (lambda p, prev: api.callback_query(p, p.id, message_id(prev), "access"), replied),  # type: ignore[arg-type]
+        (lambda p, _: api.contact_message(p, p.id, PHONE), replied),
+        (lambda p, prev: api.callback_query(p, p.id, message_id(prev), "confirm"), replied),  # type: ignore[arg-type]
+    ]
+
+
+async def _person(
+    api: Stand, who: Person, steps: list[Step], load: Load, gate: Callable[[], Any] | None
+) -> None:
+    previous: Call | None = None
+    for make, expected in steps:
+        if gate is not None:
+            await gate()
+        future: asyncio.Future[Call] = asyncio.get_running_loop().create_future()
+        api.waiting[who.id] = (expected, future)
+        started = time.perf_counter()
+        await api.offer(make(who, previous))
+        try:
+            previous = await asyncio.wait_for(future, STEP_SECONDS)
+        except TimeoutError:
+            load.lost += 1
+            return
+        finally:
+            api.waiting.pop(who.id, None)
+        load.latencies.append(time.perf_counter() - started)
+
+
+class Pacer:
+    """Lets updates out at a fixed rate, in the order people become ready."""
+
+    def __init__(self, rate: float, total: int) -> None:
+        self.interval = 1 / rate
+        self.total = total
+        self.queue: deque[asyncio.Future[None]] = deque()
+
+    async def gate(self) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.queue.append(future)
+        await future
+
+    async def run(self, deadline: float) -> None:
+        started = time.perf_counter()
+        for n in range(self.total):
+            due = started + n * self.interval
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            for _ in range(int(STEP_SECONDS / 0.001)):  # wait for someone ready, bounded
+                if self.queue or time.perf_counter() > deadline:
+                    break
+                await asyncio.sleep(0.001)
+            if not self.queue:
+                return
+            self.queue.popleft().set_result(None)
+
+
+async def _load(api: Stand, kind: str, people: int, offset: int, rate: float | None) -> Load:
+    load = Load()
+    languages = ("ru", "kk", "en")
+    steps = {
+        lang: (_echo_steps(api) if kind == "echo" else _desk_steps(api, lang)) for lang in languages
+    }
+    pacer = Pacer(rate, people * 4) if rate else None
+    cpu = time.process_time()
+    started = time.perf_counter()
+    tasks = [
+        asyncio.create_task(
+            _person(
+                api,
+                Person(FIRST_USER + offset + n, language_code=languages[n % 3]),
+                steps[languages[n % 3]],
+                load,
+                pacer.gate if pacer else None,
+            )
+        )
+        for n in range(people)
+    ]
+    pacing = asyncio.create_task(pacer.run(started + 600)) if pacer else None
+    await asyncio.gather(*tasks)
+    if pacing is not None:
+        pacing.cancel()
+    load.seconds = time.perf_counter() - started
+    load.driver_cpu = time.process_time() - cpu
+    return load
+
+
+async def _bot_process(
+    kind: str, api: Stand, url: str | None, profile: str | None
+) -> asyncio.subprocess.Process:
+    command = [
+        sys.executable,
+        "-m",
+        "bench.telegram_intake",
+        "--serve",
+        kind,
+        "--api",
+        api.base,
+        "--token",
+        api.token,
+        "--url",
+        url or "",
+    ]
+    if profile:
+        command += ["--profile", profile]
+    process = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    api.polled.clear()
+    await asyncio.wait_for(api.polled.wait(), READY_SECONDS)
+    return process
+
+
+async def _stop(process: asyncio.subprocess.Process) -> float:
+    process.send_signal(signal.SIGTERM)
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    if process.returncode != 0:
+        raise RuntimeError(f"the bot failed:\n{err.decode()[-3000:]}")
+    return float(json.loads(out.decode().strip().splitlines()[-1])["cpu_seconds"])
+
+
+async def _measure(
+    kind: str,
+    backend: str | None,
+    people: int,
+    rate: float,
+    rate_people: int,
+    directory: Path,
+    profile: str | None,
+) -> dict[str, Any]:
+    async with contextlib.AsyncExitStack() as stack:
+        url = None
+        if backend is not None:
+            url = await stack.enter_async_context(database(backend, directory))
+            engine = await migrated(url)
+            await engine.dispose()
+        api = await stack.enter_async_context(Stand())
+        process = await _bot_process(kind, api, url, profile)
+        try:
+            closed = await _load(api, kind, people, 0, None)
+            fixed = await _load(api, kind, rate_people, people, rate)
+        finally:
+            bot_cpu = await _stop(process)
+        return {"closed": closed, "fixed": fixed, "bot_cpu": bot_cpu}
+
+
+async def _drive(args: argparse.Namespace) -> None:
+    people = args.people or (200 if args.quick else 1000)
+    runs = args.runs or (1 if args.quick else 3)
+    rate_seconds = 3 if args.quick else 10
+    rate_people = max(1, int(args.rate * rate_seconds / 4))
+    subjects = [("echo", None)] + [("desk", b) for b in args.backends.split(",") if b]
+    print(
+        f"# telegram intake: {people} people x 4 updates (closed loop), then "
+        f"{rate_people} people at {args.rate:g} updates/s; {runs} run(s)"
+    )
+    print(f"# machine: {machine()}")
+    results: dict[str, list[dict[str, Any]]] = {}
+    with tempfile.TemporaryDirectory(prefix="aina-bench-") as tmp:
+        for run in range(runs):
+            for kind, backend in subjects:
+                name = kind if backend is None else f"desk/{backend}"
+                profile = None
+                if args.profile and run == 0:
+                    profile = f"{args.profile}/telegram-{name.replace('/', '-')}.txt"
+                loads = await _measure(
+                    kind, backend, people, args.rate, rate_people, Path(tmp), profile
+                )
+                results.setdefault(name, []).append(loads)
+                closed, fixed = loads["closed"], loads["fixed"]
+                print(
+                    f"  run {run + 1} {name}: {closed.updates / closed.seconds:.0f} updates/s "
+                    f"(p50 {percentile(closed.latencies, 0.5) * 1000:.0f} ms, "
+                    f"p99 {percentile(closed.latencies, 0.99) * 1000:.0f} ms, lost "
+                    f"{closed.lost}); at {args.rate:g}/s: p50 "
+                    f"{percentile(fixed.latencies, 0.5) * 1000:.1f} ms, p99 "
+                    f"{percentile(fixed.latencies, 0.99) * 1000:.1f} ms, lost {fixed.lost}; "
+                    f"CPU s: bot {loads['bot_cpu']:.1f}, driver {closed.driver_cpu:.1f} over "
+                    f"{closed.seconds:.1f} s closed loop",
+                    flush=True,
+                )
+    table = Table(
+        [
+            "bot",
+            "updates/s",
+            "vs echo",
+            "p50 ms",
+            "p99 ms",
+            f"p50 ms @{args.rate:g}/s",
+            f"p99 ms @{args.rate:g}/s",
+            "lost",
+        ],
+        [],
+    )
+    echo_rate = median([r["closed"].updates / r["closed"].seconds for r in results["echo"]])
+    for name, loads in results.items():
+        rate_value = median([r["closed"].updates / r["closed"].seconds for r in loads])
+        table.rows.append(
+            [
+                name,
+                rate_value,
+                ratio(rate_value, echo_rate),
+                median([percentile(r["closed"].latencies, 0.5) * 1000 for r in loads]),
+                median([percentile(r["closed"].latencies, 0.99) * 1000 for r in loads]),
+                median([percentile(r["fixed"].latencies, 0.5) * 1000 for r in loads]),
+                median([percentile(r["fixed"].latencies, 0.99) * 1000 for r in loads]),
+                sum(r["closed"].lost + r["fixed"].lost for r in loads),
+            ]
+        )
+    print()
+    print(table.render())
+    print(
+        "\ntargets: at least 0.5x the echo bot's updates/s; p99 under 100 ms at 200 updates/s"
+        " (medians of the runs)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--people", type=int, help="people in the closed loop (default 1000)")
+    parser.add_argument("--runs", type=int, help="runs (default 3)")
+    parser.add_argument("--rate", type=float, default=200.0, help="updates/s of the fixed load")
+    parser.add_argument("--quick", action="store_true", help="200 people, 1 run")
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--profile", help="write pyinstrument profiles of the bots to this folder")
+    parser.add_argument("--serve", choices=["echo", "desk"], help=argparse.SUPPRESS)
+    parser.add_argument("--api", help=argparse.SUPPRESS)
+    parser.add_argument("--token", help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        _serve(args)
+        return
+    if args.profile:
+        Path(args.profile).mkdir(parents=True, exist_ok=True)
+    asyncio.run(_drive(args))
+
+
+if __name__ == "__main__":
+    main()
