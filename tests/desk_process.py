@@ -71,6 +71,13 @@ def access_letter(number: int) -> bytes:
     return letter.as_bytes()
 
 
+def append_all(dovecot: Dovecot, letters: list[bytes]) -> None:
+    """Put ``letters`` in the inbox over one IMAP session (one login, not one per letter)."""
+    with dovecot.client() as box:
+        for raw in letters:
+            box.append(raw, "INBOX")
+
+
 def base_env(home: Path, database_url: str, encryption_key: str) -> dict[str, str]:
     return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),

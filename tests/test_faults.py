@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,12 +15,13 @@ import pytest
 from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from mail.channel import POLLER_LOCK
+from mail.channel import POLLER_LOCK, MailChannel
 from tests.conftest import postgres_url
 from tests.desk_process import (
     DeskProcess,
     access_letter,
     aina_dsr,
+    append_all,
     base_env,
     eventually,
     lock_holders,
@@ -62,8 +64,7 @@ async def test_a_kill_mid_intake_loses_no_letter_and_doubles_no_request(
 ) -> None:
     env = {**base_env(tmp_path, database_url, encryption_key), **mail_env(dovecot, smtp_server)}
     await aina_dsr(env, tmp_path, "db", "upgrade")
-    for number in range(BATCH):
-        dovecot.append(access_letter(number))
+    append_all(dovecot, [access_letter(number) for number in range(BATCH)])
     engine = make_engine(database_url)
     first, second = DeskProcess("first", env, tmp_path), DeskProcess("second", env, tmp_path)
     try:
@@ -216,3 +217,86 @@ async def _acknowledged(
         return heard and waiting == 0
 
     await eventually(done, timeout=timeout, what=f"letter {number} acknowledged")
+
+
+# -- the mailbox lock, without servers ------------------------------------------------
+
+
+class FlakyLock:
+    """A leader lock that is refused ``refusals`` times, then held until ``lose()``."""
+
+    def __init__(self, refusals: int) -> None:
+        self.refusals = refusals
+        self.held = False
+        self.released = 0
+
+    async def acquire(self) -> bool:
+        if self.refusals > 0:
+            self.refusals -= 1
+            return False
+        self.held = True
+        return True
+
+    async def alive(self) -> bool:
+        return self.held
+
+    async def release(self) -> None:
+        self.held = False
+        self.released += 1
+
+    def lose(self) -> None:
+        self.held = False  # its connection broke: the server dropped the lock
+
+
+class RecordingPoller:
+    def __init__(self) -> None:
+        self.runs = 0
+        self.running = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.runs += 1
+        self.running.set()
+        try:
+            await stop.wait()
+        finally:
+            self.running.clear()
+
+    def shutdown(self) -> None:
+        return None
+
+
+class IdleOutbox:
+    async def run_once(self) -> int:
+        return 0
+
+
+async def test_the_mailbox_is_read_only_while_the_lock_is_held() -> None:
+    lock, poller = FlakyLock(refusals=2), RecordingPoller()
+    channel = MailChannel(
+        poller,  # type: ignore[arg-type]
+        IdleOutbox(),  # type: ignore[arg-type]
+        lock=lock,
+        lock_retry_seconds=0.05,
+        lock_check_seconds=0.05,
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(channel.run(stop))
+    try:
+        await asyncio.wait_for(poller.running.wait(), timeout=5)
+        assert (lock.refusals, poller.runs) == (0, 1)  # polled only once the lock was ours
+
+        lock.lose()
+        # It stops polling, lets go, and tries again: here the lock is free, so it leads again.
+        await eventually(_async(lambda: poller.runs == 2), timeout=5, every=0.01)
+        assert lock.released == 1 and lock.held
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, timeout=5)
+    assert not lock.held  # released on the way out
+
+
+def _async(condition: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
+    async def probe() -> bool:
+        return condition()
+
+    return probe

@@ -33,6 +33,7 @@ from tests.desk_process import (
     PostgresSchema,
     access_letter,
     aina_dsr,
+    append_all,
     base_env,
     eventually,
     free_port,
@@ -241,8 +242,7 @@ async def test_two_replicas_take_a_stream_between_them_as_one_desk(
                 )
                 lb = LoadBalancer(api, http, ports)
 
-                for number in range(LETTERS):
-                    dovecot.append(access_letter(number))
+                append_all(dovecot, [access_letter(number) for number in range(LETTERS)])
                 # Person i's step n goes to replica (i + n) % 2: consecutive updates of one
                 # person always switch replicas, and the FSM state follows them through Redis.
                 await asyncio.gather(
