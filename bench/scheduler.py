@@ -166,18 +166,28 @@ def _spawn(mode: str, url: str, profile: str | None = None) -> dict[str, Any]:
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-async def _one_run(
-    backend: str, count: int, directory: Path, profile: str | None, history: str = "now"
-) -> dict[str, Any]:
+async def _runs(
+    backend: str,
+    count: int,
+    runs: int,
+    directory: Path,
+    profile: str | None,
+    history: str = "now",
+) -> list[dict[str, Any]]:
+    """Seed once; each run is a fresh pair of workers (a steady pass changes no row)."""
+    results = []
     async with database(backend, directory) as url:
         engine = await migrated(url)
         started = time.perf_counter()
         await seed_requests(engine, count, history=history)
         seeded = time.perf_counter() - started
         await engine.dispose()
-        baseline = await asyncio.to_thread(_spawn, "baseline", url)
-        reconcile = await asyncio.to_thread(_spawn, "reconcile", url, profile)
-    return {"seed_seconds": seeded, "baseline": baseline, **reconcile}
+        for run in range(runs):
+            baseline = await asyncio.to_thread(_spawn, "baseline", url)
+            traced = profile if run == 0 else None
+            reconcile = await asyncio.to_thread(_spawn, "reconcile", url, traced)
+            results.append({"seed_seconds": seeded, "baseline": baseline, **reconcile})
+    return results
 
 
 async def _drive(args: argparse.Namespace) -> None:
@@ -203,13 +213,9 @@ async def _drive(args: argparse.Namespace) -> None:
     )
     with tempfile.TemporaryDirectory(prefix="aina-bench-") as tmp:
         for backend in backends:
-            results = []
-            for run in range(runs):
-                profile = (
-                    f"{args.profile}/scheduler-{backend}" if args.profile and run == 0 else None
-                )
-                result = await _one_run(backend, count, Path(tmp), profile)
-                results.append(result)
+            profile = f"{args.profile}/scheduler-{backend}" if args.profile else None
+            results = await _runs(backend, count, runs, Path(tmp), profile)
+            for run, result in enumerate(results):
                 print(
                     f"  {backend} run {run + 1}: seed {result['seed_seconds']:.1f} s, "
                     f"bare read {result['baseline']['seconds']:.2f} s, "
@@ -240,7 +246,9 @@ async def _drive(args: argparse.Namespace) -> None:
             passes = []
             for run in range(runs):
                 profile = f"{args.profile}/morning-{backend}" if args.profile and run == 0 else None
-                result = await _one_run(backend, args.morning, Path(tmp), profile, "yesterday")
+                [result] = await _runs(
+                    backend, args.morning, 1, Path(tmp), profile, history="yesterday"
+                )
                 passes.append(result)
                 print(
                     f"  {backend} morning run {run + 1}: {result['outbox']} notices in "

@@ -1,0 +1,300 @@
+"""Mail intake: letters in a Dovecot mailbox to stored, acknowledged requests.
+
+    python -m bench.mail_intake                      # 2000 letters, SQLite, 3 runs
+    python -m bench.mail_intake --backends sqlite,postgresql
+    python -m bench.mail_intake --quick              # 300 letters, 1 run
+
+Per run: a Dovecot of its own on 127.0.0.1 (``tests/mailservers.py``) with
+``--mails`` letters appended, made from the shapes of ``tests/data/mail/*.eml``
+(requests in kk/ru/en, replies, auto-replies, bounces, spam, broken MIME),
+each with a Message-ID and a sender of its own; aiosmtpd (a ``Sink``, in a
+process of its own) takes the acknowledgements.
+
+- the baseline: a bare imap-tools fetch of the same mailbox (``MailBox.fetch``,
+  every letter parsed into a ``MailMessage`` and its sender, subject and text
+  read), over the same plain loopback IMAP;
+- the desk: the mail channel (``build_mail_channel``: the poller, the intake,
+  the outbox sender) running until every letter has its ``inbound_mail`` row
+  and no e-mail is waiting in the outbox.
+
+Target (issue 8): at least half the raw fetch rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from bench.common import BENCH_KEY, Table, database, machine, median, migrated, ratio
+from tests.mailservers import _running_dovecot, free_port, wait_for_port
+
+CORPUS = Path(__file__).resolve().parent.parent / "tests" / "data" / "mail"
+DRAIN_SECONDS = 600.0
+
+
+def letters(count: int) -> list[bytes]:
+    """``count`` letters cycling through the corpus, each with its own Message-ID and sender."""
+    shapes = [path.read_bytes() for path in sorted(CORPUS.glob("*.eml"))]
+    made = []
+    for number in range(count):
+        raw = shapes[number % len(shapes)]
+        made.append(_vary(raw, number))
+    return made
+
+
+_HEADER = re.compile(rb"^(?P<name>[A-Za-z-]+):.*(?:\r?\n[ \t].*)*", re.MULTILINE)
+
+
+def _vary(raw: bytes, number: int) -> bytes:
+    split = re.search(rb"\r?\n\r?\n", raw)
+    end = split.start() if split else len(raw)
+    head, body = raw[:end], raw[end:]
+    eol = b"\r\n" if b"\r\n" in head else b"\n"
+    message_id = f"Message-ID: <bench-{number}@mail.example.kz>".encode()
+    sender = f"From: Person {number} <person{number}@mail.example.kz>".encode()
+    seen_id = False
+
+    def replace(match: re.Match[bytes]) -> bytes:
+        nonlocal seen_id
+        name = match.group("name").lower()
+        if name == b"message-id":
+            seen_id = True
+            return message_id
+        if name == b"from" and b"@" in match.group(0):
+            return sender
+        return match.group(0)
+
+    head = _HEADER.sub(replace, head)
+    if not seen_id and number % 2:
+        head += eol + message_id  # half of the letters without one keep none
+    return head + body
+
+
+def _bare_fetch(server: Any) -> tuple[int, int]:
+    with server.client() as box:
+        box.folder.set("INBOX")
+        count = size = 0
+        for message in box.fetch(mark_seen=False):
+            count += 1
+            # Read what any client reads: the sender, the subject, the text.
+            with contextlib.suppress(Exception):
+                size += len(message.from_) + len(message.subject) + len(message.text)
+        return count, size
+
+
+def _append_all(server: Any, made: list[bytes]) -> None:
+    with server.client() as box:
+        for raw in made:
+            box.append(raw, "INBOX")
+
+
+async def _desk(
+    server: Any, smtp_port: int, url: str, total: int, profile: str | None
+) -> dict[str, Any]:
+    from mail.channel import build_mail_channel
+    from workflows.calendar import WorkingCalendar
+    from workflows.clock import SystemClock
+    from workflows.outbox import Channel, OutboxStatus
+    from workflows.service import RequestService
+    from workflows.storage import make_engine, make_sessionmaker
+    from workflows.tables import InboundMail, OutboxItem, Request
+    from workflows.vault import Vault
+
+    engine = make_engine(url)
+    sessions = make_sessionmaker(engine)
+    vault, clock = Vault(BENCH_KEY), SystemClock()
+    service = RequestService(sessions, vault, clock, WorkingCalendar())
+    channel = build_mail_channel(
+        imap_host=server.host,
+        imap_port=server.port,
+        imap_user=server.user,
+        imap_password=server.password,
+        imap_security="none",
+        imap_folder="INBOX",
+        poll_seconds=1,
+        smtp_host="127.0.0.1",
+        smtp_port=smtp_port,
+        smtp_user=None,
+        smtp_password=None,
+        smtp_security="none",
+        mail_from="aina.app@mercury.kz",
+        service=service,
+        sessions=sessions,
+        vault=vault,
+        clock=clock,
+        timeout=30.0,
+    )
+
+    async def counts() -> tuple[int, int, int, int]:
+        async with sessions() as session:
+            taken = await session.scalar(select(func.count(InboundMail.id))) or 0
+            requests = await session.scalar(select(func.count(Request.id))) or 0
+            waiting = await session.scalar(
+                select(func.count(OutboxItem.id)).where(
+                    OutboxItem.channel == Channel.EMAIL.value,
+                    OutboxItem.status.in_([OutboxStatus.PENDING.value, OutboxStatus.SENDING.value]),
+                )
+            )
+            sent = await session.scalar(
+                select(func.count(OutboxItem.id)).where(
+                    OutboxItem.channel == Channel.EMAIL.value,
+                    OutboxItem.status == OutboxStatus.SENT.value,
+                )
+            )
+        return taken, requests, waiting or 0, sent or 0
+
+    profiler = None
+    if profile:
+        from pyinstrument import Profiler
+
+        profiler = Profiler(interval=0.001)
+        profiler.start()
+    stop = asyncio.Event()
+    started = time.perf_counter()
+    cpu = time.process_time()
+    running = asyncio.create_task(channel.run(stop))
+    taken = requests = waiting = sent = 0
+    for _ in range(int(DRAIN_SECONDS / 0.25)):
+        await asyncio.sleep(0.25)
+        taken, requests, waiting, sent = await counts()
+        if taken >= total and waiting == 0:
+            break
+    seconds = time.perf_counter() - started
+    cpu = time.process_time() - cpu
+    stop.set()
+    with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+        await asyncio.wait_for(running, timeout=30)
+    if profiler is not None:
+        profiler.stop()
+        Path(profile).write_text(  # noqa: ASYNC240 (after the clock)
+            profiler.output_text(unicode=True, color=False), encoding="utf-8"
+        )
+    await engine.dispose()
+    return {
+        "seconds": seconds,
+        "cpu": cpu,
+        "taken": taken,
+        "requests": requests,
+        "acks": sent,
+        "waiting": waiting,
+    }
+
+
+def _sink(port: int) -> subprocess.Popen[bytes]:
+    """aiosmtpd taking and dropping every letter, in a process of its own."""
+    return subprocess.Popen(  # noqa: S603 (this interpreter, aiosmtpd's own module)
+        [
+            sys.executable,
+            "-m",
+            "aiosmtpd",
+            "-n",
+            "-c",
+            "aiosmtpd.handlers.Sink",
+            "-l",
+            f"127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def _run(
+    backend: str, made: list[bytes], directory: Path, profile: str | None
+) -> dict[str, Any]:
+    smtp_port = free_port()
+    sink = _sink(smtp_port)
+    try:
+        wait_for_port(smtp_port, sink)
+        root = Path(tempfile.mkdtemp(prefix="dovecot-", dir=directory))
+        with _running_dovecot(root) as server:
+            await asyncio.to_thread(_append_all, server, made)
+            started = time.perf_counter()
+            count, size = await asyncio.to_thread(_bare_fetch, server)
+            bare = time.perf_counter() - started
+            async with database(backend, directory) as url:
+                engine = await migrated(url)
+                await engine.dispose()
+                desk = await _desk(server, smtp_port, url, len(made), profile)
+    finally:
+        sink.terminate()
+        sink.wait(timeout=10)
+    return {"bare_seconds": bare, "bare_count": count, "bare_bytes": size, **desk}
+
+
+async def _drive(args: argparse.Namespace) -> None:
+    count = args.mails or (300 if args.quick else 2000)
+    runs = args.runs or (1 if args.quick else 3)
+    made = letters(count)
+    print(f"# mail intake: {count} letters ({sum(map(len, made)) / 1e6:.1f} MB), {runs} run(s)")
+    print(f"# machine: {machine()}")
+    table = Table(
+        [
+            "desk on",
+            "bare fetch letters/s",
+            "desk letters/s",
+            "vs bare fetch",
+            "requests",
+            "acks sent",
+            "desk CPU s",
+        ],
+        [],
+    )
+    with tempfile.TemporaryDirectory(prefix="aina-bench-") as tmp:
+        for backend in args.backends.split(","):
+            results = []
+            for run in range(runs):
+                profile = None
+                if args.profile and run == 0:
+                    profile = f"{args.profile}/mail-{backend}.txt"
+                result = await _run(backend, made, Path(tmp), profile)
+                results.append(result)
+                print(
+                    f"  {backend} run {run + 1}: bare fetch {result['bare_count']} in "
+                    f"{result['bare_seconds']:.2f} s; desk {result['taken']} in "
+                    f"{result['seconds']:.1f} s ({result['requests']} requests, "
+                    f"{result['acks']} acks sent, {result['waiting']} waiting)",
+                    flush=True,
+                )
+            bare = median([r["bare_count"] / r["bare_seconds"] for r in results])
+            desk = median([r["taken"] / r["seconds"] for r in results])
+            table.rows.append(
+                [
+                    backend,
+                    bare,
+                    desk,
+                    ratio(desk, bare),
+                    results[-1]["requests"],
+                    results[-1]["acks"],
+                    median([r["cpu"] for r in results]),
+                ]
+            )
+    print()
+    print(table.render())
+    print("\ntarget: the desk at least 0.5x the bare fetch rate (medians of the runs)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--mails", type=int, help="letters in the mailbox (default 2000)")
+    parser.add_argument("--runs", type=int, help="runs (default 3)")
+    parser.add_argument("--quick", action="store_true", help="300 letters, 1 run")
+    parser.add_argument("--backends", default="sqlite")
+    parser.add_argument("--profile", help="write a pyinstrument profile of run 1 here")
+    args = parser.parse_args()
+    if args.profile:
+        Path(args.profile).mkdir(parents=True, exist_ok=True)
+    asyncio.run(_drive(args))
+
+
+if __name__ == "__main__":
+    main()
