@@ -82,6 +82,7 @@ def deadline_scheduler(settings: Settings, core: Core) -> Component:
         digest_time=settings.digest_time,
         quiet_days=settings.quiet_days == "days_off",
         reconcile_seconds=settings.scheduler_reconcile_seconds,
+        retention_days=settings.retention_days,
     )
 
 

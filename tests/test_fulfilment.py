@@ -178,7 +178,7 @@ async def test_a_correction_changes_the_directory_and_tells_the_person_what(
     assert record.full_name == "Айгерим Нұрланқызы Сейітқали"
     assert str(record.birth_date) == "1995-03-15"
     (notice,) = await notices(sessions, vault, "data_corrected")
-    assert notice["fields"] == "full_name, birth_date"
+    assert notice["fields"] == "тегі, аты, әкесінің аты, туған күні"  # in the person's words
 
 
 def test_corrections_are_checked_line_by_line() -> None:
@@ -258,3 +258,31 @@ async def test_a_company_crm_plugs_in_through_the_protocol(
     assert done.status == "completed"
     assert crm.records["C-1001"].iin is None
     assert crm.records["C-1001"].full_name == record.full_name
+
+
+async def test_a_correction_without_a_customer_record_is_refused_before_approval(
+    service: RequestService,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+) -> None:
+    empty = Fulfilment(service, SqlDirectory(sessions, vault, clock), clock)
+    reference = await filed(service, "rectify", correction="surname")
+    with pytest.raises(FulfilmentError, match="no customer record"):
+        await empty.approve(reference, DANA, corrections={"full_name": "A B"})
+    assert (await service.get(reference)).status == "verified"  # not stuck in approved
+
+
+async def test_both_approvers_of_a_destruction_must_name_the_same_fields(
+    service: RequestService, fulfilment: Fulfilment, directory: SqlDirectory
+) -> None:
+    reference = await filed(service, "destroy_unlawful", data_concerned="IIN", text="unlawful")
+    await fulfilment.approve(reference, DANA, fields=["iin"])
+    with pytest.raises(FulfilmentError, match="other fields"):
+        await fulfilment.approve(reference, ARMAN, fields=["iin", "email"])
+    record = await directory.lookup(customer_id="C-1001")
+    assert record is not None
+    assert record.email is not None
+
+    done = await fulfilment.approve(reference, ARMAN, fields=["iin"])
+    assert done.status == "completed"

@@ -39,7 +39,7 @@ from tests.test_telegram_bot import (
     text,
 )
 from workflows.directory import import_customers, import_purchases
-from workflows.fulfilment import DIRECTORY_FIELDS, Fulfilment, SqlDirectory
+from workflows.fulfilment import DIRECTORY_FIELDS, Fulfilment, SqlDirectory, field_names
 from workflows.i18n import render_notification, status_name
 from workflows.kinds import RequestKind
 from workflows.outbox import Channel, OutboxDispatcher
@@ -351,7 +351,11 @@ async def test_rectify_asks_for_the_values_refuses_a_bad_line_and_tells_what_cha
     assert record is not None
     assert (record.full_name, record.iin) == ("Новое Имя", IIN)
     await told(
-        desk, since, notice("data_corrected", "ru", reference, "rectify", fields="full_name")
+        desk,
+        since,
+        notice(
+            "data_corrected", "ru", reference, "rectify", fields=field_names("ru", ["full_name"])
+        ),
     )
     view = await service.get(reference, with_events=True)
     complete = next(e for e in view.events if e.action == "complete")
@@ -407,7 +411,13 @@ async def test_destroy_unlawful_erases_the_named_fields_after_two_approvals(
     await told(
         desk,
         since,
-        notice("data_destroyed", "ru", reference, "destroy_unlawful", fields="iin, email"),
+        notice(
+            "data_destroyed",
+            "ru",
+            reference,
+            "destroy_unlawful",
+            fields=field_names("ru", ["iin", "email"]),
+        ),
     )
 
     record = await directory.lookup(customer_id=CUSTOMER)

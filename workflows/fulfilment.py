@@ -26,6 +26,7 @@ from workflows.access_report import build_access_report
 from workflows.clock import Clock
 from workflows.directory import CustomerRecord, customer_record
 from workflows.errors import DomainError
+from workflows.i18n import catalogue
 from workflows.identity import normalize_email, normalize_phone, validate_iin
 from workflows.kinds import RequestKind
 from workflows.service import Evidence, RequestService
@@ -285,6 +286,13 @@ def suppressions_csv(items: Sequence[Suppression]) -> str:
     return out.getvalue()
 
 
+def field_names(language: str, names: Sequence[str]) -> str:
+    """Directory field names as the person reads them, in their language."""
+    if not names:
+        return "—"
+    return ", ".join(catalogue().text(language, f"directory_field.{name}") for name in names)
+
+
 def parse_corrections(text: str) -> dict[str, str]:
     """Staff's corrections, one ``field: value`` per line; values validated like an import."""
     changes: dict[str, str] = {}
@@ -388,11 +396,29 @@ class Fulfilment:
         """Approve; once the request is approved (four eyes permitting), fulfil and complete."""
         view = await self._service.get(reference)
         kind = RequestKind(view.kind)
-        if kind is RequestKind.RECTIFY and not corrections:
-            raise FulfilmentError("a correction needs the corrected values")
-        if kind is RequestKind.DESTROY_UNLAWFUL and not fields:
-            raise FulfilmentError("a destruction needs the fields to destroy")
-        view = await self._service.approve(reference, staff)
+        details: dict[str, Any] = {}
+        if kind is RequestKind.RECTIFY:
+            if not corrections:
+                raise FulfilmentError("a correction needs the corrected values")
+            if await self.customer(view) is None:
+                raise FulfilmentError(
+                    "no customer record matches this person: there is nothing to correct;"
+                    " ask for information or reject with the reason"
+                )
+            details["fields"] = sorted(corrections)
+        if kind is RequestKind.DESTROY_UNLAWFUL:
+            if not fields:
+                raise FulfilmentError("a destruction needs the fields to destroy")
+            details["fields"] = sorted(set(fields))
+            # Four eyes means both approvers agree on what is destroyed.
+            for earlier in await self._service.approval_details(reference):
+                if earlier.get("fields") and earlier["fields"] != details["fields"]:
+                    raise FulfilmentError(
+                        "the first approval named other fields ("
+                        + ", ".join(earlier["fields"])
+                        + "): approve the same fields, or reject"
+                    )
+        view = await self._service.approve(reference, staff, details=details)
         if view.status != Status.APPROVED.value:
             return view  # waiting for a second approval
         return await self.fulfil(view, staff, corrections=corrections, fields=fields)
@@ -450,13 +476,13 @@ class Fulfilment:
                 raise FulfilmentError("no customer record to correct")
             changed = await self._directory.update(customer.id, corrections or {})
             template, details["changed_fields"] = "data_corrected", changed
-            params["fields"] = ", ".join(changed) or "—"
+            params["fields"] = field_names(view.language, changed)
         elif kind is RequestKind.DESTROY_UNLAWFUL:
             erased = (
                 await self._directory.erase(customer.id, list(fields or ())) if customer else []
             )
             template, details["erased_fields"] = "data_destroyed", erased
-            params["fields"] = ", ".join(erased) or "—"
+            params["fields"] = field_names(view.language, erased)
         if not found and kind not in (RequestKind.ACCESS, RequestKind.COMPLAINT):
             template = "done_no_record"
         return await self._service.complete(

@@ -545,7 +545,20 @@ class RequestService:
             await self._to_subject(session, request, subject, event, "clock_started")
             return await self._view(session, request)
 
-    async def approve(self, reference: str, staff: Actor) -> RequestView:
+    async def approval_details(self, reference: str) -> list[dict[str, Any]]:
+        """What each approval recorded so far (four eyes), oldest first."""
+        async with self._sessions() as session:
+            request = await self._load(session, reference)
+            rows = await session.scalars(
+                select(AuditEvent.details)
+                .where(AuditEvent.request_id == request.id, AuditEvent.action == APPROVAL)
+                .order_by(AuditEvent.id)
+            )
+            return [dict(row or {}) for row in rows]
+
+    async def approve(
+        self, reference: str, staff: Actor, *, details: Mapping[str, Any] | None = None
+    ) -> RequestView:
         """Staff approve the request; the fulfilment follows, then completion.
 
         A destructive kind (``four_eyes``) needs approvals from two different
@@ -556,7 +569,6 @@ class RequestService:
             request = await self._load(session, reference)
             self._check_staff(staff)
             next_status(Status(request.status), Action.APPROVE)
-            details: dict[str, Any] = {}
             if RequestKind(request.kind) in self._four_eyes:
                 given = await self._approvers(session, request)
                 if str(staff.staff_id) in given:
@@ -569,13 +581,19 @@ class RequestService:
                         APPROVAL,
                         request.status,
                         None,
-                        {"given": len(given) + 1, "needed": self._approvals_needed},
+                        {
+                            "given": len(given) + 1,
+                            "needed": self._approvals_needed,
+                            **(details or {}),
+                        },
                     )
                     request.updated_at = self._clock.now()
                     await self._to_staff(session, request, event, "staff_card")
                     return await self._view(session, request)
-                details = {"approved_by": [*given.values(), staff.name]}
-            event = await self._move(session, request, Action.APPROVE, staff, details)
+                approved = {"approved_by": [*given.values(), staff.name], **(details or {})}
+            else:
+                approved = dict(details or {})
+            event = await self._move(session, request, Action.APPROVE, staff, approved)
             if request.assignee_id is None:
                 request.assignee_id, request.assignee_name = staff.staff_id, staff.name
             await self._to_staff(session, request, event, "staff_card")
