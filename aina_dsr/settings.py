@@ -6,6 +6,7 @@ import functools
 import hashlib
 import logging
 import os
+import re
 from datetime import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -92,9 +93,7 @@ class Settings(BaseSettings):
     telegram_bot_token: SecretStr | None = None
     telegram_api_url: str | None = None
     telegram_webhook_url: str | None = None
-    telegram_webhook_secret: SecretStr | None = Field(
-        default=None, min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_-]+$"
-    )
+    telegram_webhook_secret: SecretStr | None = None
     telegram_webhook_listen: str = Field(default="127.0.0.1:8080", pattern=r"^[^:\s]+:\d{1,5}$")
     staff_chat_id: int | None = None
     staff_user_ids: Annotated[frozenset[int], NoDecode] = frozenset()
@@ -139,6 +138,12 @@ class Settings(BaseSettings):
 
     # Retention: days a closed request keeps more than its evidence (see workflows.retention).
     retention_days: int = Field(default=DEFAULT_RETENTION_DAYS, ge=30, le=36500)
+
+    # Limits per person and chat (see workflows.limits, bot.throttle, mail.intake).
+    limit_open_requests: int = Field(default=5, ge=1, le=100)
+    limit_messages_per_minute: int = Field(default=20, ge=1, le=600)
+    limit_codes_per_hour: int = Field(default=3, ge=1, le=60)
+    limit_mail_per_sender_per_hour: int = Field(default=20, ge=1, le=10000)
 
     # Scale and misc
     redis_url: str | None = None
@@ -250,6 +255,16 @@ class Settings(BaseSettings):
         if len(set(keys)) != len(keys):
             raise ValueError("names the same key twice")
         return SecretStr(",".join(keys))
+
+    @field_validator("telegram_webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        # Telegram accepts 1-256 characters A-Z, a-z, 0-9, _ and -.
+        if value is not None and not re.fullmatch(
+            r"[A-Za-z0-9_-]{1,256}", value.get_secret_value()
+        ):
+            raise ValueError("use 1 to 256 letters, digits, _ or - (Telegram's rule)")
+        return value
 
     @field_validator("calendar_file")
     @classmethod

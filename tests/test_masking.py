@@ -54,3 +54,9 @@ def test_the_filter_masks_messages_and_their_arguments(caplog: pytest.LogCapture
     assert "Айгерим" not in text
     assert "MASKED" in text
     assert "+7701*****67" in text
+
+
+def test_timestamps_are_not_taken_for_phones() -> None:
+    line = "2026-11-25 13:21:04 INFO outbox 12 sent (request_taken, DSR-2026-000001)"
+    assert mask_text(line) == line
+    assert mask_text("at 2026-11-25T13:21:04+05:00") == "at 2026-11-25T13:21:04+05:00"

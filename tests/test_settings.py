@@ -244,3 +244,15 @@ def test_a_real_key_wins_over_dev_mode(monkeypatch: pytest.MonkeyPatch, tmp_path
 
     assert encryption_key_or_dev(load_settings()) == key
     assert not (tmp_path / "dsr-dev.key").exists()
+
+
+def test_a_webhook_secret_is_checked_against_telegrams_rule(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DSR_TELEGRAM_WEBHOOK_SECRET", "good_Secret-123")
+    assert load_settings().webhook_secret() == "good_Secret-123"
+    monkeypatch.setenv("DSR_TELEGRAM_WEBHOOK_SECRET", "no spaces!")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert caught.value.variable == "DSR_TELEGRAM_WEBHOOK_SECRET"
+    assert "no spaces" not in caught.value.problem  # a secret is never echoed

@@ -21,6 +21,9 @@ _IIN = re.compile(r"(?<!\d)\d{10}(\d{2})(?!\d)")
 _PHONE = re.compile(r"(?<![\w+-])(\+?\d[\d\s()\-]{8,18}\d)(?!\d)")
 
 
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}(?:[ T]\d{2})?$")
+
+
 def mask_phone(phone: str | None) -> str:
     if not phone:
         return ""
@@ -48,6 +51,8 @@ def mask_iin(iin: str | None) -> str:
 
 def _mask_phone_match(match: re.Match[str]) -> str:
     text = match.group(1)
+    if _DATE.match(text):
+        return text  # a timestamp, not a phone
     digits = re.sub(r"\D", "", text)
     if not 10 <= len(digits) <= 15:
         return text

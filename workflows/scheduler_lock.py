@@ -84,14 +84,14 @@ class AdvisoryLock:
             )
             await connection.commit()
         except Exception:
-            log.warning("cannot try the scheduler lock", exc_info=True)
+            log.warning("cannot try the lock %r", self._name, exc_info=True)
             await _discard(connection)
             return False
         if not held:
             await _discard(connection)
             return False
         self._connection, self.key = connection, key
-        log.info("this process now runs the scheduler (advisory lock %s)", key)
+        log.info("this process now holds %r (advisory lock %s)", self._name, key)
         return True
 
     async def alive(self) -> bool:
@@ -103,7 +103,9 @@ class AdvisoryLock:
             await connection.scalar(text("SELECT 1"))
             await connection.commit()
         except Exception:
-            log.warning("the scheduler lock's connection is gone; stepping down", exc_info=True)
+            log.warning(
+                "the connection of lock %r is gone; stepping down", self._name, exc_info=True
+            )
             self._connection = None
             await _discard(connection)
             return False
