@@ -23,10 +23,12 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import dialog, staff
+from bot.callbacks import stray_buttons
 from bot.cards import OutboxRenderer
 from bot.config import BotConfig
 from bot.delivery import RateLimits, TelegramPort
 from bot.language import LanguageMiddleware
+from bot.throttle import ChatThrottle
 from workflows.clock import Clock
 from workflows.fulfilment import Fulfilment, SqlDirectory
 from workflows.outbox import OutboundPort, OutboxDispatcher
@@ -67,10 +69,13 @@ def build_dispatcher(
         fulfilment=fulfilment,
     )
     dispatcher.update.outer_middleware(LanguageMiddleware(config))
+    # After the language, so the one answer to a chat over its limit is in its words.
+    dispatcher.update.outer_middleware(ChatThrottle(config, clock))
     renderer = OutboxRenderer(service, config, clock, fulfilment)
     if config.staff_chat_id is not None:
         dispatcher.include_router(staff.setup(config, renderer, clock))
     dispatcher.include_router(dialog.setup(config))
+    dispatcher.include_router(stray_buttons())
     return dispatcher
 
 
@@ -200,8 +205,13 @@ class TelegramChannel:
 
     async def _serve_webhook(self, stop: asyncio.Event, webhook: Webhook) -> None:
         app = web.Application()
+        # Answer Telegram only after the update is handled: if the process dies
+        # mid-way, Telegram sends the update again instead of it being lost.
         SimpleRequestHandler(
-            dispatcher=self.dispatcher, bot=self.bot, secret_token=webhook.secret
+            dispatcher=self.dispatcher,
+            bot=self.bot,
+            secret_token=webhook.secret,
+            handle_in_background=False,
         ).register(app, path=webhook.path)
         setup_application(app, self.dispatcher, bot=self.bot)
         runner = web.AppRunner(app)
