@@ -118,6 +118,7 @@ def mail_channel(settings: Settings, core: Core) -> Component:
         clock=core.clock,
         processed_folder=settings.imap_processed_folder,
         max_attachment_bytes=settings.mail_max_attachment_mb * 1024 * 1024,
+        max_per_sender_per_hour=settings.limit_mail_per_sender_per_hour,
         engine=core.engine,  # on PostgreSQL one replica reads the mailbox (advisory lock)
     )
 
@@ -132,6 +133,7 @@ def telegram_channel(settings: Settings, core: Core) -> Component:
         staff_user_ids=settings.staff_user_ids,
         staff_language=settings.staff_language,
         info=DeskInfo(mail_address=str(settings.mail_from), policy_url=settings.policy_url),
+        messages_per_minute=settings.limit_messages_per_minute,
     )
     webhook = None
     if settings.telegram_webhook_url:

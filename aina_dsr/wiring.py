@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from aina_dsr.settings import Settings, encryption_keys_or_dev
 from workflows.calendar import WorkingCalendar
 from workflows.clock import Clock, SystemClock
+from workflows.limits import Limits
 from workflows.service import RequestService
 from workflows.storage import make_engine, make_sessionmaker, upgrade_engine
 from workflows.vault import Vault
@@ -60,6 +61,10 @@ async def open_core(
             staff_user_ids=settings.staff_user_ids or None,
             four_eyes=settings.four_eyes_kinds,
             approvals_needed=settings.approvals_needed,
+            limits=Limits(
+                max_open_requests=settings.limit_open_requests,
+                codes_per_hour=settings.limit_codes_per_hour,
+            ),
         )
         yield Core(settings, engine, sessions, vault, clock, calendar, service)
     finally:

@@ -1,8 +1,20 @@
-"""What the inline buttons carry: small typed payloads (aiogram CallbackData)."""
+"""What the inline buttons carry: small typed payloads (aiogram CallbackData).
+
+aiogram's filters refuse data that does not unpack into a class here (garbage,
+an old format, a wrong type), so such a press reaches :func:`stray_buttons`.
+"""
 
 from __future__ import annotations
 
+import logging
+
+from aiogram import Router
 from aiogram.filters.callback_data import CallbackData
+from aiogram.types import CallbackQuery
+
+from bot.texts import Texts
+
+log = logging.getLogger(__name__)
 
 
 class KindChoice(CallbackData, prefix="kind"):
@@ -34,3 +46,20 @@ class LanguageChoice(CallbackData, prefix="lang"):
 class StaffAction(CallbackData, prefix="st"):
     action: str  # take | approve | reject | ask | complete | evidence
     reference: str
+
+
+def stray_buttons() -> Router:
+    """The last router: a press nobody understood (garbage, an old format, a forged or stale
+    button, a button in the wrong chat) is answered, so its spinner stops, and changes nothing."""
+    router = Router(name=__name__)
+
+    @router.callback_query()
+    async def unknown(query: CallbackQuery, texts: Texts) -> None:
+        log.info("a button nobody handles was pressed in chat %s", _chat_id(query))
+        await query.answer(texts("limits.button_unknown"))
+
+    return router
+
+
+def _chat_id(query: CallbackQuery) -> int | None:
+    return query.message.chat.id if query.message is not None else None

@@ -17,6 +17,8 @@ class BotConfig:
     max_text: int = 2000
     max_file_mb: int = 10
     max_files: int = 5
+    # Messages and button presses one chat may send a minute (bot.throttle); staff are exempt.
+    messages_per_minute: int = 20
     # Set after every change, so the outbox loop delivers at once instead of at its next tick.
     outbox_wake: asyncio.Event = field(default_factory=asyncio.Event)
 

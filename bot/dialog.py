@@ -39,7 +39,7 @@ from bot.callbacks import (
 from bot.config import BotConfig
 from bot.language import remember_language
 from bot.texts import Texts
-from workflows.errors import DomainError
+from workflows.errors import DomainError, NotAllowed, RequestNotFound
 from workflows.i18n import LANGUAGES, format_date, kind_hint, kind_name, status_name
 from workflows.identity import (
     CodeOutcome,
@@ -48,6 +48,7 @@ from workflows.identity import (
     normalize_phone,
 )
 from workflows.kinds import RequestKind
+from workflows.limits import TooManyCodes, TooManyOpen
 from workflows.masking import mask_email
 from workflows.service import Evidence, RequestService
 from workflows.views import Actor, RequestView
@@ -96,9 +97,14 @@ def setup(config: BotConfig) -> Router:
     # -- commands work in every state ---------------------------------------
 
     @router.message(CommandStart())
-    async def start(message: Message, state: FSMContext, texts: Texts) -> None:
+    async def start(
+        message: Message, state: FSMContext, texts: Texts, service: RequestService
+    ) -> None:
+        assert message.from_user is not None
         await state.clear()
         await message.answer(texts("start.greeting"), reply_markup=ReplyKeyboardRemove())
+        if await _at_open_limit(message, texts, service, message.from_user.id):
+            return
         await _offer_kinds(message, state, texts)
 
     @router.message(Command("help"))
@@ -189,10 +195,18 @@ def setup(config: BotConfig) -> Router:
         texts: Texts,
         service: RequestService,
     ) -> None:
+        reference = callback_data.reference
+        try:
+            owner = (await service.get(reference)).subject_telegram_user_id
+            if owner != query.from_user.id:
+                raise NotAllowed("this request belongs to someone else")
+        except (NotAllowed, RequestNotFound):
+            # A forged or mistyped reference: nothing is shown of it and nothing changes.
+            await query.answer(texts("limits.not_yours"), show_alert=True)
+            return
         await query.answer()
         if not isinstance(query.message, Message):
             return
-        reference = callback_data.reference
         if callback_data.keep:
             await query.message.edit_text(texts("cancel.kept", reference=reference))
             return
@@ -227,15 +241,23 @@ def setup(config: BotConfig) -> Router:
 
     @router.callback_query(KindChoice.filter())
     async def kind_chosen(
-        query: CallbackQuery, callback_data: KindChoice, state: FSMContext, texts: Texts
+        query: CallbackQuery,
+        callback_data: KindChoice,
+        state: FSMContext,
+        texts: Texts,
+        service: RequestService,
     ) -> None:
-        await query.answer()
         try:
             kind = RequestKind(callback_data.kind)
         except ValueError:
+            await query.answer(texts("limits.button_unknown"))
             return
+        await query.answer()
         if isinstance(query.message, Message):
             await query.message.edit_reply_markup(reply_markup=None)
+            if await _at_open_limit(query.message, texts, service, query.from_user.id):
+                await state.clear()
+                return
         await state.set_state(Dialog.field)
         await state.set_data(
             {
@@ -334,9 +356,9 @@ def setup(config: BotConfig) -> Router:
     @router.message(StateFilter(Dialog.evidence))
     async def evidence_expected(message: Message, state: FSMContext, texts: Texts) -> None:
         files = (await state.get_data()).get("evidence", [])
-        await message.answer(
-            texts("ask.evidence"), reply_markup=_evidence_keyboard(texts, done=bool(files))
-        )
+        # A sticker, a voice message, a video, a location...: say plainly what is taken.
+        msgid = "ask.evidence" if message.text is not None else "limits.unsupported.file"
+        await message.answer(texts(msgid), reply_markup=_evidence_keyboard(texts, done=bool(files)))
 
     # -- who is asking ----------------------------------------------------------
 
@@ -391,6 +413,8 @@ def setup(config: BotConfig) -> Router:
     ) -> None:
         await query.answer()
         if not isinstance(query.message, Message):
+            return
+        if callback_data.action not in ("confirm", "edit", "cancel"):
             return
         data = await state.get_data()
         if callback_data.action == "cancel":
@@ -453,14 +477,28 @@ def setup(config: BotConfig) -> Router:
         texts: Texts,
         service: RequestService,
     ) -> None:
-        await query.answer()
-        proof = (await state.get_data()).get("proof") or {}
+        data = await state.get_data()
+        proof = data.get("proof") or {}
         email = proof.get("email")
+        if callback_data.reference != data.get("reference"):
+            await query.answer(texts("limits.button_unknown"))
+            return
+        await query.answer()
         if not email or not isinstance(query.message, Message):
             return
-        await service.send_email_code(
-            callback_data.reference, Actor.person_telegram(query.from_user.id), email
-        )
+        try:
+            await service.send_email_code(
+                callback_data.reference, Actor.person_telegram(query.from_user.id), email
+            )
+        except TooManyCodes as exc:
+            await query.message.answer(
+                texts("limits.codes", limit=exc.limit, minutes=exc.minutes),
+                reply_markup=_new_code_keyboard(texts, callback_data.reference),
+            )
+            return
+        except DomainError:
+            await query.message.answer(texts("error.try_later"))
+            return
         config.outbox_wake.set()
         await query.message.edit_text(texts("code.sent", email=html.escape(mask_email(email))))
 
@@ -488,6 +526,10 @@ def setup(config: BotConfig) -> Router:
         if len(text) > config.max_text:
             await message.answer(texts("too_long", limit=config.max_text))
             return
+        if _file_size(message) > config.max_file_mb * 1024 * 1024:
+            # Nothing is added: a reply without its file would read as complete.
+            await message.answer(texts("limits.file_too_big", limit=config.max_file_mb))
+            return
         evidence = await _download_one(bot, message, config)
         await service.attach(
             target.reference,
@@ -501,12 +543,33 @@ def setup(config: BotConfig) -> Router:
 
     @router.message()
     async def anything_else(message: Message, texts: Texts) -> None:
-        await message.answer(texts("fallback"))
+        # Only what the handlers above do not take gets here: stickers, voice, video, places.
+        await message.answer(texts("limits.unsupported" if message.text is None else "fallback"))
 
     return router
 
 
 # -- steps ----------------------------------------------------------------------
+
+
+async def _at_open_limit(
+    message: Message, texts: Texts, service: RequestService, user_id: int
+) -> bool:
+    """Says so when the person has as many requests open as the desk takes at once."""
+    limit = service.limits.max_open_requests
+    views = await service.list_requests(telegram_user_id=user_id, open_only=True)
+    if len(views) < limit:
+        return False
+    await message.answer(texts("limits.too_many_open", limit=limit))
+    return True
+
+
+def _file_size(message: Message) -> int:
+    if message.document is not None:
+        return message.document.file_size or 0
+    if message.photo:
+        return message.photo[-1].file_size or 0
+    return 0
 
 
 async def _offer_kinds(message: Message, state: FSMContext, texts: Texts) -> None:
@@ -591,16 +654,23 @@ async def _file(
         for f in data.get("evidence", [])
     ]
     body = "\n".join(str(v) for k, v in fields.items() if k in ("correction", "text") and v)
-    view = await service.open_request(
-        kind=data["kind"],
-        channel="telegram",
-        language=language,
-        fields=fields,
-        telegram_user_id=user_id,
-        body=body or None,
-        external_id=f"tg:{query.message.chat.id}:{query.message.message_id}",
-        evidence=evidence,
-    )
+    try:
+        view = await service.open_request(
+            kind=data["kind"],
+            channel="telegram",
+            language=language,
+            fields=fields,
+            telegram_user_id=user_id,
+            body=body or None,
+            external_id=f"tg:{query.message.chat.id}:{query.message.message_id}",
+            evidence=evidence,
+        )
+    except TooManyOpen as exc:
+        # The dialog stays at its summary: once one request is closed or cancelled, Send works.
+        await query.message.answer(
+            texts("limits.too_many_open", limit=exc.limit), reply_markup=_summary_keyboard(texts)
+        )
+        return
     proof = data.get("proof") or {}
     if proof.get("method") == "contact":
         await service.verify_by_contact(
@@ -611,10 +681,19 @@ async def _file(
         await query.message.edit_text(texts("summary.sent"))
         return
     email = str(proof["email"])
-    await service.send_email_code(view.reference, Actor.person_telegram(user_id), email)
     config.outbox_wake.set()
     await state.set_state(Dialog.code)
     await state.update_data(reference=view.reference)
+    try:
+        await service.send_email_code(view.reference, Actor.person_telegram(user_id), email)
+    except TooManyCodes as exc:
+        # Filed, but the code must wait: the button asks for it again later.
+        await query.message.edit_text(
+            texts("limits.codes", limit=exc.limit, minutes=exc.minutes),
+            reply_markup=_new_code_keyboard(texts, view.reference),
+        )
+        return
+    config.outbox_wake.set()
     await query.message.edit_text(texts("code.sent", email=html.escape(mask_email(email))))
 
 

@@ -21,7 +21,12 @@ from collections.abc import Awaitable, Callable
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from mail.intake import DEFAULT_MAX_ATTACHMENT, IntakeResult, MailIntake
+from mail.intake import (
+    DEFAULT_MAX_ATTACHMENT,
+    DEFAULT_MAX_PER_SENDER,
+    IntakeResult,
+    MailIntake,
+)
 from mail.poller import ImapSettings, MailPoller, Security
 from mail.sender import SmtpSender
 from workflows.clock import Clock
@@ -161,6 +166,7 @@ def build_mail_channel(
     clock: Clock,
     processed_folder: str | None = None,
     max_attachment_bytes: int = DEFAULT_MAX_ATTACHMENT,
+    max_per_sender_per_hour: int = DEFAULT_MAX_PER_SENDER,
     timeout: float = 30.0,
     imap_ssl_context: ssl.SSLContext | None = None,
     smtp_ssl_context: ssl.SSLContext | None = None,
@@ -171,7 +177,14 @@ def build_mail_channel(
     Given a PostgreSQL ``engine``, only the process holding the ``imap-poller``
     advisory lock reads the mailbox; without one (or on SQLite) this one does.
     """
-    intake = MailIntake(service, sessions, vault, clock, max_attachment_bytes=max_attachment_bytes)
+    intake = MailIntake(
+        service,
+        sessions,
+        vault,
+        clock,
+        max_attachment_bytes=max_attachment_bytes,
+        max_per_sender_per_hour=max_per_sender_per_hour,
+    )
     sender = SmtpSender(
         host=smtp_host,
         port=smtp_port,

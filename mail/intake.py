@@ -5,16 +5,23 @@ content), so a letter seen twice is handled once. The row is written after the
 request service has committed what the letter caused; a crash in between is
 caught on the next pass, because the service recorded the letter's
 Message-ID with the request (see :meth:`MailIntake.handle`).
+
+One sender gets at most ``max_per_sender_per_hour`` letters acted on in an
+hour (counted from ``inbound_mail`` by the sender's blind index, so every
+process and every restart sees the same count). The rest are kept, raw and
+encrypted, with the outcome ``rate_limited``: not answered, never lost, and
+staff are told once per sender and hour.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -36,6 +43,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_ATTACHMENT = 10 * 1024 * 1024
 MAX_FILES = 20
+DEFAULT_MAX_PER_SENDER = 20
+SENDER_WINDOW = timedelta(hours=1)
 
 
 class Outcome(StrEnum):
@@ -49,6 +58,7 @@ class Outcome(StrEnum):
     SPAM = "spam"
     QUARANTINED = "quarantined"
     DUPLICATE = "duplicate"
+    RATE_LIMITED = "rate_limited"
 
 
 _RECORD_ONLY = {
@@ -86,12 +96,14 @@ class MailIntake:
         clock: Clock,
         *,
         max_attachment_bytes: int = DEFAULT_MAX_ATTACHMENT,
+        max_per_sender_per_hour: int = DEFAULT_MAX_PER_SENDER,
     ) -> None:
         self._service = service
         self._sessions = sessions
         self._vault = vault
         self._clock = clock
         self._max_attachment = max_attachment_bytes
+        self._max_per_sender = max_per_sender_per_hour
 
     async def seen(self, raw: bytes) -> bool:
         """Whether this letter (by Message-ID or content) was handled already."""
@@ -115,6 +127,8 @@ class MailIntake:
             return await self._quarantine(raw, None, folder, uidvalidity, uid, "parser failed")
         if await self._known(mail.mail_key) is not None:
             return IntakeResult(Outcome.DUPLICATE)
+        if await self._over_sender_limit(mail):
+            return await self._rate_limited(raw, mail, folder, uidvalidity, uid)
         try:
             result = await self._act(mail)
         except Quarantine as exc:
@@ -274,6 +288,75 @@ class MailIntake:
                 continue
             kept.append(Evidence(item.filename, item.content_type, item.data))
         return kept, tuple(refused)
+
+    # -- one sender's share ----------------------------------------------------------
+
+    async def _over_sender_limit(self, mail: ParsedMail) -> bool:
+        index = self._vault.blind_index("email", mail.sender)
+        if index is None:
+            return False
+        since = self._clock.now() - SENDER_WINDOW
+        async with self._sessions() as session:
+            taken = await session.scalar(
+                select(func.count(InboundMail.id)).where(
+                    InboundMail.sender_index == index,
+                    InboundMail.received_at > since,
+                    InboundMail.outcome != Outcome.RATE_LIMITED.value,
+                )
+            )
+        return int(taken or 0) >= self._max_per_sender
+
+    async def _rate_limited(
+        self, raw: bytes, mail: ParsedMail, folder: str, uidvalidity: int, uid: int
+    ) -> IntakeResult:
+        """Keep the letter for staff, unanswered; tell staff on the first of the hour."""
+        now = self._clock.now()
+        index = self._vault.blind_index("email", mail.sender)
+        reason = f"over {self._max_per_sender} letters an hour from this sender"
+        try:
+            async with self._sessions.begin() as session:
+                earlier = await session.scalar(
+                    select(func.count(InboundMail.id)).where(
+                        InboundMail.sender_index == index,
+                        InboundMail.received_at > now - SENDER_WINDOW,
+                        InboundMail.outcome == Outcome.RATE_LIMITED.value,
+                    )
+                )
+                row = InboundMail(
+                    mail_key=mail.mail_key,
+                    folder=folder[:255],
+                    uidvalidity=uidvalidity,
+                    uid=uid,
+                    outcome=Outcome.RATE_LIMITED.value,
+                    reason=reason,
+                    sender_index=index,
+                    raw_enc=self._vault.encrypt_bytes(raw),
+                    received_at=now,
+                    processed_at=now,
+                )
+                session.add(row)
+                await session.flush()
+                if not earlier:
+                    await enqueue(
+                        session,
+                        self._vault,
+                        now,
+                        key=f"mail/{mail.mail_key}/rate_limited",
+                        channel=Channel.TELEGRAM,
+                        audience=Audience.STAFF_GROUP,
+                        template="staff_mail_rate_limited",
+                        language="en",
+                        params={
+                            "reference": None,
+                            "mail_id": row.id,
+                            "sender": mask_email(mail.sender),
+                            "limit": self._max_per_sender,
+                        },
+                    )
+        except IntegrityError:
+            return IntakeResult(Outcome.DUPLICATE)
+        log.info("mail uid %s from %s: rate limited", uid, mask_email(mail.sender))
+        return IntakeResult(Outcome.RATE_LIMITED, reason=reason)
 
     # -- recording ----------------------------------------------------------------
 

@@ -8,6 +8,12 @@ fetched with ``BODY.PEEK`` (never marked \\Seen), handled and committed, and
 only then flagged (or moved to the processed folder). Nothing is deleted or
 expunged. When UIDVALIDITY changes, the folder is read again from the start
 and the intake's dedupe, not the old UID, decides what is new.
+
+Letters are taken in turns by sender (the From headers of the new UIDs are
+read first, in one FETCH): one address that floods the mailbox with hundreds
+of letters gets one turn in each round like everyone else, so the others'
+requests are opened in the first batch. The cursor then moves only over the
+UIDs that are all done, so a batch cut short loses nothing.
 """
 
 from __future__ import annotations
@@ -19,9 +25,12 @@ import logging
 import re
 import ssl
 import threading
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from email.parser import BytesHeaderParser
+from email.utils import getaddresses
 from typing import Any, Literal, TypeVar
 
 from imap_tools import MailBox, MailBoxStartTls, MailBoxUnencrypted
@@ -119,6 +128,25 @@ class ImapConnection:
         found = self._box.uids(f"UID {after + 1}:*")
         return sorted(uid for uid in (int(u) for u in found) if uid > after)[:_MAX_BATCH]
 
+    def senders(self, uids: Sequence[int]) -> dict[int, str]:
+        """The From address of each UID, lower-cased ("" when there is none), in one FETCH."""
+        if not uids:
+            return {}
+        typ, data = self._box.client.uid(
+            "FETCH", _uid_set(uids), "(BODY.PEEK[HEADER.FIELDS (FROM)])"
+        )
+        if typ != "OK":
+            raise imaplib.IMAP4.error("FETCH of the senders failed")
+        found: dict[int, str] = {}
+        for item in data:
+            if not (isinstance(item, tuple) and len(item) == 2):
+                continue
+            match = re.search(rb"UID (\d+)", item[0])
+            if match is None or not isinstance(item[1], bytes):
+                continue
+            found[int(match.group(1))] = _sender_key(item[1])
+        return found
+
     def fetch(self, uid: int) -> bytes | None:
         typ, data = self._box.client.uid("FETCH", str(uid), "(BODY.PEEK[])")
         if typ != "OK":
@@ -174,6 +202,41 @@ class ImapConnection:
         return "IDLE" in self.capabilities
 
 
+def _uid_set(uids: Sequence[int]) -> str:
+    """``1:3,7,9:10`` for 1, 2, 3, 7, 9, 10: short enough for a batch of any size."""
+    ordered = sorted(set(uids))
+    runs: list[str] = []
+    start = previous = ordered[0]
+    for uid in ordered[1:]:
+        if uid != previous + 1:
+            runs.append(f"{start}:{previous}" if previous != start else str(start))
+            start = uid
+        previous = uid
+    runs.append(f"{start}:{previous}" if previous != start else str(start))
+    return ",".join(runs)
+
+
+def _sender_key(header: bytes) -> str:
+    message = BytesHeaderParser().parsebytes(header)
+    addresses = getaddresses([str(value) for value in message.get_all("From", [])])
+    return next((address.lower() for _, address in addresses if "@" in address), "")
+
+
+def fair_order(uids: Sequence[int], senders: dict[int, str]) -> list[int]:
+    """Round-robin over senders: each sender's letters keep their order, one per sender a turn."""
+    queues: OrderedDict[str, list[int]] = OrderedDict()
+    for uid in sorted(uids):
+        queues.setdefault(senders.get(uid, ""), []).append(uid)
+    order: list[int] = []
+    turn = 0
+    while len(order) < len(uids):
+        for queue in queues.values():
+            if turn < len(queue):
+                order.append(queue[turn])
+        turn += 1
+    return order
+
+
 def _quoted(folder: str) -> str:
     encoded = utf7_encode(folder).decode("ascii")
     return '"' + encoded.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -203,6 +266,8 @@ class MailPoller:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imap")
         self._connection = ImapConnection(settings)
         self._stop_thread = threading.Event()
+        # UIDs handled beyond the cursor (a batch taken out of order and cut short): not again.
+        self._done: set[tuple[int, int]] = set()
 
     async def _in_thread(self, function: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -226,22 +291,37 @@ class MailPoller:
         folder = self._settings.folder
         validity = await self._in_thread(self._connection.uidvalidity)
         last_uid = await self._cursor(folder, validity)
-        uids = await self._in_thread(self._connection.new_uids, last_uid)
+        found = await self._in_thread(self._connection.new_uids, last_uid)
+        uids = [uid for uid in found if (validity, uid) not in self._done]
+        senders = await self._in_thread(self._connection.senders, uids) if len(uids) > 1 else {}
+        order = fair_order(uids, senders)
         results: list[IntakeResult] = []
-        for uid in uids[:limit] if limit is not None else uids:
+        for uid in order[:limit] if limit is not None else order:
             raw = await self._in_thread(self._connection.fetch, uid)
             if raw is not None:
                 result = await self._intake.handle(
                     raw, folder=folder, uidvalidity=validity, uid=uid
                 )
                 results.append(result)
-            await self._advance(folder, validity, uid)
+            self._done.add((validity, uid))
+            await self._advance(folder, validity, self._all_done_up_to(validity, found))
             if raw is not None:
                 await self._in_thread(self._connection.mark_processed, uid)
                 if self.on_mail is not None:
                     self.on_mail(results[-1])
         mark_imap_polled(folder, self._clock.now())
         return results
+
+    def _all_done_up_to(self, validity: int, uids: list[int]) -> int:
+        """The highest UID of the batch below which every UID is handled (0: none yet)."""
+        upto = 0
+        for uid in uids:  # ascending
+            if (validity, uid) not in self._done:
+                break
+            upto = uid
+        # What the cursor passes needs no remembering.
+        self._done = {(v, u) for v, u in self._done if v == validity and u > upto}
+        return upto
 
     async def _cursor(self, folder: str, validity: int) -> int:
         async with self._sessions.begin() as session:

@@ -37,6 +37,7 @@ from workflows.identity import (
     tries_left,
 )
 from workflows.kinds import DEFAULT_KINDS, ClockStart, KindSpec, RequestKind
+from workflows.limits import Limits, ensure_can_open, ensure_can_send_code
 from workflows.outbox import Audience, Channel, enqueue, reroute_unreachable
 from workflows.references import next_reference
 from workflows.states import CLOSED, OPEN, Action, Status, next_status
@@ -101,7 +102,9 @@ class RequestService:
         randbelow: Callable[[int], int] = secrets.randbelow,
         four_eyes: frozenset[str] = FOUR_EYES_KINDS,
         approvals_needed: int = 2,
+        limits: Limits | None = None,
     ) -> None:
+        self.limits = limits or Limits()
         self._four_eyes = frozenset(RequestKind(kind) for kind in four_eyes)
         self._approvals_needed = max(1, approvals_needed)
         self._sessions = sessions
@@ -273,6 +276,11 @@ class RequestService:
 
         With ``send_code_to_email`` the acknowledgement to ``email`` carries a
         confirmation code (the e-mail channel's proof of the mailbox).
+
+        A Telegram user with ``limits.max_open_requests`` open already gets
+        :class:`~workflows.limits.TooManyOpen`. An e-mail sender does not: a
+        From address is not proven, so counting by it would let anyone fill a
+        stranger's quota; the mail intake caps letters per sender instead.
         """
         kind = RequestKind(kind)
         channel = Channel(channel)
@@ -286,6 +294,8 @@ class RequestService:
             raise ValueError("an e-mail request needs the sender's address")
         async with self._unit() as session:
             subject = await self._subject(session, telegram_user_id, normalised_email, language)
+            if telegram_user_id is not None:
+                await ensure_can_open(session, subject.id, self.limits)
             year = self._calendar.local_date(now).year
             request = Request(
                 reference=await next_reference(session, year),
@@ -419,7 +429,9 @@ class RequestService:
     async def send_email_code(self, reference: str, actor: Actor, email: str) -> None:
         """Send a confirmation code to ``email`` (the Telegram dialog's alternative).
 
-        A new code replaces any code still pending for the request.
+        A new code replaces any code still pending for the request. At most
+        ``limits.codes_per_hour`` are sent for one person in an hour; past that,
+        :class:`~workflows.limits.TooManyCodes` says when the next may go.
         """
         normalised = normalize_email(email)
         async with self._unit() as session:
@@ -428,6 +440,7 @@ class RequestService:
             self._check_owner(actor, subject)
             next_status(Status(request.status), Action.VERIFY)
             now = self._clock.now()
+            await ensure_can_send_code(session, subject.id, now, self.limits)
             code = await self._new_code(session, request, normalised, now)
             event = await self._audit(
                 session, request, actor, "code_sent", request.status, None, {"method": "email"}
