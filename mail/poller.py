@@ -268,6 +268,7 @@ class MailPoller:
         self._stop_thread = threading.Event()
         # UIDs handled beyond the cursor (a batch taken out of order and cut short): not again.
         self._done: set[tuple[int, int]] = set()
+        self._passed: tuple[int, int] = (0, 0)  # (UIDVALIDITY, UID) the cursor was moved to
 
     async def _in_thread(self, function: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -314,12 +315,15 @@ class MailPoller:
 
     def _all_done_up_to(self, validity: int, uids: list[int]) -> int:
         """The highest UID of the batch below which every UID is handled (0: none yet)."""
-        upto = 0
+        upto = self._passed[1] if self._passed[0] == validity else 0
         for uid in uids:  # ascending
+            if uid <= upto:
+                continue
             if (validity, uid) not in self._done:
                 break
             upto = uid
         # What the cursor passes needs no remembering.
+        self._passed = (validity, upto)
         self._done = {(v, u) for v, u in self._done if v == validity and u > upto}
         return upto
 
