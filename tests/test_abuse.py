@@ -130,7 +130,12 @@ VIDEO = {
         "duration": 5,
     }
 }
-UNSUPPORTED = {"sticker": STICKER, "voice": VOICE, "location": LOCATION, "video": VIDEO}
+UNSUPPORTED: dict[str, dict[str, Any]] = {
+    "sticker": STICKER,
+    "voice": VOICE,
+    "location": LOCATION,
+    "video": VIDEO,
+}
 
 
 # -- open requests at once ----------------------------------------------------------------
