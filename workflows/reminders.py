@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -100,7 +100,7 @@ class Reminders:
         until = self._calendar.local_date(now + _HORIZON)
         quiet = self.policy.is_quiet(today, self._calendar)
         # Held back by a quiet day: a notice goes out on the next working day.
-        held = self.policy.instant(self._calendar.next_working_day(today), self._calendar)
+        held = self._utc_instant(self._calendar.next_working_day(today))
         owed_by_days: dict[tuple[date, date], list[tuple[Milestone, datetime]]] = {}
         wake: dict[int, datetime] = {}
         owing: list[int] = []
@@ -111,7 +111,7 @@ class Reminders:
                 # What is owed, and when, depends on the two local dates alone: worked out
                 # once per pair in a pass.
                 owed = [
-                    (m, self.policy.instant(m.day, self._calendar))
+                    (m, self._utc_instant(m.day))
                     for m in milestones(started_at, due_at, self._calendar, self.policy, until)
                 ]
                 owed_by_days[days] = owed
@@ -187,6 +187,11 @@ class Reminders:
                 await self._record(session, request, subject, item, now)
             waiting = [m for m in pending if m not in ready]
             return self._next_wake(waiting, now, today)
+
+    def _utc_instant(self, day: date) -> datetime:
+        # In UTC, as the clock's ``now`` is: comparing datetimes of one tzinfo skips the
+        # zone lookups that made up most of a pass over a long queue.
+        return self.policy.instant(day, self._calendar).astimezone(UTC)
 
     def _ready(self, milestone: Milestone, now: datetime, quiet: bool) -> bool:
         """Whether a notice not yet recorded goes out now (a quiet day holds most back)."""
