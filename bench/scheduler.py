@@ -12,7 +12,7 @@ each a process of its own so its peak memory (``ru_maxrss``) is its own:
   queue whose notices are recorded up to now, as all day long: the first pass
   after start-up (it creates every request's APScheduler job), then the next.
 
-Then the morning: ``--morning`` requests (2,000) whose notices are recorded up
+Then the morning: ``--morning`` requests (1,000) whose notices are recorded up
 to yesterday, so the pass sends today's notices and the digest; its cost is in
 the notices written (each with its audit event and outbox row, one transaction
 per request), reported as notices per second.
@@ -272,7 +272,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, help="open requests (default 100000)")
     parser.add_argument("--runs", type=int, help="runs per backend (default 3)")
     parser.add_argument("--quick", action="store_true", help="10,000 requests, one run")
-    parser.add_argument("--morning", type=int, default=2000, help="requests of the morning pass")
+    parser.add_argument("--morning", type=int, default=1000, help="requests of the morning pass")
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--profile", help="write pyinstrument profiles of run 1 to this folder")
     parser.add_argument("--worker", choices=["baseline", "reconcile"], help=argparse.SUPPRESS)

@@ -382,7 +382,7 @@ async def _measure(
 async def _drive(args: argparse.Namespace) -> None:
     people = args.people or (200 if args.quick else 1000)
     runs = args.runs or (1 if args.quick else 3)
-    rate_seconds = 3 if args.quick else 10
+    rate_seconds = 2 if args.quick else 5
     rate_people = max(1, int(args.rate * rate_seconds / 4))
     subjects = [("echo", None)] + [("desk", b) for b in args.backends.split(",") if b]
     print(
