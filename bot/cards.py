@@ -182,7 +182,8 @@ class OutboxRenderer:
     async def card(self, reference: str) -> Rendered:
         view = await self._service.get(reference, with_events=True)
         texts = Texts(self._config.staff_language, self._config.info)
-        evidence = await self._service.evidence(reference)
+        # Names only: the card never needs the files themselves.
+        attachments = await self._service.evidence_names(reference)
         preview = None
         if view.kind == RequestKind.ACCESS.value and view.status in PREVIEWED:
             preview = await self._fulfilment.preview(reference)
@@ -191,7 +192,7 @@ class OutboxRenderer:
             texts,
             self._service.calendar,
             self._clock.now(),
-            [item.filename for item in evidence],
+            attachments,
             approvals_needed=needed_approvals(view),
             preview=preview,
         )

@@ -176,6 +176,21 @@ class RequestService:
                 for row in rows
             ]
 
+    async def evidence_names(self, reference: str) -> list[str]:
+        """The file names of the person's evidence, without reading the files."""
+        async with self._sessions() as session:
+            request = await self._load(session, reference)
+            rows = await session.scalars(
+                select(Attachment.filename_enc)
+                .outerjoin(Message, Message.id == Attachment.message_id)
+                .where(
+                    Attachment.request_id == request.id,
+                    or_(Message.id.is_(None), Message.direction == "in"),
+                )
+                .order_by(Attachment.id)
+            )
+            return [self._vault.decrypt(name) or "" for name in rows]
+
     async def documents(self, reference: str, ids: Sequence[int]) -> list[Evidence]:
         """Files the desk sends with a message (an access report), decrypted, in order."""
         async with self._sessions() as session:
