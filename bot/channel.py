@@ -28,6 +28,7 @@ from bot.cards import OutboxRenderer
 from bot.config import BotConfig
 from bot.delivery import RateLimits, TelegramPort
 from bot.language import LanguageMiddleware
+from bot.storage import UpdateCacheMiddleware
 from bot.throttle import ChatThrottle
 from workflows.clock import Clock
 from workflows.fulfilment import Fulfilment, SqlDirectory
@@ -68,6 +69,7 @@ def build_dispatcher(
         clock=clock,
         fulfilment=fulfilment,
     )
+    dispatcher.update.outer_middleware(UpdateCacheMiddleware())
     dispatcher.update.outer_middleware(LanguageMiddleware(config))
     # After the language, so the one answer to a chat over its limit is in its words.
     dispatcher.update.outer_middleware(ChatThrottle(config, clock))

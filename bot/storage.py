@@ -11,9 +11,12 @@ nulls: clearing a dialog (``FSMContext.clear()``) leaves nothing behind.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import copy
+from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from typing import Any
 
+from aiogram import BaseMiddleware
 from aiogram.exceptions import DataNotDictLikeError
 from aiogram.fsm.state import State
 from aiogram.fsm.storage.base import (
@@ -25,6 +28,7 @@ from aiogram.fsm.storage.base import (
     StorageKey,
 )
 from aiogram.fsm.storage.memory import SimpleEventIsolation
+from aiogram.types import TelegramObject
 from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -37,6 +41,30 @@ from workflows.vault import Vault
 def default_key_builder() -> KeyBuilder:
     """Keys with the destiny in them, so e.g. a remembered language is a record of its own."""
     return DefaultKeyBuilder(with_destiny=True)
+
+
+# The rows one update has read or written, so a handler's several reads of its own
+# dialog cost one query. One person's updates are handled one at a time (events
+# isolation), so nothing else changes the row during an update.
+_UPDATE_ROWS: ContextVar[dict[str, dict[str, Any]] | None] = ContextVar(
+    "aina_dsr_fsm_rows", default=None
+)
+
+
+class UpdateCacheMiddleware(BaseMiddleware):
+    """Gives each update its own small cache of dialog rows (see ``_UPDATE_ROWS``)."""
+
+    async def __call__(
+        self,
+        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
+        event: TelegramObject,
+        data: dict[str, Any],
+    ) -> Any:
+        token = _UPDATE_ROWS.set({})
+        try:
+            return await handler(event, data)
+        finally:
+            _UPDATE_ROWS.reset(token)
 
 
 class DatabaseStorage(BaseStorage):
@@ -62,6 +90,30 @@ class DatabaseStorage(BaseStorage):
     def _key(self, key: StorageKey) -> str:
         return self._key_builder.build(key)
 
+    def _cached(self, key: StorageKey) -> dict[str, Any] | None:
+        rows = _UPDATE_ROWS.get()
+        return rows.setdefault(self._key(key), {}) if rows is not None else None
+
+    async def _load(self, key: StorageKey) -> dict[str, Any]:
+        """The row's state and data, from this update's cache or in one query."""
+        cached = self._cached(key)
+        if cached is not None and "state" in cached and "data" in cached:
+            return cached
+        async with self._sessions() as session:
+            row = (
+                await session.execute(
+                    select(ConversationState.state, ConversationState.data_enc).where(
+                        ConversationState.key == self._key(key)
+                    )
+                )
+            ).first()
+        state, token = (row[0], row[1]) if row is not None else (None, None)
+        data = self._vault.decrypt_json(token)
+        loaded = {"state": state, "data": dict(data) if data else {}}
+        if cached is not None:
+            cached.update(loaded)
+        return loaded
+
     async def set_state(self, key: StorageKey, state: StateType = None) -> None:
         value = state.state if isinstance(state, State) else state
         async with self._sessions.begin() as session:
@@ -69,29 +121,42 @@ class DatabaseStorage(BaseStorage):
                 await self._clear_column(session, key, state=None)
             else:
                 await self._upsert(session, key, state=value)
+        cached = self._cached(key)
+        if cached is not None:
+            cached["state"] = value
 
     async def get_state(self, key: StorageKey) -> str | None:
-        async with self._sessions() as session:
-            return await session.scalar(
-                select(ConversationState.state).where(ConversationState.key == self._key(key))
-            )
+        state: str | None = (await self._load(key))["state"]
+        return state
 
     async def set_data(self, key: StorageKey, data: Mapping[str, Any]) -> None:
         _require_dict(data)
         async with self._sessions.begin() as session:
             await self._write_data(session, key, data)
+        cached = self._cached(key)
+        if cached is not None:
+            cached["data"] = copy.deepcopy(dict(data))
 
     async def get_data(self, key: StorageKey) -> dict[str, Any]:
-        async with self._sessions() as session:
-            return await self._read_data(session, key, lock=False)
+        data: dict[str, Any] = (await self._load(key))["data"]
+        return copy.deepcopy(data)
 
     async def update_data(self, key: StorageKey, data: Mapping[str, Any]) -> dict[str, Any]:
+        cached = self._cached(key)
+        if cached is not None and "data" in cached:
+            # This update already read the row, and nobody else writes it meanwhile.
+            current = copy.deepcopy(cached["data"])
+            current.update(data)
+            await self.set_data(key, current)
+            return copy.deepcopy(current)
         # Read, merge and write in one transaction: the row is locked on PostgreSQL,
         # and SQLite's BEGIN IMMEDIATE already holds the write lock.
         async with self._sessions.begin() as session:
             current = await self._read_data(session, key, lock=True)
             current.update(data)
             await self._write_data(session, key, current)
+        if cached is not None:
+            cached["data"] = copy.deepcopy(current)
         return current.copy()
 
     async def close(self) -> None:

@@ -16,10 +16,15 @@ from aiogram.fsm.storage.base import BaseStorage, StorageKey
 from aiogram.fsm.storage.memory import SimpleEventIsolation
 from aiogram.fsm.storage.redis import RedisEventIsolation, RedisStorage
 from aiogram.types import Chat, Message, Update, User
-from sqlalchemy import make_url, select, text
+from sqlalchemy import event, make_url, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from bot.storage import DatabaseStorage, make_events_isolation, make_fsm_storage
+from bot.storage import (
+    DatabaseStorage,
+    UpdateCacheMiddleware,
+    make_events_isolation,
+    make_fsm_storage,
+)
 from tests.clocks import FrozenClock
 from workflows.storage import make_engine, make_sessionmaker
 from workflows.tables import ConversationState
@@ -358,3 +363,37 @@ async def test_redis_events_isolation_locks_one_person(
         assert await isolation.redis.exists(lock_name) == 0
     finally:
         await isolation.close()
+
+
+async def test_one_update_reads_its_dialog_row_once(
+    engine: AsyncEngine,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+) -> None:
+    storage = DatabaseStorage(sessions, vault, clock)
+    key = StorageKey(bot_id=1, chat_id=5, user_id=5)
+    await storage.set_state(key, "Form:name")
+    await storage.set_data(key, {"a": 1})
+    reads: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "conversation_state" in statement:
+            reads.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", count)
+
+    async def handler(update: Any, data: dict[str, Any]) -> None:
+        assert await storage.get_state(key) == "Form:name"
+        assert await storage.get_data(key) == {"a": 1}
+        merged = await storage.update_data(key, {"b": 2})
+        merged["c"] = 3  # a caller's copy, not the cache
+        assert await storage.get_data(key) == {"a": 1, "b": 2}
+
+    try:
+        await UpdateCacheMiddleware()(handler, cast(Any, None), {})
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", count)
+    assert len(reads) == 1
+    # Outside an update nothing is cached, and the database holds the merge.
+    assert await DatabaseStorage(sessions, vault, clock).get_data(key) == {"a": 1, "b": 2}
