@@ -11,7 +11,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from tests.botapi import BotAPI
 from tests.clocks import FrozenClock
+from tests.telegram_desk import Desk
 from workflows.calendar import WorkingCalendar
 from workflows.service import RequestService
 from workflows.storage import make_engine, make_sessionmaker, upgrade_engine
@@ -99,3 +101,28 @@ def service(
     calendar: WorkingCalendar,
 ) -> RequestService:
     return RequestService(sessions, vault, clock, calendar, staff_user_ids=STAFF_IDS)
+
+
+# The Telegram channel against the Bot API stand-in, shared by the bot's tests.
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[BotAPI]:
+    async with BotAPI() as api:
+        yield api
+
+
+@pytest.fixture
+async def desk(
+    api: BotAPI,
+    service: RequestService,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+) -> AsyncIterator[Desk]:
+    desk = Desk(api, service, sessions, vault, clock, STAFF_IDS)
+    await desk.start()
+    try:
+        yield desk
+    finally:
+        await desk.stop()

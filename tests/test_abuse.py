@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import AsyncIterator
 from html.parser import HTMLParser
 from typing import Any
 
@@ -19,9 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.callbacks import CancelPick, KindChoice, LanguageChoice, NewCode, StaffAction
 from mail.sender import SmtpSender
-from tests.botapi import BotAPI, Call, Person
+from tests.botapi import Call, Person
 from tests.clocks import FrozenClock
-from tests.conftest import STAFF_ID, STAFF_IDS
+from tests.conftest import STAFF_ID
 from tests.mailservers import SmtpServer, smtp_server  # noqa: F401
 from tests.telegram_desk import STAFF_CHAT, Desk, buttons, message_id, words
 from tests.test_telegram_bot import (
@@ -42,28 +41,6 @@ from workflows.views import Actor
 
 BOB_ID = 700200
 MB = 1024 * 1024
-
-
-@pytest.fixture
-async def api() -> AsyncIterator[BotAPI]:
-    async with BotAPI() as api:
-        yield api
-
-
-@pytest.fixture
-async def desk(
-    api: BotAPI,
-    service: RequestService,
-    sessions: async_sessionmaker[AsyncSession],
-    vault: Vault,
-    clock: FrozenClock,
-) -> AsyncIterator[Desk]:
-    desk = Desk(api, service, sessions, vault, clock, STAFF_IDS)
-    await desk.start()
-    try:
-        yield desk
-    finally:
-        await desk.stop()
 
 
 async def open_for(service: RequestService, user_id: int, n: int) -> list[str]:

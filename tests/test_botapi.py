@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 from aiogram import Dispatcher, F, Router
@@ -13,12 +12,6 @@ from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup, Message
 from tests.botapi import BotAPI, Person
 
 ALICE = Person(700100, language_code="kk")
-
-
-@pytest.fixture
-async def api() -> AsyncIterator[BotAPI]:
-    async with BotAPI() as api:
-        yield api
 
 
 def echo() -> Router:

@@ -70,12 +70,6 @@ async def directory(
 
 
 @pytest.fixture
-async def api() -> AsyncIterator[BotAPI]:
-    async with BotAPI() as api:
-        yield api
-
-
-@pytest.fixture
 async def desk(
     api: BotAPI,
     service: RequestService,

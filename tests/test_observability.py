@@ -100,12 +100,6 @@ def assert_no_personal_data(stream: io.StringIO, phones: list[str], emails: list
         assert leaks == [], f"{pattern.pattern} in the log:\n" + "\n".join(leaks[:5])
 
 
-@pytest.fixture
-async def api() -> AsyncIterator[BotAPI]:
-    async with BotAPI() as api:
-        yield api
-
-
 async def test_a_telegram_dialog_leaves_references_and_no_personal_data_in_the_log(
     json_log: io.StringIO,
     api: BotAPI,

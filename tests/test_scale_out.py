@@ -89,12 +89,6 @@ async def redis_db() -> AsyncIterator[str]:
         await client.aclose()
 
 
-@pytest.fixture
-async def api() -> AsyncIterator[BotAPI]:
-    async with BotAPI() as api:
-        yield api
-
-
 class LoadBalancer:
     """Posts updates to the replicas' webhooks as Telegram would, with the secret header."""
 

@@ -7,7 +7,6 @@ end in the group; the outbox tells the person, in their language.
 from __future__ import annotations
 
 import html
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -16,9 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.callbacks import KindChoice, LanguageChoice, StaffAction, SummaryChoice
 from bot.dialog import EVIDENCE_KINDS, QUESTIONS
-from tests.botapi import BotAPI, Call, Person
+from tests.botapi import Call, Person
 from tests.clocks import FrozenClock
-from tests.conftest import STAFF_ID, STAFF_IDS
+from tests.conftest import STAFF_ID
 from tests.telegram_desk import STAFF_CHAT, Desk, buttons, message_id, words
 from workflows.i18n import format_date, kind_name, render_notification, status_name
 from workflows.kinds import DEFAULT_KINDS, RequestKind
@@ -39,28 +38,6 @@ ANSWERS: dict[str, str] = {
     "contact": "aigerim@mail.kz",
     "text": "Why do you send me adverts? <script>",
 }
-
-
-@pytest.fixture
-async def api() -> AsyncIterator[BotAPI]:
-    async with BotAPI() as api:
-        yield api
-
-
-@pytest.fixture
-async def desk(
-    api: BotAPI,
-    service: RequestService,
-    sessions: async_sessionmaker[AsyncSession],
-    vault: Vault,
-    clock: FrozenClock,
-) -> AsyncIterator[Desk]:
-    desk = Desk(api, service, sessions, vault, clock, STAFF_IDS)
-    await desk.start()
-    try:
-        yield desk
-    finally:
-        await desk.stop()
 
 
 def person(language: str) -> Person:

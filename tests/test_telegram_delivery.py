@@ -63,12 +63,6 @@ class RecordingMail:
 
 
 @pytest.fixture
-async def api() -> AsyncIterator[BotAPI]:
-    async with BotAPI() as api:
-        yield api
-
-
-@pytest.fixture
 async def bot(api: BotAPI) -> AsyncIterator[Bot]:
     async with api.bot() as bot:
         yield bot

@@ -7,11 +7,9 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
-import pytest
 from aiogram.fsm.storage.memory import SimpleEventIsolation
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -26,12 +24,6 @@ from workflows.service import RequestService
 from workflows.vault import Vault
 
 ALICE = Person(700200, language_code="kk")
-
-
-@pytest.fixture
-async def api() -> AsyncIterator[BotAPI]:
-    async with BotAPI() as api:
-        yield api
 
 
 async def test_run_serves_the_bot_and_stops_cleanly_on_sigterm(
