@@ -159,7 +159,13 @@ def telegram_channel(settings: Settings, core: Core) -> Component:
         sessions=core.sessions,
         vault=core.vault,
         clock=core.clock,
-        storage=make_fsm_storage(settings.redis_url, core.sessions, core.vault, core.clock),
+        storage=make_fsm_storage(
+            settings.redis_url,
+            core.sessions,
+            core.vault,
+            core.clock,
+            sole_handler=webhook is None,  # long polling: this process alone gets updates
+        ),
         events_isolation=make_events_isolation(settings.redis_url),
         webhook=webhook,
     )

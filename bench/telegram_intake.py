@@ -97,7 +97,7 @@ async def _desk(api_url: str, token: str, database_url: str, stop: asyncio.Event
 
     from bot.channel import TelegramChannel, make_bot
     from bot.config import BotConfig
-    from bot.storage import DatabaseStorage
+    from bot.storage import REMEMBERED, DatabaseStorage
     from tests.telegram_desk import NO_LIMITS
     from workflows.calendar import WorkingCalendar
     from workflows.clock import SystemClock
@@ -117,7 +117,7 @@ async def _desk(api_url: str, token: str, database_url: str, stop: asyncio.Event
         sessions=sessions,
         vault=vault,
         clock=clock,
-        storage=DatabaseStorage(sessions, vault, clock),
+        storage=DatabaseStorage(sessions, vault, clock, remember=REMEMBERED),  # polling
         events_isolation=SimpleEventIsolation(),
         limits=NO_LIMITS,  # Telegram's 30 messages/s is not what this measures
     )

@@ -28,7 +28,7 @@ from bot.cards import OutboxRenderer
 from bot.config import BotConfig
 from bot.delivery import RateLimits, TelegramPort
 from bot.language import LanguageMiddleware
-from bot.storage import UpdateCacheMiddleware
+from bot.storage import FlushBeforeSending, UpdateCacheMiddleware
 from bot.throttle import ChatThrottle
 from workflows.clock import Clock
 from workflows.fulfilment import Fulfilment, SqlDirectory
@@ -104,6 +104,9 @@ class TelegramChannel:
         outbox_interval: float = 1.0,
     ) -> None:
         self.bot = bot
+        # An update's dialog state is committed before the reply it belongs to goes out.
+        if not any(isinstance(m, FlushBeforeSending) for m in bot.session.middleware[:]):
+            bot.session.middleware(FlushBeforeSending())
         self.config = config
         self.service = service
         # The desk's own SQL directory unless a company plugs in its CRM.

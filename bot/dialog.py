@@ -50,7 +50,7 @@ from workflows.identity import (
 from workflows.kinds import RequestKind
 from workflows.limits import TooManyCodes, TooManyOpen
 from workflows.masking import mask_email
-from workflows.service import Evidence, RequestService
+from workflows.service import Evidence, RequestService, SharedContact
 from workflows.views import Actor, RequestView
 
 log = logging.getLogger(__name__)
@@ -433,8 +433,7 @@ def setup(config: BotConfig) -> Router:
             )
             await _next_step(query.message, state, texts, config)
             return
-        await query.message.edit_reply_markup(reply_markup=None)
-        try:
+        try:  # _file edits the summary, which takes its buttons away
             await _file(query, data, state, texts, service, bot, language, config)
         except DomainError:
             log.exception("filing a request failed")
@@ -557,8 +556,7 @@ async def _at_open_limit(
 ) -> bool:
     """Says so when the person has as many requests open as the desk takes at once."""
     limit = service.limits.max_open_requests
-    views = await service.list_requests(telegram_user_id=user_id, open_only=True)
-    if len(views) < limit:
+    if await service.open_count(telegram_user_id=user_id) < limit:
         return False
     await message.answer(texts("limits.too_many_open", limit=limit))
     return True
@@ -654,6 +652,12 @@ async def _file(
         for f in data.get("evidence", [])
     ]
     body = "\n".join(str(v) for k, v in fields.items() if k in ("correction", "text") and v)
+    proof = data.get("proof") or {}
+    contact = (
+        SharedContact(user_id=user_id, phone=str(proof["phone"]))
+        if proof.get("method") == "contact"
+        else None
+    )
     try:
         view = await service.open_request(
             kind=data["kind"],
@@ -664,18 +668,16 @@ async def _file(
             body=body or None,
             external_id=f"tg:{query.message.chat.id}:{query.message.message_id}",
             evidence=evidence,
+            contact=contact,  # filed and verified in one go
         )
     except TooManyOpen as exc:
         # The dialog stays at its summary: once one request is closed or cancelled, Send works.
+        await query.message.edit_reply_markup(reply_markup=None)
         await query.message.answer(
             texts("limits.too_many_open", limit=exc.limit), reply_markup=_summary_keyboard(texts)
         )
         return
-    proof = data.get("proof") or {}
-    if proof.get("method") == "contact":
-        await service.verify_by_contact(
-            view.reference, sender_user_id=user_id, contact_user_id=user_id, phone=proof["phone"]
-        )
+    if contact is not None:
         await state.clear()
         config.outbox_wake.set()
         await query.message.edit_text(texts("summary.sent"))

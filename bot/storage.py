@@ -11,12 +11,19 @@ nulls: clearing a dialog (``FSMContext.clear()``) leaves nothing behind.
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from typing import Any
 
-from aiogram import BaseMiddleware
+from aiogram import BaseMiddleware, Bot
+from aiogram.client.session.middlewares.base import (
+    BaseRequestMiddleware,
+    NextRequestMiddlewareType,
+)
 from aiogram.exceptions import DataNotDictLikeError
 from aiogram.fsm.state import State
 from aiogram.fsm.storage.base import (
@@ -28,14 +35,19 @@ from aiogram.fsm.storage.base import (
     StorageKey,
 )
 from aiogram.fsm.storage.memory import SimpleEventIsolation
+from aiogram.methods import Response, TelegramMethod
+from aiogram.methods.base import TelegramType
 from aiogram.types import TelegramObject
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from workflows.clock import Clock
 from workflows.tables import ConversationState
 from workflows.vault import Vault
+
+# Dialogs kept in memory by a process that alone handles its bot's updates.
+REMEMBERED = 20_000
 
 
 def default_key_builder() -> KeyBuilder:
@@ -44,15 +56,42 @@ def default_key_builder() -> KeyBuilder:
 
 
 # The rows one update has read or written, so a handler's several reads of its own
-# dialog cost one query. One person's updates are handled one at a time (events
-# isolation), so nothing else changes the row during an update.
-_UPDATE_ROWS: ContextVar[dict[str, dict[str, Any]] | None] = ContextVar(
-    "aina_dsr_fsm_rows", default=None
-)
+# dialog cost one query and its several writes one transaction. One person's updates
+# are handled one at a time (events isolation), so nothing else changes the row
+# during an update.
+class _UpdateRows:
+    """One update's view of the dialog rows it touched, and the writes it still owes."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.owed: dict[str, DatabaseStorage] = {}
+
+    async def flush(self) -> None:
+        """Commits what this update wrote so far (one transaction per storage)."""
+        while self.owed:
+            owed, self.owed = self.owed, {}
+            by_storage: dict[int, tuple[DatabaseStorage, dict[str, _Row]]] = {}
+            for key, storage in owed.items():
+                row = self.rows[key]
+                entry = by_storage.setdefault(id(storage), (storage, {}))
+                entry[1][key] = (row["state"], copy.deepcopy(row["data"]))
+            for storage, rows in by_storage.values():
+                await storage.commit_rows(rows)
+
+
+_UPDATE_ROWS: ContextVar[_UpdateRows | None] = ContextVar("aina_dsr_fsm_rows", default=None)
+
+# A dialog row as written: its state and its (decrypted) data.
+_Row = tuple[str | None, dict[str, Any]]
 
 
 class UpdateCacheMiddleware(BaseMiddleware):
-    """Gives each update its own small cache of dialog rows (see ``_UPDATE_ROWS``)."""
+    """Gives each update its own view of dialog rows (see ``_UpdateRows``).
+
+    The writes an update makes are committed before its first call to the Bot
+    API (see :class:`FlushBeforeSending`) and at its end, so a reply the person
+    sees never runs ahead of the dialog state it belongs to.
+    """
 
     async def __call__(
         self,
@@ -60,19 +99,94 @@ class UpdateCacheMiddleware(BaseMiddleware):
         event: TelegramObject,
         data: dict[str, Any],
     ) -> Any:
-        token = _UPDATE_ROWS.set({})
+        rows = _UpdateRows()
+        token = _UPDATE_ROWS.set(rows)
         try:
-            return await handler(event, data)
+            result = await handler(event, data)
+            await rows.flush()
+            return result
         finally:
             _UPDATE_ROWS.reset(token)
+
+
+class FlushBeforeSending(BaseRequestMiddleware):
+    """A Bot API request middleware: the update's dialog writes are committed first."""
+
+    async def __call__(
+        self,
+        make_request: NextRequestMiddlewareType[TelegramType],
+        bot: Bot,
+        method: TelegramMethod[TelegramType],
+    ) -> Response[TelegramType]:
+        rows = _UPDATE_ROWS.get()
+        if rows is not None and rows.owed:
+            await rows.flush()
+        return await make_request(bot, method)
+
+
+class _GroupWriter:
+    """Commits the rows of many updates in one transaction (a group commit).
+
+    Each caller waits for the transaction that holds its rows. While one
+    transaction runs, the rows that arrive meanwhile gather for the next, so
+    under load many updates share a transaction, and alone an update waits for
+    nothing but its own.
+    """
+
+    def __init__(self, write: Callable[[dict[str, _Row]], Awaitable[None]]) -> None:
+        self._write = write
+        self._rows: dict[str, _Row] = {}
+        self._waiters: list[asyncio.Future[None]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def commit(self, rows: dict[str, _Row]) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        self._rows.update(rows)
+        self._waiters.append(waiter)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="fsm-group-commit")
+        await waiter
+
+    async def _run(self) -> None:
+        while self._waiters:
+            rows, waiters = self._rows, self._waiters
+            self._rows, self._waiters = {}, []
+            try:
+                await self._write(rows)
+            except BaseException as exc:
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+            else:
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_result(None)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
 
 
 class DatabaseStorage(BaseStorage):
     """aiogram FSM storage in the ``conversation_state`` table, data encrypted.
 
-    One row per storage key holds both the state and the data. Every call
-    runs in a transaction of its own; the storage owns no engine, so
-    :meth:`close` leaves the session factory to whoever made it.
+    One row per storage key holds both the state and the data. Outside an
+    update every call is a transaction of its own. Within an update (under
+    :class:`UpdateCacheMiddleware`) the row is read once and written once,
+    before the update's first Bot API call and at its end, in a transaction
+    shared with whatever other updates write at that moment.
+
+    ``remember`` keeps that many dialogs in memory between updates, so an
+    update reads nothing. Only for a process that alone handles its bot's
+    updates (long polling: Telegram gives updates to one poller); replicas
+    behind a webhook share their dialogs through Redis instead. A remembered
+    dialog is read again after ``remember_seconds``, so a row changed from
+    outside (retention, key rotation) is seen within that time.
+
+    The storage owns no engine, so :meth:`close` leaves the session factory to
+    whoever made it.
     """
 
     def __init__(
@@ -81,136 +195,177 @@ class DatabaseStorage(BaseStorage):
         vault: Vault,
         clock: Clock,
         key_builder: KeyBuilder | None = None,
+        *,
+        remember: int = 0,
+        remember_seconds: float = 600.0,
     ) -> None:
         self._sessions = sessions
         self._vault = vault
         self._clock = clock
         self._key_builder = key_builder or default_key_builder()
+        self._remember = remember
+        self._remember_seconds = remember_seconds
+        self._memory: OrderedDict[str, tuple[float, _Row]] = OrderedDict()
+        self._writer = _GroupWriter(self._write_rows)
 
     def _key(self, key: StorageKey) -> str:
         return self._key_builder.build(key)
 
-    def _cached(self, key: StorageKey) -> dict[str, Any] | None:
-        rows = _UPDATE_ROWS.get()
-        return rows.setdefault(self._key(key), {}) if rows is not None else None
+    # -- reading ------------------------------------------------------------------
 
     async def _load(self, key: StorageKey) -> dict[str, Any]:
-        """The row's state and data, from this update's cache or in one query."""
-        cached = self._cached(key)
-        if cached is not None and "state" in cached and "data" in cached:
-            return cached
-        async with self._sessions() as session:
-            row = (
-                await session.execute(
-                    select(ConversationState.state, ConversationState.data_enc).where(
-                        ConversationState.key == self._key(key)
+        """The row's state and data: this update's view, memory, or one query."""
+        name = self._key(key)
+        update = _UPDATE_ROWS.get()
+        if update is not None and name in update.rows:
+            return update.rows[name]
+        remembered = self._recall(name)
+        if remembered is not None:
+            state, data = remembered
+        else:
+            async with self._sessions() as session:
+                row = (
+                    await session.execute(
+                        select(ConversationState.state, ConversationState.data_enc).where(
+                            ConversationState.key == name
+                        )
                     )
-                )
-            ).first()
-        state, token = (row[0], row[1]) if row is not None else (None, None)
-        data = self._vault.decrypt_json(token)
-        loaded = {"state": state, "data": dict(data) if data else {}}
-        if cached is not None:
-            cached.update(loaded)
+                ).first()
+            state, token = (row[0], row[1]) if row is not None else (None, None)
+            decrypted = self._vault.decrypt_json(token)
+            data = dict(decrypted) if decrypted else {}
+            self._keep(name, (state, data))
+        loaded = {"state": state, "data": copy.deepcopy(data)}
+        if update is not None:
+            update.rows[name] = loaded
         return loaded
 
-    async def set_state(self, key: StorageKey, state: StateType = None) -> None:
-        value = state.state if isinstance(state, State) else state
-        async with self._sessions.begin() as session:
-            if value is None:
-                await self._clear_column(session, key, state=None)
-            else:
-                await self._upsert(session, key, state=value)
-        cached = self._cached(key)
-        if cached is not None:
-            cached["state"] = value
+    def _recall(self, name: str) -> _Row | None:
+        if not self._remember:
+            return None
+        entry = self._memory.get(name)
+        if entry is None:
+            return None
+        if time.monotonic() - entry[0] > self._remember_seconds:
+            del self._memory[name]
+            return None
+        self._memory.move_to_end(name)
+        return entry[1]
+
+    def _keep(self, name: str, row: _Row) -> None:
+        if not self._remember:
+            return
+        self._memory[name] = (time.monotonic(), row)
+        self._memory.move_to_end(name)
+        while len(self._memory) > self._remember:
+            self._memory.popitem(last=False)
 
     async def get_state(self, key: StorageKey) -> str | None:
         state: str | None = (await self._load(key))["state"]
         return state
 
-    async def set_data(self, key: StorageKey, data: Mapping[str, Any]) -> None:
-        _require_dict(data)
-        async with self._sessions.begin() as session:
-            await self._write_data(session, key, data)
-        cached = self._cached(key)
-        if cached is not None:
-            cached["data"] = copy.deepcopy(dict(data))
-
     async def get_data(self, key: StorageKey) -> dict[str, Any]:
         data: dict[str, Any] = (await self._load(key))["data"]
         return copy.deepcopy(data)
 
+    # -- writing ------------------------------------------------------------------
+
+    async def set_state(self, key: StorageKey, state: StateType = None) -> None:
+        value = state.state if isinstance(state, State) else state
+        if not await self._owe(key, state=value):
+            current = await self._load(key)
+            await self.commit_rows({self._key(key): (value, current["data"])})
+
+    async def set_data(self, key: StorageKey, data: Mapping[str, Any]) -> None:
+        _require_dict(data)
+        value = copy.deepcopy(dict(data))
+        if not await self._owe(key, data=value):
+            current = await self._load(key)
+            await self.commit_rows({self._key(key): (current["state"], value)})
+
     async def update_data(self, key: StorageKey, data: Mapping[str, Any]) -> dict[str, Any]:
-        cached = self._cached(key)
-        if cached is not None and "data" in cached:
-            # This update already read the row, and nobody else writes it meanwhile.
-            current = copy.deepcopy(cached["data"])
+        if _UPDATE_ROWS.get() is not None:
+            current = copy.deepcopy((await self._load(key))["data"])
             current.update(data)
             await self.set_data(key, current)
             return copy.deepcopy(current)
         # Read, merge and write in one transaction: the row is locked on PostgreSQL,
         # and SQLite's BEGIN IMMEDIATE already holds the write lock.
+        name = self._key(key)
         async with self._sessions.begin() as session:
-            current = await self._read_data(session, key, lock=True)
+            row = (
+                await session.execute(
+                    select(ConversationState.state, ConversationState.data_enc)
+                    .where(ConversationState.key == name)
+                    .with_for_update()
+                )
+            ).first()
+            state = row[0] if row is not None else None
+            decrypted = self._vault.decrypt_json(row[1] if row is not None else None)
+            current = dict(decrypted) if decrypted else {}
             current.update(data)
-            await self._write_data(session, key, current)
-        if cached is not None:
-            cached["data"] = copy.deepcopy(current)
-        return current.copy()
+            await self._write(session, {name: (state, current)})
+        self._keep(name, (state, copy.deepcopy(current)))
+        return copy.deepcopy(current)
+
+    async def _owe(self, key: StorageKey, **values: Any) -> bool:
+        """Within an update: changes its view of the row and owes the write; else False."""
+        update = _UPDATE_ROWS.get()
+        if update is None:
+            return False
+        row = await self._load(key)
+        row.update(values)
+        update.owed[self._key(key)] = self
+        return True
+
+    async def commit_rows(self, rows: dict[str, _Row]) -> None:
+        """Writes these rows, with whatever other updates write meanwhile, in one go."""
+        try:
+            await self._writer.commit(rows)
+        except BaseException:
+            for name in rows:  # what the database holds is unknown now: read it again
+                self._memory.pop(name, None)
+            raise
+        for name, (state, data) in rows.items():
+            self._keep(name, (state, copy.deepcopy(data)))
+
+    async def _write_rows(self, rows: dict[str, _Row]) -> None:
+        async with self._sessions.begin() as session:
+            await self._write(session, rows)
+
+    async def _write(self, session: AsyncSession, rows: dict[str, _Row]) -> None:
+        """Upserts the rows with something in them and deletes the empty ones."""
+        now = self._clock.now()
+        empty = [name for name, (state, data) in rows.items() if state is None and not data]
+        full = [
+            {
+                "key": name,
+                "state": state,
+                "data_enc": self._vault.encrypt_json(data) if data else None,
+                "updated_at": now,
+            }
+            for name, (state, data) in rows.items()
+            if state is not None or data
+        ]
+        if empty:
+            await session.execute(delete(ConversationState).where(ConversationState.key.in_(empty)))
+        if full:
+            dialect = session.get_bind().dialect.name
+            insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+            statement = insert(ConversationState).values(full)
+            await session.execute(
+                statement.on_conflict_do_update(
+                    index_elements=[ConversationState.key],
+                    set_={
+                        "state": statement.excluded.state,
+                        "data_enc": statement.excluded.data_enc,
+                        "updated_at": statement.excluded.updated_at,
+                    },
+                )
+            )
 
     async def close(self) -> None:
-        pass
-
-    async def _read_data(
-        self, session: AsyncSession, key: StorageKey, *, lock: bool
-    ) -> dict[str, Any]:
-        statement = select(ConversationState.data_enc).where(
-            ConversationState.key == self._key(key)
-        )
-        if lock:
-            statement = statement.with_for_update()
-        token = await session.scalar(statement)
-        data = self._vault.decrypt_json(token)
-        return dict(data) if data else {}
-
-    async def _write_data(
-        self, session: AsyncSession, key: StorageKey, data: Mapping[str, Any]
-    ) -> None:
-        if data:
-            await self._upsert(session, key, data_enc=self._vault.encrypt_json(dict(data)))
-        else:
-            await self._clear_column(session, key, data_enc=None)
-
-    async def _upsert(self, session: AsyncSession, key: StorageKey, **values: Any) -> None:
-        """Insert the record or set ``values`` on it, leaving its other column alone."""
-        now = self._clock.now()
-        dialect = session.get_bind().dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        statement = (
-            insert(ConversationState)
-            .values(key=self._key(key), updated_at=now, **values)
-            .on_conflict_do_update(
-                index_elements=[ConversationState.key], set_={**values, "updated_at": now}
-            )
-        )
-        await session.execute(statement)
-
-    async def _clear_column(self, session: AsyncSession, key: StorageKey, **nulls: None) -> None:
-        """Null one column, then drop the record if nothing is left in it."""
-        storage_key = self._key(key)
-        await session.execute(
-            update(ConversationState)
-            .where(ConversationState.key == storage_key)
-            .values(updated_at=self._clock.now(), **nulls)
-        )
-        await session.execute(
-            delete(ConversationState).where(
-                ConversationState.key == storage_key,
-                ConversationState.state.is_(None),
-                ConversationState.data_enc.is_(None),
-            )
-        )
+        await self._writer.close()
 
 
 def _require_dict(data: Mapping[str, Any]) -> None:
@@ -225,14 +380,20 @@ def make_fsm_storage(
     sessions: async_sessionmaker[AsyncSession],
     vault: Vault,
     clock: Clock,
+    *,
+    sole_handler: bool = False,
 ) -> BaseStorage:
-    """Redis storage when a Redis URL is configured, the database otherwise."""
+    """Redis storage when a Redis URL is configured, the database otherwise.
+
+    ``sole_handler`` says this process alone handles the bot's updates (long
+    polling), so the database storage may keep dialogs in memory between updates.
+    """
     if redis_url:
         # redis is aiogram's optional extra: a desk without Redis need not install it.
         from aiogram.fsm.storage.redis import RedisStorage
 
         return RedisStorage.from_url(redis_url, key_builder=default_key_builder())
-    return DatabaseStorage(sessions, vault, clock)
+    return DatabaseStorage(sessions, vault, clock, remember=REMEMBERED if sole_handler else 0)
 
 
 def make_events_isolation(redis_url: str | None) -> BaseEventIsolation:

@@ -75,6 +75,14 @@ class CodeCheck:
 
 
 @dataclass(frozen=True)
+class SharedContact:
+    """A contact card shared in the Telegram dialog: whose card it is, and its number."""
+
+    user_id: int | None
+    phone: str
+
+
+@dataclass(frozen=True)
 class Evidence:
     """A file a person sent with their request."""
 
@@ -153,6 +161,19 @@ class RequestService:
         async with self._sessions() as session:
             rows = (await session.scalars(query)).all()
             return [await self._view(session, row, with_events=with_events) for row in rows]
+
+    async def open_count(self, *, telegram_user_id: int) -> int:
+        """How many requests the Telegram user has open (what the open-request limit counts)."""
+        async with self._sessions() as session:
+            count = await session.scalar(
+                select(func.count(Request.id))
+                .join(DataSubject, DataSubject.id == Request.subject_id)
+                .where(
+                    DataSubject.telegram_user_id == telegram_user_id,
+                    Request.status.in_([status.value for status in OPEN]),
+                )
+            )
+        return int(count or 0)
 
     async def evidence(self, reference: str) -> list[Evidence]:
         """The files attached to a request, decrypted."""
@@ -286,11 +307,18 @@ class RequestService:
         external_id: str | None = None,
         evidence: Sequence[Evidence] = (),
         send_code_to_email: bool = False,
+        contact: SharedContact | None = None,
     ) -> RequestView:
         """Record a new request, unverified, with its clock where it starts on receipt.
 
         With ``send_code_to_email`` the acknowledgement to ``email`` carries a
         confirmation code (the e-mail channel's proof of the mailbox).
+
+        With ``contact``, the contact card the Telegram sender shared in the
+        dialog, the request is verified in the same transaction, as
+        :meth:`verify_by_contact` would, and the person gets the one message
+        that it is registered and verified. A card that is not the sender's own
+        leaves the request unverified, with the refusal in its audit trail.
 
         A Telegram user with ``limits.max_open_requests`` open already gets
         :class:`~workflows.limits.TooManyOpen`. An e-mail sender does not: a
@@ -339,6 +367,21 @@ class RequestService:
                 Status.AWAITING_VERIFICATION,
                 {"kind": kind.value, "language": language, "evidence": len(evidence)},
             )
+            if contact is not None and telegram_user_id is not None:
+                if contact.user_id == telegram_user_id:
+                    await self._verify_contact(
+                        session, request, subject, telegram_user_id, contact.phone
+                    )
+                    return await self._view(session, request)
+                await self._audit(
+                    session,
+                    request,
+                    Actor.person_telegram(telegram_user_id),
+                    "contact_refused",
+                    request.status,
+                    None,
+                    {"reason": "not the sender's own contact"},
+                )
             params = self._params(request)
             template = "request_received"
             if send_code_to_email and normalised_email is not None:
@@ -421,24 +464,7 @@ class RequestService:
                 )
                 await session.commit()
                 raise IdentityRefused("the shared contact is not the sender's own")
-            next_status(Status(request.status), Action.VERIFY)
-            normalised = normalize_phone(phone)
-            now = self._clock.now()
-            subject.phone_enc = self._vault.encrypt(normalised)
-            subject.phone_index = self._vault.blind_index("phone", normalised)
-            session.add(
-                Verification(
-                    request_id=request.id,
-                    method=VerificationMethod.TELEGRAM_CONTACT,
-                    target_enc=self._vault.encrypt(normalised),
-                    target_index=subject.phone_index,
-                    telegram_user_id=sender_user_id,
-                    created_at=now,
-                    verified_at=now,
-                    used=True,
-                )
-            )
-            await self._verified(session, request, subject, VerificationMethod.TELEGRAM_CONTACT)
+            await self._verify_contact(session, request, subject, sender_user_id, phone)
             return await self._view(session, request)
 
     async def send_email_code(self, reference: str, actor: Actor, email: str) -> None:
@@ -840,6 +866,34 @@ class RequestService:
             )
         )
         return code
+
+    async def _verify_contact(
+        self,
+        session: AsyncSession,
+        request: Request,
+        subject: DataSubject,
+        sender_user_id: int,
+        phone: str,
+    ) -> None:
+        """Verify with the number of the sender's own contact card (checked by the caller)."""
+        next_status(Status(request.status), Action.VERIFY)
+        normalised = normalize_phone(phone)
+        now = self._clock.now()
+        subject.phone_enc = self._vault.encrypt(normalised)
+        subject.phone_index = self._vault.blind_index("phone", normalised)
+        session.add(
+            Verification(
+                request_id=request.id,
+                method=VerificationMethod.TELEGRAM_CONTACT,
+                target_enc=self._vault.encrypt(normalised),
+                target_index=subject.phone_index,
+                telegram_user_id=sender_user_id,
+                created_at=now,
+                verified_at=now,
+                used=True,
+            )
+        )
+        await self._verified(session, request, subject, VerificationMethod.TELEGRAM_CONTACT)
 
     async def _verified(
         self, session: AsyncSession, request: Request, subject: DataSubject, method: str
