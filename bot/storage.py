@@ -198,6 +198,7 @@ class DatabaseStorage(BaseStorage):
         *,
         remember: int = 0,
         remember_seconds: float = 600.0,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._sessions = sessions
         self._vault = vault
@@ -205,6 +206,7 @@ class DatabaseStorage(BaseStorage):
         self._key_builder = key_builder or default_key_builder()
         self._remember = remember
         self._remember_seconds = remember_seconds
+        self._monotonic = monotonic
         self._memory: OrderedDict[str, tuple[float, _Row]] = OrderedDict()
         self._writer = _GroupWriter(self._write_rows)
 
@@ -246,7 +248,7 @@ class DatabaseStorage(BaseStorage):
         entry = self._memory.get(name)
         if entry is None:
             return None
-        if time.monotonic() - entry[0] > self._remember_seconds:
+        if self._monotonic() - entry[0] > self._remember_seconds:
             del self._memory[name]
             return None
         self._memory.move_to_end(name)
@@ -255,7 +257,7 @@ class DatabaseStorage(BaseStorage):
     def _keep(self, name: str, row: _Row) -> None:
         if not self._remember:
             return
-        self._memory[name] = (time.monotonic(), row)
+        self._memory[name] = (self._monotonic(), row)
         self._memory.move_to_end(name)
         while len(self._memory) > self._remember:
             self._memory.popitem(last=False)

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.channel import TelegramChannel, make_bot
 from bot.config import BotConfig
 from bot.delivery import RateLimits
-from bot.storage import DatabaseStorage
+from bot.storage import REMEMBERED, DatabaseStorage
 from bot.texts import DeskInfo, Texts
 from tests.botapi import BotAPI, Call, Person
 from tests.clocks import FrozenClock
@@ -54,7 +54,10 @@ class Desk:
         self.channel: TelegramChannel | None = None
 
     async def start(self) -> None:
-        storage: BaseStorage = DatabaseStorage(self.sessions, self.vault, self.clock)
+        # As `aina-dsr run` polls: the one process handling updates remembers dialogs.
+        storage: BaseStorage = DatabaseStorage(
+            self.sessions, self.vault, self.clock, remember=REMEMBERED
+        )
         self.config.outbox_wake = asyncio.Event()
         self.channel = TelegramChannel(
             bot=make_bot(self.api.token, self.api.base),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
@@ -397,3 +398,191 @@ async def test_one_update_reads_its_dialog_row_once(
     assert len(reads) == 1
     # Outside an update nothing is cached, and the database holds the merge.
     assert await DatabaseStorage(sessions, vault, clock).get_data(key) == {"a": 1, "b": 2}
+
+
+# Within an update: one write, before the reply; many updates share a transaction.
+
+
+def _writes_to_dialogs(engine: AsyncEngine) -> tuple[list[str], Any]:
+    """Records each statement that changes ``conversation_state``; returns it and the hook."""
+    writes: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        verb = statement.lstrip().split(" ", 1)[0].upper()
+        if verb in ("INSERT", "UPDATE", "DELETE") and "conversation_state" in statement:
+            writes.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", count)
+    return writes, count
+
+
+async def test_one_update_writes_its_dialog_once(
+    engine: AsyncEngine,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+) -> None:
+    storage = DatabaseStorage(sessions, vault, clock)
+    key = StorageKey(bot_id=1, chat_id=6, user_id=6)
+    writes, hook = _writes_to_dialogs(engine)
+
+    async def handler(update: Any, data: dict[str, Any]) -> None:
+        await storage.set_state(key, Form.name)
+        await storage.set_data(key, {"full_name": FULL_NAME})
+        await storage.update_data(key, {"email": EMAIL})
+        await storage.set_state(key, Form.email)
+
+    try:
+        await UpdateCacheMiddleware()(handler, cast(Any, None), {})
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", hook)
+    assert len(writes) == 1
+    fresh = DatabaseStorage(sessions, vault, clock)
+    assert await fresh.get_state(key) == Form.email.state
+    assert await fresh.get_data(key) == {"full_name": FULL_NAME, "email": EMAIL}
+
+
+async def test_updates_at_the_same_moment_share_one_transaction(
+    engine: AsyncEngine,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+) -> None:
+    storage = DatabaseStorage(sessions, vault, clock)
+    people = range(700300, 700320)
+    arrived, go = asyncio.Event(), asyncio.Event()
+    waiting: list[int] = []
+
+    async def update(person: int) -> None:
+        key = StorageKey(bot_id=1, chat_id=person, user_id=person)
+
+        async def handler(event_: Any, data: dict[str, Any]) -> None:
+            await storage.set_state(key, Form.name)
+            await storage.update_data(key, {"full_name": f"{FULL_NAME} {person}"})
+            waiting.append(person)
+            if len(waiting) == len(people):
+                arrived.set()
+            await go.wait()
+
+        await UpdateCacheMiddleware()(handler, cast(Any, None), {})
+
+    tasks = [asyncio.create_task(update(person)) for person in people]
+    await asyncio.wait_for(arrived.wait(), timeout=10)
+    commits: list[int] = []
+
+    def hook(conn: Any) -> None:
+        commits.append(1)
+
+    event.listen(engine.sync_engine, "commit", hook)
+    try:
+        go.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), timeout=10)
+    finally:
+        event.remove(engine.sync_engine, "commit", hook)
+    # Twenty people's updates ended together: one transaction wrote all their dialogs.
+    assert len(commits) == 1
+    fresh = DatabaseStorage(sessions, vault, clock)
+    for person in people:
+        key = StorageKey(bot_id=1, chat_id=person, user_id=person)
+        assert await fresh.get_state(key) == Form.name.state
+        assert await fresh.get_data(key) == {"full_name": f"{FULL_NAME} {person}"}
+
+
+async def test_a_failed_write_fails_the_update_and_is_read_again(
+    engine: AsyncEngine,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+) -> None:
+    storage = DatabaseStorage(sessions, vault, clock, remember=10)
+    key = StorageKey(bot_id=1, chat_id=7, user_id=7)
+    await storage.set_state(key, Form.name)
+
+    def refuse(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT") and "conversation_state" in statement:
+            raise RuntimeError("the disk is full")
+
+    async def handler(update: Any, data: dict[str, Any]) -> None:
+        await storage.set_state(key, Form.email)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", refuse)
+    try:
+        with pytest.raises(Exception, match="the disk is full"):
+            await UpdateCacheMiddleware()(handler, cast(Any, None), {})
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", refuse)
+    # Nothing pretends the failed write happened: the state is the one the database holds.
+    assert await storage.get_state(key) == Form.name.state
+
+
+class _Ticks:
+    """A monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_polling_desk_remembers_dialogs_between_updates(
+    engine: AsyncEngine,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+) -> None:
+    ticks = _Ticks()
+    storage = DatabaseStorage(sessions, vault, clock, remember=2, monotonic=ticks)
+    assert isinstance(
+        make_fsm_storage(None, sessions, vault, clock, sole_handler=True), DatabaseStorage
+    )
+    keys = [StorageKey(bot_id=1, chat_id=person, user_id=person) for person in (8, 9, 10)]
+    reads: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "conversation_state" in statement:
+            reads.append(statement)
+
+    async def write(key: StorageKey, name: str) -> None:
+        async def handler(update: Any, data: dict[str, Any]) -> None:
+            await storage.update_data(key, {"full_name": name})
+
+        await UpdateCacheMiddleware()(handler, cast(Any, None), {})
+
+    await write(keys[0], FULL_NAME)
+    event.listen(engine.sync_engine, "before_cursor_execute", count)
+    try:
+        assert await storage.get_data(keys[0]) == {"full_name": FULL_NAME}
+        assert reads == []  # remembered from its own write
+        # Changed from outside (another tool): seen once the memory's time is up.
+        await DatabaseStorage(sessions, vault, clock).set_data(keys[0], {"full_name": "Dana"})
+        reads.clear()
+        assert await storage.get_data(keys[0]) == {"full_name": FULL_NAME}
+        ticks.now += 601
+        assert await storage.get_data(keys[0]) == {"full_name": "Dana"}
+        assert len(reads) == 1
+        # Two dialogs at most: the oldest is read again.
+        await write(keys[1], "B")
+        await write(keys[2], "C")
+        reads.clear()
+        assert await storage.get_data(keys[2]) == {"full_name": "C"}
+        assert reads == []
+        assert await storage.get_data(keys[0]) == {"full_name": "Dana"}
+        assert len(reads) == 1
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", count)
+
+
+async def test_a_webhook_replica_does_not_remember_dialogs(
+    engine: AsyncEngine,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+) -> None:
+    # Behind a webhook another replica may take the person's next update.
+    storage = make_fsm_storage(None, sessions, vault, clock, sole_handler=False)
+    other = make_fsm_storage(None, sessions, vault, clock, sole_handler=False)
+    key = StorageKey(bot_id=1, chat_id=11, user_id=11)
+    await storage.set_state(key, Form.name)
+    await other.set_state(key, Form.email)
+    assert await storage.get_state(key) == Form.email.state

@@ -13,7 +13,7 @@ from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID
 from workflows.errors import IdentityRefused, IllegalTransition, NotAllowed, RequestNotFound
 from workflows.identity import CodeOutcome
-from workflows.service import Evidence, RequestService, verification_cutoff
+from workflows.service import Evidence, RequestService, SharedContact, verification_cutoff
 from workflows.tables import AuditEvent, Customer, OutboxItem
 from workflows.vault import Vault
 from workflows.views import Actor
@@ -112,6 +112,44 @@ async def test_someone_elses_contact_is_refused_and_recorded(
     view = await service.get(reference, with_events=True)
     assert view.status == "awaiting_verification"
     assert [e.action for e in view.events].count("contact_refused") == 2
+
+
+async def test_a_request_filed_with_the_senders_own_contact_is_verified_in_one_go(
+    service: RequestService, sessions: async_sessionmaker[AsyncSession], vault: Vault
+) -> None:
+    view = await service.open_request(
+        kind="access",
+        channel="telegram",
+        language="kk",
+        telegram_user_id=ALICE,
+        contact=SharedContact(user_id=ALICE, phone="8 701 123 45 67"),
+    )
+
+    assert view.status == "verified"
+    assert view.verified_by == "telegram_contact"
+    # One message to the person (registered and verified, with the deadline), not two.
+    sent = [(m["template"], m["audience"]) for m in await outbox(sessions, vault)]
+    assert sent == [("request_verified", "subject"), ("staff_card", "staff_group")]
+    events = (await service.get(view.reference, with_events=True)).events
+    assert [e.action for e in events] == ["opened", "verify"]
+
+
+async def test_a_request_filed_with_someone_elses_contact_stays_unverified(
+    service: RequestService, sessions: async_sessionmaker[AsyncSession], vault: Vault
+) -> None:
+    view = await service.open_request(
+        kind="access",
+        channel="telegram",
+        language="kk",
+        telegram_user_id=ALICE,
+        contact=SharedContact(user_id=999, phone=PHONE),
+    )
+
+    assert view.status == "awaiting_verification"
+    sent = [(m["template"], m["audience"]) for m in await outbox(sessions, vault)]
+    assert sent == [("request_received", "subject")]
+    events = (await service.get(view.reference, with_events=True)).events
+    assert [e.action for e in events] == ["opened", "contact_refused"]
 
 
 async def test_another_telegram_user_cannot_verify_or_cancel_a_request(

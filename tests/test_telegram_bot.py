@@ -10,14 +10,16 @@ import html
 from typing import Any
 
 import pytest
+from aiogram.fsm.storage.base import StorageKey
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.callbacks import KindChoice, LanguageChoice, StaffAction, SummaryChoice
-from bot.dialog import EVIDENCE_KINDS, QUESTIONS
-from tests.botapi import Call, Person
+from bot.dialog import EVIDENCE_KINDS, QUESTIONS, Dialog
+from bot.storage import DatabaseStorage
+from tests.botapi import BotAPI, Call, Person
 from tests.clocks import FrozenClock
-from tests.conftest import STAFF_ID
+from tests.conftest import STAFF_ID, STAFF_IDS
 from tests.telegram_desk import STAFF_CHAT, Desk, buttons, message_id, words
 from workflows.i18n import format_date, kind_name, render_notification, status_name
 from workflows.kinds import DEFAULT_KINDS, RequestKind
@@ -531,3 +533,45 @@ async def test_staff_commands_in_the_group(
         c for c in desk.api.calls()[since:] if c.method == "sendMessage" and c.chat_id == STAFF_CHAT
     ]
     assert len(answers) == 1
+
+
+class _WatchingStandIn(BotAPI):
+    """The stand-in, reading the person's dialog state from the database as each reply lands."""
+
+    def __init__(self, storage: DatabaseStorage) -> None:
+        super().__init__()
+        self.storage = storage
+        self.seen: list[tuple[str, str | None]] = []
+
+    async def _record(self, call: Call) -> None:
+        if call.method == "sendMessage" and str(call.chat_id) == str(ALICE_ID):
+            key = StorageKey(
+                bot_id=int(self.token.split(":")[0]), chat_id=ALICE_ID, user_id=ALICE_ID
+            )
+            self.seen.append((text(call), await self.storage.get_state(key)))
+        await super()._record(call)
+
+
+async def test_a_reply_never_reaches_the_person_before_the_dialog_state_it_belongs_to(
+    service: RequestService,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+) -> None:
+    # Were the process to die right after a reply, the person's answer to it must find
+    # the dialog at that question: the state is in the database before the reply is sent.
+    who = person("en")
+    async with _WatchingStandIn(DatabaseStorage(sessions, vault, clock)) as api:
+        desk = Desk(api, service, sessions, vault, clock, STAFF_IDS)
+        await desk.start()
+        try:
+            await start_kind(desk, who, RequestKind.ACCESS, "en")
+            await answer_questions(desk, who, RequestKind.ACCESS, "en")
+            await share_own_contact_and_confirm(desk, who, "en")
+        finally:
+            await desk.stop()
+    states = {reply.split("\n")[0]: state for reply, state in api.seen}
+    assert states[words("en", "start.choose").split("\n")[0]] == Dialog.kind.state
+    assert states[words("en", "identity.ask").split("\n")[0]] == Dialog.identity.state
+    summaries = [state for reply, state in api.seen if state == Dialog.summary.state]
+    assert len(summaries) == 1
