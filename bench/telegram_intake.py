@@ -36,6 +36,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,7 @@ STAFF_IDS = "5001,5002"
 PHONE = "+77011234567"
 FIRST_USER = 800_000_000
 READY_SECONDS = 60.0
+STATEMENTS = [0]  # SQL statements the desk's process ran (its own count)
 STEP_SECONDS = 60.0  # a reply slower than this counts as lost
 
 
@@ -94,6 +96,7 @@ async def _echo(api_url: str, token: str, stop: asyncio.Event) -> None:
 
 async def _desk(api_url: str, token: str, database_url: str, stop: asyncio.Event) -> None:
     from aiogram.fsm.storage.memory import SimpleEventIsolation
+    from sqlalchemy import event
 
     from bot.channel import TelegramChannel, make_bot
     from bot.config import BotConfig
@@ -106,6 +109,11 @@ async def _desk(api_url: str, token: str, database_url: str, stop: asyncio.Event
     from workflows.vault import Vault
 
     engine = make_engine(database_url)
+
+    @event.listens_for(engine.sync_engine, "before_cursor_execute")
+    def _count(*_: Any) -> None:
+        STATEMENTS[0] += 1
+
     sessions = make_sessionmaker(engine)
     vault, clock = Vault(BENCH_KEY), SystemClock()
     staff = frozenset(int(x) for x in STAFF_IDS.split(","))
@@ -150,7 +158,7 @@ def _serve(args: argparse.Namespace) -> None:
                 profiler.output_text(unicode=True, color=False), encoding="utf-8"
             )
         usage = os.times()
-        print(json.dumps({"cpu_seconds": usage.user + usage.system}))
+        print(json.dumps({"cpu_seconds": usage.user + usage.system, "statements": STATEMENTS[0]}))
 
     asyncio.run(main())
 
@@ -346,12 +354,22 @@ async def _bot_process(
     return process
 
 
-async def _stop(process: asyncio.subprocess.Process) -> float:
+async def _stop(process: asyncio.subprocess.Process) -> dict[str, Any]:
     process.send_signal(signal.SIGTERM)
     out, err = await asyncio.wait_for(process.communicate(), timeout=60)
     if process.returncode != 0:
         raise RuntimeError(f"the bot failed:\n{err.decode()[-3000:]}")
-    return float(json.loads(out.decode().strip().splitlines()[-1])["cpu_seconds"])
+    report: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    return report
+
+
+def _cpu_of(pid: int) -> float | None:
+    """CPU seconds a process has used so far (Linux ``/proc``; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _measure(
@@ -365,18 +383,66 @@ async def _measure(
 ) -> dict[str, Any]:
     async with contextlib.AsyncExitStack() as stack:
         url = None
+        floor = None
         if backend is not None:
             url = await stack.enter_async_context(database(backend, directory))
             engine = await migrated(url)
-            await engine.dispose()
+            try:
+                floor = await _one_write(engine)
+            finally:
+                await engine.dispose()
         api = await stack.enter_async_context(Stand())
         process = await _bot_process(kind, api, url, profile)
         try:
+            # What the bot spends on the closed loop alone: not its start-up, not the rest.
+            cpu_before, calls_before = _cpu_of(process.pid), api.seen
             closed = await _load(api, kind, people, 0, None)
+            cpu_after, calls_after = _cpu_of(process.pid), api.seen
             fixed = await _load(api, kind, rate_people, people, rate)
         finally:
-            bot_cpu = await _stop(process)
-        return {"closed": closed, "fixed": fixed, "bot_cpu": bot_cpu}
+            report = await _stop(process)
+        loop_cpu = None
+        if cpu_before is not None and cpu_after is not None:
+            loop_cpu = cpu_after - cpu_before
+        return {
+            "closed": closed,
+            "fixed": fixed,
+            "bot_cpu": report["cpu_seconds"],
+            "floor": floor,
+            "loop_cpu": loop_cpu,
+            "calls": calls_after - calls_before,
+            # Every statement of the run, over every update of both loads.
+            "statements": report.get("statements", 0),
+        }
+
+
+async def _one_write(engine: Any, count: int = 300) -> float:
+    """CPU ms of one committed one-row write through the desk's own engine and sessions.
+
+    The least a desk that keeps each step of a dialog durable must spend per
+    update, measured here (the driver is idle meanwhile) to set against the
+    echo bot's whole update.
+    """
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    from workflows.storage import make_sessionmaker
+    from workflows.tables import ConversationState
+
+    sessions = make_sessionmaker(engine)
+    insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+    started = time.process_time()
+    for n in range(count):
+        statement = insert(ConversationState).values(
+            key=f"bench:floor:{n % 10}", state="s", updated_at=datetime.now(UTC)
+        )
+        async with sessions.begin() as session:
+            await session.execute(
+                statement.on_conflict_do_update(
+                    index_elements=[ConversationState.key],
+                    set_={"state": statement.excluded.state},
+                )
+            )
+    return (time.process_time() - started) / count * 1000
 
 
 async def _drive(args: argparse.Namespace) -> None:
@@ -411,7 +477,15 @@ async def _drive(args: argparse.Namespace) -> None:
                     f"{percentile(fixed.latencies, 0.5) * 1000:.1f} ms, p99 "
                     f"{percentile(fixed.latencies, 0.99) * 1000:.1f} ms, lost {fixed.lost}; "
                     f"CPU s: bot {loads['bot_cpu']:.1f}, driver {closed.driver_cpu:.1f} over "
-                    f"{closed.seconds:.1f} s closed loop",
+                    f"{closed.seconds:.1f} s closed loop; per update in the closed loop: "
+                    f"{_per_update(loads['loop_cpu'], closed.updates, 1000):.2f} ms bot CPU, "
+                    f"{loads['calls'] / max(1, closed.updates):.2f} Bot API calls, "
+                    f"{loads['statements'] / max(1, closed.updates + fixed.updates):.1f} SQL"
+                    + (
+                        f"; one committed write: {loads['floor']:.2f} ms CPU"
+                        if loads["floor"] is not None
+                        else ""
+                    ),
                     flush=True,
                 )
     table = Table(
@@ -424,6 +498,10 @@ async def _drive(args: argparse.Namespace) -> None:
             f"p50 ms @{args.rate:g}/s",
             f"p99 ms @{args.rate:g}/s",
             "lost",
+            "bot CPU ms/update",
+            "API calls/update",
+            "SQL/update",
+            "one write ms",
         ],
         [],
     )
@@ -440,6 +518,15 @@ async def _drive(args: argparse.Namespace) -> None:
                 median([percentile(r["fixed"].latencies, 0.5) * 1000 for r in loads]),
                 median([percentile(r["fixed"].latencies, 0.99) * 1000 for r in loads]),
                 sum(r["closed"].lost + r["fixed"].lost for r in loads),
+                median([_per_update(r["loop_cpu"], r["closed"].updates, 1000) for r in loads]),
+                median([r["calls"] / max(1, r["closed"].updates) for r in loads]),
+                median(
+                    [
+                        r["statements"] / max(1, r["closed"].updates + r["fixed"].updates)
+                        for r in loads
+                    ]
+                ),
+                median([r["floor"] for r in loads if r["floor"] is not None]),
             ]
         )
     print()
@@ -448,6 +535,16 @@ async def _drive(args: argparse.Namespace) -> None:
         "\ntargets: at least 0.5x the echo bot's updates/s; p99 under 100 ms at 200 updates/s"
         " (medians of the runs)"
     )
+    print(
+        "bot CPU ms/update: the bot process's CPU over the closed loop; API calls/update: "
+        "calls the stand-in recorded meanwhile; SQL/update: statements over both loads; "
+        "one write ms: CPU of one committed one-row write through the desk's engine "
+        "(what keeping one step of a dialog durable costs at least)"
+    )
+
+
+def _per_update(seconds: float | None, updates: int, scale: float = 1.0) -> float:
+    return float("nan") if seconds is None or not updates else seconds / updates * scale
 
 
 def main() -> None:
