@@ -7,6 +7,7 @@ tests never wait for APScheduler's wall clock.
 from __future__ import annotations
 
 import asyncio
+import html
 import pickle
 from collections import Counter
 from datetime import date, datetime, time, timedelta
@@ -18,8 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID, STAFF_IDS
+from workflows.audit import verify_chain
 from workflows.calendar import WorkingCalendar
 from workflows.deadlines import MilestoneError, ReminderPolicy, parse_staff_milestones
+from workflows.i18n import render_notification
 from workflows.outbox import (
     Audience,
     Channel,
@@ -45,7 +48,7 @@ from workflows.scheduler import (
 from workflows.scheduler_lock import AdvisoryLock, SingleProcessLock
 from workflows.service import RequestService
 from workflows.storage import make_engine, make_sessionmaker
-from workflows.tables import AuditEvent, OutboxItem, ScheduledNotice
+from workflows.tables import AuditEvent, DataSubject, OutboxItem, Request, ScheduledNotice
 from workflows.vault import Vault
 from workflows.views import Actor
 
@@ -762,3 +765,122 @@ async def test_one_notices_job_however_many_requests_and_left_alone_when_unchang
         assert scheduler.get_job(NOTICES_JOB).next_run_time == at + timedelta(days=1)
     finally:
         scheduler.shutdown(wait=False)
+
+
+# -- the morning pass: a batch of requests to a transaction (bench/scheduler.py: one
+# -- transaction and one audit-chain lock per request was about 8 ms a notice) ---------------
+
+
+async def test_a_fault_in_one_request_costs_the_others_none_of_their_notices(
+    service: RequestService,
+    reminders: Reminders,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+    calendar: WorkingCalendar,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock.set(almaty(date(2026, 11, 24), 10))
+    references = [await open_verified(service, "access", user=ALICE + n) for n in range(5)]
+    broken = references[2]
+    params = Reminders._params
+
+    def failing(self: Reminders, request: Any) -> dict[str, Any]:
+        if request.reference == broken:
+            raise RuntimeError("a request the notices cannot be written for")
+        return params(self, request)
+
+    monkeypatch.setattr(Reminders, "_params", failing)
+    clock.set(almaty(date(2026, 11, 26), 10))
+    await reminders.run_due()
+
+    async def reminded() -> list[str]:
+        async with sessions() as session:
+            keys = await session.scalars(
+                select(ScheduledNotice.key).where(ScheduledNotice.milestone.like("staff/%"))
+            )
+            return sorted(key.split("/")[0] for key in keys)
+
+    assert await reminded() == sorted(r for r in references if r != broken)
+    staff = [t for _, t, a, _ in await sent(sessions, vault, calendar) if a == "staff_group"]
+    assert staff.count("staff_reminder") == 4
+
+    # Mended: the next pass sends the one that failed, once, and the others nothing more.
+    monkeypatch.setattr(Reminders, "_params", params)
+    clock.advance(minutes=5)
+    await reminders.run_due()
+    await reminders.run_due()
+    assert await reminded() == sorted(references)
+    staff = [t for _, t, a, _ in await sent(sessions, vault, calendar) if a == "staff_group"]
+    assert staff.count("staff_reminder") == 5
+    assert (await verify_chain(sessions)).intact
+
+
+async def test_a_morning_of_many_notices_keeps_the_audit_chain_whole(
+    service: RequestService,
+    reminders: Reminders,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+    calendar: WorkingCalendar,
+) -> None:
+    clock.set(almaty(date(2026, 11, 24), 10))
+    for n in range(12):
+        await open_verified(service, "block" if n % 2 else "access", user=ALICE + n)
+    clock.set(almaty(date(2026, 12, 1), 9, 30))  # each owes a late reminder and an alarm
+
+    await reminders.run_due()
+
+    events = await notice_events(sessions)
+    assert len(events) >= 24
+    report = await verify_chain(sessions)
+    assert report.intact, report.reason
+
+
+# -- the digest of a long queue still fits one Telegram message --------------------------
+
+
+async def test_a_digest_of_hundreds_of_requests_gives_counts_and_the_most_urgent_lines(
+    sessions: async_sessionmaker[AsyncSession],
+    reminders: Reminders,
+    vault: Vault,
+    clock: FrozenClock,
+) -> None:
+    clock.set(almaty(date(2026, 11, 24), 10))
+    now = clock.now()
+    async with sessions.begin() as session:
+        for n in range(400):
+            subject = DataSubject(telegram_user_id=ALICE + n, language="ru", created_at=now)
+            session.add(subject)
+            await session.flush()
+            # Due from 10 days ago to 10 days ahead: overdue, due this week and later.
+            session.add(
+                Request(
+                    reference=f"DSR-2026-{n + 1:06d}",
+                    kind="delete_account",
+                    status="in_review",
+                    channel="telegram",
+                    language="ru",
+                    subject_id=subject.id,
+                    received_at=now - timedelta(days=20),
+                    clock_started_at=now - timedelta(days=20),
+                    due_at=now + timedelta(days=n % 20 - 10, minutes=n),
+                    verified_at=now - timedelta(days=20),
+                    verified_by="telegram_contact",
+                    updated_at=now,
+                )
+            )
+
+    assert await reminders.digest()
+
+    async with sessions() as session:
+        row = await session.scalar(select(OutboxItem).where(OutboxItem.template == "staff_digest"))
+    assert row is not None
+    params = vault.decrypt_json(row.params_enc)
+    text_ = render_notification("staff_digest", "en", params, escape=html.escape).text
+    assert len(text_) <= 4096
+    assert params["overdue_count"] == 200
+    assert "Overdue (200):" in text_
+    assert "… and 190 more" in params["overdue"]
+    # The most overdue comes first.
+    assert params["overdue"].splitlines()[0].startswith("• DSR-2026-000001 ")

@@ -55,6 +55,11 @@ _MAX_BATCHES = 5000
 _NOTICE_BATCH = 200
 # Notices are claimed this many to an INSERT (SQLite binds 7 values for each).
 _CLAIM_CHUNK = 500
+# A Telegram message holds 4,096 characters; the digest's words take about 400 of them.
+# Past this many characters of lines, each list shows its first ``_DIGEST_LINES`` (a line
+# is at most about 50 characters) and a count of the rest.
+_DIGEST_BUDGET = 3000
+_DIGEST_LINES = 10
 
 
 @dataclass(frozen=True)
@@ -417,8 +422,14 @@ class Reminders:
             if not await _claim(session, key, None, None, SENT, False, now, day=today):
                 return False
             rows = (
-                await session.scalars(
-                    select(Request)
+                await session.execute(
+                    select(
+                        Request.reference,
+                        Request.kind,
+                        Request.status,
+                        Request.due_at,
+                        Request.verified_at,
+                    )
                     .where(
                         Request.closed_at.is_(None),
                         Request.verified_at.is_not(None),
@@ -456,15 +467,17 @@ class Reminders:
                 params={
                     "day": today.isoformat(),
                     "new_count": len(new),
-                    "new": _listing(new),
                     "due_week_count": len(due_week),
-                    "due_week": _listing(due_week),
                     "overdue_count": len(overdue),
-                    "overdue": _listing(overdue),
                     "waiting_count": len(waiting),
-                    "waiting": _listing(waiting),
                     "unconfirmed_count": len(unconfirmed),
-                    "unconfirmed": _listing(unconfirmed),
+                    **_listings(
+                        new=new,
+                        due_week=due_week,
+                        overdue=overdue,
+                        waiting=waiting,
+                        unconfirmed=unconfirmed,
+                    ),
                 },
             )
         log.info("digest for %s posted", today.isoformat())
@@ -478,7 +491,7 @@ class Reminders:
             day -= timedelta(days=1)
         return self.policy.instant(day, self._calendar)
 
-    def _digest_line(self, request: Request) -> str:
+    def _digest_line(self, request: Any) -> str:
         due = self._calendar.local_date(request.due_at).isoformat() if request.due_at else "—"
         return f"{request.reference} · {request.kind} · {due}"
 
@@ -593,8 +606,22 @@ def _key(reference: str, milestone: Milestone) -> str:
     return f"{reference}/{milestone.name}"
 
 
-def _listing(lines: list[str]) -> str:
-    return "\n".join(f"• {line}" for line in lines) if lines else "—"
+def _listing(lines: list[str], limit: int | None = None) -> str:
+    if not lines:
+        return "—"
+    shown = [f"• {line}" for line in lines[:limit]]
+    if limit is not None and len(lines) > limit:
+        shown.append(f"• … and {len(lines) - limit} more")
+    return "\n".join(shown)
+
+
+def _listings(**lists: list[str]) -> dict[str, str]:
+    """Each list of the digest in full while they fit one Telegram message, else its
+    ``_DIGEST_LINES`` most urgent lines (the earliest deadlines) and how many more."""
+    full = {name: _listing(lines) for name, lines in lists.items()}
+    if sum(len(text) for text in full.values()) <= _DIGEST_BUDGET:
+        return full
+    return {name: _listing(lines, _DIGEST_LINES) for name, lines in lists.items()}
 
 
 async def _claim_many(
