@@ -7,6 +7,7 @@ tests never wait for APScheduler's wall clock.
 from __future__ import annotations
 
 import asyncio
+import html
 import pickle
 from collections import Counter
 from datetime import date, datetime, time, timedelta
@@ -18,8 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID, STAFF_IDS
+from workflows.audit import verify_chain
 from workflows.calendar import WorkingCalendar
 from workflows.deadlines import MilestoneError, ReminderPolicy, parse_staff_milestones
+from workflows.i18n import render_notification
 from workflows.outbox import (
     Audience,
     Channel,
@@ -33,18 +36,19 @@ from workflows.scheduler import (
     DIGEST_JOB,
     EXPIRY_JOB,
     MISFIRE_GRACE_SECONDS,
+    NOTICES_JOB,
     RECONCILE_JOB,
     DeadlineScheduler,
     digest_job,
     expiry_job,
+    notices_job,
     reconcile_job,
-    request_job,
     scheduler_component,
 )
 from workflows.scheduler_lock import AdvisoryLock, SingleProcessLock
 from workflows.service import RequestService
 from workflows.storage import make_engine, make_sessionmaker
-from workflows.tables import AuditEvent, OutboxItem, ScheduledNotice
+from workflows.tables import AuditEvent, DataSubject, OutboxItem, Request, ScheduledNotice
 from workflows.vault import Vault
 from workflows.views import Actor
 
@@ -231,6 +235,7 @@ async def test_reminders_go_out_at_nine_local_time_not_at_midnight(
     assert group == ["staff_card"]
     [wake] = plan.requests.values()
     assert wake == almaty(date(2026, 11, 26), 9)
+    assert plan.notices_at == wake
     assert plan.digest_at == wake
     clock.set(wake)
     await reminders.run_due()
@@ -409,6 +414,7 @@ async def test_on_a_quiet_day_only_the_overdue_alarm_goes_out(
     templates = [t for d, t, a, _ in await sent(sessions, vault, calendar) if d == "2026-03-21"]
     assert templates == ["staff_overdue"]
     assert min(plan.requests.values()) == almaty(date(2026, 3, 26), 9)
+    assert plan.notices_at == almaty(date(2026, 3, 26), 9)
 
 
 # -- expiry ---------------------------------------------------------------------------
@@ -481,12 +487,12 @@ def test_the_jobs_are_module_functions_with_explicit_ids_and_misfire_settings(
     component = DeadlineScheduler(reminders, SingleProcessLock(), calendar, reconcile_seconds=120)
     scheduler = component.build_scheduler()
     at = clock.now() + timedelta(hours=1)
-    component.apply(Plan({7: at}, at + timedelta(hours=1), at + timedelta(hours=2)))
+    component.apply(Plan(at, at + timedelta(hours=1), at + timedelta(hours=2), {7: at}))
 
     jobs = {job.id: job for job in scheduler.get_jobs()}
-    assert set(jobs) == {RECONCILE_JOB, "request:7", DIGEST_JOB, EXPIRY_JOB}
+    assert set(jobs) == {RECONCILE_JOB, NOTICES_JOB, DIGEST_JOB, EXPIRY_JOB}
     assert jobs[RECONCILE_JOB].func is reconcile_job
-    assert jobs["request:7"].func is request_job
+    assert jobs[NOTICES_JOB].func is notices_job
     assert jobs[DIGEST_JOB].func is digest_job
     assert jobs[EXPIRY_JOB].func is expiry_job
     assert jobs[RECONCILE_JOB].trigger.interval == timedelta(seconds=120)
@@ -496,10 +502,10 @@ def test_the_jobs_are_module_functions_with_explicit_ids_and_misfire_settings(
         assert job.coalesce is True
         assert job.max_instances == 1
         pickle.dumps(job.args)  # ids only
-    assert jobs["request:7"].args == (component.id, 7)
+    assert jobs[NOTICES_JOB].args == (component.id,)
 
-    # The request closed: the next plan drops its job, and no expiry is pending.
-    component.apply(Plan({}, at + timedelta(hours=1), None))
+    # The last open request closed: no notice and no expiry is pending.
+    component.apply(Plan(None, at + timedelta(hours=1), None))
     assert {job.id for job in scheduler.get_jobs()} == {RECONCILE_JOB, DIGEST_JOB}
 
 
@@ -739,20 +745,142 @@ async def test_a_queue_longer_than_a_batch_is_planned_and_notified_whole_and_onc
     assert all(at > almaty(date(2026, 11, 26), 9) for at in plan.requests.values())
 
 
-async def test_a_reconcile_leaves_a_job_already_set_for_its_instant_alone(
+async def test_one_notices_job_however_many_requests_and_left_alone_when_unchanged(
     reminders: Reminders, calendar: WorkingCalendar, clock: FrozenClock
 ) -> None:
-    # bench/scheduler.py: re-adding 100,000 unchanged jobs took APScheduler 11 s a pass.
+    # bench/scheduler.py: one date job per open request cost APScheduler 0.1 ms each,
+    # 100,000 of them on the first pass after start-up.
     component = DeadlineScheduler(reminders, SingleProcessLock(), calendar)
     scheduler = component.build_scheduler()
     scheduler.start(paused=True)
     try:
         at = clock.now() + timedelta(hours=1)
-        component.apply(Plan({7: at, 8: at}, at, None))
-        kept = scheduler.get_job("request:7")
-        component.apply(Plan({7: at, 8: at + timedelta(days=1)}, at, None))
-        assert scheduler.get_job("request:7") is kept
-        assert scheduler.get_job("request:7").next_run_time == at
-        assert scheduler.get_job("request:8").next_run_time == at + timedelta(days=1)
+        planned = {n: at + timedelta(days=n % 3) for n in range(1000)}
+        component.apply(Plan(at, at, None, planned))
+        kept = scheduler.get_job(NOTICES_JOB)
+        assert len(scheduler.get_jobs()) == 3  # reconcile, notices, digest
+        component.apply(Plan(at, at, None, planned))
+        assert scheduler.get_job(NOTICES_JOB) is kept
+        component.apply(Plan(at + timedelta(days=1), at, None))
+        assert scheduler.get_job(NOTICES_JOB).next_run_time == at + timedelta(days=1)
     finally:
         scheduler.shutdown(wait=False)
+
+
+# -- the morning pass: a batch of requests to a transaction (bench/scheduler.py: one
+# -- transaction and one audit-chain lock per request was about 8 ms a notice) ---------------
+
+
+async def test_a_fault_in_one_request_costs_the_others_none_of_their_notices(
+    service: RequestService,
+    reminders: Reminders,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+    calendar: WorkingCalendar,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock.set(almaty(date(2026, 11, 24), 10))
+    references = [await open_verified(service, "access", user=ALICE + n) for n in range(5)]
+    broken = references[2]
+    params = Reminders._params
+
+    def failing(self: Reminders, request: Any) -> dict[str, Any]:
+        if request.reference == broken:
+            raise RuntimeError("a request the notices cannot be written for")
+        return params(self, request)
+
+    monkeypatch.setattr(Reminders, "_params", failing)
+    clock.set(almaty(date(2026, 11, 26), 10))
+    await reminders.run_due()
+
+    async def reminded() -> list[str]:
+        async with sessions() as session:
+            keys = await session.scalars(
+                select(ScheduledNotice.key).where(ScheduledNotice.milestone.like("staff/%"))
+            )
+            return sorted(key.split("/")[0] for key in keys)
+
+    assert await reminded() == sorted(r for r in references if r != broken)
+    staff = [t for _, t, a, _ in await sent(sessions, vault, calendar) if a == "staff_group"]
+    assert staff.count("staff_reminder") == 4
+
+    # Mended: the next pass sends the one that failed, once, and the others nothing more.
+    monkeypatch.setattr(Reminders, "_params", params)
+    clock.advance(minutes=5)
+    await reminders.run_due()
+    await reminders.run_due()
+    assert await reminded() == sorted(references)
+    staff = [t for _, t, a, _ in await sent(sessions, vault, calendar) if a == "staff_group"]
+    assert staff.count("staff_reminder") == 5
+    assert (await verify_chain(sessions)).intact
+
+
+async def test_a_morning_of_many_notices_keeps_the_audit_chain_whole(
+    service: RequestService,
+    reminders: Reminders,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+    calendar: WorkingCalendar,
+) -> None:
+    clock.set(almaty(date(2026, 11, 24), 10))
+    for n in range(12):
+        await open_verified(service, "block" if n % 2 else "access", user=ALICE + n)
+    clock.set(almaty(date(2026, 12, 1), 9, 30))  # each owes a late reminder and an alarm
+
+    await reminders.run_due()
+
+    events = await notice_events(sessions)
+    assert len(events) >= 24
+    report = await verify_chain(sessions)
+    assert report.intact, report.reason
+
+
+# -- the digest of a long queue still fits one Telegram message --------------------------
+
+
+async def test_a_digest_of_hundreds_of_requests_gives_counts_and_the_most_urgent_lines(
+    sessions: async_sessionmaker[AsyncSession],
+    reminders: Reminders,
+    vault: Vault,
+    clock: FrozenClock,
+) -> None:
+    clock.set(almaty(date(2026, 11, 24), 10))
+    now = clock.now()
+    async with sessions.begin() as session:
+        for n in range(400):
+            subject = DataSubject(telegram_user_id=ALICE + n, language="ru", created_at=now)
+            session.add(subject)
+            await session.flush()
+            # Due from 10 days ago to 10 days ahead: overdue, due this week and later.
+            session.add(
+                Request(
+                    reference=f"DSR-2026-{n + 1:06d}",
+                    kind="delete_account",
+                    status="in_review",
+                    channel="telegram",
+                    language="ru",
+                    subject_id=subject.id,
+                    received_at=now - timedelta(days=20),
+                    clock_started_at=now - timedelta(days=20),
+                    due_at=now + timedelta(days=n % 20 - 10, minutes=n),
+                    verified_at=now - timedelta(days=20),
+                    verified_by="telegram_contact",
+                    updated_at=now,
+                )
+            )
+
+    assert await reminders.digest()
+
+    async with sessions() as session:
+        row = await session.scalar(select(OutboxItem).where(OutboxItem.template == "staff_digest"))
+    assert row is not None
+    params = vault.decrypt_json(row.params_enc)
+    text_ = render_notification("staff_digest", "en", params, escape=html.escape).text
+    assert len(text_) <= 4096
+    assert params["overdue_count"] == 200
+    assert "Overdue (200):" in text_
+    assert "… and 190 more" in params["overdue"]
+    # The most overdue comes first.
+    assert params["overdue"].splitlines()[0].startswith("• DSR-2026-000001 ")

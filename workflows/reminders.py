@@ -7,18 +7,25 @@ of requests never verified. Each notice is recorded under its idempotency key
 (request and milestone) in the same transaction as its audit event and its
 outbox message, so a second scheduler, a retried job or a restart sends
 nothing twice; a notice sent after its day is marked late in its audit event.
-The APScheduler side (:mod:`workflows.scheduler`) only decides when to call it.
+The requests owed something at once are dealt with a batch to a transaction
+(one lock of the audit chain a batch), falling back to one transaction per
+request when a batch fails.
+
+Each request's next notice instant is kept on its row (:mod:`workflows.notice_plan`),
+so a pass reads only the requests that are due or were changed since they
+were planned. The APScheduler side (:mod:`workflows.scheduler`) only decides
+when to call it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -26,6 +33,7 @@ from workflows.calendar import WorkingCalendar
 from workflows.clock import Clock
 from workflows.deadlines import Milestone, ReminderPolicy, milestones
 from workflows.errors import ConcurrentChange, IllegalTransition, RequestNotFound
+from workflows.notice_plan import set_next_notices
 from workflows.outbox import Audience, Channel, enqueue, subject_route
 from workflows.service import RequestService, verification_cutoff
 from workflows.states import CLOSED, Status
@@ -43,15 +51,30 @@ _HORIZON = timedelta(days=40)
 # The reconcile reads the open queue this many requests at a time (bounded: 10 million).
 _BATCH = 2000
 _MAX_BATCHES = 5000
+# Requests owed something now are dealt with this many to a transaction.
+_NOTICE_BATCH = 200
+# Notices are claimed this many to an INSERT (SQLite binds 7 values for each).
+_CLAIM_CHUNK = 500
+# A Telegram message holds 4,096 characters; the digest's words take about 400 of them.
+# Past this many characters of lines, each list shows its first ``_DIGEST_LINES`` (a line
+# is at most about 50 characters) and a count of the rest.
+_DIGEST_BUDGET = 3000
+_DIGEST_LINES = 10
 
 
 @dataclass(frozen=True)
 class Plan:
-    """When the scheduler should look again: per request, for the digest, for expiry."""
+    """When the scheduler should look again: for notices, the digest and expiry.
 
-    requests: Mapping[int, datetime]
+    ``notices_at`` is the earliest instant any open request is next owed a
+    notice after now; ``requests`` says when each request this pass planned
+    (new, changed or just notified) is next owed one.
+    """
+
+    notices_at: datetime | None
     digest_at: datetime
     expiry_at: datetime | None
+    requests: Mapping[int, datetime] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -88,11 +111,12 @@ class Reminders:
     async def run_due(self) -> Plan:
         """Expire, notify and digest whatever is due now; return when to look again.
 
-        The open requests are read in batches, with the notices recorded for
-        them; only a request owed something now gets a transaction of its own
-        (:meth:`run_request`, which decides again under its lock), so a pass
-        over a large queue with little due costs a few queries, not one
-        transaction per request.
+        Only the open requests that are due (their ``next_notice_at`` has come)
+        or unplanned (NULL: new, changed, or from before the column) are read,
+        in batches, with the notices recorded for them. Those owed nothing now
+        get their next instant written, a batch at a time; those owed
+        something go through :meth:`run_requests`, which decides again in the
+        transaction that records the notices.
         """
         await self.expire_unverified()
         now = self._clock.now()
@@ -101,32 +125,52 @@ class Reminders:
         quiet = self.policy.is_quiet(today, self._calendar)
         # Held back by a quiet day: a notice goes out on the next working day.
         held = self._utc_instant(self._calendar.next_working_day(today))
+        # Nothing owed within the horizon: look again once it has moved on.
+        later = self._utc_instant(until)
         owed_by_days: dict[tuple[date, date], list[tuple[Milestone, datetime]]] = {}
-        wake: dict[int, datetime] = {}
-        owing: list[int] = []
-        async for request_id, reference, started_at, due_at, recorded in self._open_requests():
-            days = (self._calendar.local_date(started_at), self._calendar.local_date(due_at))
-            owed = owed_by_days.get(days)
-            if owed is None:
-                # What is owed, and when, depends on the two local dates alone: worked out
-                # once per pair in a pass.
-                owed = [
-                    (m, self._utc_instant(m.day))
-                    for m in milestones(started_at, due_at, self._calendar, self.policy, until)
-                ]
-                owed_by_days[days] = owed
-            pending = [(m, at) for m, at in owed if _key(reference, m) not in recorded]
-            if any(at <= now and (m.any_day or not quiet) for m, at in pending):
-                owing.append(request_id)
-                continue
-            if pending:
-                wake[request_id] = min(at if at > now else held for _, at in pending)
-        for request_id in owing:
-            at = await self.run_request(request_id)
-            if at is not None:
-                wake[request_id] = at
+        planned: dict[int, datetime] = {}
+        async for batch in self._due_requests(now):
+            waking: list[tuple[int, int, datetime]] = []
+            owing: list[int] = []
+            for request_id, version, reference, started_at, due_at, recorded in batch:
+                days = (self._calendar.local_date(started_at), self._calendar.local_date(due_at))
+                owed = owed_by_days.get(days)
+                if owed is None:
+                    # What is owed, and when, depends on the two local dates alone: worked
+                    # out once per pair in a pass.
+                    owed = [
+                        (m, self._utc_instant(m.day))
+                        for m in milestones(started_at, due_at, self._calendar, self.policy, until)
+                    ]
+                    owed_by_days[days] = owed
+                pending = [(m, at) for m, at in owed if _key(reference, m) not in recorded]
+                if any(at <= now and (m.any_day or not quiet) for m, at in pending):
+                    owing.append(request_id)
+                    continue
+                at = min((at if at > now else held for _, at in pending), default=later)
+                waking.append((request_id, version, at))
+            if waking:
+                async with self._sessions.begin() as session:
+                    await set_next_notices(session, waking)
+                planned.update((request_id, at) for request_id, _, at in waking)
+            for start in range(0, len(owing), _NOTICE_BATCH):
+                planned.update(await self.run_requests(owing[start : start + _NOTICE_BATCH]))
         await self.digest()
-        return Plan(wake, self.next_digest_at(), await self.next_expiry_at())
+        return Plan(
+            await self.next_notices_at(),
+            self.next_digest_at(),
+            await self.next_expiry_at(),
+            planned,
+        )
+
+    async def next_notices_at(self) -> datetime | None:
+        """The earliest instant after now that an open request is next owed a notice."""
+        async with self._sessions() as session:
+            return await session.scalar(
+                select(func.min(Request.next_notice_at)).where(
+                    Request.next_notice_at > self._clock.now(), Request.closed_at.is_(None)
+                )
+            )
 
     # -- expiry --------------------------------------------------------------
 
@@ -159,34 +203,96 @@ class Reminders:
 
     async def run_request(self, request_id: int) -> datetime | None:
         """Send what one request is owed now; return when it is owed something next."""
+        return (await self.run_requests([request_id])).get(request_id)
+
+    async def run_requests(self, request_ids: Sequence[int]) -> dict[int, datetime]:
+        """Send what these requests are owed now; return when each is owed something next.
+
+        The whole batch is one transaction, so one lock of the audit chain. When
+        it fails, each request is tried in a transaction of its own, so one
+        request's fault costs no other its notices; a request that fails alone
+        keeps its instant and the next pass tries it again.
+        """
+        try:
+            return await self._run_batch(request_ids)
+        except Exception:
+            if len(request_ids) == 1:
+                log.exception(
+                    "request %d: notices not sent; the next pass tries again", request_ids[0]
+                )
+                return {}
+            log.exception("a batch of %d request(s) failed; trying each alone", len(request_ids))
+        planned: dict[int, datetime] = {}
+        for request_id in request_ids:
+            planned.update(await self.run_requests([request_id]))
+        return planned
+
+    async def _run_batch(self, request_ids: Sequence[int]) -> dict[int, datetime]:
         now = self._clock.now()
         today = self._calendar.local_date(now)
+        until = self._calendar.local_date(now + _HORIZON)
+        quiet = self.policy.is_quiet(today, self._calendar)
+        later = self._utc_instant(until)
         async with self._sessions.begin() as session:
-            request = await session.get(Request, request_id)
-            if request is None or not _runs(request):
-                return None
-            assert request.clock_started_at is not None
-            assert request.due_at is not None
-            owed = milestones(
-                request.clock_started_at,
-                request.due_at,
-                self._calendar,
-                self.policy,
-                self._calendar.local_date(now + _HORIZON),
-            )
-            recorded = set(
-                await session.scalars(
-                    select(ScheduledNotice.key).where(ScheduledNotice.request_id == request.id)
+            requests = [
+                request
+                for request in await session.scalars(
+                    select(Request).where(Request.id.in_(request_ids)).order_by(Request.id)
                 )
-            )
-            pending = [m for m in owed if _key(request.reference, m) not in recorded]
-            quiet = self.policy.is_quiet(today, self._calendar)
-            ready = [m for m in pending if self._ready(m, now, quiet)]
-            subject = await session.get_one(DataSubject, request.subject_id)
-            for item in self._decide(ready, request, now, today):
-                await self._record(session, request, subject, item, now)
-            waiting = [m for m in pending if m not in ready]
-            return self._next_wake(waiting, now, today)
+                if _runs(request)
+            ]
+            if not requests:
+                return {}
+            ids = [request.id for request in requests]
+            subjects = {
+                subject.id: subject
+                for subject in await session.scalars(
+                    select(DataSubject).where(
+                        DataSubject.id.in_({request.subject_id for request in requests})
+                    )
+                )
+            }
+            recorded: dict[int, set[str]] = {}
+            for notice_request, key in await session.execute(
+                select(ScheduledNotice.request_id, ScheduledNotice.key).where(
+                    ScheduledNotice.request_id.in_(ids)
+                )
+            ):
+                if notice_request is not None:
+                    recorded.setdefault(notice_request, set()).add(key)
+            owed_by_days: dict[tuple[date, date], list[Milestone]] = {}
+            work: list[tuple[Request, _Owed]] = []
+            waking: list[tuple[int, int, datetime]] = []
+            for request in requests:
+                assert request.clock_started_at is not None  # _runs
+                assert request.due_at is not None
+                days = (
+                    self._calendar.local_date(request.clock_started_at),
+                    self._calendar.local_date(request.due_at),
+                )
+                owed = owed_by_days.get(days)
+                if owed is None:
+                    owed = milestones(
+                        request.clock_started_at, request.due_at, self._calendar, self.policy, until
+                    )
+                    owed_by_days[days] = owed
+                keys = recorded.get(request.id, set())
+                pending = [m for m in owed if _key(request.reference, m) not in keys]
+                ready = [m for m in pending if self._ready(m, now, quiet)]
+                work.extend((request, item) for item in self._decide(ready, request, now, today))
+                waiting = [m for m in pending if m not in ready]
+                at = self._next_wake(waiting, now, today) or later
+                waking.append((request.id, request.version, at))
+            claimed = await _claim_many(session, [(request, item) for request, item in work], now)
+            # Every audit event of the batch goes in one flush, so the chain is locked once.
+            with session.no_autoflush:
+                for request, item in work:
+                    if _key(request.reference, item.milestone) in claimed:
+                        subject = subjects[request.subject_id]
+                        await self._record(session, request, subject, item, now)
+            await session.flush()
+            await set_next_notices(session, waking)
+        return {request_id: at for request_id, _, at in waking}
 
     def _utc_instant(self, day: date) -> datetime:
         # In UTC, as the clock's ``now`` is: comparing datetimes of one tzinfo skips the
@@ -238,11 +344,9 @@ class Reminders:
         item: _Owed,
         now: datetime,
     ) -> None:
+        """The audit event and outbox row of one notice, whose key the caller has claimed."""
         milestone = item.milestone
         key = _key(request.reference, milestone)
-        outcome = SKIPPED if item.skip_reason is not None else SENT
-        if not await _claim(session, key, request.id, milestone, outcome, item.late, now):
-            return  # another scheduler, or an earlier run, has dealt with it
         details: dict[str, Any] = {
             "milestone": milestone.name,
             "template": milestone.template,
@@ -318,8 +422,14 @@ class Reminders:
             if not await _claim(session, key, None, None, SENT, False, now, day=today):
                 return False
             rows = (
-                await session.scalars(
-                    select(Request)
+                await session.execute(
+                    select(
+                        Request.reference,
+                        Request.kind,
+                        Request.status,
+                        Request.due_at,
+                        Request.verified_at,
+                    )
                     .where(
                         Request.closed_at.is_(None),
                         Request.verified_at.is_not(None),
@@ -357,15 +467,17 @@ class Reminders:
                 params={
                     "day": today.isoformat(),
                     "new_count": len(new),
-                    "new": _listing(new),
                     "due_week_count": len(due_week),
-                    "due_week": _listing(due_week),
                     "overdue_count": len(overdue),
-                    "overdue": _listing(overdue),
                     "waiting_count": len(waiting),
-                    "waiting": _listing(waiting),
                     "unconfirmed_count": len(unconfirmed),
-                    "unconfirmed": _listing(unconfirmed),
+                    **_listings(
+                        new=new,
+                        due_week=due_week,
+                        overdue=overdue,
+                        waiting=waiting,
+                        unconfirmed=unconfirmed,
+                    ),
                 },
             )
         log.info("digest for %s posted", today.isoformat())
@@ -379,19 +491,20 @@ class Reminders:
             day -= timedelta(days=1)
         return self.policy.instant(day, self._calendar)
 
-    def _digest_line(self, request: Request) -> str:
+    def _digest_line(self, request: Any) -> str:
         due = self._calendar.local_date(request.due_at).isoformat() if request.due_at else "—"
         return f"{request.reference} · {request.kind} · {due}"
 
     # -- internals -----------------------------------------------------------
 
-    async def _open_requests(
-        self,
-    ) -> AsyncIterator[tuple[int, str, datetime, datetime, set[str]]]:
-        """Every request whose clock runs, in id order, with the notice keys recorded for it.
+    async def _due_requests(
+        self, now: datetime
+    ) -> AsyncIterator[list[tuple[int, int, str, datetime, datetime, set[str]]]]:
+        """The running requests due by ``now`` or unplanned, in id order, a batch at a time,
+        each with its version and the notice keys recorded for it.
 
         Read ``_BATCH`` requests at a time (two queries a batch), so memory stays
-        flat however long the queue is.
+        flat however many are due.
         """
         batch = _BATCH
         last_id = 0
@@ -400,10 +513,15 @@ class Reminders:
                 rows = (
                     await session.execute(
                         select(
-                            Request.id, Request.reference, Request.clock_started_at, Request.due_at
+                            Request.id,
+                            Request.version,
+                            Request.reference,
+                            Request.clock_started_at,
+                            Request.due_at,
                         )
                         .where(
                             Request.id > last_id,
+                            or_(Request.next_notice_at.is_(None), Request.next_notice_at <= now),
                             Request.closed_at.is_(None),
                             Request.verified_at.is_not(None),
                             Request.clock_started_at.is_not(None),
@@ -419,17 +537,27 @@ class Reminders:
                 recorded: dict[int, set[str]] = {}
                 notices = await session.execute(
                     select(ScheduledNotice.request_id, ScheduledNotice.key).where(
-                        ScheduledNotice.request_id >= rows[0].id,
-                        ScheduledNotice.request_id <= rows[-1].id,
+                        ScheduledNotice.request_id.in_([row.id for row in rows])
                     )
                 )
                 for notice_request, key in notices:
                     if notice_request is not None:
                         recorded.setdefault(notice_request, set()).add(key)
-            for request_id, reference, started_at, due_at in rows:
+            found = []
+            for request_id, version, reference, started_at, due_at in rows:
                 assert started_at is not None  # the query asks for both
                 assert due_at is not None
-                yield request_id, reference, started_at, due_at, recorded.get(request_id, set())
+                found.append(
+                    (
+                        request_id,
+                        version,
+                        reference,
+                        started_at,
+                        due_at,
+                        recorded.get(request_id, set()),
+                    )
+                )
+            yield found
             last_id = rows[-1].id
 
     def _params(self, request: Request) -> dict[str, Any]:
@@ -478,8 +606,56 @@ def _key(reference: str, milestone: Milestone) -> str:
     return f"{reference}/{milestone.name}"
 
 
-def _listing(lines: list[str]) -> str:
-    return "\n".join(f"• {line}" for line in lines) if lines else "—"
+def _listing(lines: list[str], limit: int | None = None) -> str:
+    if not lines:
+        return "—"
+    shown = [f"• {line}" for line in lines[:limit]]
+    if limit is not None and len(lines) > limit:
+        shown.append(f"• … and {len(lines) - limit} more")
+    return "\n".join(shown)
+
+
+def _listings(**lists: list[str]) -> dict[str, str]:
+    """Each list of the digest in full while they fit one Telegram message, else its
+    ``_DIGEST_LINES`` most urgent lines (the earliest deadlines) and how many more."""
+    full = {name: _listing(lines) for name, lines in lists.items()}
+    if sum(len(text) for text in full.values()) <= _DIGEST_BUDGET:
+        return full
+    return {name: _listing(lines, _DIGEST_LINES) for name, lines in lists.items()}
+
+
+async def _claim_many(
+    session: AsyncSession, work: Sequence[tuple[Request, _Owed]], now: datetime
+) -> set[str]:
+    """Record these notices under their keys; return the keys recorded now (not before).
+
+    On PostgreSQL a second scheduler inserting the same keys waits for the
+    first one's transaction and then inserts none of them.
+    """
+    rows = [
+        {
+            "key": _key(request.reference, item.milestone),
+            "request_id": request.id,
+            "milestone": item.milestone.name,
+            "meant_for": item.milestone.day,
+            "outcome": SKIPPED if item.skip_reason is not None else SENT,
+            "late": item.late,
+            "recorded_at": now,
+        }
+        for request, item in work
+    ]
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    claimed: set[str] = set()
+    for start in range(0, len(rows), _CLAIM_CHUNK):
+        statement = (
+            insert(ScheduledNotice)
+            .values(rows[start : start + _CLAIM_CHUNK])
+            .on_conflict_do_nothing(index_elements=["key"])
+            .returning(ScheduledNotice.key)
+        )
+        claimed.update(await session.scalars(statement))
+    return claimed
 
 
 async def _claim(

@@ -3,10 +3,11 @@
 The database is the truth. On start-up, and then every ``reconcile_seconds``,
 the reconcile step sends whatever is due (a restart after downtime sends each
 missed notice once, marked late) and makes the APScheduler jobs match the
-database: one date job per open request at the instant it is next owed a
-notice, one for the next staff digest, one for the next expiry. No job is
-remembered anywhere else (the job store is in memory), so a crash loses
-nothing the next reconcile would not rebuild.
+database: one date job at the earliest instant any open request is next owed
+a notice (each request's instant is on its row, :mod:`workflows.notice_plan`),
+one for the next staff digest, one for the next expiry. No job is remembered
+anywhere else (the job store is in memory), so a crash loses nothing the next
+reconcile would not rebuild.
 
 Jobs are module-level functions taking ids, with explicit ids,
 ``replace_existing=True``, ``coalesce=True`` and a ``misfire_grace_time`` of
@@ -64,7 +65,7 @@ EXPIRY_JOB = "expiry"
 RETENTION_JOB = "retention"
 # Local time of the daily retention purge: a quiet hour, away from the 09:00 notices.
 RETENTION_AT = time(3, 30)
-REQUEST_JOB_PREFIX = "request:"
+NOTICES_JOB = "notices"
 
 # The schedulers leading in this process, by id: jobs carry the id, not the object.
 _LEADERS: dict[str, DeadlineScheduler] = {}
@@ -77,11 +78,11 @@ async def reconcile_job(scheduler_id: str) -> None:
         await leader.reconcile()
 
 
-async def request_job(scheduler_id: str, request_id: int) -> None:
-    """Send what one request is owed now, and wake again for its next notice."""
+async def notices_job(scheduler_id: str) -> None:
+    """Send the notices owed now (a reconcile: it reads only what is due), and wake again."""
     leader = _LEADERS.get(scheduler_id)
     if leader is not None:
-        leader.schedule_request(request_id, await leader.reminders.run_request(request_id))
+        await leader.reconcile()
 
 
 async def digest_job(scheduler_id: str) -> None:
@@ -200,29 +201,16 @@ class DeadlineScheduler:
         return plan
 
     def apply(self, plan: Plan) -> None:
-        """Make the date jobs what ``plan`` says, and remove those it does not name."""
+        """Set the date jobs where ``plan`` says; one for notices, however long the queue."""
         scheduler = self._scheduler
         if scheduler is None:
             return
-        wanted = {f"{REQUEST_JOB_PREFIX}{request_id}" for request_id in plan.requests}
-        scheduled: dict[str, Any] = {}
-        for job in scheduler.get_jobs():
-            if job.id.startswith(REQUEST_JOB_PREFIX) and job.id not in wanted:
-                job.remove()
-            elif job.id.startswith(REQUEST_JOB_PREFIX):
-                scheduled[job.id] = getattr(job, "next_run_time", None)
-        for request_id, at in plan.requests.items():
-            # A job already set for that instant stays: adding one costs APScheduler about
-            # 0.1 ms, which a pass over 100,000 open requests would pay every time.
-            if scheduled.get(f"{REQUEST_JOB_PREFIX}{request_id}") == at:
-                continue
-            self.schedule_request(request_id, at)
+        self.schedule_notices(plan.notices_at)
         self.schedule_digest(plan.digest_at)
         self.schedule_expiry(plan.expiry_at)
 
-    def schedule_request(self, request_id: int, at: Any) -> None:
-        job_id = f"{REQUEST_JOB_PREFIX}{request_id}"
-        self._date_job(job_id, request_job, at, [self.id, request_id])
+    def schedule_notices(self, at: Any) -> None:
+        self._date_job(NOTICES_JOB, notices_job, at, [self.id])
 
     def schedule_digest(self, at: Any = None) -> None:
         at = at if at is not None else self.reminders.next_digest_at()
@@ -239,6 +227,9 @@ class DeadlineScheduler:
             with contextlib.suppress(JobLookupError):
                 scheduler.remove_job(job_id)
             return
+        job = scheduler.get_job(job_id)
+        if job is not None and getattr(job, "next_run_time", None) == at:
+            return  # already set for that instant
         scheduler.add_job(func, "date", run_date=at, id=job_id, args=list(args), **JOB_OPTIONS)
 
 

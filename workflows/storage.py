@@ -18,7 +18,10 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-import workflows.audit  # noqa: F401  (every session chains the audit events it writes)
+# For their session listeners: every session chains the audit events it writes (audit),
+# and a request changed through any session is planned again (notice_plan).
+import workflows.audit
+import workflows.notice_plan  # noqa: F401
 
 # APScheduler keeps its own job table in our database; migrations leave it alone.
 FOREIGN_TABLES = frozenset({"apscheduler_jobs"})

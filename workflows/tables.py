@@ -163,6 +163,9 @@ class Request(Base):
     closed_at: Mapped[datetime | None]
     updated_at: Mapped[datetime]
     version: Mapped[int] = mapped_column(Integer, default=1)
+    # When the scheduler next owes anyone a notice about this request (UTC). NULL: not
+    # planned yet, or changed since (see workflows.notice_plan): the next pass plans it.
+    next_notice_at: Mapped[datetime | None] = mapped_column(index=True)
 
     __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
 
