@@ -180,13 +180,13 @@ class OutboxRenderer:
         self._fulfilment = fulfilment
 
     async def card(self, reference: str) -> Rendered:
-        view = await self._service.get(reference, with_events=True)
+        # One read of the request for the whole card (names of files only, never the files).
+        facts = await self._service.card_facts(reference)
+        view, attachments = facts.view, facts.attachments
         texts = Texts(self._config.staff_language, self._config.info)
-        # Names only: the card never needs the files themselves.
-        attachments = await self._service.evidence_names(reference)
         preview = None
         if view.kind == RequestKind.ACCESS.value and view.status in PREVIEWED:
-            preview = await self._fulfilment.preview(reference)
+            preview = await self._fulfilment.preview_of(facts)
         text = card_text(
             view,
             texts,

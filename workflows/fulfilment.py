@@ -29,7 +29,7 @@ from workflows.errors import DomainError
 from workflows.i18n import catalogue
 from workflows.identity import normalize_email, normalize_phone, validate_iin
 from workflows.kinds import RequestKind
-from workflows.service import Evidence, RequestService
+from workflows.service import CardFacts, Evidence, RequestService
 from workflows.states import Status
 from workflows.tables import Customer
 from workflows.vault import Vault
@@ -363,7 +363,9 @@ class Fulfilment:
         matched = await self._service.customer_of(view.reference)
         if matched is not None:
             return await self._directory.lookup(customer_id=matched)
-        contacts = await self._service.subject_contacts(view.reference)
+        return await self._customer_by(await self._service.subject_contacts(view.reference))
+
+    async def _customer_by(self, contacts: Mapping[str, str]) -> CustomerRecord | None:
         if not contacts.get("phone") and not contacts.get("email"):
             return None
         return await self._directory.lookup(
@@ -372,16 +374,24 @@ class Fulfilment:
 
     async def preview(self, reference: str) -> str | None:
         """What staff see on the card before approving an access request."""
-        view = await self._service.get(reference)
+        return await self.preview_of(await self._service.card_facts(reference))
+
+    async def preview_of(self, facts: CardFacts) -> str | None:
+        """The preview from what the card has already read (no second read of the request)."""
+        view = facts.view
         if view.kind != RequestKind.ACCESS.value:
             return None
+        if facts.customer_id is not None:
+            customer = await self._directory.lookup(customer_id=facts.customer_id)
+        else:
+            customer = await self._customer_by(facts.contacts)
         report = build_access_report(
-            await self.customer(view),
+            customer,
             reference=view.reference,
             language=view.language,
             now=self._clock.now(),
             timezone=self._timezone,
-            subject_contacts=await self._service.subject_contacts(reference),
+            subject_contacts=facts.contacts,
         )
         return report.preview()
 

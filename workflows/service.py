@@ -75,6 +75,16 @@ class CodeCheck:
 
 
 @dataclass(frozen=True)
+class CardFacts:
+    """What a staff card shows of a request, read together."""
+
+    view: RequestView
+    attachments: list[str]  # the evidence's file names
+    contacts: dict[str, str]  # see RequestService.subject_contacts
+    customer_id: str | None  # the directory's id of the matched customer
+
+
+@dataclass(frozen=True)
 class SharedContact:
     """A contact card shared in the Telegram dialog: whose card it is, and its number."""
 
@@ -200,17 +210,31 @@ class RequestService:
     async def evidence_names(self, reference: str) -> list[str]:
         """The file names of the person's evidence, without reading the files."""
         async with self._sessions() as session:
+            return await self._evidence_names(session, await self._load(session, reference))
+
+    async def card_facts(self, reference: str) -> CardFacts:
+        """Everything a staff card shows, read in one session."""
+        async with self._sessions() as session:
             request = await self._load(session, reference)
-            rows = await session.scalars(
-                select(Attachment.filename_enc)
-                .outerjoin(Message, Message.id == Attachment.message_id)
-                .where(
-                    Attachment.request_id == request.id,
-                    or_(Message.id.is_(None), Message.direction == "in"),
-                )
-                .order_by(Attachment.id)
+            subject = await session.get_one(DataSubject, request.subject_id)
+            return CardFacts(
+                view=await self._view(session, request, with_events=True),
+                attachments=await self._evidence_names(session, request),
+                contacts=self._contacts(subject),
+                customer_id=await self._customer_external_id(session, request),
             )
-            return [self._vault.decrypt(name) or "" for name in rows]
+
+    async def _evidence_names(self, session: AsyncSession, request: Request) -> list[str]:
+        rows = await session.scalars(
+            select(Attachment.filename_enc)
+            .outerjoin(Message, Message.id == Attachment.message_id)
+            .where(
+                Attachment.request_id == request.id,
+                or_(Message.id.is_(None), Message.direction == "in"),
+            )
+            .order_by(Attachment.id)
+        )
+        return [self._vault.decrypt(name) or "" for name in rows]
 
     async def documents(self, reference: str, ids: Sequence[int]) -> list[Evidence]:
         """Files the desk sends with a message (an access report), decrypted, in order."""
@@ -234,24 +258,26 @@ class RequestService:
         """What the desk knows of how to reach the person: verified phone, e-mail, Telegram id."""
         async with self._sessions() as session:
             request = await self._load(session, reference)
-            subject = await session.get_one(DataSubject, request.subject_id)
-            contacts = {
-                "phone": self._vault.decrypt(subject.phone_enc),
-                "email": self._vault.decrypt(subject.email_enc),
-                "telegram_user_id": (
-                    str(subject.telegram_user_id) if subject.telegram_user_id else None
-                ),
-            }
-            return {k: v for k, v in contacts.items() if v}
+            return self._contacts(await session.get_one(DataSubject, request.subject_id))
+
+    def _contacts(self, subject: DataSubject) -> dict[str, str]:
+        contacts = {
+            "phone": self._vault.decrypt(subject.phone_enc),
+            "email": self._vault.decrypt(subject.email_enc),
+            "telegram_user_id": str(subject.telegram_user_id) if subject.telegram_user_id else None,
+        }
+        return {k: v for k, v in contacts.items() if v}
 
     async def customer_of(self, reference: str) -> str | None:
         """The directory's id of the customer the request matched, if any."""
         async with self._sessions() as session:
-            request = await self._load(session, reference)
-            if request.customer_id is None:
-                return None
-            customer = await session.get(Customer, request.customer_id)
-            return customer.external_id if customer is not None else None
+            return await self._customer_external_id(session, await self._load(session, reference))
+
+    async def _customer_external_id(self, session: AsyncSession, request: Request) -> str | None:
+        if request.customer_id is None:
+            return None
+        customer = await session.get(Customer, request.customer_id)
+        return customer.external_id if customer is not None else None
 
     async def messages(self, reference: str) -> list[tuple[str, str, str | None]]:
         """(direction, channel, body) of every message of a request, oldest first."""
