@@ -100,7 +100,7 @@ async def _desk(api_url: str, token: str, database_url: str, stop: asyncio.Event
 
     from bot.channel import TelegramChannel, make_bot
     from bot.config import BotConfig
-    from bot.storage import REMEMBERED, DatabaseStorage
+    from bot.storage import make_fsm_storage
     from tests.telegram_desk import NO_LIMITS
     from workflows.calendar import WorkingCalendar
     from workflows.clock import SystemClock
@@ -125,7 +125,7 @@ async def _desk(api_url: str, token: str, database_url: str, stop: asyncio.Event
         sessions=sessions,
         vault=vault,
         clock=clock,
-        storage=DatabaseStorage(sessions, vault, clock, remember=REMEMBERED),  # polling
+        storage=make_fsm_storage(None, sessions, vault, clock, sole_handler=True),  # polling
         events_isolation=SimpleEventIsolation(),
         limits=NO_LIMITS,  # Telegram's 30 messages/s is not what this measures
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
@@ -27,6 +28,7 @@ from aiogram.client.session.middlewares.base import (
 from aiogram.exceptions import DataNotDictLikeError
 from aiogram.fsm.state import State
 from aiogram.fsm.storage.base import (
+    DEFAULT_DESTINY,
     BaseEventIsolation,
     BaseStorage,
     DefaultKeyBuilder,
@@ -48,6 +50,8 @@ from workflows.vault import Vault
 
 # Dialogs kept in memory by a process that alone handles its bot's updates.
 REMEMBERED = 20_000
+# A person's records read in one query: the dialog, and their choices (bot.language.PREFS).
+TOGETHER = (DEFAULT_DESTINY, "prefs")
 
 
 def default_key_builder() -> KeyBuilder:
@@ -179,9 +183,12 @@ class DatabaseStorage(BaseStorage):
     shared with whatever other updates write at that moment.
 
     ``remember`` keeps that many dialogs in memory between updates, so an
-    update reads nothing. Only for a process that alone handles its bot's
-    updates (long polling: Telegram gives updates to one poller); replicas
-    behind a webhook share their dialogs through Redis instead. A remembered
+    update reads nothing; the first read of a person's record also reads their
+    records of the ``together`` destinies (the dialog and the remembered
+    language, say), so a new person costs one query, not one per record.
+    Only for a process that alone handles its bot's updates (long polling:
+    Telegram gives updates to one poller); replicas behind a webhook share
+    their dialogs through Redis instead. A remembered
     dialog is read again after ``remember_seconds``, so a row changed from
     outside (retention, key rotation) is seen within that time.
 
@@ -199,6 +206,7 @@ class DatabaseStorage(BaseStorage):
         remember: int = 0,
         remember_seconds: float = 600.0,
         monotonic: Callable[[], float] = time.monotonic,
+        together: tuple[str, ...] = (),
     ) -> None:
         self._sessions = sessions
         self._vault = vault
@@ -207,6 +215,7 @@ class DatabaseStorage(BaseStorage):
         self._remember = remember
         self._remember_seconds = remember_seconds
         self._monotonic = monotonic
+        self._together = together
         self._memory: OrderedDict[str, tuple[float, _Row]] = OrderedDict()
         self._writer = _GroupWriter(self._write_rows)
 
@@ -222,25 +231,39 @@ class DatabaseStorage(BaseStorage):
         if update is not None and name in update.rows:
             return update.rows[name]
         remembered = self._recall(name)
-        if remembered is not None:
-            state, data = remembered
-        else:
-            async with self._sessions() as session:
-                row = (
-                    await session.execute(
-                        select(ConversationState.state, ConversationState.data_enc).where(
-                            ConversationState.key == name
-                        )
-                    )
-                ).first()
-            state, token = (row[0], row[1]) if row is not None else (None, None)
-            decrypted = self._vault.decrypt_json(token)
-            data = dict(decrypted) if decrypted else {}
-            self._keep(name, (state, data))
+        if remembered is None:
+            remembered = (await self._read(key))[name]
+        state, data = remembered
         loaded = {"state": state, "data": copy.deepcopy(data)}
         if update is not None:
             update.rows[name] = loaded
         return loaded
+
+    async def _read(self, key: StorageKey) -> dict[str, _Row]:
+        """Reads the row, with the person's rows of the other ``together`` destinies."""
+        wanted = {self._key(key): key}
+        if self._remember:  # read now, the others are kept for the updates to come
+            for destiny in self._together:
+                other = dataclasses.replace(key, destiny=destiny)
+                wanted.setdefault(self._key(other), other)
+        async with self._sessions() as session:
+            found = {
+                row[0]: (row[1], row[2])
+                for row in await session.execute(
+                    select(
+                        ConversationState.key,
+                        ConversationState.state,
+                        ConversationState.data_enc,
+                    ).where(ConversationState.key.in_(list(wanted)))
+                )
+            }
+        rows: dict[str, _Row] = {}
+        for name in wanted:
+            state, token = found.get(name, (None, None))
+            decrypted = self._vault.decrypt_json(token)
+            rows[name] = (state, dict(decrypted) if decrypted else {})
+            self._keep(name, rows[name])
+        return rows
 
     def _recall(self, name: str) -> _Row | None:
         if not self._remember:
@@ -395,7 +418,9 @@ def make_fsm_storage(
         from aiogram.fsm.storage.redis import RedisStorage
 
         return RedisStorage.from_url(redis_url, key_builder=default_key_builder())
-    return DatabaseStorage(sessions, vault, clock, remember=REMEMBERED if sole_handler else 0)
+    if not sole_handler:
+        return DatabaseStorage(sessions, vault, clock)
+    return DatabaseStorage(sessions, vault, clock, remember=REMEMBERED, together=TOGETHER)
 
 
 def make_events_isolation(redis_url: str | None) -> BaseEventIsolation:

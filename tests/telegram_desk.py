@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.channel import TelegramChannel, make_bot
 from bot.config import BotConfig
 from bot.delivery import RateLimits
-from bot.storage import REMEMBERED, DatabaseStorage
+from bot.storage import make_fsm_storage
 from bot.texts import DeskInfo, Texts
 from tests.botapi import BotAPI, Call, Person
 from tests.clocks import FrozenClock
@@ -55,8 +55,8 @@ class Desk:
 
     async def start(self) -> None:
         # As `aina-dsr run` polls: the one process handling updates remembers dialogs.
-        storage: BaseStorage = DatabaseStorage(
-            self.sessions, self.vault, self.clock, remember=REMEMBERED
+        storage: BaseStorage = make_fsm_storage(
+            None, self.sessions, self.vault, self.clock, sole_handler=True
         )
         self.config.outbox_wake = asyncio.Event()
         self.channel = TelegramChannel(

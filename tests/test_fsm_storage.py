@@ -586,3 +586,28 @@ async def test_a_webhook_replica_does_not_remember_dialogs(
     await storage.set_state(key, Form.name)
     await other.set_state(key, Form.email)
     assert await storage.get_state(key) == Form.email.state
+
+
+async def test_a_new_persons_dialog_and_choices_are_read_in_one_query(
+    engine: AsyncEngine,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+) -> None:
+    storage = make_fsm_storage(None, sessions, vault, clock, sole_handler=True)
+    dialog = StorageKey(bot_id=1, chat_id=12, user_id=12)
+    prefs = StorageKey(bot_id=1, chat_id=12, user_id=12, destiny="prefs")
+    await DatabaseStorage(sessions, vault, clock).set_data(prefs, {"language": "kk"})
+    reads: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "conversation_state" in statement:
+            reads.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", count)
+    try:
+        assert await storage.get_state(dialog) is None
+        assert await storage.get_data(prefs) == {"language": "kk"}
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", count)
+    assert len(reads) == 1
