@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID
 from workflows.calendar import WorkingCalendar
-from workflows.notice_plan import set_next_notices
+from workflows.notice_plan import adopt_basis, set_next_notices
 from workflows.reminders import Reminders
 from workflows.service import RequestService
 from workflows.storage import downgrade_engine, upgrade_engine
@@ -95,18 +95,20 @@ async def test_the_scheduler_does_not_plan_a_request_that_changed_after_it_was_r
     sessions: async_sessionmaker[AsyncSession],
     clock: FrozenClock,
 ) -> None:
+    async with sessions.begin() as session:
+        await adopt_basis(session, "basis", clock.now())
     reference = await open_verified(service, "access")
     read = await row(sessions, reference)
     await service.take(reference, DANA)  # between the pass's read and its write
     taken = await row(sessions, reference)
 
     async with sessions.begin() as session:
-        await set_next_notices(session, [(read.id, read.version, clock.now())])
+        await set_next_notices(session, [(read.id, read.version, clock.now())], "basis")
     changed = await row(sessions, reference)
     assert changed.next_notice_at is None
 
     async with sessions.begin() as session:
-        await set_next_notices(session, [(taken.id, taken.version, clock.now())])
+        await set_next_notices(session, [(taken.id, taken.version, clock.now())], "basis")
     planned = await row(sessions, reference)
     assert planned.next_notice_at == clock.now()
     assert planned.version == taken.version, "the scheduler's write bumps no version"
