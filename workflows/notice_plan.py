@@ -124,8 +124,8 @@ async def adopt_basis(session: AsyncSession, basis: str, now: datetime) -> int |
 
     Returns how many requests were set back, or ``None`` when ``basis`` was stored
     already. The fingerprint is replaced only where it still holds the value read,
-    so a concurrent adoption makes this one fail (:class:`BasisChanged`) rather
-    than both resetting and the later one's plan being kept under the earlier's.
+    so of two schedulers adopting at once the second fails (:class:`BasisChanged`)
+    and reads the stored one again.
     """
     old = await stored_basis(session, lock=True)
     if old == basis:
