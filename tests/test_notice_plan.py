@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import date, datetime, time, timedelta
+from pathlib import Path
 
+import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from tests.clocks import FrozenClock
-from tests.conftest import STAFF_ID
+from tests.conftest import STAFF_ID, STAFF_IDS
 from workflows.calendar import WorkingCalendar
-from workflows.notice_plan import set_next_notices
+from workflows.deadlines import ReminderPolicy
+from workflows.notice_plan import adopt_basis, set_next_notices
 from workflows.reminders import Reminders
 from workflows.service import RequestService
 from workflows.storage import downgrade_engine, upgrade_engine
@@ -95,18 +99,20 @@ async def test_the_scheduler_does_not_plan_a_request_that_changed_after_it_was_r
     sessions: async_sessionmaker[AsyncSession],
     clock: FrozenClock,
 ) -> None:
+    async with sessions.begin() as session:
+        await adopt_basis(session, "basis", clock.now())
     reference = await open_verified(service, "access")
     read = await row(sessions, reference)
     await service.take(reference, DANA)  # between the pass's read and its write
     taken = await row(sessions, reference)
 
     async with sessions.begin() as session:
-        await set_next_notices(session, [(read.id, read.version, clock.now())])
+        await set_next_notices(session, [(read.id, read.version, clock.now())], "basis")
     changed = await row(sessions, reference)
     assert changed.next_notice_at is None
 
     async with sessions.begin() as session:
-        await set_next_notices(session, [(taken.id, taken.version, clock.now())])
+        await set_next_notices(session, [(taken.id, taken.version, clock.now())], "basis")
     planned = await row(sessions, reference)
     assert planned.next_notice_at == clock.now()
     assert planned.version == taken.version, "the scheduler's write bumps no version"
@@ -200,3 +206,154 @@ async def test_a_closed_request_is_not_planned_and_its_instant_is_cleared(
     async with sessions.begin() as session:
         await session.execute(update(Request).values(next_notice_at=None))
     assert (await reminders.run_due()).requests == {}
+
+
+# -- what the instants were computed from: settings, calendar, kinds --------------------
+
+
+async def test_a_restart_with_an_earlier_milestone_sends_it_on_its_day_once(
+    service: RequestService,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+    calendar: WorkingCalendar,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Access asked Tuesday 24 November 2026, due Friday 27th. Staff are reminded on the
+    # day only: the request is planned for Friday 09:00.
+    before = Reminders(
+        service, sessions, vault, clock, calendar, policy=ReminderPolicy(staff=("0",))
+    )
+    clock.set(almaty(date(2026, 11, 24), 10))
+    reference = await open_verified(service, "access")
+    await before.run_due()
+    assert (await row(sessions, reference)).next_notice_at == almaty(date(2026, 11, 27), 9)
+
+    # Restarted on Wednesday with a reminder one working day before: Thursday 26th.
+    clock.set(almaty(date(2026, 11, 25), 10))
+    policy = ReminderPolicy(staff=("1", "0"))
+    after = Reminders(service, sessions, vault, clock, calendar, policy=policy)
+    with caplog.at_level(logging.INFO, logger="workflows.reminders"):
+        plan = await after.run_due()
+    request = await row(sessions, reference)
+    assert plan.requests == {request.id: almaty(date(2026, 11, 26), 9)}
+    assert "1 open request(s) to plan again" in caplog.text
+    day = date(2026, 11, 25)
+    while day <= date(2026, 11, 28):
+        for hour in (9, 15):
+            clock.set(almaty(day, hour))
+            await after.run_due()
+        day += timedelta(days=1)
+
+    assert await staff_notices(sessions, vault, calendar) == [
+        ("2026-11-26", "staff_reminder", None),  # the new one, on its day
+        ("2026-11-27", "staff_reminder", None),
+    ]
+
+
+async def test_a_restart_with_an_earlier_hour_sends_at_that_hour(
+    service: RequestService,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+    calendar: WorkingCalendar,
+) -> None:
+    clock.set(almaty(date(2026, 11, 24), 10))
+    await open_verified(service, "access")
+    await Reminders(service, sessions, vault, clock, calendar).run_due()  # Thursday 09:00
+
+    clock.set(almaty(date(2026, 11, 25), 10))
+    policy = ReminderPolicy(notify_at=time(8, 0))
+    after = Reminders(service, sessions, vault, clock, calendar, policy=policy)
+    await after.run_due()
+    clock.set(almaty(date(2026, 11, 26), 8))
+    await after.run_due()
+    await after.run_due()
+
+    assert await staff_notices(sessions, vault, calendar) == [
+        ("2026-11-26", "staff_reminder", None)
+    ]
+
+
+async def test_a_saturday_declared_a_working_day_gets_its_overdue_alarm(
+    service: RequestService,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+    calendar: WorkingCalendar,
+    tmp_path: Path,
+) -> None:
+    # Blocking asked Wednesday 2 December 2026, due Thursday 3rd: overdue alarms on
+    # Friday 4th, then (Saturday and Sunday being days off) Monday 7th.
+    clock.set(almaty(date(2026, 12, 2), 10))
+    await open_verified(service, "block")
+    before = Reminders(service, sessions, vault, clock, calendar)
+    for day in (date(2026, 12, 3), date(2026, 12, 4)):
+        for hour in (9, 15):
+            clock.set(almaty(day, hour))
+            await before.run_due()
+
+    # Friday evening the operator declares Saturday 5th a working day, and restarts.
+    (tmp_path / "calendar.toml").write_text("working_days = [2026-12-05]\n", encoding="utf-8")
+    saturday = WorkingCalendar.from_file(tmp_path / "calendar.toml")
+    restarted = RequestService(sessions, vault, clock, saturday, staff_user_ids=STAFF_IDS)
+    after = Reminders(restarted, sessions, vault, clock, saturday)
+    day = date(2026, 12, 4)
+    while day <= date(2026, 12, 7):
+        for hour in (9, 18):
+            clock.set(almaty(day, hour))
+            await after.run_due()
+        day += timedelta(days=1)
+
+    alarms = [
+        d for d, t, _ in await staff_notices(sessions, vault, saturday) if t != "staff_reminder"
+    ]
+    assert alarms == ["2026-12-04", "2026-12-05", "2026-12-07"]
+
+
+async def test_an_unchanged_restart_plans_nothing_again(
+    service: RequestService,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+    calendar: WorkingCalendar,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock.set(almaty(date(2026, 11, 24), 10))
+    reference = await open_verified(service, "delete_account")
+    first = Reminders(service, sessions, vault, clock, calendar)
+    assert len((await first.run_due()).requests) == 1
+    planned = (await row(sessions, reference)).next_notice_at
+    sent = await staff_notices(sessions, vault, calendar)
+
+    # The same settings and calendar, built afresh (as a restart reads them).
+    again = RequestService(sessions, vault, clock, WorkingCalendar(), staff_user_ids=STAFF_IDS)
+    with caplog.at_level(logging.INFO, logger="workflows.reminders"):
+        plan = await Reminders(again, sessions, vault, clock, WorkingCalendar()).run_due()
+
+    assert plan.requests == {}, "the pass after the restart reads no request"
+    assert (await row(sessions, reference)).next_notice_at == planned
+    assert await staff_notices(sessions, vault, calendar) == sent
+    assert "plan again" not in caplog.text
+
+
+async def test_instants_computed_from_a_basis_no_longer_stored_are_not_written(
+    service: RequestService,
+    sessions: async_sessionmaker[AsyncSession],
+    clock: FrozenClock,
+) -> None:
+    reference = await open_verified(service, "access")
+    read = await row(sessions, reference)
+    async with sessions.begin() as session:
+        assert await adopt_basis(session, "old", clock.now()) == 0
+        assert await set_next_notices(session, [(read.id, read.version, clock.now())], "old")
+    async with sessions.begin() as session:
+        assert await adopt_basis(session, "old", clock.now()) is None  # already stored
+        assert await adopt_basis(session, "new", clock.now()) == 1
+    assert (await row(sessions, reference)).next_notice_at is None
+
+    # A scheduler still running with the old settings writes nothing.
+    async with sessions.begin() as session:
+        written = await set_next_notices(session, [(read.id, read.version, clock.now())], "old")
+    assert not written
+    assert (await row(sessions, reference)).next_notice_at is None

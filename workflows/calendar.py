@@ -22,6 +22,7 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Iterable
 from datetime import date, datetime, time, timedelta
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -90,6 +91,19 @@ class WorkingCalendar:
             days_off += _dates(path, prefix + "days_off", section.get("days_off", []))
             working_days += _dates(path, prefix + "working_days", section.get("working_days", []))
         return cls(tz, days_off=days_off, working_days=working_days)
+
+    def describe(self) -> dict[str, Any]:
+        """Everything its answers are computed from, as plain values (for a fingerprint).
+
+        The public holidays are named by the ``holidays`` package's version: its
+        data is code, so the version says which dates it holds.
+        """
+        return {
+            "timezone": self.timezone,
+            "holidays": f"KZ observed, holidays {metadata.version('holidays')}",
+            "days_off": sorted(day.isoformat() for day in self.days_off),
+            "working_days": sorted(day.isoformat() for day in self.working_days),
+        }
 
     # -- days ----------------------------------------------------------------
 

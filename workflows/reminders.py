@@ -13,7 +13,9 @@ request when a batch fails.
 
 Each request's next notice instant is kept on its row (:mod:`workflows.notice_plan`),
 so a pass reads only the requests that are due or were changed since they
-were planned. The APScheduler side (:mod:`workflows.scheduler`) only decides
+were planned; and when the settings, calendar or kinds they were planned from
+are not the ones this process runs with, its first pass plans every open
+request again. The APScheduler side (:mod:`workflows.scheduler`) only decides
 when to call it.
 """
 
@@ -33,7 +35,7 @@ from workflows.calendar import WorkingCalendar
 from workflows.clock import Clock
 from workflows.deadlines import Milestone, ReminderPolicy, milestones
 from workflows.errors import ConcurrentChange, IllegalTransition, RequestNotFound
-from workflows.notice_plan import set_next_notices
+from workflows.notice_plan import BasisChanged, adopt_basis, plan_basis, set_next_notices
 from workflows.outbox import Audience, Channel, enqueue, subject_route
 from workflows.service import RequestService, verification_cutoff
 from workflows.states import CLOSED, Status
@@ -105,6 +107,11 @@ class Reminders:
         self._calendar = calendar
         self.policy = policy or ReminderPolicy()
         self._verification_days = verification_days
+        # What every instant this process writes is computed from; fixed for its life.
+        self.basis = plan_basis(self.policy, calendar, service.kinds, _HORIZON)
+        # Whether the database holds ``basis``: read on the first pass, then known here,
+        # as nothing but a scheduler writes it (see :meth:`recheck_basis`).
+        self._basis_stored = False
 
     # -- the whole reconcile step ------------------------------------------
 
@@ -120,6 +127,8 @@ class Reminders:
         """
         await self.expire_unverified()
         now = self._clock.now()
+        if not self._basis_stored:
+            await self._adopt_basis(now)
         today = self._calendar.local_date(now)
         until = self._calendar.local_date(now + _HORIZON)
         quiet = self.policy.is_quiet(today, self._calendar)
@@ -151,8 +160,11 @@ class Reminders:
                 waking.append((request_id, version, at))
             if waking:
                 async with self._sessions.begin() as session:
-                    await set_next_notices(session, waking)
-                planned.update((request_id, at) for request_id, _, at in waking)
+                    written = await set_next_notices(session, waking, self.basis)
+                if written:
+                    planned.update((request_id, at) for request_id, _, at in waking)
+                else:
+                    self._lost_basis()
             for start in range(0, len(owing), _NOTICE_BATCH):
                 planned.update(await self.run_requests(owing[start : start + _NOTICE_BATCH]))
         await self.digest()
@@ -162,6 +174,38 @@ class Reminders:
             await self.next_expiry_at(),
             planned,
         )
+
+    def recheck_basis(self) -> None:
+        """Read the stored plan basis again on the next pass (another process may have
+        led with other settings meanwhile)."""
+        self._basis_stored = False
+
+    async def _adopt_basis(self, now: datetime) -> None:
+        for _ in range(3):
+            try:
+                async with self._sessions.begin() as session:
+                    unplanned = await adopt_basis(session, self.basis, now)
+            except BasisChanged:
+                continue  # another scheduler adopted one meanwhile: read it again
+            if unplanned is not None:
+                log.info(
+                    "reminder settings, calendar or kinds changed (plan basis %s): "
+                    "%d open request(s) to plan again",
+                    self.basis[:12],
+                    unplanned,
+                )
+            self._basis_stored = True
+            return
+        # Left unknown: the next pass tries again; meanwhile nothing is planned from it.
+        log.warning("plan basis not stored: other schedulers keep changing it")
+
+    def _lost_basis(self) -> None:
+        log.warning(
+            "the stored plan basis is no longer %s (another scheduler with other settings?); "
+            "instants not written, the next pass plans again",
+            self.basis[:12],
+        )
+        self._basis_stored = False
 
     async def next_notices_at(self) -> datetime | None:
         """The earliest instant after now that an open request is next owed a notice."""
@@ -291,7 +335,10 @@ class Reminders:
                         subject = subjects[request.subject_id]
                         await self._record(session, request, subject, item, now)
             await session.flush()
-            await set_next_notices(session, waking)
+            written = await set_next_notices(session, waking, self.basis)
+        if not written:
+            self._lost_basis()
+            return {}
         return {request_id: at for request_id, _, at in waking}
 
     def _utc_instant(self, day: date) -> datetime:

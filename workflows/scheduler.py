@@ -154,6 +154,8 @@ class DeadlineScheduler:
         scheduler = self.build_scheduler()
         _LEADERS[self.id] = self
         self.leading = True
+        # Another process may have led meanwhile, and planned from other settings.
+        self.reminders.recheck_basis()
         scheduler.start()
         try:
             await self.reconcile()

@@ -137,6 +137,10 @@ class RequestService:
     def calendar(self) -> WorkingCalendar:
         return self._calendar
 
+    @property
+    def kinds(self) -> Mapping[RequestKind, KindSpec]:
+        return self._kinds
+
     # -- reading -----------------------------------------------------------
 
     async def get(self, reference: str, *, with_events: bool = False) -> RequestView:

@@ -354,3 +354,17 @@ class ScheduledNotice(Base):
     outcome: Mapped[str] = mapped_column(String(16))
     late: Mapped[bool] = mapped_column(Boolean, default=False)
     recorded_at: Mapped[datetime]
+
+
+class SchedulerState(Base):
+    """What the scheduler keeps between runs, by name.
+
+    ``notice_plan_basis`` is the fingerprint of everything the requests' stored
+    next notice instants were computed from (:mod:`workflows.notice_plan`).
+    """
+
+    __tablename__ = "scheduler_state"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(200))
+    updated_at: Mapped[datetime]

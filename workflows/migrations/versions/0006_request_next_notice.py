@@ -1,4 +1,4 @@
-"""scheduler: each request's next notice instant on its row
+"""scheduler: each request's next notice instant on its row, and what it was planned from
 
 Revision ID: 0006
 Revises: 0005
@@ -6,6 +6,8 @@ Create Date: 2026-11-27 10:00:00
 
 Existing rows are left NULL ("not planned yet"): the first reconcile after the
 upgrade plans every open request once, and sends whatever is owed by then.
+``scheduler_state`` starts empty: that first reconcile stores the fingerprint of
+the settings, calendar and kinds it planned from.
 """
 
 from __future__ import annotations
@@ -22,6 +24,13 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    op.create_table(
+        "scheduler_state",
+        sa.Column("name", sa.String(length=64), nullable=False),
+        sa.Column("value", sa.String(length=200), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("name", name=op.f("pk_scheduler_state")),
+    )
     with op.batch_alter_table("request", schema=None) as batch_op:
         batch_op.add_column(sa.Column("next_notice_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.create_index(
@@ -35,3 +44,4 @@ def downgrade() -> None:
     with op.batch_alter_table("request", schema=None, recreate="never") as batch_op:
         batch_op.drop_index(batch_op.f("ix_request_next_notice_at"))
         batch_op.drop_column("next_notice_at")
+    op.drop_table("scheduler_state")
