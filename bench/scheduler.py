@@ -48,6 +48,7 @@ from bench.common import (
     machine,
     median,
     migrated,
+    peak_rss_mb,
     ratio,
     seed_requests,
 )
@@ -55,20 +56,6 @@ from workflows.tables import Request
 
 TARGET_SECONDS = 2.0
 TARGET_MB = 300.0
-
-
-def peak_rss_mb() -> float:
-    """This process's own peak resident memory: VmHWM, which starts afresh at exec.
-
-    ``ru_maxrss`` does not: a worker started by the driver inherits the driver's
-    high-water mark (about 250 MB after seeding 100,000 requests), which hid
-    the workers' own figures before.
-    """
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")  # pragma: no cover
 
 
 # -- the workers (run in their own process) ------------------------------------------
