@@ -232,6 +232,7 @@ async def _purge_request(
     dry_run: bool,
 ) -> dict[str, int]:
     async with sessions() as session:
+        await session.begin()  # a writer's transaction (on SQLite: the write lock first)
         request = await session.scalar(
             select(Request).where(Request.id == request_id, _purgeable(cutoff))
         )
@@ -357,6 +358,7 @@ async def _in_batches(
     last: Any = None
     while True:
         async with sessions() as session:
+            await session.begin()  # a writer's transaction (on SQLite: the write lock first)
             query = select(key).where(candidates)
             if last is not None:
                 query = query.where(key > last)

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session, SessionTransaction, SessionTransactionOrigin
 
 # For their session listeners: every session chains the audit events it writes (audit),
 # and a request changed through any session is planned again (notice_plan).
@@ -51,7 +52,10 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
 
         @event.listens_for(engine.sync_engine, "begin")
         def _on_begin(connection: Connection) -> None:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            # A session's transaction is begun by _begin_session_transaction below, which
+            # knows whether the session reads or writes; everyone else writes.
+            if not connection.get_execution_options().get(_ORM_BIND):
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     parsed = make_url(url)
@@ -66,8 +70,40 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    """The one session factory of a process."""
+    """The one session factory of a process.
+
+    ``sessions.begin()`` (or ``session.begin()``) is a writer's transaction;
+    a session used without it reads. On SQLite the difference matters: a
+    writer takes the database's write lock at its start (``BEGIN IMMEDIATE``),
+    so two writers queue instead of failing on a lock upgrade, while a reader
+    takes none (``BEGIN``: a snapshot in WAL) and never waits behind a writer.
+    """
+    if engine.dialect.name == "sqlite":
+        engine = engine.execution_options(**{_ORM_BIND: True})
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+# Marks the connections of sessions, whose BEGIN the session event below issues.
+_ORM_BIND = "aina_dsr_session"
+
+
+@event.listens_for(Session, "after_begin")
+def _begin_session_transaction(
+    session: Session, transaction: SessionTransaction, connection: Connection
+) -> None:
+    """On SQLite: a session begun on purpose writes (BEGIN IMMEDIATE); one begun by a read reads.
+
+    The event comes after SQLAlchemy has begun its transaction on the connection
+    and before the session's first statement, so the BEGIN here is the first
+    thing the database sees.
+    """
+    if not connection.get_execution_options().get(_ORM_BIND):
+        return
+    root = transaction
+    while root.parent is not None:
+        root = root.parent
+    writes = root.origin is not SessionTransactionOrigin.AUTOBEGIN
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
 
 
 def alembic_config() -> Config:
