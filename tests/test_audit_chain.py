@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import select, update
@@ -56,6 +57,38 @@ async def test_concurrent_writers_never_fork_the_chain(
 ) -> None:
     await asyncio.gather(*(a_life(service, 2000 + n) for n in range(8)))
     report = await verify_chain(sessions, batch=7)
+    assert report.intact, report
+
+
+def _event(reference: str, action: str) -> AuditEvent:
+    return AuditEvent(
+        request_id=None,
+        reference=reference,
+        at=datetime(2026, 11, 25, 9, tzinfo=UTC),
+        actor="system",
+        channel="cli",
+        action=action,
+        details={},
+    )
+
+
+async def test_events_rolled_back_with_a_savepoint_leave_the_chain_whole(
+    service: RequestService, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    reference = await a_life(service, 3001)
+    async with sessions.begin() as session:
+        session.add(_event(reference, "first"))
+        await session.flush()
+        savepoint = await session.begin_nested()
+        session.add(_event(reference, "undone"))
+        await session.flush()
+        await savepoint.rollback()
+        session.add(_event(reference, "after"))
+        session.add(_event(reference, "last"))
+    async with sessions() as session:
+        actions = list(await session.scalars(select(AuditEvent.action).order_by(AuditEvent.id)))
+    assert actions[-3:] == ["first", "after", "last"]
+    report = await verify_chain(sessions)
     assert report.intact, report
 
 

@@ -62,20 +62,35 @@ def _chain_new_events(session: Session, flush_context: UOWTransaction, instances
     new = [obj for obj in session.new if isinstance(obj, AuditEvent) and obj.hash is None]
     if not new:
         return
-    with session.no_autoflush:
-        if session.get_bind().dialect.name == "postgresql":
-            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CHAIN_LOCK})
-        last = session.execute(
-            select(AuditEvent.hash)
-            .where(AuditEvent.hash.is_not(None))
-            .order_by(AuditEvent.id.desc())
-            .limit(1)
-        ).scalar()
-    prev = last or GENESIS
+    # The end of the chain as this transaction left it, if it appended already: it holds
+    # the append lock (advisory lock or SQLite's write lock) since, so nobody else moved it.
+    prev = session.info.get(_CHAIN_END)
+    if prev is None:
+        with session.no_autoflush:
+            if session.get_bind().dialect.name == "postgresql":
+                session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CHAIN_LOCK})
+            last = session.execute(
+                select(AuditEvent.hash)
+                .where(AuditEvent.hash.is_not(None))
+                .order_by(AuditEvent.id.desc())
+                .limit(1)
+            ).scalar()
+        prev = last or GENESIS
     for row in new:
         row.prev_hash = prev
         row.hash = event_hash(prev, event_fields(row))
         prev = row.hash
+    session.info[_CHAIN_END] = prev
+
+
+# Where this session's transaction left the chain (see _chain_new_events).
+_CHAIN_END = "aina_dsr_audit_chain_end"
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_chain_end(session: Session, transaction: Any) -> None:
+    # Any end, a savepoint's too: what a rolled-back savepoint appended is gone.
+    session.info.pop(_CHAIN_END, None)
 
 
 @dataclass(frozen=True)

@@ -950,9 +950,12 @@ class RequestService:
             conditions.append(Customer.email_index == subject.email_index)
         if not conditions:
             return None
-        return await session.scalar(
-            select(Customer.id).where(or_(*conditions)).order_by(Customer.id).limit(1)
-        )
+        # The directory does not depend on what this transaction has pending: no flush first,
+        # so the request's changes go out in one UPDATE with the ones that follow.
+        with session.no_autoflush:
+            return await session.scalar(
+                select(Customer.id).where(or_(*conditions)).order_by(Customer.id).limit(1)
+            )
 
     async def _move(
         self,

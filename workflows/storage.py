@@ -97,8 +97,8 @@ def _begin_session_transaction(
     and before the session's first statement, so the BEGIN here is the first
     thing the database sees.
     """
-    if not connection.get_execution_options().get(_ORM_BIND):
-        return
+    if transaction.nested or not connection.get_execution_options().get(_ORM_BIND):
+        return  # a savepoint is begun inside the transaction, by SQLAlchemy
     root = transaction
     while root.parent is not None:
         root = root.parent
