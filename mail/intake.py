@@ -16,6 +16,7 @@ staff are told once per sender and hour.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -115,6 +116,15 @@ class MailIntake:
                 select(InboundMail.outcome).where(InboundMail.mail_key == key)
             )
             return outcome
+
+    async def handle_batch(
+        self, letters: Sequence[tuple[int, bytes]], *, folder: str = "INBOX", uidvalidity: int = 0
+    ) -> list[IntakeResult]:
+        """Act on ``(uid, raw)`` letters once each; the outcomes in the same order."""
+        return [
+            await self.handle(raw, folder=folder, uidvalidity=uidvalidity, uid=uid)
+            for uid, raw in letters
+        ]
 
     async def handle(
         self, raw: bytes, *, folder: str = "INBOX", uidvalidity: int = 0, uid: int = 0

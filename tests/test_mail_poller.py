@@ -206,3 +206,36 @@ async def test_the_poller_waits_in_idle_reconnects_after_an_outage_and_stops_pro
     stop.set()
     await asyncio.wait_for(task, timeout=5)
     assert len(await service.list_requests()) == 2
+
+
+async def test_a_crash_between_storing_and_moving_the_cursor_replays_without_doubles(
+    dovecot: Dovecot,  # noqa: F811
+    make_poller: object,
+    service: RequestService,
+    sessions: async_sessionmaker[AsyncSession],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for number in range(1, 5):
+        dovecot.append(make_letter(number))
+    before: MailPoller = make_poller(dovecot)  # type: ignore[operator]
+
+    async def dies(*_: object) -> None:
+        raise ConnectionResetError("the process died here")
+
+    # The batch is stored and committed; the process dies before the cursor moves.
+    monkeypatch.setattr(before, "_advance", dies)
+    with pytest.raises(ConnectionResetError):
+        await before.poll_once()
+    assert len(await service.list_requests()) == 4
+    assert not any(PROCESSED_KEYWORD in f for f in dovecot.flags().values())
+    await before.close()
+
+    after: MailPoller = make_poller(dovecot)  # type: ignore[operator]
+    results = await after.poll_once()
+
+    assert [r.outcome for r in results] == [Outcome.DUPLICATE] * 4
+    assert len(await service.list_requests()) == 4
+    assert all(PROCESSED_KEYWORD in f for f in dovecot.flags().values())
+    async with sessions() as session:
+        cursor = (await session.scalars(select(MailCursor))).one()
+    assert cursor.last_uid == 4
