@@ -12,7 +12,7 @@ same key is never enqueued twice.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -116,25 +116,49 @@ async def enqueue(
     request_id: int | None = None,
 ) -> None:
     """Add a message to the outbox in the caller's transaction; a known key is ignored."""
-    statement = (
-        _insert(session)
-        .values(
-            idempotency_key=key,
-            request_id=request_id,
-            channel=channel.value,
-            audience=audience.value,
-            address_enc=vault.encrypt(address),
-            template=template,
-            language=language,
-            params_enc=vault.encrypt_json(dict(params)),
-            status=OutboxStatus.PENDING.value,
-            attempts=0,
-            next_attempt_at=now,
-            created_at=now,
-        )
-        .on_conflict_do_nothing(index_elements=["idempotency_key"])
-    )
-    await session.execute(statement)
+    message = NewMessage(key, channel, audience, template, language, params, address, request_id)
+    await enqueue_many(session, vault, now, [message])
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """One message for :func:`enqueue_many` (the arguments of :func:`enqueue`)."""
+
+    key: str
+    channel: Channel
+    audience: Audience
+    template: str
+    language: str
+    params: Mapping[str, Any]
+    address: str | None = None
+    request_id: int | None = None
+
+
+async def enqueue_many(
+    session: AsyncSession, vault: Vault, now: datetime, messages: Sequence[NewMessage]
+) -> None:
+    """:func:`enqueue` for several messages in one statement; a known key is ignored."""
+    if not messages:
+        return
+    rows = [
+        {
+            "idempotency_key": message.key,
+            "request_id": message.request_id,
+            "channel": message.channel.value,
+            "audience": message.audience.value,
+            "address_enc": vault.encrypt(message.address),
+            "template": message.template,
+            "language": message.language,
+            "params_enc": vault.encrypt_json(dict(message.params)),
+            "status": OutboxStatus.PENDING.value,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        }
+        for message in messages
+    ]
+    statement = _insert(session).on_conflict_do_nothing(index_elements=["idempotency_key"])
+    await session.execute(statement, rows)
 
 
 def subject_route(
