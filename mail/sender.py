@@ -31,7 +31,7 @@ from workflows.outbox import (
     PermanentFailure,
     RetryLater,
 )
-from workflows.service import RequestService
+from workflows.service import MailThread, RequestService
 
 log = logging.getLogger(__name__)
 
@@ -132,9 +132,15 @@ class SmtpSender:
         """The letter for ``message`` and its plain text."""
         language = pick_language(message.language)
         rendered = render_notification(message.template, language, message.params)
+        thread: MailThread | None = None
+        if message.reference:
+            try:
+                thread = await self._service.mail_thread(message.reference)
+            except RequestNotFound:
+                thread = None
         paragraphs = [rendered.text]
-        if message.template in _ACKNOWLEDGEMENTS and message.reference:
-            paragraphs.extend(await self._acknowledgement(message.reference, language))
+        if message.template in _ACKNOWLEDGEMENTS and message.reference and thread is not None:
+            paragraphs.extend(self._acknowledgement(thread, message.reference, language))
         paragraphs.append(catalogue().text(language, "mail.signature"))
         text = "\n\n".join(p.strip() for p in paragraphs if p.strip())
         subject = rendered.subject
@@ -152,8 +158,8 @@ class SmtpSender:
             kind = "auto-replied" if message.template in _AUTO_REPLIED else "auto-generated"
             letter["Auto-Submitted"] = kind
             letter["X-Auto-Response-Suppress"] = "All"
-        if message.reference:
-            await self._thread(letter, message.reference)
+        if thread is not None:
+            self._thread(letter, thread)
         letter.set_content(text)
         letter.add_alternative(_as_html(text, language), subtype="html")
         ids = message.params.get("documents")
@@ -168,35 +174,29 @@ class SmtpSender:
                 )
         return letter, text
 
-    async def _acknowledgement(self, reference: str, language: str) -> list[str]:
+    def _acknowledgement(self, thread: MailThread, reference: str, language: str) -> list[str]:
         """Due date, what is missing and how to follow up (the issue's item 7)."""
-        try:
-            view = await self._service.get(reference)
-        except RequestNotFound:
-            return []
         texts = catalogue()
         lines: list[str] = []
-        if view.due_at is not None:
-            due = format_date(language, self._service.calendar.local_date(view.due_at))
+        if thread.due_at is not None:
+            due = format_date(language, self._service.calendar.local_date(thread.due_at))
             lines.append(texts.text(language, "mail.ack.due", due=due))
         else:
             lines.append(texts.text(language, "mail.ack.no_due"))
-        if view.missing_fields:
+        if thread.missing_fields:
             names = [
                 texts.text(language, "mail.or").join(
                     texts.text(language, f"field.{name}") for name in group.split("|")
                 )
-                for group in view.missing_fields
+                for group in thread.missing_fields
             ]
             lines.append(texts.text(language, "mail.ack.missing", fields="; ".join(names)))
         lines.append(texts.text(language, "mail.ack.follow_up", reference=reference))
         return ["\n".join(lines)]
 
-    async def _thread(self, letter: EmailMessage, reference: str) -> None:
-        try:
-            known = await self._service.message_ids(reference, Channel.EMAIL)
-        except RequestNotFound:
-            return
+    @staticmethod
+    def _thread(letter: EmailMessage, thread: MailThread) -> None:
+        known = thread.message_ids
         ids = [mid for _, mid in known if not mid.endswith(_SYNTHETIC_DOMAIN)]
         theirs = [mid for direction, mid in known if direction == "in" and mid in ids]
         if theirs:

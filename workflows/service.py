@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -101,6 +101,15 @@ class EmailOpening:
     body: str | None
     external_id: str | None
     evidence: Sequence[Evidence] = ()
+
+
+@dataclass(frozen=True)
+class MailThread:
+    """A request as a letter about it needs it (:meth:`RequestService.mail_thread`)."""
+
+    due_at: datetime | None
+    missing_fields: tuple[str, ...]
+    message_ids: tuple[tuple[str, str], ...]  # (direction, Message-ID) on e-mail, oldest first
 
 
 def _language(value: str | None) -> str:
@@ -312,6 +321,45 @@ class RequestService:
                 .order_by(Message.id)
             )
             return [(direction, str(external)) for direction, external in rows.all()]
+
+    async def mail_thread(self, reference: str) -> MailThread:
+        """What a letter about the request needs, in one query; raises :class:`RequestNotFound`."""
+        rows = (
+            await self._read(
+                select(
+                    Request.kind,
+                    Request.due_at,
+                    Request.fields_enc,
+                    Message.direction,
+                    Message.external_id,
+                )
+                .outerjoin(
+                    Message,
+                    and_(
+                        Message.request_id == Request.id,
+                        Message.channel == Channel.EMAIL.value,
+                        Message.external_id.is_not(None),
+                    ),
+                )
+                .where(Request.reference == reference.strip().upper())
+                .order_by(Message.id)
+            )
+        ).all()
+        if not rows:
+            raise RequestNotFound(reference)
+        kind, due_at, fields_enc = rows[0][:3]
+        fields = dict(self._vault.decrypt_json(fields_enc) or {})
+        return MailThread(
+            due_at=due_at,
+            missing_fields=tuple(self._kinds[RequestKind(kind)].missing_fields(fields)),
+            message_ids=tuple(
+                (str(direction), str(external)) for *_, direction, external in rows if external
+            ),
+        )
+
+    async def _read(self, query: Any) -> Any:
+        async with self._sessions() as session:
+            return await session.execute(query)
 
     # -- intake ------------------------------------------------------------
 
