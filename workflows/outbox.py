@@ -62,6 +62,7 @@ class OutgoingMessage:
     language: str
     params: Mapping[str, Any]
     attempt: int
+    request_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -251,54 +252,68 @@ class OutboxDispatcher:
             # A dispatcher that died mid-delivery left its lease behind.
             and_(OutboxItem.status == OutboxStatus.SENDING.value, OutboxItem.lease_until <= now),
         )
-        claimed: list[int] = []
         async with self._sessions.begin() as session:
-            rows = await session.execute(
-                select(OutboxItem.id, OutboxItem.status)
+            rows = await session.scalars(
+                select(OutboxItem.id)
                 .where(due, OutboxItem.channel.in_(channels))
                 .order_by(OutboxItem.next_attempt_at, OutboxItem.id)
                 .limit(self._batch)
             )
-            for item_id, status in rows.all():
-                result = await session.execute(
-                    update(OutboxItem)
-                    .where(OutboxItem.id == item_id, OutboxItem.status == status, due)
-                    .values(
-                        status=OutboxStatus.SENDING.value,
-                        lease_until=now + self._lease,
-                        attempts=OutboxItem.attempts + 1,
-                    )
+            wanted = list(rows)
+            if not wanted:
+                return []
+            # One UPDATE for the batch; ``due`` again, so a row another dispatcher took
+            # meanwhile (PostgreSQL re-reads a row it waited for) is not taken twice.
+            taken = await session.scalars(
+                update(OutboxItem)
+                .where(OutboxItem.id.in_(wanted), due)
+                .values(
+                    status=OutboxStatus.SENDING.value,
+                    lease_until=now + self._lease,
+                    attempts=OutboxItem.attempts + 1,
                 )
-                if getattr(result, "rowcount", 0) == 1:
-                    claimed.append(item_id)
-        return claimed
+                .returning(OutboxItem.id)
+                .execution_options(synchronize_session=False)
+            )
+            claimed = set(taken)
+        return [item_id for item_id in wanted if item_id in claimed]
 
     async def _load(self, item_id: int) -> OutgoingMessage:
+        (message,) = await self._load_many([item_id])
+        return message
+
+    async def _load_many(self, ids: list[int]) -> list[OutgoingMessage]:
+        """The claimed rows as messages, in the order given, in one query."""
+        if not ids:
+            return []
         async with self._sessions() as session:
-            item = await session.get_one(OutboxItem, item_id)
-            reference = None
-            if item.request_id is not None:
-                reference = await session.scalar(
-                    select(Request.reference).where(Request.id == item.request_id)
-                )
-            return OutgoingMessage(
-                id=item.id,
-                idempotency_key=item.idempotency_key,
-                reference=reference,
-                channel=Channel(item.channel),
-                audience=Audience(item.audience),
-                address=self._vault.decrypt(item.address_enc),
-                template=item.template,
-                language=item.language,
-                params=self._vault.decrypt_json(item.params_enc) or {},
-                attempt=item.attempts,
+            rows = await session.execute(
+                select(OutboxItem, Request.reference)
+                .outerjoin(Request, Request.id == OutboxItem.request_id)
+                .where(OutboxItem.id.in_(ids))
             )
+            found = {
+                item.id: OutgoingMessage(
+                    id=item.id,
+                    idempotency_key=item.idempotency_key,
+                    reference=reference,
+                    channel=Channel(item.channel),
+                    audience=Audience(item.audience),
+                    address=self._vault.decrypt(item.address_enc),
+                    template=item.template,
+                    language=item.language,
+                    params=self._vault.decrypt_json(item.params_enc) or {},
+                    attempt=item.attempts,
+                    request_id=item.request_id,
+                )
+                for item, reference in rows.all()
+            }
+        return [found[item_id] for item_id in ids if item_id in found]
 
     async def run_once(self) -> int:
         """Deliver what is due now; returns how many rows were handled."""
         claimed = await self._claim()
-        for item_id in claimed:
-            message = await self._load(item_id)
+        for message in await self._load_many(claimed):
             port = self._ports[message.channel]
             channel = message.channel.value
             try:
@@ -324,23 +339,30 @@ class OutboxDispatcher:
         return len(claimed)
 
     async def _sent(self, message: OutgoingMessage, receipt: DeliveryReceipt) -> None:
+        # Recorded at once, message by message: a crash resends at most the one in flight.
         now = self._clock.now()
         async with self._sessions.begin() as session:
-            item = await session.get_one(OutboxItem, message.id)
-            item.status = OutboxStatus.SENT.value
-            item.sent_at = now
-            item.lease_until = None
-            item.last_error = None
-            item.external_id = receipt.external_id
-            if item.request_id is not None:
+            await session.execute(
+                update(OutboxItem)
+                .where(OutboxItem.id == message.id)
+                .values(
+                    status=OutboxStatus.SENT.value,
+                    sent_at=now,
+                    lease_until=None,
+                    last_error=None,
+                    external_id=receipt.external_id,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            if message.request_id is not None:
                 session.add(
                     Message(
-                        request_id=item.request_id,
+                        request_id=message.request_id,
                         direction="out",
-                        channel=item.channel,
+                        channel=message.channel.value,
                         body_enc=self._vault.encrypt(receipt.body),
                         external_id=receipt.external_id,
-                        outbox_id=item.id,
+                        outbox_id=message.id,
                         created_at=now,
                     )
                 )
