@@ -1,5 +1,8 @@
 """The e-mail channel's way out: outbox messages as real letters through SMTP.
 
+One SMTP connection carries the letters of a busy spell (closed when the
+outbox is idle, replaced when stale), instead of a connection per letter.
+
 aiosmtplib adds no Message-ID, so the letter is built here: a Message-ID
 derived from the outbox idempotency key (a redelivery keeps it, so a
 receiving server or client can drop the copy), Date, In-Reply-To and
@@ -13,6 +16,7 @@ import hashlib
 import html
 import logging
 import ssl
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
 from typing import Literal
@@ -49,6 +53,8 @@ _AUTO_REPLIED = {
 _WRITTEN_BY_STAFF = {"info_requested", "request_rejected", "request_completed"}
 _ACKNOWLEDGEMENTS = {"request_received", "request_received_code"}
 _SYNTHETIC_DOMAIN = ".invalid>"
+# A kept connection older than this is replaced before use (servers close idle ones).
+_KEEP_OPEN = timedelta(seconds=30)
 
 
 class SmtpSender:
@@ -83,23 +89,16 @@ class SmtpSender:
         self._timeout = timeout
         self._ssl_context = ssl_context
         self._domain = from_address.rpartition("@")[2] or "localhost"
+        # One connection carries a run of letters; closed when idle or stale (_KEEP_OPEN).
+        self._connection: aiosmtplib.SMTP | None = None
+        self._used = datetime.min.replace(tzinfo=UTC)
 
     async def deliver(self, message: OutgoingMessage) -> DeliveryReceipt:
         if message.audience is not Audience.SUBJECT or not message.address:
             raise PermanentFailure("an e-mail needs a person's address")
         letter, text = await self.compose(message)
         try:
-            await aiosmtplib.send(
-                letter,
-                hostname=self._host,
-                port=self._port,
-                username=self._username,
-                password=self._password,
-                use_tls=self._security == "ssl",
-                start_tls=self._security == "starttls",
-                tls_context=self._ssl_context,
-                timeout=self._timeout,
-            )
+            await self._send(letter)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [error.code for error in exc.recipients]
             if codes and all(code >= 500 for code in codes):
@@ -122,6 +121,63 @@ class SmtpSender:
             message.template,
         )
         return DeliveryReceipt(external_id=str(letter["Message-ID"]), body=text)
+
+    async def _send(self, letter: EmailMessage) -> None:
+        """Over the open connection when there is one; a stale one is replaced once."""
+        reused = self._connection is not None
+        try:
+            await (await self._connected()).send_message(letter)
+        except (aiosmtplib.SMTPServerDisconnected, ConnectionError):
+            self._drop()
+            if not reused:
+                raise
+            # The server closed a connection we kept (an idle timeout): a new one, once.
+            await (await self._connected()).send_message(letter)
+        except BaseException:
+            self._drop()
+            raise
+        self._used = self._clock.now()
+
+    async def _connected(self) -> aiosmtplib.SMTP:
+        client = self._connection
+        if client is not None and (
+            not client.is_connected or self._clock.now() - self._used > _KEEP_OPEN
+        ):
+            await self.close()
+            client = None
+        if client is None:
+            client = aiosmtplib.SMTP(
+                hostname=self._host,
+                port=self._port,
+                username=self._username,
+                password=self._password,
+                use_tls=self._security == "ssl",
+                start_tls=self._security == "starttls",
+                tls_context=self._ssl_context,
+                timeout=self._timeout,
+            )
+            try:
+                await client.connect()
+            except BaseException:
+                client.close()
+                raise
+            self._connection = client
+        return client
+
+    def _drop(self) -> None:
+        client, self._connection = self._connection, None
+        if client is not None:
+            client.close()
+
+    async def close(self) -> None:
+        """Say goodbye on the kept connection (the channel calls this when the outbox is idle)."""
+        client, self._connection = self._connection, None
+        if client is None:
+            return
+        try:
+            await client.quit()
+        except (aiosmtplib.SMTPException, OSError, TimeoutError):
+            client.close()
 
     def message_id(self, message: OutgoingMessage) -> str:
         """The same Message-ID for every delivery of one outbox message."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -178,3 +180,39 @@ async def test_a_redelivery_keeps_its_message_id(
     ids = {str(r.message["Message-ID"]) for r in smtp_server.letters}
     assert ids == {first.external_id}
     assert "Жауап беру мерзімі" in (first.body or "")  # Kazakh acknowledgement
+
+
+async def test_a_run_of_letters_shares_one_connection_and_a_dropped_one_is_replaced(
+    service: RequestService,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+    smtp_server: SmtpServer,  # noqa: F811
+) -> None:
+    peers: list[object] = []
+    recording = smtp_server.handler.handle_DATA
+
+    async def handle_data(server: Any, session: Any, envelope: Any) -> str:
+        peers.append(session.peer)
+        return await recording(server, session, envelope)
+
+    smtp_server.handler.handle_DATA = handle_data  # type: ignore[method-assign]
+    for language in ("ru", "kk", "en"):
+        await open_by_mail(service, language)
+    sender = sender_for(smtp_server, service, clock)
+    dispatcher = OutboxDispatcher(sessions, vault, clock, {Channel.EMAIL: sender})
+
+    assert await dispatcher.run_once() == 3
+    assert len(peers) == 3 and len(set(peers)) == 1
+
+    # The server goes away under the kept connection and comes back.
+    smtp_server.stop()
+    smtp_server.start()
+    await open_by_mail(service)
+    assert await dispatcher.run_once() == 1
+    await sender.close()
+
+    assert len(smtp_server.letters) == 4 and len(set(peers)) == 2
+    async with sessions() as session:
+        statuses = list(await session.scalars(select(OutboxItem.status)))
+    assert statuses == [OutboxStatus.SENT.value] * 4
