@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import case, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -340,12 +340,14 @@ class MailIntake:
             for letter, view in zip(openings, views, strict=True):
                 letter.result = replace(letter.result, reference=view.reference, request_id=view.id)
             rows = [self._row(letter, folder, uidvalidity, now) for letter in pending]
-            session.add_all(rows)
-            await session.flush()  # the staff notices name the rows
+            made = await session.execute(
+                insert(InboundMail).values(rows).returning(InboundMail.id, InboundMail.mail_key)
+            )
+            ids = {key: row_id for row_id, key in made.all()}  # the staff notices name the rows
             notices = [
                 notice
                 for letter, row in zip(pending, rows, strict=True)
-                for notice in self._notices(letter, row)
+                for notice in self._notices(letter, ids[row["mail_key"]], row["mail_key"])
             ]
             await enqueue_many(session, self._vault, now, notices)
 
@@ -587,45 +589,49 @@ class MailIntake:
         try:
             async with self._sessions.begin() as session:
                 row = self._row(letter, folder, uidvalidity, now)
-                session.add(row)
-                await session.flush()
-                await enqueue_many(session, self._vault, now, self._notices(letter, row))
+                row_id = await session.scalar(
+                    insert(InboundMail).values(row).returning(InboundMail.id)
+                )
+                assert row_id is not None
+                notices = self._notices(letter, row_id, row["mail_key"])
+                await enqueue_many(session, self._vault, now, notices)
         except IntegrityError:
             return False
         return True
 
-    def _row(self, letter: _Letter, folder: str, uidvalidity: int, now: datetime) -> InboundMail:
+    def _row(self, letter: _Letter, folder: str, uidvalidity: int, now: datetime) -> dict[str, Any]:
+        """The letter's ``inbound_mail`` row."""
         mail, result = letter.mail, letter.result
         # What is not acted on is kept raw (encrypted) for staff.
         kept = result.outcome in (Outcome.QUARANTINED, Outcome.RATE_LIMITED)
-        return InboundMail(
-            mail_key=mail.mail_key if mail is not None else mail_key(letter.raw, None),
-            folder=folder[:255],
-            uidvalidity=uidvalidity,
-            uid=letter.uid,
-            outcome=result.outcome.value,
-            reason=(result.reason or "")[:500] or None,
-            request_id=result.request_id,
-            sender_index=self._index(mail) if mail is not None else None,
-            raw_enc=self._vault.encrypt_bytes(letter.raw) if kept else None,
-            received_at=now,
-            processed_at=now,
-        )
+        return {
+            "mail_key": mail.mail_key if mail is not None else mail_key(letter.raw, None),
+            "folder": folder[:255],
+            "uidvalidity": uidvalidity,
+            "uid": letter.uid,
+            "outcome": result.outcome.value,
+            "reason": (result.reason or "")[:500] or None,
+            "request_id": result.request_id,
+            "sender_index": self._index(mail) if mail is not None else None,
+            "raw_enc": self._vault.encrypt_bytes(letter.raw) if kept else None,
+            "received_at": now,
+            "processed_at": now,
+        }
 
-    def _notices(self, letter: _Letter, row: InboundMail) -> list[NewMessage]:
+    def _notices(self, letter: _Letter, row_id: int, key: str) -> list[NewMessage]:
         """What the letter's row makes the desk say: to staff, or about refused files."""
         result, sender = letter.result, letter.mail.sender if letter.mail else None
         if result.outcome is Outcome.QUARANTINED:
             return [
                 NewMessage(
-                    key=f"mail/{row.mail_key}/quarantined",
+                    key=f"mail/{key}/quarantined",
                     channel=Channel.TELEGRAM,
                     audience=Audience.STAFF_GROUP,
                     template="staff_mail_quarantined",
                     language="en",
                     params={
                         "reference": None,
-                        "mail_id": row.id,
+                        "mail_id": row_id,
                         "reason": (result.reason or "")[:200],
                     },
                 )
@@ -635,14 +641,14 @@ class MailIntake:
                 return []
             return [
                 NewMessage(
-                    key=f"mail/{row.mail_key}/rate_limited",
+                    key=f"mail/{key}/rate_limited",
                     channel=Channel.TELEGRAM,
                     audience=Audience.STAFF_GROUP,
                     template="staff_mail_rate_limited",
                     language="en",
                     params={
                         "reference": None,
-                        "mail_id": row.id,
+                        "mail_id": row_id,
                         "sender": mask_email(sender),
                         "limit": self._max_per_sender,
                     },
@@ -651,7 +657,7 @@ class MailIntake:
         if result.refused_files and result.reference is not None and sender:
             return [
                 NewMessage(
-                    key=f"mail/{row.mail_key}/attachments_refused",
+                    key=f"mail/{key}/attachments_refused",
                     channel=Channel.EMAIL,
                     audience=Audience.SUBJECT,
                     template="attachment_refused",

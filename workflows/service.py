@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -455,54 +455,50 @@ class RequestService:
         kinds = [RequestKind(letter.kind) for letter in letters]
         languages = [_language(letter.language) for letter in letters]
         emails = [normalize_email(letter.email) for letter in letters]
+        if not letters:
+            return []
+        # Rows go in as one multi-row INSERT per table, matched back by a key of their
+        # own (not by order, which the database does not promise).
         async with self._unit() as session:
             subjects = await self._subjects_by_email(session, emails, languages)
             year = self._calendar.local_date(now).year
             references = await next_references(session, year, len(letters))
-            requests: list[Request] = []
+            rows: list[dict[str, Any]] = []
             for letter, kind, language, subject, reference in zip(
                 letters, kinds, languages, subjects, references, strict=True
             ):
                 spec = self._kinds[kind]
-                request = Request(
-                    reference=reference,
-                    kind=kind.value,
-                    status=Status.AWAITING_VERIFICATION.value,
-                    channel=Channel.EMAIL.value,
-                    language=language,
-                    subject_id=subject.id,
-                    received_at=now,
-                    fields_enc=self._vault.encrypt_json(dict(letter.fields)),
-                    updated_at=now,
+                started = spec.starts is ClockStart.RECEIVED
+                rows.append(
+                    {
+                        "reference": reference,
+                        "kind": kind.value,
+                        "status": Status.AWAITING_VERIFICATION.value,
+                        "channel": Channel.EMAIL.value,
+                        "language": language,
+                        "subject_id": subject.id,
+                        "received_at": now,
+                        "clock_started_at": now if started else None,
+                        "due_at": spec.due_at(now, self._calendar) if started else None,
+                        "fields_enc": self._vault.encrypt_json(dict(letter.fields)),
+                        "updated_at": now,
+                        "version": 1,
+                    }
                 )
-                if spec.starts is ClockStart.RECEIVED:
-                    request.clock_started_at = now
-                    request.due_at = spec.due_at(now, self._calendar)
-                requests.append(request)
-            session.add_all(requests)
-            await session.flush()
-            messages: list[Message | None] = []
-            for letter, request in zip(letters, requests, strict=True):
-                message = None
-                if letter.body is not None or letter.external_id is not None:
-                    message = Message(
-                        request_id=request.id,
-                        direction="in",
-                        channel=Channel.EMAIL.value,
-                        body_enc=self._vault.encrypt(letter.body),
-                        external_id=letter.external_id,
-                        created_at=now,
-                    )
-                    session.add(message)
-                messages.append(message)
-            if any(letter.evidence for letter in letters):
-                await session.flush()  # the files name their message
+            made = await session.execute(
+                insert(Request).values(rows).returning(Request.id, Request.reference)
+            )
+            ids = {reference: request_id for request_id, reference in made.all()}
+            loaded = await session.scalars(select(Request).where(Request.id.in_(ids.values())))
+            by_reference = {request.reference: request for request in loaded}
+            requests = [by_reference[reference] for reference in references]
+            messages = await self._inbound_many(session, letters, requests, now)
             events: list[AuditEvent] = []
             codes: list[str] = []
-            for letter, request, message, email in zip(
-                letters, requests, messages, emails, strict=True
-            ):
-                await self._attach(session, request, message, letter.evidence)
+            verifications: list[dict[str, Any]] = []
+            for letter, request, email in zip(letters, requests, emails, strict=True):
+                if letter.evidence:
+                    await self._attach(session, request, messages.get(request.id), letter.evidence)
                 event = self._event(
                     request,
                     Actor(ActorKind.PERSON, Channel.EMAIL.value),
@@ -519,9 +515,10 @@ class RequestService:
                 events.append(event)
                 # A new request has no earlier code to retire (see _new_code).
                 code, stored = new_code(now, self._vault.code_key, randbelow=self._randbelow)
-                session.add(self._code_row(request, email, stored, now))
+                verifications.append(self._code_values(request, email, stored, now))
                 codes.append(code)
-            await session.flush()
+            await session.execute(insert(Verification).values(verifications))
+            await session.flush()  # the audit events: their ids name the acknowledgements
             acknowledgements: list[NewMessage] = []
             for request, subject, event, code in zip(
                 requests, subjects, events, codes, strict=True
@@ -547,6 +544,35 @@ class RequestService:
             if within is not None:
                 await within(session, views)
             return views
+
+    async def _inbound_many(
+        self,
+        session: AsyncSession,
+        letters: Sequence[EmailOpening],
+        requests: Sequence[Request],
+        now: datetime,
+    ) -> dict[int, Message]:
+        """Each letter's message row in one INSERT; the rows by request id where files need them."""
+        rows = [
+            {
+                "request_id": request.id,
+                "direction": "in",
+                "channel": Channel.EMAIL.value,
+                "body_enc": self._vault.encrypt(letter.body),
+                "external_id": letter.external_id,
+                "created_at": now,
+            }
+            for letter, request in zip(letters, requests, strict=True)
+            if letter.body is not None or letter.external_id is not None
+        ]
+        if not rows:
+            return {}
+        await session.execute(insert(Message).values(rows))
+        with_files = [r.id for r, letter in zip(requests, letters, strict=True) if letter.evidence]
+        if not with_files:
+            return {}
+        found = await session.scalars(select(Message).where(Message.request_id.in_(with_files)))
+        return {message.request_id: message for message in found}
 
     async def attach(
         self,
@@ -1014,51 +1040,55 @@ class RequestService:
     async def _subjects_by_email(
         self, session: AsyncSession, emails: Sequence[str], languages: Sequence[str]
     ) -> list[DataSubject]:
-        """:meth:`_subject` for many e-mail senders: one query, one insert, in order."""
+        """:meth:`_subject` for many e-mail senders: a query and an INSERT for all, in order."""
         indexes = [self._vault.blind_index("email", email) for email in emails]
+        wanted = DataSubject.email_index.in_({i for i in indexes if i is not None})
         found: dict[str | None, DataSubject] = {}
-        rows = await session.scalars(
-            select(DataSubject)
-            .where(DataSubject.email_index.in_({i for i in indexes if i is not None}))
-            .order_by(DataSubject.id)
-        )
-        for row in rows:
+        for row in await session.scalars(
+            select(DataSubject).where(wanted).order_by(DataSubject.id)
+        ):
             found.setdefault(row.email_index, row)
-        subjects: list[DataSubject] = []
+        new: dict[str | None, dict[str, Any]] = {}
         for email, index, language in zip(emails, indexes, languages, strict=True):
-            subject = found.get(index)
-            if subject is None:
-                subject = DataSubject(
-                    telegram_user_id=None,
-                    telegram_unreachable=False,
-                    language=language,
-                    created_at=self._clock.now(),
-                    email_enc=self._vault.encrypt(email),
-                    email_index=index,
-                )
-                session.add(subject)
-                found[index] = subject
+            if index not in found and index not in new:
+                new[index] = {
+                    "telegram_user_id": None,
+                    "telegram_unreachable": False,
+                    "language": language,
+                    "created_at": self._clock.now(),
+                    "email_enc": self._vault.encrypt(email),
+                    "email_index": index,
+                }
+        if new:
+            made = await session.scalars(
+                insert(DataSubject).values(list(new.values())).returning(DataSubject.id)
+            )
+            loaded = await session.scalars(
+                select(DataSubject).where(DataSubject.id.in_(list(made)))
+            )
+            found.update({row.email_index: row for row in loaded})
+        subjects = [found[index] for index in indexes]
+        for subject, language in zip(subjects, languages, strict=True):
             subject.language = language
-            subjects.append(subject)
-        await session.flush()
         return subjects
 
-    def _code_row(
+    def _code_values(
         self, request: Request, email: str, stored: StoredCode, now: datetime
-    ) -> Verification:
-        return Verification(
-            request_id=request.id,
-            method=VerificationMethod.EMAIL_CODE,
-            target_enc=self._vault.encrypt(email),
-            target_index=self._vault.blind_index("email", email),
-            code_hash=stored.code_hash,
-            code_salt=stored.salt,
-            attempts=0,
-            dead=False,
-            used=False,
-            created_at=now,
-            expires_at=stored.expires_at,
-        )
+    ) -> dict[str, Any]:
+        """A new e-mail code's ``verification`` row (see :meth:`_new_code`)."""
+        return {
+            "request_id": request.id,
+            "method": VerificationMethod.EMAIL_CODE,
+            "target_enc": self._vault.encrypt(email),
+            "target_index": self._vault.blind_index("email", email),
+            "code_hash": stored.code_hash,
+            "code_salt": stored.salt,
+            "attempts": 0,
+            "dead": False,
+            "used": False,
+            "created_at": now,
+            "expires_at": stored.expires_at,
+        }
 
     async def _new_code(
         self, session: AsyncSession, request: Request, email: str, now: datetime
