@@ -16,6 +16,7 @@ import hashlib
 import html
 import logging
 import ssl
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
@@ -92,6 +93,8 @@ class SmtpSender:
         # One connection carries a run of letters; closed when idle or stale (_KEEP_OPEN).
         self._connection: aiosmtplib.SMTP | None = None
         self._used = datetime.min.replace(tzinfo=UTC)
+        # The threads prepare() read for the batch being delivered; each used once.
+        self._threads: dict[str, MailThread] = {}
 
     async def deliver(self, message: OutgoingMessage) -> DeliveryReceipt:
         if message.audience is not Audience.SUBJECT or not message.address:
@@ -121,6 +124,11 @@ class SmtpSender:
             message.template,
         )
         return DeliveryReceipt(external_id=str(letter["Message-ID"]), body=text)
+
+    async def prepare(self, messages: Sequence[OutgoingMessage]) -> None:
+        """Read the threads of a claimed batch's requests in one query (see compose)."""
+        references = {message.reference for message in messages if message.reference}
+        self._threads = await self._service.mail_threads(references)
 
     async def _send(self, letter: EmailMessage) -> None:
         """Over the open connection when there is one; a stale one is replaced once."""
@@ -190,10 +198,14 @@ class SmtpSender:
         rendered = render_notification(message.template, language, message.params)
         thread: MailThread | None = None
         if message.reference:
-            try:
-                thread = await self._service.mail_thread(message.reference)
-            except RequestNotFound:
-                thread = None
+            # Taken once: a second letter of the batch about the same request reads the
+            # thread again, with the first one's Message-ID in it.
+            thread = self._threads.pop(message.reference, None)
+            if thread is None:
+                try:
+                    thread = await self._service.mail_thread(message.reference)
+                except RequestNotFound:
+                    thread = None
         paragraphs = [rendered.text]
         if message.template in _ACKNOWLEDGEMENTS and message.reference and thread is not None:
             paragraphs.extend(self._acknowledgement(thread, message.reference, language))

@@ -14,6 +14,7 @@ from workflows.outbox import Channel, OutboxDispatcher, OutboxStatus
 from workflows.service import RequestService
 from workflows.tables import OutboxItem
 from workflows.vault import Vault
+from workflows.views import Actor
 
 PERSON = "aigerim@example.kz"
 
@@ -216,3 +217,24 @@ async def test_a_run_of_letters_shares_one_connection_and_a_dropped_one_is_repla
     async with sessions() as session:
         statuses = list(await session.scalars(select(OutboxItem.status)))
     assert statuses == [OutboxStatus.SENT.value] * 4
+
+
+async def test_two_letters_of_one_request_in_a_batch_thread_onto_each_other(
+    service: RequestService,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+    smtp_server: SmtpServer,  # noqa: F811
+) -> None:
+    reference = await open_by_mail(service)
+    await service.send_email_code(reference, Actor.person_email(PERSON), PERSON)
+    dispatcher = OutboxDispatcher(
+        sessions, vault, clock, {Channel.EMAIL: sender_for(smtp_server, service, clock)}
+    )
+
+    assert await dispatcher.run_once() == 2
+
+    first, second = (received.message for received in smtp_server.letters)
+    assert second["In-Reply-To"] == "<first-letter@example.kz>"
+    assert str(first["Message-ID"]) in str(second["References"])
+    assert "Срок нашего ответа" in first.get_body(("plain",)).get_content()  # type: ignore[union-attr]

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -95,6 +95,13 @@ class OutboundPort(Protocol):
     channel: Channel
 
     async def deliver(self, message: OutgoingMessage) -> DeliveryReceipt: ...
+
+
+@runtime_checkable
+class PreparingPort(Protocol):
+    """A port that reads what a claimed batch needs in one go, before its deliveries."""
+
+    async def prepare(self, messages: Sequence[OutgoingMessage]) -> None: ...
 
 
 def _insert(session: AsyncSession) -> Any:
@@ -313,7 +320,12 @@ class OutboxDispatcher:
     async def run_once(self) -> int:
         """Deliver what is due now; returns how many rows were handled."""
         claimed = await self._claim()
-        for message in await self._load_many(claimed):
+        messages = await self._load_many(claimed)
+        for route, port in self._ports.items():
+            # A port may read what the whole batch needs at once (PreparingPort).
+            if isinstance(port, PreparingPort):
+                await port.prepare([m for m in messages if m.channel is route])
+        for message in messages:
             port = self._ports[message.channel]
             channel = message.channel.value
             try:

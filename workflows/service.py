@@ -324,9 +324,20 @@ class RequestService:
 
     async def mail_thread(self, reference: str) -> MailThread:
         """What a letter about the request needs, in one query; raises :class:`RequestNotFound`."""
+        found = await self.mail_threads([reference])
+        if not found:
+            raise RequestNotFound(reference)
+        return next(iter(found.values()))
+
+    async def mail_threads(self, references: Iterable[str]) -> dict[str, MailThread]:
+        """:meth:`mail_thread` for many requests in one query; unknown references left out."""
+        wanted = sorted({reference.strip().upper() for reference in references})
+        if not wanted:
+            return {}
         rows = (
             await self._read(
                 select(
+                    Request.reference,
                     Request.kind,
                     Request.due_at,
                     Request.fields_enc,
@@ -341,21 +352,25 @@ class RequestService:
                         Message.external_id.is_not(None),
                     ),
                 )
-                .where(Request.reference == reference.strip().upper())
+                .where(Request.reference.in_(wanted))
                 .order_by(Message.id)
             )
         ).all()
-        if not rows:
-            raise RequestNotFound(reference)
-        kind, due_at, fields_enc = rows[0][:3]
-        fields = dict(self._vault.decrypt_json(fields_enc) or {})
-        return MailThread(
-            due_at=due_at,
-            missing_fields=tuple(self._kinds[RequestKind(kind)].missing_fields(fields)),
-            message_ids=tuple(
-                (str(direction), str(external)) for *_, direction, external in rows if external
-            ),
-        )
+        heads: dict[str, tuple[str, datetime | None, bytes | None]] = {}
+        ids: dict[str, list[tuple[str, str]]] = {}
+        for reference, kind, due_at, fields_enc, direction, external in rows:
+            heads.setdefault(reference, (kind, due_at, fields_enc))
+            if external:
+                ids.setdefault(reference, []).append((str(direction), str(external)))
+        threads: dict[str, MailThread] = {}
+        for reference, (kind, due_at, fields_enc) in heads.items():
+            fields = dict(self._vault.decrypt_json(fields_enc) or {})
+            threads[reference] = MailThread(
+                due_at=due_at,
+                missing_fields=tuple(self._kinds[RequestKind(kind)].missing_fields(fields)),
+                message_ids=tuple(ids.get(reference, ())),
+            )
+        return threads
 
     async def _read(self, query: Any) -> Any:
         async with self._sessions() as session:
