@@ -289,7 +289,9 @@ class MailPoller:
         # UIDs handled beyond the cursor (a batch taken out of order and cut short): not again.
         self._done: set[tuple[int, int]] = set()
         self._passed: tuple[int, int] = (0, 0)  # (UIDVALIDITY, UID) the cursor was moved to
-        self._moved: dict[tuple[str, int], int] = {}  # what this poller wrote to the cursor
+        # The cursor as last read or written here: a chunk that moves it nowhere writes nothing.
+        self._moved: dict[tuple[str, int], int] = {}
+        self.more_waiting = False  # the last poll took a full batch; there may be more
 
     async def _in_thread(self, function: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -314,6 +316,8 @@ class MailPoller:
         validity = await self._in_thread(self._connection.uidvalidity)
         last_uid = await self._cursor(folder, validity)
         found = await self._in_thread(self._connection.new_uids, last_uid)
+        # A full batch may have left letters behind: run() reads again without waiting.
+        self.more_waiting = len(found) >= _MAX_BATCH
         uids = [uid for uid in found if (validity, uid) not in self._done]
         senders = await self._in_thread(self._connection.senders, uids) if len(uids) > 1 else {}
         order = fair_order(uids, senders)
@@ -354,6 +358,7 @@ class MailPoller:
         async with self._sessions.begin() as session:
             cursor = await session.scalar(select(MailCursor).where(MailCursor.folder == folder))
             now = self._clock.now()
+            self._moved[(folder, validity)] = 0 if cursor is None else int(cursor.last_uid)
             if cursor is None:
                 session.add(
                     MailCursor(folder=folder, uidvalidity=validity, last_uid=0, updated_at=now)
@@ -367,6 +372,7 @@ class MailPoller:
                     validity,
                 )
                 cursor.uidvalidity, cursor.last_uid, cursor.updated_at = validity, 0, now
+                self._moved[(folder, validity)] = 0
                 return 0
             return int(cursor.last_uid)
 
@@ -408,7 +414,8 @@ class MailPoller:
                     delay = self._first_backoff
                     if stop.is_set():
                         break
-                    await self._wait(stop)
+                    if not self.more_waiting:
+                        await self._wait(stop)
                 except (TimeoutError, OSError, imaplib.IMAP4.error, MailboxLoginError) as exc:
                     log.warning(
                         "IMAP %s:%s unavailable (%s); reconnecting in %.0f s",
