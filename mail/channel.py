@@ -67,9 +67,11 @@ class MailChannel:
         restart_seconds: float = 5.0,
         lock_retry_seconds: float = 15.0,
         lock_check_seconds: float = 15.0,
+        sender: SmtpSender | None = None,
     ) -> None:
         self.poller = poller
         self.dispatcher = dispatcher
+        self.sender = sender
         self.lock: LeaderLock = lock or SingleProcessLock()
         self._outbox_seconds = outbox_seconds
         self._restart_seconds = restart_seconds
@@ -137,12 +139,18 @@ class MailChannel:
             held.set()
 
     async def _send_loop(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            self._wake.clear()
-            handled = await self.dispatcher.run_once()
-            if handled:
-                continue
-            await _pause(self._outbox_seconds, stop, self._wake)
+        try:
+            while not stop.is_set():
+                self._wake.clear()
+                handled = await self.dispatcher.run_once()
+                if handled:
+                    continue
+                if self.sender is not None:
+                    await self.sender.close()  # nothing to send: let the SMTP server go
+                await _pause(self._outbox_seconds, stop, self._wake)
+        finally:
+            if self.sender is not None:
+                await self.sender.close()
 
 
 def build_mail_channel(
@@ -218,6 +226,6 @@ def build_mail_channel(
     lock: LeaderLock = SingleProcessLock()
     if engine is not None and engine.dialect.name == "postgresql":
         lock = AdvisoryLock(engine, name=POLLER_LOCK)
-    channel = MailChannel(poller, dispatcher, lock=lock)
+    channel = MailChannel(poller, dispatcher, lock=lock, sender=sender)
     poller.on_mail = channel.nudge
     return channel

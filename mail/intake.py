@@ -16,12 +16,13 @@ staff are told once per sender and hour.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from datetime import timedelta
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -32,8 +33,8 @@ from workflows.errors import IllegalTransition, NotAllowed, RequestNotFound
 from workflows.identity import CodeOutcome
 from workflows.kinds import RequestKind
 from workflows.masking import mask_email
-from workflows.outbox import Audience, Channel, enqueue
-from workflows.service import Evidence, RequestService
+from workflows.outbox import Audience, Channel, NewMessage, enqueue_many
+from workflows.service import EmailOpening, Evidence, RequestService
 from workflows.states import Status
 from workflows.tables import InboundMail
 from workflows.vault import Vault
@@ -79,10 +80,41 @@ class IntakeResult:
     kind: str | None = None
     language: str | None = None
     refused_files: tuple[str, ...] = ()
+    request_id: int | None = None
 
 
 class Quarantine(Exception):
     """The letter cannot be acted on: kept raw for staff."""
+
+
+class _Plan(StrEnum):
+    DUPLICATE = "duplicate"
+    RATE_LIMITED = "rate_limited"
+    QUARANTINE = "quarantine"
+    RECORD = "record"  # the outcome is known already: a row (and notices) only
+    OPEN = "open"  # a new request, opened with the rest of the batch
+    ALONE = "alone"  # a reply: handled by itself once the letters before it are stored
+
+
+@dataclass
+class _Share:
+    """One sender's letters in the last hour: acted on, and whether one was held back."""
+
+    acted: int = 0
+    limited: bool = False
+
+
+@dataclass
+class _Letter:
+    """One letter of a batch on its way through :meth:`MailIntake.handle_batch`."""
+
+    uid: int
+    raw: bytes
+    mail: ParsedMail | None
+    plan: _Plan = _Plan.RECORD
+    result: IntakeResult = field(default_factory=lambda: IntakeResult(Outcome.DUPLICATE))
+    notify: bool = False  # rate limited: the first of the hour, staff are told
+    opening: EmailOpening | None = None
 
 
 class MailIntake:
@@ -120,49 +152,281 @@ class MailIntake:
         self, raw: bytes, *, folder: str = "INBOX", uidvalidity: int = 0, uid: int = 0
     ) -> IntakeResult:
         """Act on one letter once; a letter already handled is a ``duplicate``."""
+        (result,) = await self.handle_batch([(uid, raw)], folder=folder, uidvalidity=uidvalidity)
+        return result
+
+    async def handle_batch(
+        self, letters: Sequence[tuple[int, bytes]], *, folder: str = "INBOX", uidvalidity: int = 0
+    ) -> list[IntakeResult]:
+        """Act on each ``(uid, raw)`` letter once; the outcomes in the same order.
+
+        The batch's dedupe, per-sender counts and thread lookups take one query
+        each, and what its letters cause (requests, rows, notices) is stored in
+        one transaction. A reply to a known request is handled by itself, after
+        the letters before it are stored. When the batch cannot be stored, its
+        letters are taken again one by one, so one bad letter is quarantined
+        alone and the others are stored and answered once.
+        """
+        batch = [self._read(uid, raw) for uid, raw in letters]
+        await self._plan(batch)
+        pending: list[_Letter] = []
+        for letter in batch:
+            if letter.plan is _Plan.ALONE:
+                await self._store(pending, folder, uidvalidity)
+                pending = []
+                letter.result = await self._alone(letter, folder, uidvalidity)
+            elif letter.plan is not _Plan.DUPLICATE:
+                pending.append(letter)
+        await self._store(pending, folder, uidvalidity)
+        return [letter.result for letter in batch]
+
+    def _read(self, uid: int, raw: bytes) -> _Letter:
         try:
-            mail = parse_mail(raw)
+            return _Letter(uid, raw, parse_mail(raw))
         except Exception:  # parse_mail never raises; this is the last line of defence
             log.exception("mail uid %s: parser failed", uid)
-            return await self._quarantine(raw, None, folder, uidvalidity, uid, "parser failed")
-        if await self._known(mail.mail_key) is not None:
-            return IntakeResult(Outcome.DUPLICATE)
-        if await self._over_sender_limit(mail):
-            return await self._rate_limited(raw, mail, folder, uidvalidity, uid)
+            failed = IntakeResult(Outcome.QUARANTINED, reason="parser failed")
+            return _Letter(uid, raw, None, _Plan.QUARANTINE, failed)
+
+    # -- planning a batch --------------------------------------------------------------
+
+    async def _plan(self, batch: list[_Letter]) -> None:
+        """What becomes of each letter, decided from three queries for the whole batch."""
+        readable = [(letter, letter.mail) for letter in batch if letter.mail is not None]
+        known = await self._known_keys({mail.mail_key for _, mail in readable})
+        taken = await self._taken({self._index(mail) for _, mail in readable} - {None})
+        requests: list[tuple[_Letter, ParsedMail, Understanding]] = []
+        for letter, mail in readable:
+            if mail.mail_key in known:
+                letter.plan = _Plan.DUPLICATE
+                continue
+            known.add(mail.mail_key)
+            index = self._index(mail)
+            if index is not None:
+                share = taken.setdefault(index, _Share())
+                if share.acted >= self._max_per_sender:
+                    letter.plan, letter.notify = _Plan.RATE_LIMITED, not share.limited
+                    letter.result = IntakeResult(Outcome.RATE_LIMITED, reason=self._over_limit)
+                    share.limited = True
+                    continue
+                share.acted += 1
+            try:
+                understood = self._understand(mail)
+            except Quarantine as exc:
+                letter.plan = _Plan.QUARANTINE
+                letter.result = IntakeResult(Outcome.QUARANTINED, reason=str(exc))
+                continue
+            except Exception as exc:
+                log.exception("mail uid %s: could not be handled", letter.uid)
+                letter.plan = _Plan.QUARANTINE
+                reason = f"could not be handled: {type(exc).__name__}"
+                letter.result = IntakeResult(Outcome.QUARANTINED, reason=reason)
+                continue
+            if understood.disposition is not Disposition.REQUEST:
+                outcome = _RECORD_ONLY[understood.disposition]
+                letter.plan, letter.result = (
+                    _Plan.RECORD,
+                    IntakeResult(outcome, None, understood.reason),
+                )
+                continue
+            requests.append((letter, mail, understood))
+        if requests:
+            await self._plan_requests(requests)
+
+    async def _plan_requests(
+        self, requests: list[tuple[_Letter, ParsedMail, Understanding]]
+    ) -> None:
+        wanted: set[str] = set()
+        for _, mail, _ in requests:
+            wanted.update(mail.thread_ids[-20:])
+            wanted.add(self._external_id(mail))
+        found = await self._service.references_for_messages(wanted)
+        earlier: set[str] = set()  # Message-IDs of this batch's requests and replies so far
+        for letter, mail, understood in requests:
+            external_id = self._external_id(mail)
+            done = found.get(external_id)
+            thread = mail.thread_ids[-20:]
+            if done is not None:
+                # A crash after the service committed but before our row: the letter is there.
+                reference, request_id = done
+                letter.plan = _Plan.RECORD
+                letter.result = IntakeResult(
+                    Outcome.OPENED, reference, "recovered after a restart", request_id=request_id
+                )
+            elif understood.references or any(i in found or i in earlier for i in thread):
+                letter.plan = _Plan.ALONE  # a reply: the service decides, request by request
+            else:
+                evidence, refused = self._evidence(mail.files)
+                kind = understood.kind or RequestKind.COMPLAINT
+                assert mail.sender is not None  # _understand quarantines a letter without one
+                letter.plan = _Plan.OPEN
+                letter.opening = EmailOpening(
+                    kind=kind,
+                    language=understood.language,
+                    fields=understood.fields,
+                    email=mail.sender,
+                    body=self._body(mail),
+                    external_id=external_id,
+                    evidence=evidence,
+                )
+                letter.result = IntakeResult(
+                    Outcome.OPENED,
+                    None,
+                    understood.reason,
+                    kind.value,
+                    understood.language,
+                    refused,
+                )
+            earlier.add(external_id)
+
+    async def _known_keys(self, keys: set[str]) -> set[str]:
+        if not keys:
+            return set()
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                select(InboundMail.mail_key).where(InboundMail.mail_key.in_(sorted(keys)))
+            )
+            return set(rows)
+
+    async def _taken(self, indexes: set[str | None]) -> dict[str, _Share]:
+        """Each sender's letters acted on in the last hour, and whether one was held back."""
+        wanted = sorted(index for index in indexes if index is not None)
+        if not wanted:
+            return {}
+        since = self._clock.now() - SENDER_WINDOW
+        limited = case((InboundMail.outcome == Outcome.RATE_LIMITED.value, 1), else_=0)
+        async with self._sessions() as session:
+            rows = await session.execute(
+                select(InboundMail.sender_index, func.count(InboundMail.id), func.sum(limited))
+                .where(InboundMail.sender_index.in_(wanted), InboundMail.received_at > since)
+                .group_by(InboundMail.sender_index)
+            )
+            return {
+                str(index): _Share(int(count) - int(held or 0), bool(held))
+                for index, count, held in rows.all()
+            }
+
+    def _index(self, mail: ParsedMail) -> str | None:
+        return self._vault.blind_index("email", mail.sender)
+
+    @property
+    def _over_limit(self) -> str:
+        return f"over {self._max_per_sender} letters an hour from this sender"
+
+    # -- storing a batch ---------------------------------------------------------------
+
+    async def _store(self, pending: list[_Letter], folder: str, uidvalidity: int) -> None:
+        if not pending:
+            return
         try:
-            result = await self._act(mail)
+            await self._store_together(pending, folder, uidvalidity)
+        except Exception:
+            log.warning(
+                "%d letters could not be stored together; taking them one by one",
+                len(pending),
+                exc_info=True,
+            )
+            for letter in pending:
+                letter.result = await self._one_by_one(letter, folder, uidvalidity)
+            return
+        for letter in pending:
+            self._log(letter)
+
+    async def _store_together(self, pending: list[_Letter], folder: str, uidvalidity: int) -> None:
+        now = self._clock.now()
+        openings = [letter for letter in pending if letter.plan is _Plan.OPEN]
+
+        async def write(session: AsyncSession, views: list[RequestView]) -> None:
+            for letter, view in zip(openings, views, strict=True):
+                letter.result = replace(letter.result, reference=view.reference, request_id=view.id)
+            rows = [self._row(letter, folder, uidvalidity, now) for letter in pending]
+            made = await session.execute(
+                insert(InboundMail).values(rows).returning(InboundMail.id, InboundMail.mail_key)
+            )
+            ids = {key: row_id for row_id, key in made.all()}  # the staff notices name the rows
+            notices = [
+                notice
+                for letter, row in zip(pending, rows, strict=True)
+                for notice in self._notices(letter, ids[row["mail_key"]], row["mail_key"])
+            ]
+            await enqueue_many(session, self._vault, now, notices)
+
+        if openings:
+            await self._service.open_by_email(
+                [letter.opening for letter in openings if letter.opening is not None], within=write
+            )
+        else:
+            async with self._sessions.begin() as session:
+                await write(session, [])
+
+    async def _one_by_one(self, letter: _Letter, folder: str, uidvalidity: int) -> IntakeResult:
+        """A letter of a batch that could not be stored together, taken by itself."""
+        if letter.plan is _Plan.QUARANTINE or letter.mail is None:
+            return await self._quarantine(letter, folder, uidvalidity, letter.result.reason or "")
+        if await self._known(letter.mail.mail_key) is not None:
+            return IntakeResult(Outcome.DUPLICATE)
+        if letter.plan is _Plan.RATE_LIMITED:
+            return await self._rate_limited(letter, folder, uidvalidity)
+        return await self._alone(letter, folder, uidvalidity)
+
+    async def _alone(self, letter: _Letter, folder: str, uidvalidity: int) -> IntakeResult:
+        """One letter, acted on through the service and then recorded (replies, retries)."""
+        assert letter.mail is not None
+        try:
+            letter.result = await self._act(letter.mail)
         except Quarantine as exc:
-            return await self._quarantine(raw, mail, folder, uidvalidity, uid, str(exc))
+            return await self._quarantine(letter, folder, uidvalidity, str(exc))
         except Exception as exc:
-            log.exception("mail uid %s: could not be handled", uid)
+            log.exception("mail uid %s: could not be handled", letter.uid)
             reason = f"could not be handled: {type(exc).__name__}"
-            return await self._quarantine(raw, mail, folder, uidvalidity, uid, reason)
-        await self._record(mail, folder, uidvalidity, uid, result)
-        log.info(
-            "mail uid %s from %s: %s %s (%s)",
-            uid,
-            mask_email(mail.sender),
-            result.outcome.value,
-            result.reference or "",
-            result.reason or "",
-        )
-        return result
+            return await self._quarantine(letter, folder, uidvalidity, reason)
+        if not await self._record(letter, folder, uidvalidity):
+            log.info("mail uid %s was recorded meanwhile", letter.uid)
+        self._log(letter)
+        return letter.result
+
+    def _log(self, letter: _Letter) -> None:
+        result, sender = letter.result, letter.mail.sender if letter.mail else None
+        if result.outcome is Outcome.QUARANTINED:
+            log.warning("mail uid %s quarantined: %s", letter.uid, result.reason)
+        elif result.outcome is Outcome.RATE_LIMITED:
+            log.info("mail uid %s from %s: rate limited", letter.uid, mask_email(sender))
+        else:
+            log.info(
+                "mail uid %s from %s: %s %s (%s)",
+                letter.uid,
+                mask_email(sender),
+                result.outcome.value,
+                result.reference or "",
+                result.reason or "",
+            )
 
     # -- deciding -----------------------------------------------------------------
 
-    async def _act(self, mail: ParsedMail) -> IntakeResult:
+    def _understand(self, mail: ParsedMail) -> Understanding:
         if mail.sender is None:
             if "no From header" in mail.problems:
                 raise Quarantine("no From header")
             raise Quarantine("no usable sender address")
-        understood = understand(mail)
+        return understand(mail)
+
+    @staticmethod
+    def _external_id(mail: ParsedMail) -> str:
+        return mail.message_id or f"<{mail.mail_key[:40]}@inbound.aina-dsr.invalid>"
+
+    async def _act(self, mail: ParsedMail) -> IntakeResult:
+        understood = self._understand(mail)
         if understood.disposition is not Disposition.REQUEST:
             return IntakeResult(_RECORD_ONLY[understood.disposition], reason=understood.reason)
-        external_id = mail.message_id or f"<{mail.mail_key[:40]}@inbound.aina-dsr.invalid>"
+        assert mail.sender is not None  # _understand quarantines a letter without one
+        external_id = self._external_id(mail)
         # A crash after the service committed but before our row: the letter is there already.
-        done = await self._service.reference_for_message(external_id)
+        done = (await self._service.references_for_messages([external_id])).get(external_id)
         if done is not None:
-            return IntakeResult(Outcome.OPENED, done, "recovered after a restart")
+            reference, request_id = done
+            return IntakeResult(
+                Outcome.OPENED, reference, "recovered after a restart", request_id=request_id
+            )
         evidence, refused = self._evidence(mail.files)
         actor = Actor.person_email(mail.sender)
         for reference in await self._thread_candidates(mail, understood):
@@ -181,20 +445,15 @@ class MailIntake:
             evidence=evidence,
             send_code_to_email=True,
         )
-        result = IntakeResult(Outcome.OPENED, view.reference, understood.reason, kind.value)
+        result = IntakeResult(
+            Outcome.OPENED, view.reference, understood.reason, kind.value, request_id=view.id
+        )
         return self._with_refused(result, refused, understood)
 
     def _with_refused(
         self, result: IntakeResult, refused: tuple[str, ...], understood: Understanding
     ) -> IntakeResult:
-        return IntakeResult(
-            result.outcome,
-            result.reference,
-            result.reason,
-            result.kind,
-            understood.language,
-            refused,
-        )
+        return replace(result, language=understood.language, refused_files=refused)
 
     async def _thread_candidates(self, mail: ParsedMail, understood: Understanding) -> list[str]:
         found: list[str] = []
@@ -242,8 +501,12 @@ class MailIntake:
                         fields=fields,
                     )
                 if verified:
-                    return IntakeResult(Outcome.VERIFIED, reference, "code matched")
-                return IntakeResult(Outcome.CODE_REFUSED, reference, f"code {outcome.value}")
+                    return IntakeResult(
+                        Outcome.VERIFIED, reference, "code matched", request_id=view.id
+                    )
+                return IntakeResult(
+                    Outcome.CODE_REFUSED, reference, f"code {outcome.value}", request_id=view.id
+                )
             await self._service.attach(
                 reference,
                 actor,
@@ -259,7 +522,7 @@ class MailIntake:
             return None
         except IllegalTransition:
             return None
-        return IntakeResult(Outcome.ATTACHED, reference, "reply")
+        return IntakeResult(Outcome.ATTACHED, reference, "reply", request_id=view.id)
 
     @staticmethod
     def _missing_only(view: RequestView, fields: dict[str, Any]) -> dict[str, Any]:
@@ -289,162 +552,123 @@ class MailIntake:
             kept.append(Evidence(item.filename, item.content_type, item.data))
         return kept, tuple(refused)
 
-    # -- one sender's share ----------------------------------------------------------
-
-    async def _over_sender_limit(self, mail: ParsedMail) -> bool:
-        index = self._vault.blind_index("email", mail.sender)
-        if index is None:
-            return False
-        since = self._clock.now() - SENDER_WINDOW
-        async with self._sessions() as session:
-            taken = await session.scalar(
-                select(func.count(InboundMail.id)).where(
-                    InboundMail.sender_index == index,
-                    InboundMail.received_at > since,
-                    InboundMail.outcome != Outcome.RATE_LIMITED.value,
-                )
-            )
-        return int(taken or 0) >= self._max_per_sender
-
-    async def _rate_limited(
-        self, raw: bytes, mail: ParsedMail, folder: str, uidvalidity: int, uid: int
-    ) -> IntakeResult:
-        """Keep the letter for staff, unanswered; tell staff on the first of the hour."""
-        now = self._clock.now()
-        index = self._vault.blind_index("email", mail.sender)
-        reason = f"over {self._max_per_sender} letters an hour from this sender"
-        try:
-            async with self._sessions.begin() as session:
-                earlier = await session.scalar(
-                    select(func.count(InboundMail.id)).where(
-                        InboundMail.sender_index == index,
-                        InboundMail.received_at > now - SENDER_WINDOW,
-                        InboundMail.outcome == Outcome.RATE_LIMITED.value,
-                    )
-                )
-                row = InboundMail(
-                    mail_key=mail.mail_key,
-                    folder=folder[:255],
-                    uidvalidity=uidvalidity,
-                    uid=uid,
-                    outcome=Outcome.RATE_LIMITED.value,
-                    reason=reason,
-                    sender_index=index,
-                    raw_enc=self._vault.encrypt_bytes(raw),
-                    received_at=now,
-                    processed_at=now,
-                )
-                session.add(row)
-                await session.flush()
-                if not earlier:
-                    await enqueue(
-                        session,
-                        self._vault,
-                        now,
-                        key=f"mail/{mail.mail_key}/rate_limited",
-                        channel=Channel.TELEGRAM,
-                        audience=Audience.STAFF_GROUP,
-                        template="staff_mail_rate_limited",
-                        language="en",
-                        params={
-                            "reference": None,
-                            "mail_id": row.id,
-                            "sender": mask_email(mail.sender),
-                            "limit": self._max_per_sender,
-                        },
-                    )
-        except IntegrityError:
-            return IntakeResult(Outcome.DUPLICATE)
-        log.info("mail uid %s from %s: rate limited", uid, mask_email(mail.sender))
-        return IntakeResult(Outcome.RATE_LIMITED, reason=reason)
-
     # -- recording ----------------------------------------------------------------
 
-    async def _record(
-        self, mail: ParsedMail, folder: str, uidvalidity: int, uid: int, result: IntakeResult
-    ) -> None:
+    async def _rate_limited(self, letter: _Letter, folder: str, uidvalidity: int) -> IntakeResult:
+        """Keep the letter for staff, unanswered; tell staff on the first of the hour."""
+        assert letter.mail is not None
         now = self._clock.now()
-        request_id = None
-        if result.reference is not None:
-            request_id = (await self._service.get(result.reference)).id
-        try:
-            async with self._sessions.begin() as session:
-                session.add(
-                    InboundMail(
-                        mail_key=mail.mail_key,
-                        folder=folder[:255],
-                        uidvalidity=uidvalidity,
-                        uid=uid,
-                        outcome=result.outcome.value,
-                        reason=(result.reason or "")[:500] or None,
-                        request_id=request_id,
-                        sender_index=self._vault.blind_index("email", mail.sender),
-                        received_at=now,
-                        processed_at=now,
-                    )
+        async with self._sessions() as session:
+            earlier = await session.scalar(
+                select(func.count(InboundMail.id)).where(
+                    InboundMail.sender_index == self._index(letter.mail),
+                    InboundMail.received_at > now - SENDER_WINDOW,
+                    InboundMail.outcome == Outcome.RATE_LIMITED.value,
                 )
-                if result.refused_files and result.reference is not None and mail.sender:
-                    await enqueue(
-                        session,
-                        self._vault,
-                        now,
-                        key=f"mail/{mail.mail_key}/attachments_refused",
-                        channel=Channel.EMAIL,
-                        audience=Audience.SUBJECT,
-                        template="attachment_refused",
-                        language=result.language or "en",
-                        params={
-                            "reference": result.reference,
-                            "files": ", ".join(result.refused_files)[:500],
-                            "limit_mb": max(1, self._max_attachment // (1024 * 1024)),
-                        },
-                        address=mail.sender,
-                        request_id=request_id,
-                    )
-        except IntegrityError:
-            log.info("mail uid %s was recorded meanwhile", uid)
+            )
+        letter.plan, letter.notify = _Plan.RATE_LIMITED, not earlier
+        letter.result = IntakeResult(Outcome.RATE_LIMITED, reason=self._over_limit)
+        if not await self._record(letter, folder, uidvalidity):
+            return IntakeResult(Outcome.DUPLICATE)
+        self._log(letter)
+        return letter.result
 
     async def _quarantine(
-        self,
-        raw: bytes,
-        mail: ParsedMail | None,
-        folder: str,
-        uidvalidity: int,
-        uid: int,
-        reason: str,
+        self, letter: _Letter, folder: str, uidvalidity: int, reason: str
     ) -> IntakeResult:
-        key = mail.mail_key if mail is not None else mail_key(raw, None)
+        letter.plan = _Plan.QUARANTINE
+        letter.result = IntakeResult(Outcome.QUARANTINED, reason=reason)
+        if not await self._record(letter, folder, uidvalidity):
+            return IntakeResult(Outcome.DUPLICATE)
+        self._log(letter)
+        return letter.result
+
+    async def _record(self, letter: _Letter, folder: str, uidvalidity: int) -> bool:
+        """The letter's row and notices in a transaction of their own; ``False``: known already."""
         now = self._clock.now()
         try:
             async with self._sessions.begin() as session:
-                row = InboundMail(
-                    mail_key=key,
-                    folder=folder[:255],
-                    uidvalidity=uidvalidity,
-                    uid=uid,
-                    outcome=Outcome.QUARANTINED.value,
-                    reason=reason[:500],
-                    sender_index=self._vault.blind_index(
-                        "email", mail.sender if mail is not None else None
-                    ),
-                    raw_enc=self._vault.encrypt_bytes(raw),
-                    received_at=now,
-                    processed_at=now,
+                row = self._row(letter, folder, uidvalidity, now)
+                row_id = await session.scalar(
+                    insert(InboundMail).values(row).returning(InboundMail.id)
                 )
-                session.add(row)
-                await session.flush()
-                await enqueue(
-                    session,
-                    self._vault,
-                    now,
+                assert row_id is not None
+                notices = self._notices(letter, row_id, row["mail_key"])
+                await enqueue_many(session, self._vault, now, notices)
+        except IntegrityError:
+            return False
+        return True
+
+    def _row(self, letter: _Letter, folder: str, uidvalidity: int, now: datetime) -> dict[str, Any]:
+        """The letter's ``inbound_mail`` row."""
+        mail, result = letter.mail, letter.result
+        # What is not acted on is kept raw (encrypted) for staff.
+        kept = result.outcome in (Outcome.QUARANTINED, Outcome.RATE_LIMITED)
+        return {
+            "mail_key": mail.mail_key if mail is not None else mail_key(letter.raw, None),
+            "folder": folder[:255],
+            "uidvalidity": uidvalidity,
+            "uid": letter.uid,
+            "outcome": result.outcome.value,
+            "reason": (result.reason or "")[:500] or None,
+            "request_id": result.request_id,
+            "sender_index": self._index(mail) if mail is not None else None,
+            "raw_enc": self._vault.encrypt_bytes(letter.raw) if kept else None,
+            "received_at": now,
+            "processed_at": now,
+        }
+
+    def _notices(self, letter: _Letter, row_id: int, key: str) -> list[NewMessage]:
+        """What the letter's row makes the desk say: to staff, or about refused files."""
+        result, sender = letter.result, letter.mail.sender if letter.mail else None
+        if result.outcome is Outcome.QUARANTINED:
+            return [
+                NewMessage(
                     key=f"mail/{key}/quarantined",
                     channel=Channel.TELEGRAM,
                     audience=Audience.STAFF_GROUP,
                     template="staff_mail_quarantined",
                     language="en",
-                    params={"reference": None, "mail_id": row.id, "reason": reason[:200]},
+                    params={
+                        "reference": None,
+                        "mail_id": row_id,
+                        "reason": (result.reason or "")[:200],
+                    },
                 )
-        except IntegrityError:
-            return IntakeResult(Outcome.DUPLICATE)
-        log.warning("mail uid %s quarantined: %s", uid, reason)
-        return IntakeResult(Outcome.QUARANTINED, reason=reason)
+            ]
+        if result.outcome is Outcome.RATE_LIMITED:
+            if not letter.notify:
+                return []
+            return [
+                NewMessage(
+                    key=f"mail/{key}/rate_limited",
+                    channel=Channel.TELEGRAM,
+                    audience=Audience.STAFF_GROUP,
+                    template="staff_mail_rate_limited",
+                    language="en",
+                    params={
+                        "reference": None,
+                        "mail_id": row_id,
+                        "sender": mask_email(sender),
+                        "limit": self._max_per_sender,
+                    },
+                )
+            ]
+        if result.refused_files and result.reference is not None and sender:
+            return [
+                NewMessage(
+                    key=f"mail/{key}/attachments_refused",
+                    channel=Channel.EMAIL,
+                    audience=Audience.SUBJECT,
+                    template="attachment_refused",
+                    language=result.language or "en",
+                    params={
+                        "reference": result.reference,
+                        "files": ", ".join(result.refused_files)[:500],
+                        "limit_mb": max(1, self._max_attachment // (1024 * 1024)),
+                    },
+                    address=sender,
+                    request_id=result.request_id,
+                )
+            ]
+        return []

@@ -14,6 +14,11 @@ read first, in one FETCH): one address that floods the mailbox with hundreds
 of letters gets one turn in each round like everyone else, so the others'
 requests are opened in the first batch. The cursor then moves only over the
 UIDs that are all done, so a batch cut short loses nothing.
+
+Letters are fetched, handed to the intake and flagged ``_CHUNK`` at a time:
+one FETCH, one intake batch (one transaction), one cursor move and one STORE
+per chunk. A crash before the cursor moves replays at most that chunk, and
+the intake's dedupe makes the replay harmless.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from typing import Any, Literal, TypeVar
 from imap_tools import MailBox, MailBoxStartTls, MailBoxUnencrypted
 from imap_tools.errors import MailboxLoginError
 from imap_tools.imap_utf7 import utf7_encode
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mail.intake import IntakeResult, MailIntake
@@ -51,6 +56,8 @@ T = TypeVar("T")
 
 PROCESSED_KEYWORD = "$AinaDeskProcessed"
 _MAX_BATCH = 500
+# Letters fetched, stored and flagged together (see the module docstring).
+_CHUNK = 50
 
 
 @dataclass(frozen=True)
@@ -147,29 +154,42 @@ class ImapConnection:
             found[int(match.group(1))] = _sender_key(item[1])
         return found
 
-    def fetch(self, uid: int) -> bytes | None:
-        typ, data = self._box.client.uid("FETCH", str(uid), "(BODY.PEEK[])")
+    def fetch_many(self, uids: Sequence[int]) -> dict[int, bytes]:
+        """The raw letters of ``uids`` in one FETCH; a UID gone meanwhile is left out."""
+        if not uids:
+            return {}
+        typ, data = self._box.client.uid("FETCH", _uid_set(uids), "(UID BODY.PEEK[])")
         if typ != "OK":
-            raise imaplib.IMAP4.error(f"FETCH {uid} failed")
-        for item in data:
-            if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], bytes):
-                return item[1]
-        return None  # gone meanwhile (moved or expunged by someone else)
+            raise imaplib.IMAP4.error(f"FETCH of {len(uids)} letters failed")
+        found: dict[int, bytes] = {}
+        for index, item in enumerate(data):
+            if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], bytes)):
+                continue
+            match = re.search(rb"UID (\d+)", item[0])
+            following = data[index + 1] if index + 1 < len(data) else b""
+            if match is None and isinstance(following, bytes):
+                match = re.search(rb"UID (\d+)", following)  # a server that names it last
+            if match is not None:
+                found[int(match.group(1))] = item[1]
+        return found
 
-    def mark_processed(self, uid: int) -> None:
+    def mark_processed(self, uids: Sequence[int]) -> None:
+        if not uids:
+            return
         client = self._box.client
+        wanted = _uid_set(uids)
         # STORE without imap-tools' flag(), which would EXPUNGE: we never delete anything.
-        typ, _ = client.uid("STORE", str(uid), "+FLAGS", f"({PROCESSED_KEYWORD})")
+        typ, _ = client.uid("STORE", wanted, "+FLAGS", f"({PROCESSED_KEYWORD})")
         if typ != "OK":
-            log.warning("could not flag uid %s as processed", uid)
+            log.warning("could not flag uids %s as processed", wanted)
         target = self._settings.processed_folder
         if target and "MOVE" in self.capabilities:
-            typ, _ = client.uid("MOVE", str(uid), _quoted(target))
+            typ, _ = client.uid("MOVE", wanted, _quoted(target))
             if typ != "OK":
-                log.warning("could not move uid %s to the processed folder", uid)
+                log.warning("could not move uids %s to the processed folder", wanted)
         elif target:
             # Without MOVE, a copy is left behind rather than deleting the original.
-            client.uid("COPY", str(uid), _quoted(target))
+            client.uid("COPY", wanted, _quoted(target))
 
     def _take_announcements(self) -> bool:
         """Whether the server announced new mail (EXISTS, RECENT) since last asked."""
@@ -269,6 +289,9 @@ class MailPoller:
         # UIDs handled beyond the cursor (a batch taken out of order and cut short): not again.
         self._done: set[tuple[int, int]] = set()
         self._passed: tuple[int, int] = (0, 0)  # (UIDVALIDITY, UID) the cursor was moved to
+        # The cursor as last read or written here: a chunk that moves it nowhere writes nothing.
+        self._moved: dict[tuple[str, int], int] = {}
+        self.more_waiting = False  # the last poll took a full batch; there may be more
 
     async def _in_thread(self, function: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -293,23 +316,27 @@ class MailPoller:
         validity = await self._in_thread(self._connection.uidvalidity)
         last_uid = await self._cursor(folder, validity)
         found = await self._in_thread(self._connection.new_uids, last_uid)
+        # A full batch may have left letters behind: run() reads again without waiting.
+        self.more_waiting = len(found) >= _MAX_BATCH
         uids = [uid for uid in found if (validity, uid) not in self._done]
         senders = await self._in_thread(self._connection.senders, uids) if len(uids) > 1 else {}
         order = fair_order(uids, senders)
+        if limit is not None:
+            order = order[:limit]
         results: list[IntakeResult] = []
-        for uid in order[:limit] if limit is not None else order:
-            raw = await self._in_thread(self._connection.fetch, uid)
-            if raw is not None:
-                result = await self._intake.handle(
-                    raw, folder=folder, uidvalidity=validity, uid=uid
-                )
-                results.append(result)
-            self._done.add((validity, uid))
+        for start in range(0, len(order), _CHUNK):
+            chunk = order[start : start + _CHUNK]
+            raws = await self._in_thread(self._connection.fetch_many, chunk)
+            letters = [(uid, raws[uid]) for uid in chunk if uid in raws]
+            handled = await self._intake.handle_batch(letters, folder=folder, uidvalidity=validity)
+            results.extend(handled)
+            self._done.update((validity, uid) for uid in chunk)
+            # Only after the intake committed: a crash before this replays the chunk.
             await self._advance(folder, validity, self._all_done_up_to(validity, found))
-            if raw is not None:
-                await self._in_thread(self._connection.mark_processed, uid)
-                if self.on_mail is not None:
-                    self.on_mail(results[-1])
+            await self._in_thread(self._connection.mark_processed, [uid for uid, _ in letters])
+            if self.on_mail is not None:
+                for result in handled:
+                    self.on_mail(result)
         mark_imap_polled(folder, self._clock.now())
         return results
 
@@ -331,6 +358,7 @@ class MailPoller:
         async with self._sessions.begin() as session:
             cursor = await session.scalar(select(MailCursor).where(MailCursor.folder == folder))
             now = self._clock.now()
+            self._moved[(folder, validity)] = 0 if cursor is None else int(cursor.last_uid)
             if cursor is None:
                 session.add(
                     MailCursor(folder=folder, uidvalidity=validity, last_uid=0, updated_at=now)
@@ -344,15 +372,24 @@ class MailPoller:
                     validity,
                 )
                 cursor.uidvalidity, cursor.last_uid, cursor.updated_at = validity, 0, now
+                self._moved[(folder, validity)] = 0
                 return 0
             return int(cursor.last_uid)
 
     async def _advance(self, folder: str, validity: int, uid: int) -> None:
+        if uid <= self._moved.get((folder, validity), 0):
+            return  # nothing new below the first UID still to do
         async with self._sessions.begin() as session:
-            cursor = await session.scalar(select(MailCursor).where(MailCursor.folder == folder))
-            if cursor is not None and cursor.uidvalidity == validity and cursor.last_uid < uid:
-                cursor.last_uid = uid
-                cursor.updated_at = self._clock.now()
+            await session.execute(
+                update(MailCursor)
+                .where(
+                    MailCursor.folder == folder,
+                    MailCursor.uidvalidity == validity,
+                    MailCursor.last_uid < uid,
+                )
+                .values(last_uid=uid, updated_at=self._clock.now())
+            )
+        self._moved[(folder, validity)] = uid
 
     async def _wait(self, stop: asyncio.Event) -> None:
         """Until new mail may be there: IDLE where offered, else the poll interval."""
@@ -377,7 +414,8 @@ class MailPoller:
                     delay = self._first_backoff
                     if stop.is_set():
                         break
-                    await self._wait(stop)
+                    if not self.more_waiting:
+                        await self._wait(stop)
                 except (TimeoutError, OSError, imaplib.IMAP4.error, MailboxLoginError) as exc:
                     log.warning(
                         "IMAP %s:%s unavailable (%s); reconnecting in %.0f s",

@@ -1,5 +1,8 @@
 """The e-mail channel's way out: outbox messages as real letters through SMTP.
 
+One SMTP connection carries the letters of a busy spell (closed when the
+outbox is idle, replaced when stale), instead of a connection per letter.
+
 aiosmtplib adds no Message-ID, so the letter is built here: a Message-ID
 derived from the outbox idempotency key (a redelivery keeps it, so a
 receiving server or client can drop the copy), Date, In-Reply-To and
@@ -13,6 +16,8 @@ import hashlib
 import html
 import logging
 import ssl
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
 from typing import Literal
@@ -31,7 +36,7 @@ from workflows.outbox import (
     PermanentFailure,
     RetryLater,
 )
-from workflows.service import RequestService
+from workflows.service import MailThread, RequestService
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +54,8 @@ _AUTO_REPLIED = {
 _WRITTEN_BY_STAFF = {"info_requested", "request_rejected", "request_completed"}
 _ACKNOWLEDGEMENTS = {"request_received", "request_received_code"}
 _SYNTHETIC_DOMAIN = ".invalid>"
+# A kept connection older than this is replaced before use (servers close idle ones).
+_KEEP_OPEN = timedelta(seconds=30)
 
 
 class SmtpSender:
@@ -83,23 +90,18 @@ class SmtpSender:
         self._timeout = timeout
         self._ssl_context = ssl_context
         self._domain = from_address.rpartition("@")[2] or "localhost"
+        # One connection carries a run of letters; closed when idle or stale (_KEEP_OPEN).
+        self._connection: aiosmtplib.SMTP | None = None
+        self._used = datetime.min.replace(tzinfo=UTC)
+        # The threads prepare() read for the batch being delivered; each used once.
+        self._threads: dict[str, MailThread] = {}
 
     async def deliver(self, message: OutgoingMessage) -> DeliveryReceipt:
         if message.audience is not Audience.SUBJECT or not message.address:
             raise PermanentFailure("an e-mail needs a person's address")
         letter, text = await self.compose(message)
         try:
-            await aiosmtplib.send(
-                letter,
-                hostname=self._host,
-                port=self._port,
-                username=self._username,
-                password=self._password,
-                use_tls=self._security == "ssl",
-                start_tls=self._security == "starttls",
-                tls_context=self._ssl_context,
-                timeout=self._timeout,
-            )
+            await self._send(letter)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [error.code for error in exc.recipients]
             if codes and all(code >= 500 for code in codes):
@@ -123,6 +125,68 @@ class SmtpSender:
         )
         return DeliveryReceipt(external_id=str(letter["Message-ID"]), body=text)
 
+    async def prepare(self, messages: Sequence[OutgoingMessage]) -> None:
+        """Read the threads of a claimed batch's requests in one query (see compose)."""
+        references = {message.reference for message in messages if message.reference}
+        self._threads = await self._service.mail_threads(references)
+
+    async def _send(self, letter: EmailMessage) -> None:
+        """Over the open connection when there is one; a stale one is replaced once."""
+        reused = self._connection is not None
+        try:
+            await (await self._connected()).send_message(letter)
+        except (aiosmtplib.SMTPServerDisconnected, ConnectionError):
+            self._drop()
+            if not reused:
+                raise
+            # The server closed a connection we kept (an idle timeout): a new one, once.
+            await (await self._connected()).send_message(letter)
+        except BaseException:
+            self._drop()
+            raise
+        self._used = self._clock.now()
+
+    async def _connected(self) -> aiosmtplib.SMTP:
+        client = self._connection
+        if client is not None and (
+            not client.is_connected or self._clock.now() - self._used > _KEEP_OPEN
+        ):
+            await self.close()
+            client = None
+        if client is None:
+            client = aiosmtplib.SMTP(
+                hostname=self._host,
+                port=self._port,
+                username=self._username,
+                password=self._password,
+                use_tls=self._security == "ssl",
+                start_tls=self._security == "starttls",
+                tls_context=self._ssl_context,
+                timeout=self._timeout,
+            )
+            try:
+                await client.connect()
+            except BaseException:
+                client.close()
+                raise
+            self._connection = client
+        return client
+
+    def _drop(self) -> None:
+        client, self._connection = self._connection, None
+        if client is not None:
+            client.close()
+
+    async def close(self) -> None:
+        """Say goodbye on the kept connection (the channel calls this when the outbox is idle)."""
+        client, self._connection = self._connection, None
+        if client is None:
+            return
+        try:
+            await client.quit()
+        except (aiosmtplib.SMTPException, OSError, TimeoutError):
+            client.close()
+
     def message_id(self, message: OutgoingMessage) -> str:
         """The same Message-ID for every delivery of one outbox message."""
         digest = hashlib.sha256(message.idempotency_key.encode("utf-8")).hexdigest()[:32]
@@ -132,9 +196,19 @@ class SmtpSender:
         """The letter for ``message`` and its plain text."""
         language = pick_language(message.language)
         rendered = render_notification(message.template, language, message.params)
+        thread: MailThread | None = None
+        if message.reference:
+            # Taken once: a second letter of the batch about the same request reads the
+            # thread again, with the first one's Message-ID in it.
+            thread = self._threads.pop(message.reference, None)
+            if thread is None:
+                try:
+                    thread = await self._service.mail_thread(message.reference)
+                except RequestNotFound:
+                    thread = None
         paragraphs = [rendered.text]
-        if message.template in _ACKNOWLEDGEMENTS and message.reference:
-            paragraphs.extend(await self._acknowledgement(message.reference, language))
+        if message.template in _ACKNOWLEDGEMENTS and message.reference and thread is not None:
+            paragraphs.extend(self._acknowledgement(thread, message.reference, language))
         paragraphs.append(catalogue().text(language, "mail.signature"))
         text = "\n\n".join(p.strip() for p in paragraphs if p.strip())
         subject = rendered.subject
@@ -152,8 +226,8 @@ class SmtpSender:
             kind = "auto-replied" if message.template in _AUTO_REPLIED else "auto-generated"
             letter["Auto-Submitted"] = kind
             letter["X-Auto-Response-Suppress"] = "All"
-        if message.reference:
-            await self._thread(letter, message.reference)
+        if thread is not None:
+            self._thread(letter, thread)
         letter.set_content(text)
         letter.add_alternative(_as_html(text, language), subtype="html")
         ids = message.params.get("documents")
@@ -168,35 +242,29 @@ class SmtpSender:
                 )
         return letter, text
 
-    async def _acknowledgement(self, reference: str, language: str) -> list[str]:
+    def _acknowledgement(self, thread: MailThread, reference: str, language: str) -> list[str]:
         """Due date, what is missing and how to follow up (the issue's item 7)."""
-        try:
-            view = await self._service.get(reference)
-        except RequestNotFound:
-            return []
         texts = catalogue()
         lines: list[str] = []
-        if view.due_at is not None:
-            due = format_date(language, self._service.calendar.local_date(view.due_at))
+        if thread.due_at is not None:
+            due = format_date(language, self._service.calendar.local_date(thread.due_at))
             lines.append(texts.text(language, "mail.ack.due", due=due))
         else:
             lines.append(texts.text(language, "mail.ack.no_due"))
-        if view.missing_fields:
+        if thread.missing_fields:
             names = [
                 texts.text(language, "mail.or").join(
                     texts.text(language, f"field.{name}") for name in group.split("|")
                 )
-                for group in view.missing_fields
+                for group in thread.missing_fields
             ]
             lines.append(texts.text(language, "mail.ack.missing", fields="; ".join(names)))
         lines.append(texts.text(language, "mail.ack.follow_up", reference=reference))
         return ["\n".join(lines)]
 
-    async def _thread(self, letter: EmailMessage, reference: str) -> None:
-        try:
-            known = await self._service.message_ids(reference, Channel.EMAIL)
-        except RequestNotFound:
-            return
+    @staticmethod
+    def _thread(letter: EmailMessage, thread: MailThread) -> None:
+        known = thread.message_ids
         ids = [mid for _, mid in known if not mid.endswith(_SYNTHETIC_DOMAIN)]
         theirs = [mid for direction, mid in known if direction == "in" and mid in ids]
         if theirs:

@@ -206,3 +206,61 @@ async def test_the_poller_waits_in_idle_reconnects_after_an_outage_and_stops_pro
     stop.set()
     await asyncio.wait_for(task, timeout=5)
     assert len(await service.list_requests()) == 2
+
+
+async def test_a_crash_between_storing_and_moving_the_cursor_replays_without_doubles(
+    dovecot: Dovecot,  # noqa: F811
+    make_poller: object,
+    service: RequestService,
+    sessions: async_sessionmaker[AsyncSession],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for number in range(1, 5):
+        dovecot.append(make_letter(number))
+    before: MailPoller = make_poller(dovecot)  # type: ignore[operator]
+
+    async def dies(*_: object) -> None:
+        raise ConnectionResetError("the process died here")
+
+    # The batch is stored and committed; the process dies before the cursor moves.
+    monkeypatch.setattr(before, "_advance", dies)
+    with pytest.raises(ConnectionResetError):
+        await before.poll_once()
+    assert len(await service.list_requests()) == 4
+    assert not any(PROCESSED_KEYWORD in f for f in dovecot.flags().values())
+    await before.close()
+
+    after: MailPoller = make_poller(dovecot)  # type: ignore[operator]
+    results = await after.poll_once()
+
+    assert [r.outcome for r in results] == [Outcome.DUPLICATE] * 4
+    assert len(await service.list_requests()) == 4
+    assert all(PROCESSED_KEYWORD in f for f in dovecot.flags().values())
+    async with sessions() as session:
+        cursor = (await session.scalars(select(MailCursor))).one()
+    assert cursor.last_uid == 4
+
+
+async def test_a_mailbox_fuller_than_one_batch_is_read_without_waiting_in_between(
+    dovecot: Dovecot,  # noqa: F811
+    make_poller: object,
+    service: RequestService,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Regression: after a full batch the poller went into IDLE, and letters already in the
+    # mailbox waited out the IDLE time (10 s a batch in the benchmark), as nothing new arrived.
+    monkeypatch.setattr("mail.poller._MAX_BATCH", 3)
+    for number in range(1, 8):
+        dovecot.append(make_letter(number))
+    poller: MailPoller = make_poller(dovecot, idle_seconds=600.0)  # type: ignore[operator]
+    stop = asyncio.Event()
+    waited_with: list[int] = []
+
+    async def wait(_stop: asyncio.Event) -> None:
+        waited_with.append(len(await service.list_requests()))
+        stop.set()
+
+    monkeypatch.setattr(poller, "_wait", wait)
+    await asyncio.wait_for(poller.run(stop), timeout=20)
+
+    assert waited_with == [7]

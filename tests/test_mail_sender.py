@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -12,6 +14,7 @@ from workflows.outbox import Channel, OutboxDispatcher, OutboxStatus
 from workflows.service import RequestService
 from workflows.tables import OutboxItem
 from workflows.vault import Vault
+from workflows.views import Actor
 
 PERSON = "aigerim@example.kz"
 
@@ -178,3 +181,60 @@ async def test_a_redelivery_keeps_its_message_id(
     ids = {str(r.message["Message-ID"]) for r in smtp_server.letters}
     assert ids == {first.external_id}
     assert "Жауап беру мерзімі" in (first.body or "")  # Kazakh acknowledgement
+
+
+async def test_a_run_of_letters_shares_one_connection_and_a_dropped_one_is_replaced(
+    service: RequestService,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+    smtp_server: SmtpServer,  # noqa: F811
+) -> None:
+    peers: list[object] = []
+    recording = smtp_server.handler.handle_DATA
+
+    async def handle_data(server: Any, session: Any, envelope: Any) -> str:
+        peers.append(session.peer)
+        return await recording(server, session, envelope)
+
+    smtp_server.handler.handle_DATA = handle_data  # type: ignore[method-assign]
+    for language in ("ru", "kk", "en"):
+        await open_by_mail(service, language)
+    sender = sender_for(smtp_server, service, clock)
+    dispatcher = OutboxDispatcher(sessions, vault, clock, {Channel.EMAIL: sender})
+
+    assert await dispatcher.run_once() == 3
+    assert len(peers) == 3 and len(set(peers)) == 1
+
+    # The server goes away under the kept connection and comes back.
+    smtp_server.stop()
+    smtp_server.start()
+    await open_by_mail(service)
+    assert await dispatcher.run_once() == 1
+    await sender.close()
+
+    assert len(smtp_server.letters) == 4 and len(set(peers)) == 2
+    async with sessions() as session:
+        statuses = list(await session.scalars(select(OutboxItem.status)))
+    assert statuses == [OutboxStatus.SENT.value] * 4
+
+
+async def test_two_letters_of_one_request_in_a_batch_thread_onto_each_other(
+    service: RequestService,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+    smtp_server: SmtpServer,  # noqa: F811
+) -> None:
+    reference = await open_by_mail(service)
+    await service.send_email_code(reference, Actor.person_email(PERSON), PERSON)
+    dispatcher = OutboxDispatcher(
+        sessions, vault, clock, {Channel.EMAIL: sender_for(smtp_server, service, clock)}
+    )
+
+    assert await dispatcher.run_once() == 2
+
+    first, second = (received.message for received in smtp_server.letters)
+    assert second["In-Reply-To"] == "<first-letter@example.kz>"
+    assert str(first["Message-ID"]) in str(second["References"])
+    assert "Срок нашего ответа" in first.get_body(("plain",)).get_content()  # type: ignore[union-attr]

@@ -76,12 +76,12 @@ class ArrivingIntake(MailIntake):
         super().__init__(*args)
         self._arrive: Callable[[], None] | None = arrive
 
-    async def handle(self, raw: bytes, **where: Any) -> IntakeResult:
-        result = await super().handle(raw, **where)
+    async def handle_batch(self, letters: Any, **where: Any) -> list[IntakeResult]:
+        results = await super().handle_batch(letters, **where)
         if self._arrive is not None:
             arrive, self._arrive = self._arrive, None
             await asyncio.to_thread(arrive)
-        return result
+        return results
 
 
 async def test_a_letter_arriving_while_another_is_handled_does_not_wait_out_idle(

@@ -12,11 +12,11 @@ same key is never enqueued twice.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -62,6 +62,7 @@ class OutgoingMessage:
     language: str
     params: Mapping[str, Any]
     attempt: int
+    request_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,13 @@ class OutboundPort(Protocol):
     async def deliver(self, message: OutgoingMessage) -> DeliveryReceipt: ...
 
 
+@runtime_checkable
+class PreparingPort(Protocol):
+    """A port that reads what a claimed batch needs in one go, before its deliveries."""
+
+    async def prepare(self, messages: Sequence[OutgoingMessage]) -> None: ...
+
+
 def _insert(session: AsyncSession) -> Any:
     dialect = session.get_bind().dialect.name
     return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(OutboxItem)
@@ -116,25 +124,49 @@ async def enqueue(
     request_id: int | None = None,
 ) -> None:
     """Add a message to the outbox in the caller's transaction; a known key is ignored."""
-    statement = (
-        _insert(session)
-        .values(
-            idempotency_key=key,
-            request_id=request_id,
-            channel=channel.value,
-            audience=audience.value,
-            address_enc=vault.encrypt(address),
-            template=template,
-            language=language,
-            params_enc=vault.encrypt_json(dict(params)),
-            status=OutboxStatus.PENDING.value,
-            attempts=0,
-            next_attempt_at=now,
-            created_at=now,
-        )
-        .on_conflict_do_nothing(index_elements=["idempotency_key"])
-    )
-    await session.execute(statement)
+    message = NewMessage(key, channel, audience, template, language, params, address, request_id)
+    await enqueue_many(session, vault, now, [message])
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """One message for :func:`enqueue_many` (the arguments of :func:`enqueue`)."""
+
+    key: str
+    channel: Channel
+    audience: Audience
+    template: str
+    language: str
+    params: Mapping[str, Any]
+    address: str | None = None
+    request_id: int | None = None
+
+
+async def enqueue_many(
+    session: AsyncSession, vault: Vault, now: datetime, messages: Sequence[NewMessage]
+) -> None:
+    """:func:`enqueue` for several messages in one statement; a known key is ignored."""
+    if not messages:
+        return
+    rows = [
+        {
+            "idempotency_key": message.key,
+            "request_id": message.request_id,
+            "channel": message.channel.value,
+            "audience": message.audience.value,
+            "address_enc": vault.encrypt(message.address),
+            "template": message.template,
+            "language": message.language,
+            "params_enc": vault.encrypt_json(dict(message.params)),
+            "status": OutboxStatus.PENDING.value,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        }
+        for message in messages
+    ]
+    statement = _insert(session).on_conflict_do_nothing(index_elements=["idempotency_key"])
+    await session.execute(statement, rows)
 
 
 def subject_route(
@@ -227,54 +259,73 @@ class OutboxDispatcher:
             # A dispatcher that died mid-delivery left its lease behind.
             and_(OutboxItem.status == OutboxStatus.SENDING.value, OutboxItem.lease_until <= now),
         )
-        claimed: list[int] = []
         async with self._sessions.begin() as session:
-            rows = await session.execute(
-                select(OutboxItem.id, OutboxItem.status)
+            rows = await session.scalars(
+                select(OutboxItem.id)
                 .where(due, OutboxItem.channel.in_(channels))
                 .order_by(OutboxItem.next_attempt_at, OutboxItem.id)
                 .limit(self._batch)
             )
-            for item_id, status in rows.all():
-                result = await session.execute(
-                    update(OutboxItem)
-                    .where(OutboxItem.id == item_id, OutboxItem.status == status, due)
-                    .values(
-                        status=OutboxStatus.SENDING.value,
-                        lease_until=now + self._lease,
-                        attempts=OutboxItem.attempts + 1,
-                    )
+            wanted = list(rows)
+            if not wanted:
+                return []
+            # One UPDATE for the batch; ``due`` again, so a row another dispatcher took
+            # meanwhile (PostgreSQL re-reads a row it waited for) is not taken twice.
+            taken = await session.scalars(
+                update(OutboxItem)
+                .where(OutboxItem.id.in_(wanted), due)
+                .values(
+                    status=OutboxStatus.SENDING.value,
+                    lease_until=now + self._lease,
+                    attempts=OutboxItem.attempts + 1,
                 )
-                if getattr(result, "rowcount", 0) == 1:
-                    claimed.append(item_id)
-        return claimed
+                .returning(OutboxItem.id)
+                .execution_options(synchronize_session=False)
+            )
+            claimed = set(taken)
+        return [item_id for item_id in wanted if item_id in claimed]
 
     async def _load(self, item_id: int) -> OutgoingMessage:
+        (message,) = await self._load_many([item_id])
+        return message
+
+    async def _load_many(self, ids: list[int]) -> list[OutgoingMessage]:
+        """The claimed rows as messages, in the order given, in one query."""
+        if not ids:
+            return []
         async with self._sessions() as session:
-            item = await session.get_one(OutboxItem, item_id)
-            reference = None
-            if item.request_id is not None:
-                reference = await session.scalar(
-                    select(Request.reference).where(Request.id == item.request_id)
-                )
-            return OutgoingMessage(
-                id=item.id,
-                idempotency_key=item.idempotency_key,
-                reference=reference,
-                channel=Channel(item.channel),
-                audience=Audience(item.audience),
-                address=self._vault.decrypt(item.address_enc),
-                template=item.template,
-                language=item.language,
-                params=self._vault.decrypt_json(item.params_enc) or {},
-                attempt=item.attempts,
+            rows = await session.execute(
+                select(OutboxItem, Request.reference)
+                .outerjoin(Request, Request.id == OutboxItem.request_id)
+                .where(OutboxItem.id.in_(ids))
             )
+            found = {
+                item.id: OutgoingMessage(
+                    id=item.id,
+                    idempotency_key=item.idempotency_key,
+                    reference=reference,
+                    channel=Channel(item.channel),
+                    audience=Audience(item.audience),
+                    address=self._vault.decrypt(item.address_enc),
+                    template=item.template,
+                    language=item.language,
+                    params=self._vault.decrypt_json(item.params_enc) or {},
+                    attempt=item.attempts,
+                    request_id=item.request_id,
+                )
+                for item, reference in rows.all()
+            }
+        return [found[item_id] for item_id in ids if item_id in found]
 
     async def run_once(self) -> int:
         """Deliver what is due now; returns how many rows were handled."""
         claimed = await self._claim()
-        for item_id in claimed:
-            message = await self._load(item_id)
+        messages = await self._load_many(claimed)
+        for route, port in self._ports.items():
+            # A port may read what the whole batch needs at once (PreparingPort).
+            if isinstance(port, PreparingPort):
+                await port.prepare([m for m in messages if m.channel is route])
+        for message in messages:
             port = self._ports[message.channel]
             channel = message.channel.value
             try:
@@ -300,23 +351,30 @@ class OutboxDispatcher:
         return len(claimed)
 
     async def _sent(self, message: OutgoingMessage, receipt: DeliveryReceipt) -> None:
+        # Recorded at once, message by message: a crash resends at most the one in flight.
         now = self._clock.now()
         async with self._sessions.begin() as session:
-            item = await session.get_one(OutboxItem, message.id)
-            item.status = OutboxStatus.SENT.value
-            item.sent_at = now
-            item.lease_until = None
-            item.last_error = None
-            item.external_id = receipt.external_id
-            if item.request_id is not None:
+            await session.execute(
+                update(OutboxItem)
+                .where(OutboxItem.id == message.id)
+                .values(
+                    status=OutboxStatus.SENT.value,
+                    sent_at=now,
+                    lease_until=None,
+                    last_error=None,
+                    external_id=receipt.external_id,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            if message.request_id is not None:
                 session.add(
                     Message(
-                        request_id=item.request_id,
+                        request_id=message.request_id,
                         direction="out",
-                        channel=item.channel,
+                        channel=message.channel.value,
                         body_enc=self._vault.encrypt(receipt.body),
                         external_id=receipt.external_id,
-                        outbox_id=item.id,
+                        outbox_id=message.id,
                         created_at=now,
                     )
                 )

@@ -40,6 +40,29 @@ async def next_reference(session: AsyncSession, year: int) -> str:
     return f"DSR-{year}-{number:06d}"
 
 
+async def next_references(session: AsyncSession, year: int, count: int) -> list[str]:
+    """``count`` consecutive numbers of ``year`` in the caller's transaction, in one
+    statement once the year has its counter (see :func:`next_reference`)."""
+    if count <= 0:
+        return []
+    bump = (
+        update(ReferenceCounter)
+        .where(ReferenceCounter.year == year)
+        .values(last=ReferenceCounter.last + count)
+        .returning(ReferenceCounter.last)
+    )
+    last = await session.scalar(bump)
+    if last is None:
+        await session.execute(
+            _insert(session)
+            .values(year=year, last=0)
+            .on_conflict_do_nothing(index_elements=["year"])
+        )
+        last = await session.scalar(bump)
+    assert last is not None
+    return [f"DSR-{year}-{number:06d}" for number in range(last - count + 1, last + 1)]
+
+
 def find_reference(text: str) -> str | None:
     """The first reference written in ``text`` (a subject line, a message), upper-cased."""
     match = REFERENCE_PATTERN.search(text)
