@@ -16,6 +16,7 @@ from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mail.channel import POLLER_LOCK, MailChannel
+from mail.poller import _CHUNK
 from tests.conftest import postgres_url
 from tests.desk_process import (
     DeskProcess,
@@ -36,7 +37,9 @@ from workflows.tables import OutboxItem
 
 __all__ = ["dovecot", "smtp_server"]
 
-BATCH = 30
+# The poller stores letters a chunk at a time (one transaction each): with more than
+# two chunks in the mailbox, a kill can land after some chunks and before the rest.
+BATCH = 2 * _CHUNK + 20
 # What OutboxDispatcher claims a row for: a row the killed process had claimed
 # is sent again once this lease runs out.
 OUTBOX_LEASE = timedelta(minutes=2)
