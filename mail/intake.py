@@ -622,38 +622,13 @@ class MailIntake:
         """What the letter's row makes the desk say: to staff, or about refused files."""
         result, sender = letter.result, letter.mail.sender if letter.mail else None
         if result.outcome is Outcome.QUARANTINED:
-            return [
-                NewMessage(
-                    key=f"mail/{key}/quarantined",
-                    channel=Channel.TELEGRAM,
-                    audience=Audience.STAFF_GROUP,
-                    template="staff_mail_quarantined",
-                    language="en",
-                    params={
-                        "reference": None,
-                        "mail_id": row_id,
-                        "reason": (result.reason or "")[:200],
-                    },
-                )
-            ]
+            reason = (result.reason or "")[:200]
+            return [_to_staff(key, "quarantined", {"mail_id": row_id, "reason": reason})]
         if result.outcome is Outcome.RATE_LIMITED:
             if not letter.notify:
                 return []
-            return [
-                NewMessage(
-                    key=f"mail/{key}/rate_limited",
-                    channel=Channel.TELEGRAM,
-                    audience=Audience.STAFF_GROUP,
-                    template="staff_mail_rate_limited",
-                    language="en",
-                    params={
-                        "reference": None,
-                        "mail_id": row_id,
-                        "sender": mask_email(sender),
-                        "limit": self._max_per_sender,
-                    },
-                )
-            ]
+            params = {"mail_id": row_id, "sender": mask_email(sender)}
+            return [_to_staff(key, "rate_limited", {**params, "limit": self._max_per_sender})]
         if result.refused_files and result.reference is not None and sender:
             return [
                 NewMessage(
@@ -672,3 +647,15 @@ class MailIntake:
                 )
             ]
         return []
+
+
+def _to_staff(key: str, what: str, params: dict[str, object]) -> NewMessage:
+    """A notice to the staff group about a letter that opened no request."""
+    return NewMessage(
+        key=f"mail/{key}/{what}",
+        channel=Channel.TELEGRAM,
+        audience=Audience.STAFF_GROUP,
+        template=f"staff_mail_{what}",
+        language="en",
+        params={"reference": None, **params},
+    )

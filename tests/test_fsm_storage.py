@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -366,6 +367,23 @@ async def test_redis_events_isolation_locks_one_person(
         await isolation.close()
 
 
+@contextlib.contextmanager
+def dialog_statements(engine: AsyncEngine, *verbs: str) -> Iterator[list[str]]:
+    """The statements on ``conversation_state`` starting with one of ``verbs``, while open."""
+    seen: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        verb = statement.lstrip().split(" ", 1)[0].upper()
+        if verb in verbs and "conversation_state" in statement:
+            seen.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", count)
+    try:
+        yield seen
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", count)
+
+
 async def test_one_update_reads_its_dialog_row_once(
     engine: AsyncEngine,
     sessions: async_sessionmaker[AsyncSession],
@@ -376,13 +394,6 @@ async def test_one_update_reads_its_dialog_row_once(
     key = StorageKey(bot_id=1, chat_id=5, user_id=5)
     await storage.set_state(key, "Form:name")
     await storage.set_data(key, {"a": 1})
-    reads: list[str] = []
-
-    def count(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT") and "conversation_state" in statement:
-            reads.append(statement)
-
-    event.listen(engine.sync_engine, "before_cursor_execute", count)
 
     async def handler(update: Any, data: dict[str, Any]) -> None:
         assert await storage.get_state(key) == "Form:name"
@@ -391,29 +402,14 @@ async def test_one_update_reads_its_dialog_row_once(
         merged["c"] = 3  # a caller's copy, not the cache
         assert await storage.get_data(key) == {"a": 1, "b": 2}
 
-    try:
+    with dialog_statements(engine, "SELECT") as reads:
         await UpdateCacheMiddleware()(handler, cast(Any, None), {})
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", count)
     assert len(reads) == 1
     # Outside an update nothing is cached, and the database holds the merge.
     assert await DatabaseStorage(sessions, vault, clock).get_data(key) == {"a": 1, "b": 2}
 
 
 # Within an update: one write, before the reply; many updates share a transaction.
-
-
-def _writes_to_dialogs(engine: AsyncEngine) -> tuple[list[str], Any]:
-    """Records each statement that changes ``conversation_state``; returns it and the hook."""
-    writes: list[str] = []
-
-    def count(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
-        verb = statement.lstrip().split(" ", 1)[0].upper()
-        if verb in ("INSERT", "UPDATE", "DELETE") and "conversation_state" in statement:
-            writes.append(statement)
-
-    event.listen(engine.sync_engine, "before_cursor_execute", count)
-    return writes, count
 
 
 async def test_one_update_writes_its_dialog_once(
@@ -424,7 +420,6 @@ async def test_one_update_writes_its_dialog_once(
 ) -> None:
     storage = DatabaseStorage(sessions, vault, clock)
     key = StorageKey(bot_id=1, chat_id=6, user_id=6)
-    writes, hook = _writes_to_dialogs(engine)
 
     async def handler(update: Any, data: dict[str, Any]) -> None:
         await storage.set_state(key, Form.name)
@@ -432,10 +427,8 @@ async def test_one_update_writes_its_dialog_once(
         await storage.update_data(key, {"email": EMAIL})
         await storage.set_state(key, Form.email)
 
-    try:
+    with dialog_statements(engine, "INSERT", "UPDATE", "DELETE") as writes:
         await UpdateCacheMiddleware()(handler, cast(Any, None), {})
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", hook)
     assert len(writes) == 1
     fresh = DatabaseStorage(sessions, vault, clock)
     assert await fresh.get_state(key) == Form.email.state
@@ -537,11 +530,6 @@ async def test_a_polling_desk_remembers_dialogs_between_updates(
         make_fsm_storage(None, sessions, vault, clock, sole_handler=True), DatabaseStorage
     )
     keys = [StorageKey(bot_id=1, chat_id=person, user_id=person) for person in (8, 9, 10)]
-    reads: list[str] = []
-
-    def count(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT") and "conversation_state" in statement:
-            reads.append(statement)
 
     async def write(key: StorageKey, name: str) -> None:
         async def handler(update: Any, data: dict[str, Any]) -> None:
@@ -550,8 +538,7 @@ async def test_a_polling_desk_remembers_dialogs_between_updates(
         await UpdateCacheMiddleware()(handler, cast(Any, None), {})
 
     await write(keys[0], FULL_NAME)
-    event.listen(engine.sync_engine, "before_cursor_execute", count)
-    try:
+    with dialog_statements(engine, "SELECT") as reads:
         assert await storage.get_data(keys[0]) == {"full_name": FULL_NAME}
         assert reads == []  # remembered from its own write
         # Changed from outside (another tool): seen once the memory's time is up.
@@ -569,8 +556,6 @@ async def test_a_polling_desk_remembers_dialogs_between_updates(
         assert reads == []
         assert await storage.get_data(keys[0]) == {"full_name": "Dana"}
         assert len(reads) == 1
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", count)
 
 
 async def test_a_webhook_replica_does_not_remember_dialogs(
@@ -598,16 +583,7 @@ async def test_a_new_persons_dialog_and_choices_are_read_in_one_query(
     dialog = StorageKey(bot_id=1, chat_id=12, user_id=12)
     prefs = StorageKey(bot_id=1, chat_id=12, user_id=12, destiny="prefs")
     await DatabaseStorage(sessions, vault, clock).set_data(prefs, {"language": "kk"})
-    reads: list[str] = []
-
-    def count(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT") and "conversation_state" in statement:
-            reads.append(statement)
-
-    event.listen(engine.sync_engine, "before_cursor_execute", count)
-    try:
+    with dialog_statements(engine, "SELECT") as reads:
         assert await storage.get_state(dialog) is None
         assert await storage.get_data(prefs) == {"language": "kk"}
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", count)
     assert len(reads) == 1
