@@ -101,9 +101,16 @@ def setup(config: BotConfig) -> Router:
         message: Message, state: FSMContext, texts: Texts, service: RequestService
     ) -> None:
         assert message.from_user is not None
+        limit = service.limits.max_open_requests
+        at_limit = await service.open_count(telegram_user_id=message.from_user.id) >= limit
         await state.clear()
+        if not at_limit:
+            # Checked here for this dialog: the kind's button need not count again.
+            await state.set_state(Dialog.kind)
+            await state.set_data({"open_checked": True})
         await message.answer(texts("start.greeting"), reply_markup=ReplyKeyboardRemove())
-        if await _at_open_limit(message, texts, service, message.from_user.id):
+        if at_limit:
+            await message.answer(texts("limits.too_many_open", limit=limit))
             return
         await _offer_kinds(message, state, texts)
 
@@ -253,9 +260,12 @@ def setup(config: BotConfig) -> Router:
             await query.answer(texts("limits.button_unknown"))
             return
         await query.answer()
+        checked = (await state.get_data()).get("open_checked", False)
         if isinstance(query.message, Message):
             await query.message.edit_reply_markup(reply_markup=None)
-            if await _at_open_limit(query.message, texts, service, query.from_user.id):
+            if not checked and await _at_open_limit(
+                query.message, texts, service, query.from_user.id
+            ):
                 await state.clear()
                 return
         await state.set_state(Dialog.field)

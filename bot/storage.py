@@ -339,8 +339,9 @@ class DatabaseStorage(BaseStorage):
         if update is None:
             return False
         row = await self._load(key)
-        row.update(values)
-        update.owed[self._key(key)] = self
+        if any(row[name] != value for name, value in values.items()):
+            row.update(values)
+            update.owed[self._key(key)] = self  # (a write of what is there already is skipped)
         return True
 
     async def commit_rows(self, rows: dict[str, _Row]) -> None:

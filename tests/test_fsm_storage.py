@@ -587,3 +587,24 @@ async def test_a_new_persons_dialog_and_choices_are_read_in_one_query(
         assert await storage.get_state(dialog) is None
         assert await storage.get_data(prefs) == {"language": "kk"}
     assert len(reads) == 1
+
+
+async def test_setting_what_is_there_already_writes_nothing(
+    engine: AsyncEngine,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+) -> None:
+    storage = DatabaseStorage(sessions, vault, clock)
+    key = StorageKey(bot_id=1, chat_id=13, user_id=13)
+    await storage.set_state(key, Form.name)
+    await storage.set_data(key, {"full_name": FULL_NAME})
+
+    async def handler(update: Any, data: dict[str, Any]) -> None:
+        await storage.set_state(key, Form.name)
+        await storage.update_data(key, {"full_name": FULL_NAME})
+
+    with dialog_statements(engine, "INSERT", "UPDATE", "DELETE") as writes:
+        await UpdateCacheMiddleware()(handler, cast(Any, None), {})
+    assert writes == []
+    assert await DatabaseStorage(sessions, vault, clock).get_data(key) == {"full_name": FULL_NAME}
