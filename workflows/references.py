@@ -22,22 +22,14 @@ def _insert(session: AsyncSession) -> Any:
 async def next_reference(session: AsyncSession, year: int) -> str:
     """Take the next number of ``year`` in the caller's transaction.
 
-    The counter row is bumped with one ``UPDATE … RETURNING``: the database's
+    The counter row is bumped with one ``UPDATE … RETURNING`` (the year's
+    first number also inserts the row): the database's
     row lock (PostgreSQL) or write lock (SQLite) serialises concurrent callers,
     so two requests never share a number and a rolled-back one frees nothing
     that another has already taken.
     """
-    await session.execute(
-        _insert(session).values(year=year, last=0).on_conflict_do_nothing(index_elements=["year"])
-    )
-    number = await session.scalar(
-        update(ReferenceCounter)
-        .where(ReferenceCounter.year == year)
-        .values(last=ReferenceCounter.last + 1)
-        .returning(ReferenceCounter.last)
-    )
-    assert number is not None
-    return f"DSR-{year}-{number:06d}"
+    (reference,) = await next_references(session, year, 1)
+    return reference
 
 
 async def next_references(session: AsyncSession, year: int, count: int) -> list[str]:
