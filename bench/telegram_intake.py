@@ -19,7 +19,9 @@ being offered to the reply it asks for being recorded by the stand-in.
 
 Two loads: *closed* (every person sends their next update as soon as the
 reply arrives: the most the bot can take, updates per second) and *fixed*
-(updates offered at ``--rate``, 200 a second by default: the p99 at that load).
+(updates offered at ``--rate``, 200 a second by default: the p99 at that load;
+people arrive one after another, a person every 4/rate seconds, so the steps of
+their dialogs mix, and the load starts once the bot is quiet after the first).
 """
 
 from __future__ import annotations
@@ -249,8 +251,15 @@ def _echo_steps(api: BotAPI) -> list[Step]:
 
 
 async def _person(
-    api: Stand, who: Person, steps: list[Step], load: Load, gate: Callable[[], Any] | None
+    api: Stand,
+    who: Person,
+    steps: list[Step],
+    load: Load,
+    gate: Callable[[], Any] | None,
+    arrives: float = 0.0,
 ) -> None:
+    if arrives > 0:
+        await asyncio.sleep(arrives)  # people come one after another, not all at once
     previous: Call | None = None
     for make, expected in steps:
         if gate is not None:
@@ -315,6 +324,10 @@ async def _load(api: Stand, kind: str, people: int, offset: int, rate: float | N
                 steps[languages[n % 3]],
                 load,
                 pacer.gate if pacer else None,
+                # At a fixed rate, a person arrives every 4/rate seconds (4 updates each),
+                # so the steps of a dialog mix as they do in a day's traffic, instead of
+                # every person filing in the same few seconds.
+                arrives=n * len(steps[languages[n % 3]]) / rate if rate else 0.0,
             )
         )
         for n in range(people)
@@ -363,6 +376,19 @@ async def _stop(process: asyncio.subprocess.Process) -> dict[str, Any]:
     return report
 
 
+async def _settled(api: Stand, quiet: float = 0.5, most: float = 60.0) -> None:
+    """Waits (bounded) until the bot has made no Bot API call for ``quiet`` seconds."""
+    last, still = api.seen, 0.0
+    for _ in range(int(most / 0.1)):
+        await asyncio.sleep(0.1)
+        if api.seen != last:
+            last, still = api.seen, 0.0
+            continue
+        still += 0.1
+        if still >= quiet:
+            return
+
+
 def _cpu_of(pid: int) -> float | None:
     """CPU seconds a process has used so far (Linux ``/proc``; None elsewhere)."""
     try:
@@ -398,6 +424,9 @@ async def _measure(
             cpu_before, calls_before = _cpu_of(process.pid), api.seen
             closed = await _load(api, kind, people, 0, None)
             cpu_after, calls_after = _cpu_of(process.pid), api.seen
+            # The fixed load starts on a quiet bot: the closed loop's staff cards and
+            # confirmations (its outbox) delivered, so they do not fall into its latencies.
+            await _settled(api)
             fixed = await _load(api, kind, rate_people, people, rate)
         finally:
             report = await _stop(process)
