@@ -12,7 +12,6 @@ import asyncio
 import html
 import io
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +23,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.callbacks import StaffAction
 from bot.texts import DeskInfo
 from mail.sender import SmtpSender
-from tests.botapi import BotAPI, Call, Person
+from tests.botapi import Call, Person
 from tests.clocks import FrozenClock
-from tests.conftest import STAFF_ID, STAFF_IDS
+from tests.conftest import STAFF_ID
 from tests.mailservers import SmtpServer, smtp_server  # noqa: F401
 from tests.telegram_desk import STAFF_CHAT, Desk, message_id, words
 from tests.test_cli_frame import aina_dsr
@@ -70,20 +69,9 @@ async def directory(
 
 
 @pytest.fixture
-async def desk(
-    api: BotAPI,
-    service: RequestService,
-    sessions: async_sessionmaker[AsyncSession],
-    vault: Vault,
-    clock: FrozenClock,
-    directory: SqlDirectory,
-) -> AsyncIterator[Desk]:
-    desk = Desk(api, service, sessions, vault, clock, STAFF_IDS)
-    await desk.start()
-    try:
-        yield desk
-    finally:
-        await desk.stop()
+def desk(directory: SqlDirectory, desk: Desk) -> Desk:
+    """The shared running desk (conftest), with the customer directory imported first."""
+    return desk
 
 
 async def file_request(

@@ -361,11 +361,16 @@ class Fulfilment:
     async def customer(self, view: RequestView) -> CustomerRecord | None:
         """The customer the request is about: the match made at verification, else contacts."""
         matched = await self._service.customer_of(view.reference)
+        contacts = (
+            {} if matched is not None else await self._service.subject_contacts(view.reference)
+        )
+        return await self._customer_from(matched, contacts)
+
+    async def _customer_from(
+        self, matched: str | None, contacts: Mapping[str, str]
+    ) -> CustomerRecord | None:
         if matched is not None:
             return await self._directory.lookup(customer_id=matched)
-        return await self._customer_by(await self._service.subject_contacts(view.reference))
-
-    async def _customer_by(self, contacts: Mapping[str, str]) -> CustomerRecord | None:
         if not contacts.get("phone") and not contacts.get("email"):
             return None
         return await self._directory.lookup(
@@ -381,12 +386,8 @@ class Fulfilment:
         view = facts.view
         if view.kind != RequestKind.ACCESS.value:
             return None
-        if facts.customer_id is not None:
-            customer = await self._directory.lookup(customer_id=facts.customer_id)
-        else:
-            customer = await self._customer_by(facts.contacts)
         report = build_access_report(
-            customer,
+            await self._customer_from(facts.customer_id, facts.contacts),
             reference=view.reference,
             language=view.language,
             now=self._clock.now(),

@@ -240,11 +240,6 @@ class RequestService:
                 for row in rows
             ]
 
-    async def evidence_names(self, reference: str) -> list[str]:
-        """The file names of the person's evidence, without reading the files."""
-        async with self._sessions() as session:
-            return await self._evidence_names(session, await self._load(session, reference))
-
     async def card_facts(self, reference: str) -> CardFacts:
         """Everything a staff card shows, read in one session."""
         async with self._sessions() as session:
@@ -258,6 +253,7 @@ class RequestService:
             )
 
     async def _evidence_names(self, session: AsyncSession, request: Request) -> list[str]:
+        """The file names of the person's evidence, without reading the files."""
         rows = await session.scalars(
             select(Attachment.filename_enc)
             .outerjoin(Message, Message.id == Attachment.message_id)
