@@ -19,6 +19,7 @@ from pydantic_settings import SettingsError as PydanticSettingsError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from mail.spam import DEFAULT_SPAM_HEADERS
 from workflows.calendar import CalendarFileError, WorkingCalendar
 from workflows.deadlines import DEFAULT_STAFF_MILESTONES, MilestoneError, parse_staff_milestones
 from workflows.kinds import RequestKind
@@ -110,6 +111,10 @@ class Settings(BaseSettings):
     imap_poll_seconds: int = Field(default=60, ge=5, le=3600)
     imap_processed_folder: str | None = None
     mail_max_attachment_mb: int = Field(default=10, ge=1, le=100)
+    # The mail server's spam verdict: header name -> values (prefixes, any case) that mean spam.
+    mail_spam_headers: dict[str, list[str]] = Field(
+        default_factory=lambda: {k: list(v) for k, v in DEFAULT_SPAM_HEADERS.items()}
+    )
 
     # E-mail out
     smtp_host: str | None = None

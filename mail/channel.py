@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -29,6 +29,7 @@ from mail.intake import (
 )
 from mail.poller import ImapSettings, MailPoller, Security
 from mail.sender import SmtpSender
+from mail.spam import SpamRules
 from workflows.clock import Clock
 from workflows.outbox import Channel, OutboxDispatcher
 from workflows.scheduler_lock import AdvisoryLock, LeaderLock, SingleProcessLock
@@ -179,6 +180,7 @@ def build_mail_channel(
     imap_ssl_context: ssl.SSLContext | None = None,
     smtp_ssl_context: ssl.SSLContext | None = None,
     engine: AsyncEngine | None = None,
+    spam_headers: Mapping[str, Sequence[str]] | None = None,
 ) -> MailChannel:
     """The e-mail channel from plain values (the composition root reads the settings).
 
@@ -192,6 +194,7 @@ def build_mail_channel(
         clock,
         max_attachment_bytes=max_attachment_bytes,
         max_per_sender_per_hour=max_per_sender_per_hour,
+        spam=None if spam_headers is None else SpamRules.of(spam_headers),
     )
     sender = SmtpSender(
         host=smtp_host,

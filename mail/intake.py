@@ -26,7 +26,9 @@ from sqlalchemy import case, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from mail.classifier import KindClassifier, default_classifier
 from mail.parsing import MailFile, ParsedMail, mail_key, parse_mail
+from mail.spam import SpamRules
 from mail.understanding import Disposition, Understanding, understand
 from workflows.clock import Clock
 from workflows.errors import IllegalTransition, NotAllowed, RequestNotFound
@@ -129,8 +131,12 @@ class MailIntake:
         *,
         max_attachment_bytes: int = DEFAULT_MAX_ATTACHMENT,
         max_per_sender_per_hour: int = DEFAULT_MAX_PER_SENDER,
+        classifier: KindClassifier | None = None,
+        spam: SpamRules | None = None,
     ) -> None:
         self._service = service
+        self._classifier = classifier or default_classifier()
+        self._spam = spam or SpamRules()
         self._sessions = sessions
         self._vault = vault
         self._clock = clock
@@ -257,7 +263,7 @@ class MailIntake:
                 letter.plan = _Plan.ALONE  # a reply: the service decides, request by request
             else:
                 evidence, refused = self._evidence(mail.files)
-                kind = understood.kind or RequestKind.COMPLAINT
+                kind, _candidates = self._kind(understood)
                 assert mail.sender is not None  # _understand quarantines a letter without one
                 letter.plan = _Plan.OPEN
                 letter.opening = EmailOpening(
@@ -408,7 +414,14 @@ class MailIntake:
             if "no From header" in mail.problems:
                 raise Quarantine("no From header")
             raise Quarantine("no usable sender address")
-        return understand(mail)
+        return understand(mail, classifier=self._classifier, spam=self._spam)
+
+    @staticmethod
+    def _kind(understood: Understanding) -> tuple[RequestKind, tuple[RequestKind, ...]]:
+        """The kind a new request opens as: ``unclassified`` with its likely kinds when unsure."""
+        if understood.kind is not None:
+            return understood.kind, ()
+        return RequestKind.COMPLAINT, ()  # until requests can open unclassified
 
     @staticmethod
     def _external_id(mail: ParsedMail) -> str:
@@ -433,7 +446,7 @@ class MailIntake:
             result = await self._reply(reference, mail, understood, actor, external_id, evidence)
             if result is not None:
                 return self._with_refused(result, refused, understood)
-        kind = understood.kind or RequestKind.COMPLAINT
+        kind, _candidates = self._kind(understood)
         view = await self._service.open_request(
             kind=kind,
             channel=Channel.EMAIL,

@@ -22,6 +22,7 @@ from workflows.identity import InvalidEmail, normalize_email
 
 MAX_SUBJECT = 500
 MAX_TEXT = 20_000
+_MAX_HEADERS = 200
 _BROKEN_MIME_LINES = re.compile(
     r"^(--\S+|content-[\w-]+:.*|mime-version:.*)\r?$", re.IGNORECASE | re.MULTILINE
 )
@@ -167,23 +168,13 @@ def _parse(raw: bytes) -> ParsedMail:
         problems.append("subject too long")
         subject = subject[:MAX_SUBJECT]
 
-    headers = {
-        name.lower(): _header(message, name)[:500]
-        for name in (
-            "Auto-Submitted",
-            "X-Autoreply",
-            "X-Autorespond",
-            "X-Auto-Response-Suppress",
-            "Precedence",
-            "List-Id",
-            "List-Unsubscribe",
-            "Return-Path",
-            "X-Spam-Flag",
-            "X-Spam-Status",
-            "Feedback-ID",
-        )
-        if message.get(name) is not None
-    }
+    # Every header's first value (decoded, cut short): the machine-mail checks and the
+    # mail server's verdicts (spam headers are a setting) read what they need from here.
+    headers: dict[str, str] = {}
+    for name in message.keys()[:_MAX_HEADERS]:
+        key = name.lower()
+        if key not in headers:
+            headers[key] = _header(message, name)[:500]
     headers["from"] = from_header[:500]
     content_type = (message.get_content_type() or "text/plain").lower()
     language_header = _header(message, "Content-Language") or None

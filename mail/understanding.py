@@ -1,10 +1,17 @@
-"""What a letter asks for: not a request at all, or a kind, a language and fields.
+"""What a letter asks for: written by a machine, judged spam by the mail server, or a request.
 
-The kind comes from the subject first (the policy's two Kazakh subjects and
-their Russian and English equivalents), then from the words of the body.
 Automatic mail (auto-replies, bounces, lists) is recognised by its headers,
 as RFC 3834 and the mail filters of osTicket and Zammad do, and is never
-answered, so no mail loop can start.
+answered, so no mail loop can start. Spam is the mail server's verdict, read
+from the headers it adds (which ones count is a setting, see
+:class:`SpamRules`), never guessed from the words of a letter.
+
+Every other letter is a request (or a reply to one). Its kind comes from the
+policy's own subjects (sections 7 and 8, and their Russian and English
+equivalents) when the subject is one of them, else from the trained
+classifier (:mod:`mail.classifier`); when the classifier is not sure, the
+kind is left open (``None``) with the likely kinds, and the request opens
+``unclassified`` on the shortest of their clocks.
 """
 
 from __future__ import annotations
@@ -14,7 +21,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from mail.classifier import KindClassifier, default_classifier, fold
 from mail.parsing import ParsedMail
+from mail.spam import SpamRules
 from workflows.identity import InvalidPhone, normalize_phone
 from workflows.kinds import RequestKind
 
@@ -27,199 +36,25 @@ class Disposition(StrEnum):
     SPAM = "spam"
 
 
-# The policy's own subjects (sections 7 and 8), and how people write them.
+# The policy's own subjects (sections 7 and 8) and their Russian and English equivalents,
+# compared in the classifier's folded spelling, so Kazakh typed without its letters counts.
 POLICY_SUBJECTS: tuple[tuple[str, RequestKind], ...] = (
-    (
-        "дербес деректерді жинауға, өңдеуге келісімді кері қайтарып алу",
-        RequestKind.WITHDRAW_CONSENT,
-    ),
+    ("дербес деректерді жинауға өңдеуге келісімді кері қайтарып алу", RequestKind.WITHDRAW_CONSENT),
+    ("отзыв согласия на сбор и обработку персональных данных", RequestKind.WITHDRAW_CONSENT),
+    ("отзыв согласия на обработку персональных данных", RequestKind.WITHDRAW_CONSENT),
+    ("withdrawal of consent to the collection and processing", RequestKind.WITHDRAW_CONSENT),
+    ("withdrawal of consent to the processing of personal data", RequestKind.WITHDRAW_CONSENT),
     ("дербес деректер туралы сұрау салу", RequestKind.ACCESS),
+    ("запрос о персональных данных", RequestKind.ACCESS),
+    ("запрос относительно персональных данных", RequestKind.ACCESS),
+    ("request about personal data", RequestKind.ACCESS),
+    ("request regarding personal data", RequestKind.ACCESS),
 )
 
-# Most specific first: the first kind whose words appear wins.
-KIND_WORDS: tuple[tuple[RequestKind, tuple[str, ...]], ...] = (
-    (
-        RequestKind.WITHDRAW_CONSENT,
-        (
-            "келісімді кері",
-            "кері қайтарып алу",
-            "келісімімді кері",
-            "отзыв согласия",
-            "отозвать согласие",
-            "отзываю согласие",
-            "отзываю своё согласие",
-            "отзываю свое согласие",
-            "отзываю моё согласие",
-            "отзываю мое согласие",
-            "withdraw consent",
-            "withdraw my consent",
-            "withdrawal of consent",
-            "revoke my consent",
-            "revoke consent",
-        ),
-    ),
-    (
-        RequestKind.DELETE_ACCOUNT,
-        (
-            "есептік жазбаны жою",
-            "есептік жазбамды жою",
-            "аккаунтты жою",
-            "аккаунтымды жою",
-            "удалить учетную запись",
-            "удалить учётную запись",
-            "удалите мою учетную",
-            "удалите мою учётную",
-            "удаление учетной",
-            "удаление учётной",
-            "удалить аккаунт",
-            "удалите аккаунт",
-            "удалите мой аккаунт",
-            "удалить мой аккаунт",
-            "удаление аккаунта",
-            "delete my account",
-            "delete account",
-            "account deletion",
-            "close my account",
-            "remove my account",
-        ),
-    ),
-    (
-        RequestKind.UNSUBSCRIBE,
-        (
-            "жіберуден алып тастау",
-            "жазылымнан",
-            "таратылымнан",
-            "отписаться",
-            "отпишите",
-            "отписка",
-            "от рассылки",
-            "рассылку",
-            "unsubscribe",
-            "newsletter",
-            "stop sending me",
-        ),
-    ),
-    (
-        RequestKind.DESTROY_UNLAWFUL,
-        (
-            "заңсыз алын",
-            "незаконно получ",
-            "незаконно собран",
-            "уничтожить данные",
-            "уничтожьте",
-            "unlawfully obtained",
-            "illegally obtained",
-            "obtained unlawfully",
-        ),
-    ),
-    (
-        RequestKind.BLOCK,
-        (
-            "бұғаттау",
-            "бұғаттауды",
-            "заблокировать мои данные",
-            "блокирование",
-            "блокировать обработку",
-            "приостановить обработку",
-            "block my data",
-            "block processing",
-            "suspend processing",
-            "restrict processing",
-        ),
-    ),
-    (
-        RequestKind.RECTIFY,
-        (
-            "түзету",
-            "түзетуді",
-            "өзгерістер енгізу",
-            "исправить",
-            "исправьте",
-            "исправление",
-            "неверно указ",
-            "ошибка в фамилии",
-            "ошибка в имени",
-            "изменить мои данные",
-            "correct my",
-            "rectif",
-            "is wrong in",
-            "incorrect",
-            "misspelled",
-        ),
-    ),
-    (
-        RequestKind.ACCESS,
-        (
-            "қандай деректер",
-            "қандай дербес деректер",
-            "деректеріме қол жеткізу",
-            "какие персональные данные",
-            "какие данные",
-            "доступ к моим",
-            "копию моих данных",
-            "what personal data",
-            "what data",
-            "access to my",
-            "copy of my data",
-            "subject access",
-        ),
-    ),
-    (
-        RequestKind.COMPLAINT,
-        (
-            "шағым",
-            "жалоба",
-            "жалобу",
-            "нарушени",
-            "complaint",
-            "violation",
-            "breach",
-        ),
-    ),
-)
-
-# Words that make an unclassified letter worth a human's eyes (a complaint).
-PERSONAL_DATA_WORDS = (
-    "дербес",
-    "деректер",
-    "келісім",
-    "персональн",
-    "данные",
-    "данных",
-    "согласи",
-    "аккаунт",
-    "учетн",
-    "учётн",
-    "personal data",
-    "privacy",
-    "my data",
-    "consent",
-    "account",
-    "gdpr",
-    "aina",
-)
-SPAM_WORDS = (
-    "casino",
-    "viagra",
-    "crypto",
-    "bitcoin",
-    "seo ",
-    "backlinks",
-    "lottery",
-    "you have won",
-    "investment opportunity",
-    "казино",
-    "выигрыш",
-    "раскрутка",
-    "продвижение сайт",
-    "заработок",
-    "скидк",
-    "ұтыс",
-    "жеңілдік",
-    "акция",
-    "sale",
-    "discount",
-    "promo",
+_SUBJECT_WORDS = re.compile(r"[^\w\s]+")
+_FOLDED_SUBJECTS = tuple(
+    (" ".join(fold(_SUBJECT_WORDS.sub(" ", phrase)).split()), kind)
+    for phrase, kind in POLICY_SUBJECTS
 )
 
 _KAZAKH = re.compile(r"[әғқңөұүһіӘҒҚҢӨҰҮҺІ]")
@@ -297,11 +132,13 @@ class Understanding:
 
     disposition: Disposition
     reason: str
-    kind: RequestKind | None = None
+    kind: RequestKind | None = None  # None on a request: the classifier was not sure
     language: str = "en"
     fields: dict[str, Any] = field(default_factory=dict)
     references: tuple[str, ...] = ()
     codes: tuple[str, ...] = ()
+    candidates: tuple[RequestKind, ...] = ()  # the likely kinds, most likely first
+    confidence: float = 1.0
 
 
 def automatic(mail: ParsedMail) -> tuple[Disposition, str] | None:
@@ -329,8 +166,6 @@ def automatic(mail: ParsedMail) -> tuple[Disposition, str] | None:
         return Disposition.BULK, f"Precedence: {precedence}"
     if "list-id" in headers:
         return Disposition.BULK, "List-Id"
-    if headers.get("x-spam-flag", "").strip().upper() == "YES":
-        return Disposition.SPAM, "X-Spam-Flag"
     return None
 
 
@@ -353,42 +188,46 @@ def detect_language(text: str, header: str | None = None) -> str:
     return "en"
 
 
-def _fold(text: str) -> str:
-    return re.sub(r"\s+", " ", text.lower().replace("ё", "е"))
+@dataclass(frozen=True)
+class KindDecision:
+    """The kind of a letter (``None``: not sure), its likely kinds and the reply language."""
+
+    kind: RequestKind | None
+    candidates: tuple[RequestKind, ...]
+    where: str
+    language: str | None
+    confidence: float = 1.0
 
 
-def _words(text: str, words: tuple[str, ...]) -> bool:
-    folded = _fold(text)
-    return any(word.replace("ё", "е") in folded for word in words)
+def policy_subject(subject: str) -> RequestKind | None:
+    """The kind named by one of the policy's subjects (or an equivalent), if ``subject`` is one."""
+    folded = " ".join(fold(_SUBJECT_WORDS.sub(" ", subject.lower().replace("ё", "е"))).split())
+    for phrase, kind in _FOLDED_SUBJECTS:
+        if phrase in folded:
+            return kind
+    return None
 
 
-def detect_kind(subject: str, body: str) -> tuple[RequestKind | None, str]:
-    """The kind and where it was found (``subject``, ``body``) or ``(None, "")``."""
-    folded_subject = _fold(subject)
-    for phrase, kind in POLICY_SUBJECTS:
-        if phrase in folded_subject:
-            # The general "data request" subject: the body may say which request.
-            if kind is RequestKind.ACCESS:
-                specific, _ = _kind_in(body)
-                if specific is not None:
-                    return specific, "policy subject, body"
-            return kind, "policy subject"
-    found, _ = _kind_in(subject)
-    if found is not None:
-        return found, "subject"
-    found, _ = _kind_in(body)
-    if found is not None:
-        return found, "body"
-    return None, ""
+def decide_kind(subject: str, body: str, classifier: KindClassifier) -> KindDecision:
+    """The policy's subject decides outright; otherwise the classifier, when it is sure.
 
-
-def _kind_in(text: str) -> tuple[RequestKind | None, str]:
-    if not text:
-        return None, ""
-    for kind, words in KIND_WORDS:
-        if _words(text, words):
-            return kind, kind.value
-    return None, ""
+    The general "request about personal data" subject says only that the letter
+    is about the person's data: a body the classifier is sure of says which
+    request it is.
+    """
+    guess = classifier.guess(subject, body)
+    candidates = tuple(RequestKind(kind) for kind in guess.candidates)
+    named = policy_subject(subject)
+    if named is RequestKind.ACCESS and guess.kind is not None and guess.kind != named.value:
+        return KindDecision(
+            RequestKind(guess.kind), candidates, "policy subject, body", guess.language
+        )
+    if named is not None:
+        return KindDecision(named, (named,), "policy subject", guess.language)
+    if guess.kind is not None:
+        kind = RequestKind(guess.kind)
+        return KindDecision(kind, candidates, "classifier", guess.language, guess.confidence)
+    return KindDecision(None, candidates, "classifier not sure", guess.language, guess.confidence)
 
 
 def _labelled(text: str, labels: tuple[str, ...]) -> str | None:
@@ -433,7 +272,7 @@ def extract_fields(mail: ParsedMail, kind: RequestKind | None) -> dict[str, Any]
         fields["postal_address"] = address
     data = _labelled(text, _LABELS["data_concerned"])
     if data is None:
-        folded = _fold(text)
+        folded = " ".join(text.lower().replace("ё", "е").split())
         data = next((p for p in _ALL_DATA if p.replace("ё", "е") in folded), None)
     if data:
         fields["data_concerned"] = data
@@ -457,29 +296,32 @@ def find_references(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(f"DSR-{y}-{n}" for y, n in _REFERENCE.findall(text)))
 
 
-def understand(mail: ParsedMail) -> Understanding:
+def understand(
+    mail: ParsedMail,
+    *,
+    classifier: KindClassifier | None = None,
+    spam: SpamRules | None = None,
+) -> Understanding:
     """Classify ``mail``; see the module docstring."""
     references = find_references(mail.subject)
     machine = automatic(mail)
-    language = detect_language(f"{mail.subject}\n{mail.text}", mail.content_language)
     if machine is not None:
+        language = detect_language(f"{mail.subject}\n{mail.text}", mail.content_language)
         return Understanding(machine[0], machine[1], language=language, references=references)
-    codes = find_codes(mail.text) or find_codes(mail.quoted)
-    kind, where = detect_kind(mail.subject, mail.text)
-    everything = f"{mail.subject}\n{mail.text}"
-    if kind is None:
-        spammy = _words(everything, SPAM_WORDS)
-        if not spammy and _words(everything, PERSONAL_DATA_WORDS):
-            kind, where = RequestKind.COMPLAINT, "personal data words"
-        elif not references and not mail.thread_ids:
-            reason = "advertising words" if spammy else "nothing about personal data"
-            return Understanding(Disposition.SPAM, reason, language=language)
+    verdict = (spam or SpamRules()).verdict(mail.headers)
+    if verdict is not None:
+        language = detect_language(f"{mail.subject}\n{mail.text}", mail.content_language)
+        return Understanding(Disposition.SPAM, verdict, language=language)
+    decision = decide_kind(mail.subject, mail.text, classifier or default_classifier())
+    language = decision.language or detect_language(mail.subject, mail.content_language)
     return Understanding(
         Disposition.REQUEST,
-        where or "thread",
-        kind=kind,
+        decision.where,
+        kind=decision.kind,
         language=language,
-        fields=extract_fields(mail, kind),
+        fields=extract_fields(mail, decision.kind),
         references=references,
-        codes=codes,
+        codes=find_codes(mail.text),
+        candidates=decision.candidates,
+        confidence=decision.confidence,
     )
