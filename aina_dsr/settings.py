@@ -22,7 +22,7 @@ from sqlalchemy.exc import ArgumentError
 from mail.spam import DEFAULT_SPAM_HEADERS
 from workflows.calendar import CalendarFileError, WorkingCalendar
 from workflows.deadlines import DEFAULT_STAFF_MILESTONES, MilestoneError, parse_staff_milestones
-from workflows.kinds import RequestKind
+from workflows.kinds import CLASSIFIED_KINDS
 from workflows.retention import DEFAULT_RETENTION_DAYS
 from workflows.service import FOUR_EYES_KINDS
 
@@ -185,7 +185,7 @@ class Settings(BaseSettings):
         if value.strip().lower() in ("none", "off"):
             return frozenset()
         names = {part.strip().lower() for part in value.split(",") if part.strip()}
-        known = {kind.value for kind in RequestKind}
+        known = {kind.value for kind in CLASSIFIED_KINDS}
         if names - known:
             raise ValueError(
                 f"unknown kind {sorted(names - known)[0]!r}; kinds: {', '.join(sorted(known))},"

@@ -24,6 +24,7 @@ from workflows.errors import (
     ConcurrentChange,
     IdentityRefused,
     IllegalTransition,
+    KindUndecided,
     NotAllowed,
     RequestNotFound,
 )
@@ -47,6 +48,8 @@ from workflows.outbox import (
     reroute_unreachable,
 )
 from workflows.references import next_reference, next_references
+from workflows.requests.classification import likely_kinds, opening_clock
+from workflows.requests.staff_actions import KindChanges, since_last_kind_change
 from workflows.states import CLOSED, OPEN, Action, Status, next_status
 from workflows.tables import (
     Attachment,
@@ -110,7 +113,11 @@ class Evidence:
 
 @dataclass(frozen=True)
 class EmailOpening:
-    """One letter that opens a request (:meth:`RequestService.open_by_email`)."""
+    """One letter that opens a request (:meth:`RequestService.open_by_email`).
+
+    A letter of kind ``unclassified`` carries the kinds it most likely is in
+    ``candidates`` (none: any kind), as :meth:`RequestService.open_request` takes them.
+    """
 
     kind: RequestKind | str
     language: str | None
@@ -119,6 +126,7 @@ class EmailOpening:
     body: str | None
     external_id: str | None
     evidence: Sequence[Evidence] = ()
+    candidates: tuple[RequestKind, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -134,8 +142,11 @@ def _language(value: str | None) -> str:
     return value if value in LANGUAGES else "en"
 
 
-class RequestService:
-    """Opens and moves requests; see the module docstring."""
+class RequestService(KindChanges):
+    """Opens and moves requests; see the module docstring.
+
+    Staff's change of a request's kind lives in :class:`KindChanges`.
+    """
 
     def __init__(
         self,
@@ -414,7 +425,7 @@ class RequestService:
             fields = dict(self._vault.decrypt_json(fields_enc) or {})
             threads[reference] = MailThread(
                 due_at=due_at,
-                missing_fields=tuple(self._kinds[RequestKind(kind)].missing_fields(fields)),
+                missing_fields=self._missing_fields(kind, fields),
                 message_ids=tuple(ids.get(reference, ())),
             )
         return threads
@@ -439,8 +450,14 @@ class RequestService:
         evidence: Sequence[Evidence] = (),
         send_code_to_email: bool = False,
         contact: SharedContact | None = None,
+        candidates: Sequence[RequestKind | str] = (),
     ) -> RequestView:
         """Record a new request, unverified, with its clock where it starts on receipt.
+
+        A request of kind ``unclassified`` (only by e-mail: the Telegram dialog
+        always knows the kind) keeps ``candidates``, the kinds it most likely
+        is (none: any kind), and runs on the shortest of their clocks, each
+        counted from now (:mod:`workflows.requests.classification`).
 
         With ``send_code_to_email`` the acknowledgement to ``email`` carries a
         confirmation code (the e-mail channel's proof of the mailbox).
@@ -458,11 +475,13 @@ class RequestService:
         """
         kind = RequestKind(kind)
         channel = Channel(channel)
-        spec = self._kinds[kind]
+        likely = likely_kinds(kind, candidates)
         language = _language(language)
         now = self._clock.now()
         if channel is Channel.TELEGRAM and telegram_user_id is None:
             raise ValueError("a Telegram request needs the sender's user id")
+        if channel is Channel.TELEGRAM and kind is RequestKind.UNCLASSIFIED:
+            raise ValueError("the Telegram dialog files a request of a known kind")
         normalised_email = normalize_email(email) if email is not None else None
         if channel is Channel.EMAIL and normalised_email is None:
             raise ValueError("an e-mail request needs the sender's address")
@@ -481,10 +500,11 @@ class RequestService:
                 received_at=now,
                 fields_enc=self._vault.encrypt_json(dict(fields or {})),
                 updated_at=now,
+                candidates=[k.value for k in likely] if likely else None,
             )
-            if spec.starts is ClockStart.RECEIVED:
-                request.clock_started_at = now
-                request.due_at = spec.due_at(now, self._calendar)
+            request.clock_started_at, request.due_at = opening_clock(
+                kind, likely, now, self._kinds, self._calendar
+            )
             session.add(request)
             await session.flush()
             message = await self._inbound(session, request, channel.value, body, external_id)
@@ -496,7 +516,7 @@ class RequestService:
                 "opened",
                 None,
                 Status.AWAITING_VERIFICATION,
-                {"kind": kind.value, "language": language, "evidence": len(evidence)},
+                _opened(kind.value, language, len(evidence), likely),
             )
             if contact is not None and telegram_user_id is not None:
                 if contact.user_id == telegram_user_id:
@@ -537,6 +557,10 @@ class RequestService:
         """
         now = self._clock.now()
         kinds = [RequestKind(letter.kind) for letter in letters]
+        likely = [
+            likely_kinds(kind, letter.candidates)
+            for kind, letter in zip(kinds, letters, strict=True)
+        ]
         languages = [_language(letter.language) for letter in letters]
         emails = [normalize_email(letter.email) for letter in letters]
         if not letters:
@@ -548,11 +572,10 @@ class RequestService:
             year = self._calendar.local_date(now).year
             references = await next_references(session, year, len(letters))
             rows: list[dict[str, Any]] = []
-            for letter, kind, language, subject, reference in zip(
-                letters, kinds, languages, subjects, references, strict=True
+            for letter, kind, candidates, language, subject, reference in zip(
+                letters, kinds, likely, languages, subjects, references, strict=True
             ):
-                spec = self._kinds[kind]
-                started = spec.starts is ClockStart.RECEIVED
+                started, due = opening_clock(kind, candidates, now, self._kinds, self._calendar)
                 rows.append(
                     {
                         "reference": reference,
@@ -562,11 +585,13 @@ class RequestService:
                         "language": language,
                         "subject_id": subject.id,
                         "received_at": now,
-                        "clock_started_at": now if started else None,
-                        "due_at": spec.due_at(now, self._calendar) if started else None,
+                        "clock_started_at": started,
+                        "due_at": due,
                         "fields_enc": self._vault.encrypt_json(dict(letter.fields)),
                         "updated_at": now,
                         "version": 1,
+                        "candidates": [k.value for k in candidates] if candidates else None,
+                        "kind_changes": 0,
                     }
                 )
             made = await session.execute(
@@ -580,7 +605,9 @@ class RequestService:
             events: list[AuditEvent] = []
             codes: list[str] = []
             verifications: list[dict[str, Any]] = []
-            for letter, request, email in zip(letters, requests, emails, strict=True):
+            for letter, request, email, candidates in zip(
+                letters, requests, emails, likely, strict=True
+            ):
                 if letter.evidence:
                     await self._attach(session, request, messages.get(request.id), letter.evidence)
                 event = self._event(
@@ -589,11 +616,7 @@ class RequestService:
                     "opened",
                     None,
                     Status.AWAITING_VERIFICATION,
-                    {
-                        "kind": request.kind,
-                        "language": request.language,
-                        "evidence": len(letter.evidence),
-                    },
+                    _opened(request.kind, request.language, len(letter.evidence), candidates),
                 )
                 session.add(event)
                 events.append(event)
@@ -844,8 +867,12 @@ class RequestService:
         async with self._unit() as session:
             request = await self._load(session, reference)
             self._check_staff(staff)
-            spec = self._kinds[RequestKind(request.kind)]
-            if spec.starts is not ClockStart.CONFIRMATION or request.clock_started_at is not None:
+            spec = self._kinds.get(RequestKind(request.kind))
+            if (
+                spec is None  # unclassified: its clock runs from receipt
+                or spec.starts is not ClockStart.CONFIRMATION
+                or request.clock_started_at is not None
+            ):
                 raise IllegalTransition(request.status, "start the clock of")
             if Status(request.status) in CLOSED:
                 raise IllegalTransition(request.status, "start the clock of")
@@ -873,7 +900,11 @@ class RequestService:
             request = await self._load(session, reference)
             rows = await session.scalars(
                 select(AuditEvent.details)
-                .where(AuditEvent.request_id == request.id, AuditEvent.action == APPROVAL)
+                .where(
+                    AuditEvent.request_id == request.id,
+                    AuditEvent.action == APPROVAL,
+                    since_last_kind_change(request.id),
+                )
                 .order_by(AuditEvent.id)
             )
             return [dict(row or {}) for row in rows]
@@ -891,6 +922,7 @@ class RequestService:
             request = await self._load(session, reference)
             self._check_staff(staff)
             next_status(Status(request.status), Action.APPROVE)
+            _ensure_classified(request)
             if RequestKind(request.kind) in self._four_eyes:
                 given = await self._approvers(session, request)
                 if str(staff.staff_id) in given:
@@ -973,6 +1005,7 @@ class RequestService:
         async with self._unit() as session:
             request = await self._load(session, reference)
             self._check_staff(staff)
+            _ensure_classified(request)
             event = await self._move(session, request, Action.COMPLETE, staff, dict(details or {}))
             subject = await session.get_one(DataSubject, request.subject_id)
             notice = {**self._params(request), "note": note or "", **(params or {})}
@@ -1386,10 +1419,14 @@ class RequestService:
         return row
 
     async def _approvers(self, session: AsyncSession, request: Request) -> dict[str, str]:
-        """Staff who have approved this request so far: id -> name."""
+        """Staff who have approved this request, as it is now (since its last change of kind)."""
         rows = await session.execute(
             select(AuditEvent.actor_id, AuditEvent.actor_name)
-            .where(AuditEvent.request_id == request.id, AuditEvent.action == APPROVAL)
+            .where(
+                AuditEvent.request_id == request.id,
+                AuditEvent.action == APPROVAL,
+                since_last_kind_change(request.id),
+            )
             .order_by(AuditEvent.id)
         )
         return {str(actor_id): str(name or actor_id) for actor_id, name in rows if actor_id}
@@ -1463,7 +1500,6 @@ class RequestService:
         """The request as channels see it; ``fresh``: made in this transaction (no approvals)."""
         subject = await session.get_one(DataSubject, request.subject_id)
         fields = dict(self._vault.decrypt_json(request.fields_enc) or {})
-        spec = self._kinds[RequestKind(request.kind)]
         events: tuple[AuditView, ...] = ()
         if with_events:
             rows = await session.scalars(
@@ -1507,12 +1543,18 @@ class RequestService:
             subject_id=request.subject_id,
             subject_telegram_user_id=subject.telegram_user_id,
             fields=fields,
-            missing_fields=tuple(spec.missing_fields(fields)),
+            missing_fields=self._missing_fields(request.kind, fields),
             events=events,
             approvals=tuple((await self._approvers(session, request)).values())
             if RequestKind(request.kind) in self._four_eyes and not fresh
             else (),
+            candidates=tuple(request.candidates or ()),
         )
+
+    def _missing_fields(self, kind: str, fields: Mapping[str, Any]) -> tuple[str, ...]:
+        """What the kind needs and the request lacks; an unclassified one needs nothing yet."""
+        spec = self._kinds.get(RequestKind(kind))
+        return tuple(spec.missing_fields(fields)) if spec is not None else ()
 
     async def count_open(self) -> int:
         """How many requests are open."""
@@ -1551,6 +1593,21 @@ class _UnitOfWork:
         if exc_type is not None and issubclass(exc_type, StaleDataError):
             raise ConcurrentChange("the request changed meanwhile; try again") from exc
         return False
+
+
+def _opened(
+    kind: str, language: str, evidence: int, candidates: Sequence[RequestKind]
+) -> dict[str, Any]:
+    """The ``opened`` audit event's details (an unclassified request's likely kinds too)."""
+    details: dict[str, Any] = {"kind": kind, "language": language, "evidence": evidence}
+    if candidates:
+        details["candidates"] = [candidate.value for candidate in candidates]
+    return details
+
+
+def _ensure_classified(request: Request) -> None:
+    if request.kind == RequestKind.UNCLASSIFIED.value:
+        raise KindUndecided(request.reference)
 
 
 def verification_cutoff(now: datetime, days: int) -> datetime:

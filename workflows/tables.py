@@ -166,6 +166,13 @@ class Request(Base):
     # When the scheduler next owes anyone a notice about this request (UTC). NULL: not
     # planned yet, or changed since (see workflows.notice_plan): the next pass plans it.
     next_notice_at: Mapped[datetime | None] = mapped_column(index=True)
+    # The kinds an unclassified request most likely is (kind values), as it was opened;
+    # NULL for a request opened with its kind (see workflows.requests.classification).
+    candidates: Mapped[list[str] | None] = mapped_column(JSON)
+    # When staff last changed the kind, and how many times: the scheduler owes the
+    # notices of the clock set then only from that instant on, under keys of that change.
+    kind_changed_at: Mapped[datetime | None]
+    kind_changes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
 
