@@ -263,7 +263,7 @@ class MailIntake:
                 letter.plan = _Plan.ALONE  # a reply: the service decides, request by request
             else:
                 evidence, refused = self._evidence(mail.files)
-                kind, _candidates = self._kind(understood)
+                kind, candidates = self._kind(understood)
                 assert mail.sender is not None  # _understand quarantines a letter without one
                 letter.plan = _Plan.OPEN
                 letter.opening = EmailOpening(
@@ -274,6 +274,7 @@ class MailIntake:
                     body=self._body(mail),
                     external_id=external_id,
                     evidence=evidence,
+                    candidates=candidates,
                 )
                 letter.result = IntakeResult(
                     Outcome.OPENED,
@@ -421,7 +422,7 @@ class MailIntake:
         """The kind a new request opens as: ``unclassified`` with its likely kinds when unsure."""
         if understood.kind is not None:
             return understood.kind, ()
-        return RequestKind.COMPLAINT, ()  # until requests can open unclassified
+        return RequestKind.UNCLASSIFIED, understood.candidates
 
     @staticmethod
     def _external_id(mail: ParsedMail) -> str:
@@ -446,9 +447,10 @@ class MailIntake:
             result = await self._reply(reference, mail, understood, actor, external_id, evidence)
             if result is not None:
                 return self._with_refused(result, refused, understood)
-        kind, _candidates = self._kind(understood)
+        kind, candidates = self._kind(understood)
         view = await self._service.open_request(
             kind=kind,
+            candidates=candidates,
             channel=Channel.EMAIL,
             language=understood.language,
             fields=understood.fields,
