@@ -119,6 +119,7 @@ def mail_channel(settings: Settings, core: Core) -> Component:
         processed_folder=settings.imap_processed_folder,
         max_attachment_bytes=settings.mail_max_attachment_mb * 1024 * 1024,
         max_per_sender_per_hour=settings.limit_mail_per_sender_per_hour,
+        authserv_id=settings.mail_authserv_id,
         engine=core.engine,  # on PostgreSQL one replica reads the mailbox (advisory lock)
     )
 

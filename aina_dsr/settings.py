@@ -110,6 +110,8 @@ class Settings(BaseSettings):
     imap_poll_seconds: int = Field(default=60, ge=5, le=3600)
     imap_processed_folder: str | None = None
     mail_max_attachment_mb: int = Field(default=10, ge=1, le=100)
+    # Our mail server's authserv-id: only its Authentication-Results are read (DMARC).
+    mail_authserv_id: str | None = Field(default=None, pattern=r"^[^\s;()\"\\]+$")
 
     # E-mail out
     smtp_host: str | None = None

@@ -464,7 +464,9 @@ def understand(mail: ParsedMail) -> Understanding:
     language = detect_language(f"{mail.subject}\n{mail.text}", mail.content_language)
     if machine is not None:
         return Understanding(machine[0], machine[1], language=language, references=references)
-    codes = find_codes(mail.text) or find_codes(mail.quoted)
+    # Only the reply's own words: a quote of our acknowledgement carries its code, and
+    # whoever quotes it (the person a forged request was filed for) has not confirmed.
+    codes = find_codes(mail.text)
     kind, where = detect_kind(mail.subject, mail.text)
     everything = f"{mail.subject}\n{mail.text}"
     if kind is None:
