@@ -20,12 +20,14 @@ from mail.authentication import dmarc_failed, parse_authentication_results
 from mail.channel import MailChannel, build_mail_channel
 from mail.intake import IntakeResult, Outcome
 from mail.parsing import parse_mail
+from mail.sender import SmtpSender
 from tests.botapi import Person
 from tests.clocks import FrozenClock
 from tests.mailservers import Dovecot, SmtpServer, dovecot, smtp_server  # noqa: F401
 from tests.telegram_desk import STAFF_CHAT, Desk, buttons, message_id, words
 from tests.test_telegram_bot import answer_questions, start_kind, text
 from workflows.kinds import RequestKind
+from workflows.outbox import Audience, Channel, OutgoingMessage, PermanentFailure
 from workflows.service import RequestService
 from workflows.tables import InboundMail, StaffCard
 from workflows.vault import Vault
@@ -224,6 +226,46 @@ async def test_an_encoded_word_in_place_of_the_address_is_no_address(
     assert taken.outcome is Outcome.QUARANTINED
     assert smtp_server.letters == []
     assert await service.list_requests() == []
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["aliya@example.kz\r\nBcc: someone@else.example", "Aliya <aliya@example.kz>", "a@b.kz, c@d.kz"],
+)
+async def test_the_sender_writes_to_one_plain_address_or_to_no_one(
+    address: str,
+    smtp_server: SmtpServer,  # noqa: F811
+    service: RequestService,
+    clock: FrozenClock,
+) -> None:
+    sender = SmtpSender(
+        host=smtp_server.host,
+        port=smtp_server.port,
+        security="none",
+        from_address="aina.app@mercury.kz",
+        service=service,
+        clock=clock,
+        timeout=5.0,
+    )
+    message = OutgoingMessage(
+        id=1,
+        idempotency_key="trust/1",
+        reference=None,
+        channel=Channel.EMAIL,
+        audience=Audience.SUBJECT,
+        address=address,
+        template="verification_code",
+        language="en",
+        params={"reference": "DSR-2026-000001", "code": "123456"},
+        attempt=0,
+    )
+    try:
+        with pytest.raises(PermanentFailure):
+            await sender.deliver(message)
+    finally:
+        await sender.close()
+
+    assert smtp_server.letters == []
 
 
 # -- 3 and 4. a code counts only in the reply's own words; every reply reaches staff --------
