@@ -120,6 +120,7 @@ def mail_channel(settings: Settings, core: Core) -> Component:
         max_attachment_bytes=settings.mail_max_attachment_mb * 1024 * 1024,
         max_per_sender_per_hour=settings.limit_mail_per_sender_per_hour,
         spam_headers=settings.mail_spam_headers,
+        authserv_id=settings.mail_authserv_id,
         engine=core.engine,  # on PostgreSQL one replica reads the mailbox (advisory lock)
     )
 

@@ -115,6 +115,8 @@ class Settings(BaseSettings):
     mail_spam_headers: dict[str, list[str]] = Field(
         default_factory=lambda: {k: list(v) for k, v in DEFAULT_SPAM_HEADERS.items()}
     )
+    # Our mail server's authserv-id: only its Authentication-Results are read (DMARC).
+    mail_authserv_id: str | None = Field(default=None, pattern=r"^[^\s;()\"\\]+$")
 
     # E-mail out
     smtp_host: str | None = None

@@ -176,6 +176,7 @@ def build_mail_channel(
     processed_folder: str | None = None,
     max_attachment_bytes: int = DEFAULT_MAX_ATTACHMENT,
     max_per_sender_per_hour: int = DEFAULT_MAX_PER_SENDER,
+    authserv_id: str | None = None,
     timeout: float = 30.0,
     imap_ssl_context: ssl.SSLContext | None = None,
     smtp_ssl_context: ssl.SSLContext | None = None,
@@ -186,6 +187,8 @@ def build_mail_channel(
 
     Given a PostgreSQL ``engine``, only the process holding the ``imap-poller``
     advisory lock reads the mailbox; without one (or on SQLite) this one does.
+    ``authserv_id`` names our own mail server in Authentication-Results (see
+    :mod:`mail.authentication`); without it no such header is trusted.
     """
     intake = MailIntake(
         service,
@@ -195,6 +198,7 @@ def build_mail_channel(
         max_attachment_bytes=max_attachment_bytes,
         max_per_sender_per_hour=max_per_sender_per_hour,
         spam=None if spam_headers is None else SpamRules.of(spam_headers),
+        authserv_id=authserv_id,
     )
     sender = SmtpSender(
         host=smtp_host,

@@ -11,6 +11,11 @@ hour (counted from ``inbound_mail`` by the sender's blind index, so every
 process and every restart sees the same count). The rest are kept, raw and
 encrypted, with the outcome ``rate_limited``: not answered, never lost, and
 staff are told once per sender and hour.
+
+Where our mail server vouches for its checks (``authserv_id``, see
+:mod:`mail.authentication`), a letter that fails DMARC is not from the
+address it shows: it is kept raw and encrypted with the outcome
+``sender_unverified``, never answered, and staff are told in the group.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from sqlalchemy import case, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from mail.authentication import dmarc_failed
 from mail.classifier import KindClassifier, default_classifier
 from mail.parsing import MailFile, ParsedMail, mail_key, parse_mail
 from mail.spam import SpamRules
@@ -48,6 +54,10 @@ DEFAULT_MAX_ATTACHMENT = 10 * 1024 * 1024
 MAX_FILES = 20
 DEFAULT_MAX_PER_SENDER = 20
 SENDER_WINDOW = timedelta(hours=1)
+# What staff are shown of a letter they cannot answer through the desk.
+NOTICE_SUBJECT = 200
+NOTICE_LINES = 8
+NOTICE_CHARS = 800
 
 
 class Outcome(StrEnum):
@@ -62,8 +72,11 @@ class Outcome(StrEnum):
     QUARANTINED = "quarantined"
     DUPLICATE = "duplicate"
     RATE_LIMITED = "rate_limited"
+    SENDER_UNVERIFIED = "sender_unverified"
 
 
+# Outcomes whose letters are kept raw (encrypted): nobody acted on them, staff may.
+_KEPT_RAW = {Outcome.QUARANTINED, Outcome.RATE_LIMITED, Outcome.SENDER_UNVERIFIED}
 _RECORD_ONLY = {
     Disposition.AUTO_REPLY: Outcome.AUTO_REPLY,
     Disposition.BOUNCE: Outcome.BOUNCE,
@@ -133,7 +146,9 @@ class MailIntake:
         max_per_sender_per_hour: int = DEFAULT_MAX_PER_SENDER,
         classifier: KindClassifier | None = None,
         spam: SpamRules | None = None,
+        authserv_id: str | None = None,
     ) -> None:
+        self._authserv_id = authserv_id or None
         self._service = service
         self._classifier = classifier or default_classifier()
         self._spam = spam or SpamRules()
@@ -234,6 +249,9 @@ class MailIntake:
                     _Plan.RECORD,
                     IntakeResult(outcome, None, understood.reason),
                 )
+                continue
+            if self._unverified(mail):
+                letter.plan, letter.result = _Plan.RECORD, self._unverified_result
                 continue
             requests.append((letter, mail, understood))
         if requests:
@@ -410,6 +428,14 @@ class MailIntake:
 
     # -- deciding -----------------------------------------------------------------
 
+    def _unverified(self, mail: ParsedMail) -> bool:
+        """Our mail server says the From address is not the sender's (see the docstring)."""
+        return dmarc_failed(mail.authentication_results, self._authserv_id)
+
+    @property
+    def _unverified_result(self) -> IntakeResult:
+        return IntakeResult(Outcome.SENDER_UNVERIFIED, reason=f"dmarc=fail at {self._authserv_id}")
+
     def _understand(self, mail: ParsedMail) -> Understanding:
         if mail.sender is None:
             if "no From header" in mail.problems:
@@ -432,6 +458,8 @@ class MailIntake:
         understood = self._understand(mail)
         if understood.disposition is not Disposition.REQUEST:
             return IntakeResult(_RECORD_ONLY[understood.disposition], reason=understood.reason)
+        if self._unverified(mail):
+            return self._unverified_result
         assert mail.sender is not None  # _understand quarantines a letter without one
         external_id = self._external_id(mail)
         # A crash after the service committed but before our row: the letter is there already.
@@ -494,8 +522,9 @@ class MailIntake:
             view = await self._service.get(reference)
         except RequestNotFound:
             return None
-        if not view.is_open:
-            return None
+        # Whatever the request's status, the reply is kept with it and staff read its own
+        # words (the subject when there are none: "not me!" may be all a person writes).
+        words = mail.text.strip() or mail.subject
         try:
             if view.status == Status.AWAITING_VERIFICATION.value and understood.codes:
                 outcome = CodeOutcome.WRONG
@@ -514,6 +543,7 @@ class MailIntake:
                         external_id=external_id,
                         evidence=evidence,
                         fields=fields,
+                        words=words,
                     )
                 if verified:
                     return IntakeResult(
@@ -528,7 +558,8 @@ class MailIntake:
                 body=self._body(mail),
                 external_id=external_id,
                 evidence=evidence,
-                fields=self._missing_only(view, understood.fields),
+                fields=self._missing_only(view, understood.fields) if view.is_open else {},
+                words=words,
             )
         except NotAllowed:
             log.info(
@@ -618,7 +649,7 @@ class MailIntake:
         """The letter's ``inbound_mail`` row."""
         mail, result = letter.mail, letter.result
         # What is not acted on is kept raw (encrypted) for staff.
-        kept = result.outcome in (Outcome.QUARANTINED, Outcome.RATE_LIMITED)
+        kept = result.outcome in _KEPT_RAW
         return {
             "mail_key": mail.mail_key if mail is not None else mail_key(letter.raw, None),
             "folder": folder[:255],
@@ -639,6 +670,8 @@ class MailIntake:
         if result.outcome is Outcome.QUARANTINED:
             reason = (result.reason or "")[:200]
             return [_to_staff(key, "quarantined", {"mail_id": row_id, "reason": reason})]
+        if result.outcome is Outcome.SENDER_UNVERIFIED and letter.mail is not None:
+            return [_to_staff(key, "sender_unverified", _shown(letter.mail, row_id))]
         if result.outcome is Outcome.RATE_LIMITED:
             if not letter.notify:
                 return []
@@ -662,6 +695,20 @@ class MailIntake:
                 )
             ]
         return []
+
+
+def _shown(mail: ParsedMail, row_id: int) -> dict[str, object]:
+    """What staff see of a letter nobody answered: masked sender, subject, first lines."""
+    lines = [line.strip() for line in mail.text.split("\n") if line.strip()][:NOTICE_LINES]
+    first = "\n".join(lines)
+    if len(first) > NOTICE_CHARS:
+        first = first[: NOTICE_CHARS - 1].rstrip() + "…"
+    return {
+        "mail_id": row_id,
+        "sender": mask_email(mail.sender),
+        "subject": mail.subject[:NOTICE_SUBJECT] or "—",
+        "lines": first or "—",
+    }
 
 
 def _to_staff(key: str, what: str, params: dict[str, object]) -> NewMessage:

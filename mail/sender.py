@@ -27,6 +27,7 @@ import aiosmtplib
 from workflows.clock import Clock
 from workflows.errors import RequestNotFound
 from workflows.i18n import catalogue, format_date, pick_language, render_notification
+from workflows.identity import InvalidEmail, normalize_email
 from workflows.masking import mask_email
 from workflows.outbox import (
     Audience,
@@ -99,6 +100,11 @@ class SmtpSender:
     async def deliver(self, message: OutgoingMessage) -> DeliveryReceipt:
         if message.audience is not Audience.SUBJECT or not message.address:
             raise PermanentFailure("an e-mail needs a person's address")
+        try:
+            # The last guard before a header: one plain address, no line break, nothing more.
+            normalize_email(message.address)
+        except InvalidEmail:
+            raise PermanentFailure("the address is not one plain e-mail address") from None
         letter, text = await self.compose(message)
         try:
             await self._send(letter)

@@ -57,10 +57,22 @@ STAFF_TEMPLATES: dict[str, dict[str, Any]] = {
     "staff_overdue": {"action": "overdue"},
     "staff_card": {"action": "take"},
     "staff_digest_title": {},
+    "staff_mail_reply": {
+        "action": "message_added",
+        "sender": "a***@example.kz",
+        "words": "That was not me!",
+    },
+    "staff_mail_sender_unverified": {
+        "mail_id": 7,
+        "sender": "a***@example.kz",
+        "subject": "Delete my account",
+        "lines": "Please delete it.",
+    },
 }
 # The outbox's delivery-failure alarm carries only these two params.
 DELIVERY_FAILED = {"reference": REFERENCE, "template": "request_taken"}
-HEADLESS = {"staff_digest_title"}  # a digest heading names no single request
+# A digest heading names no single request; nor does a letter that opened none.
+HEADLESS = {"staff_digest_title", "staff_mail_sender_unverified"}
 
 
 def sample_params(template: str, due_date: str | None = "2026-12-17") -> dict[str, Any]:
@@ -225,7 +237,7 @@ def test_each_notification_renders_in_each_language(
         assert REFERENCE in rendered.subject
         assert REFERENCE in rendered.text
     for name, value in params.items():
-        if name in {"question", "reason", "note", "code"}:
+        if name in {"question", "reason", "note", "code", "words", "sender", "subject", "lines"}:
             assert str(value) in rendered.text
 
 

@@ -39,6 +39,7 @@ from workflows.identity import (
 )
 from workflows.kinds import DEFAULT_KINDS, ClockStart, KindSpec, RequestKind
 from workflows.limits import Limits, ensure_can_open, ensure_can_send_code
+from workflows.masking import mask_email
 from workflows.outbox import (
     Audience,
     Channel,
@@ -64,6 +65,9 @@ from workflows.vault import Vault
 from workflows.views import Actor, ActorKind, AuditView, RequestView
 
 LANGUAGES = ("kk", "ru", "en")
+# A person's words shown to staff stay well inside one Telegram message (4096 UTF-16
+# units after the markup is read), whatever the letters: 1,500 characters at most.
+STAFF_WORDS_LIMIT = 1500
 # Destructive kinds need two different staff members' approvals.
 FOUR_EYES_KINDS = frozenset({"delete_account", "destroy_unlawful"})
 APPROVAL = "approval"
@@ -140,6 +144,12 @@ class MailThread:
 
 def _language(value: str | None) -> str:
     return value if value in LANGUAGES else "en"
+
+
+def shorten(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, an ellipsis saying so."""
+    text = text.strip()
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 class RequestService(KindChanges):
@@ -690,21 +700,29 @@ class RequestService(KindChanges):
         external_id: str | None = None,
         evidence: Sequence[Evidence] = (),
         fields: Mapping[str, Any] | None = None,
+        words: str | None = None,
     ) -> RequestView:
         """Add a person's message, files or missing fields to an open request.
 
         When the request is waiting for the person's information, this is that
         information: the request goes back to staff and they are told.
+
+        With ``words`` (a reply by e-mail: the person's own words, without the
+        quote) the message is kept whatever the request's status, a closed one
+        too, and staff read the words in the group, under the request's card:
+        a reply may be the only sign that a request was filed in someone
+        else's name ("that was not me").
         """
         async with self._unit() as session:
             request = await self._load(session, reference)
             subject = await session.get_one(DataSubject, request.subject_id)
             self._check_owner(actor, subject)
-            if Status(request.status) in CLOSED:
+            closed = Status(request.status) in CLOSED
+            if closed and words is None:
                 raise IllegalTransition(request.status, "attach")
             message = await self._inbound(session, request, actor.channel, body, external_id)
             await self._attach(session, request, message, evidence)
-            if fields:
+            if fields and not closed:
                 merged = dict(self._vault.decrypt_json(request.fields_enc) or {})
                 merged.update({k: v for k, v in fields.items() if v not in (None, "")})
                 request.fields_enc = self._vault.encrypt_json(merged)
@@ -724,8 +742,14 @@ class RequestService(KindChanges):
                     None,
                     {"evidence": len(evidence), "fields": sorted(fields or {})},
                 )
-                if request.verified_at is not None:
+                if request.verified_at is not None and words is None:
                     await self._to_staff(session, request, event, "staff_message_added")
+            if words is not None:
+                said = {
+                    "words": shorten(words, STAFF_WORDS_LIMIT),
+                    "sender": mask_email(actor.email),
+                }
+                await self._to_staff(session, request, event, "staff_mail_reply", said)
             request.updated_at = self._clock.now()
             return await self._view(session, request)
 
@@ -796,8 +820,6 @@ class RequestService(KindChanges):
         async with self._unit() as session:
             request = await self._load(session, reference)
             subject = await session.get_one(DataSubject, request.subject_id)
-            self._check_owner(actor, subject, allow_unknown_email=True)
-            next_status(Status(request.status), Action.VERIFY)
             row = await session.scalar(
                 select(Verification)
                 .where(
@@ -807,6 +829,11 @@ class RequestService(KindChanges):
                 .order_by(Verification.id.desc())
                 .limit(1)
             )
+            if actor.kind is ActorKind.PERSON and actor.email is not None and row is not None:
+                await self._check_code_address(session, request, row, actor.email)
+            else:
+                self._check_owner(actor, subject, allow_unknown_email=True)
+            next_status(Status(request.status), Action.VERIFY)
             now = self._clock.now()
             if row is None or row.code_hash is None or row.code_salt is None:
                 outcome, left = CodeOutcome.DEAD, 0
@@ -842,6 +869,30 @@ class RequestService(KindChanges):
                     {"outcome": outcome.value, "tries_left": left},
                 )
             return CodeCheck(outcome, left, await self._view(session, request))
+
+    async def _check_code_address(
+        self, session: AsyncSession, request: Request, row: Verification, email: str
+    ) -> None:
+        """A mailed code proves only the mailbox it went to: any other sender is refused.
+
+        Refused before the code is looked at, so a stranger who knows the
+        reference cannot use up the person's tries; the refusal is audited
+        (the address masked) and kept, though :class:`NotAllowed` is raised.
+        """
+        normalised = normalize_email(email)
+        if row.target_index == self._vault.blind_index("email", normalised):
+            return
+        await self._audit(
+            session,
+            request,
+            Actor.system(Channel.EMAIL.value),
+            "code_refused",
+            request.status,
+            None,
+            {"outcome": "other_address", "sender": mask_email(normalised)},
+        )
+        await session.commit()
+        raise NotAllowed("the code was not sent to this address")
 
     # -- staff -------------------------------------------------------------
 
@@ -1473,7 +1524,12 @@ class RequestService(KindChanges):
         )
 
     async def _to_staff(
-        self, session: AsyncSession, request: Request, event: AuditEvent, template: str
+        self,
+        session: AsyncSession,
+        request: Request,
+        event: AuditEvent,
+        template: str,
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
         """Post to (or update the card in) the staff group."""
         await enqueue(
@@ -1485,7 +1541,7 @@ class RequestService(KindChanges):
             audience=Audience.STAFF_GROUP,
             template=template,
             language="en",
-            params={**self._params(request), "action": event.action},
+            params={**self._params(request), "action": event.action, **(extra or {})},
             request_id=request.id,
         )
 
