@@ -21,13 +21,15 @@ from collections.abc import Awaitable, Callable
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from mail.caps import DEFAULT_ACKS_IN_TOTAL, DEFAULT_ACKS_PER_MAILBOX
 from mail.intake import (
     DEFAULT_MAX_ATTACHMENT,
+    DEFAULT_MAX_LETTER,
     DEFAULT_MAX_PER_SENDER,
     IntakeResult,
     MailIntake,
 )
-from mail.poller import ImapSettings, MailPoller, Security
+from mail.poller import DEFAULT_CHUNK_BYTES, ImapSettings, MailPoller, Security
 from mail.sender import SmtpSender
 from workflows.clock import Clock
 from workflows.outbox import Channel, OutboxDispatcher
@@ -175,6 +177,10 @@ def build_mail_channel(
     processed_folder: str | None = None,
     max_attachment_bytes: int = DEFAULT_MAX_ATTACHMENT,
     max_per_sender_per_hour: int = DEFAULT_MAX_PER_SENDER,
+    max_acks_per_mailbox_per_hour: int = DEFAULT_ACKS_PER_MAILBOX,
+    max_acks_per_hour: int = DEFAULT_ACKS_IN_TOTAL,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    max_letter_bytes: int = DEFAULT_MAX_LETTER,
     timeout: float = 30.0,
     imap_ssl_context: ssl.SSLContext | None = None,
     smtp_ssl_context: ssl.SSLContext | None = None,
@@ -192,6 +198,9 @@ def build_mail_channel(
         clock,
         max_attachment_bytes=max_attachment_bytes,
         max_per_sender_per_hour=max_per_sender_per_hour,
+        max_acks_per_mailbox_per_hour=max_acks_per_mailbox_per_hour,
+        max_acks_per_hour=max_acks_per_hour,
+        max_letter_bytes=max_letter_bytes,
     )
     sender = SmtpSender(
         host=smtp_host,
@@ -218,6 +227,8 @@ def build_mail_channel(
             poll_seconds=poll_seconds,
             timeout=timeout,
             ssl_context=imap_ssl_context,
+            chunk_bytes=chunk_bytes,
+            max_letter_bytes=max_letter_bytes,
         ),
         intake,
         sessions,
