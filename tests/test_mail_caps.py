@@ -265,3 +265,31 @@ async def test_the_hours_total_cap_holds_back_strangers_tells_staff_once_and_spa
     dovecot.append(request_letter("person30@example.kz", 30))
     await take_and_answer(channel)
     assert (await rows(sessions))[-1].outcome == "opened"
+
+
+async def test_a_forged_reference_in_the_subject_does_not_get_around_the_mailbox_cap(
+    build: Build,
+    dovecot: Dovecot,  # noqa: F811
+    smtp_server: SmtpServer,  # noqa: F811
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    # Someone else's request: letters naming it are taken one by one as replies, refused
+    # as not their sender's, and would each open a request of their own.
+    dovecot.append(request_letter("owner@example.kz", 1))
+    channel = build()
+    await take_and_answer(channel)
+    [owners] = smtp_server.letters
+    reference = str(owners.message["Subject"]).split("]")[0].strip("[")
+    with dovecot.client() as box:
+        for number in range(2, 12):
+            forged = request_letter(
+                f"victim+{number}@example.kz", number, subject=f"Re: [{reference}] Удаление"
+            )
+            box.append(forged, "INBOX")
+
+    await take_and_answer(channel)
+
+    assert len(received_by(smtp_server, "victim@example.kz")) == 3
+    outcomes = [row.outcome for row in (await rows(sessions))[1:]]
+    assert outcomes == ["opened"] * 3 + ["capped_mailbox"] * 7
+    assert await staff_notices(sessions) == ["staff_mail_capped_mailbox"]
