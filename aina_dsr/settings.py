@@ -117,6 +117,10 @@ class Settings(BaseSettings):
     )
     # Our mail server's authserv-id: only its Authentication-Results are read (DMARC).
     mail_authserv_id: str | None = Field(default=None, pattern=r"^[^\s;()\"\\]+$")
+    # Letters fetched and stored together hold at most this much; a bigger letter goes alone.
+    mail_chunk_mb: int = Field(default=20, ge=1, le=1000)
+    # A letter over this is never fetched whole: recorded by its headers, staff told.
+    mail_max_letter_mb: int = Field(default=25, ge=1, le=1000)
 
     # E-mail out
     smtp_host: str | None = None
@@ -151,6 +155,9 @@ class Settings(BaseSettings):
     limit_messages_per_minute: int = Field(default=20, ge=1, le=600)
     limit_codes_per_hour: int = Field(default=3, ge=1, le=60)
     limit_mail_per_sender_per_hour: int = Field(default=20, ge=1, le=10000)
+    # Acknowledgements to e-mail addresses nobody has verified, per mailbox and in all.
+    limit_acks_per_mailbox_per_hour: int = Field(default=3, ge=1, le=1000)
+    limit_acks_per_hour: int = Field(default=300, ge=1, le=100000)
 
     # Scale and misc
     redis_url: str | None = None

@@ -50,6 +50,7 @@ _AUTO_REPLIED = {
     "verification_code",
     "request_verified",
     "attachment_refused",
+    "mail_too_large",
 }
 # Staff's own words (a question, a reason, a note): written by a person.
 _WRITTEN_BY_STAFF = {"info_requested", "request_rejected", "request_completed"}
@@ -234,6 +235,9 @@ class SmtpSender:
             letter["X-Auto-Response-Suppress"] = "All"
         if thread is not None:
             self._thread(letter, thread)
+        elif isinstance(theirs := message.params.get("in_reply_to"), str) and theirs:
+            # An answer to a letter that opened no request (one too large to take).
+            letter["In-Reply-To"] = letter["References"] = theirs
         letter.set_content(text)
         letter.add_alternative(_as_html(text, language), subtype="html")
         ids = message.params.get("documents")
