@@ -49,6 +49,7 @@ PERSON_TEMPLATES: dict[str, dict[str, Any]] = {
     "request_expired": {},
     "still_in_progress": {},
     "deadline_near": {},
+    "deadline_missed": {},
 }
 STAFF_TEMPLATES: dict[str, dict[str, Any]] = {
     "staff_info_received": {"action": "info_received"},

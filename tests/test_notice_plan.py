@@ -220,23 +220,23 @@ async def test_a_restart_with_an_earlier_milestone_sends_it_on_its_day_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # Access asked Tuesday 24 November 2026, due Friday 27th. Staff are reminded on the
-    # day only: the request is planned for Friday 09:00.
+    # day only: the request is planned for the person's "deadline near" on Thursday 09:00.
     before = Reminders(
         service, sessions, vault, clock, calendar, policy=ReminderPolicy(staff=("0",))
     )
     clock.set(almaty(date(2026, 11, 24), 10))
     reference = await open_verified(service, "access")
     await before.run_due()
-    assert (await row(sessions, reference)).next_notice_at == almaty(date(2026, 11, 27), 9)
+    assert (await row(sessions, reference)).next_notice_at == almaty(date(2026, 11, 26), 9)
 
-    # Restarted on Wednesday with a reminder one working day before: Thursday 26th.
-    clock.set(almaty(date(2026, 11, 25), 10))
-    policy = ReminderPolicy(staff=("1", "0"))
+    # Restarted that evening with a reminder two working days before: Wednesday 25th.
+    clock.set(almaty(date(2026, 11, 24), 18))
+    policy = ReminderPolicy(staff=("2", "0"))
     after = Reminders(service, sessions, vault, clock, calendar, policy=policy)
     with caplog.at_level(logging.INFO, logger="workflows.reminders"):
         plan = await after.run_due()
     request = await row(sessions, reference)
-    assert plan.requests == {request.id: almaty(date(2026, 11, 26), 9)}
+    assert plan.requests == {request.id: almaty(date(2026, 11, 25), 9)}
     assert "1 open request(s) to plan again" in caplog.text
     day = date(2026, 11, 25)
     while day <= date(2026, 11, 28):
@@ -246,7 +246,7 @@ async def test_a_restart_with_an_earlier_milestone_sends_it_on_its_day_once(
         day += timedelta(days=1)
 
     assert await staff_notices(sessions, vault, calendar) == [
-        ("2026-11-26", "staff_reminder", None),  # the new one, on its day
+        ("2026-11-25", "staff_reminder", None),  # the new one, on its day
         ("2026-11-27", "staff_reminder", None),
     ]
 

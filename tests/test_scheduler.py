@@ -162,6 +162,8 @@ async def test_a_requests_life_across_nauryz_every_message_on_its_day_exactly_on
         ("2026-03-26", "still_in_progress"),
         ("2026-04-01", "still_in_progress"),
         ("2026-04-08", "deadline_near"),
+        # The deadline of the 13th passed unmet: an apology the next morning, once.
+        ("2026-04-14", "deadline_missed"),
         ("2026-04-15", "request_completed"),
     ]
     to_assignee = [(d, t) for d, t, audience, addr in everything if audience == "staff_user"]
@@ -300,18 +302,18 @@ async def test_after_ten_days_down_each_missed_reminder_is_sent_once_marked_late
 
     after = (await sent(sessions, vault, calendar))[before:]
     assert [(t, a) for d, t, a, _ in after if t != "staff_digest"] == [
-        ("staff_reminder", "staff_user"),  # half the clock gone, 4 December
         ("deadline_near", "subject"),  # 10 December; the weekly notice of the 8th is superseded
-        ("staff_reminder", "staff_user"),  # 3 working days before, 10 December
-        ("staff_reminder", "staff_user"),  # 1 working day before: today, on time
+        # 1 working day before: today, on time; the reminders of 4 and 10 December (half
+        # the clock, 3 working days before) are folded into it.
+        ("staff_reminder", "staff_user"),
     ]
     events = [e for e in await notice_events(sessions) if e.at >= clock.now() - timedelta(hours=3)]
     marks = {e.details["milestone"]: (e.action, e.details["late"]) for e in events}
     assert marks == {
-        "staff/half": ("notice_sent", True),
+        "staff/half": ("notice_skipped", True),
         "person/progress/2": ("notice_skipped", True),
         "person/deadline_near": ("notice_sent", True),
-        "staff/before/3": ("notice_sent", True),
+        "staff/before/3": ("notice_skipped", True),
         "staff/before/1": ("notice_sent", False),
     }
     # The missed digests of the days down are not sent; today's is.
@@ -334,9 +336,12 @@ async def test_a_long_overdue_request_gets_one_late_alarm_not_one_per_missed_day
 
     staff = [t for _, t, a, _ in await sent(sessions, vault, calendar) if a == "staff_group"]
     assert staff.count("staff_overdue") == 1
-    assert staff.count("staff_reminder") == 1  # on the day, late
+    assert staff.count("staff_reminder") == 0  # on the day, late: folded into the alarm
     skipped = [e for e in await notice_events(sessions) if e.action == "notice_skipped"]
-    assert {e.details["reason"] for e in skipped} == {"replaced by a later notice"}
+    assert {e.details["reason"] for e in skipped} == {
+        "replaced by a later notice",
+        "the deadline has passed",  # the person's "deadline near" of that morning
+    }
 
 
 # -- quiet days ---------------------------------------------------------------------
@@ -881,6 +886,6 @@ async def test_a_digest_of_hundreds_of_requests_gives_counts_and_the_most_urgent
     assert len(text_) <= 4096
     assert params["overdue_count"] == 200
     assert "Overdue (200):" in text_
-    assert "… and 190 more" in params["overdue"]
+    assert params["overdue"].splitlines()[-1] == "• … +190 · aina-dsr requests list --overdue"
     # The most overdue comes first.
     assert params["overdue"].splitlines()[0].startswith("• DSR-2026-000001 ")

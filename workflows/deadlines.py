@@ -2,10 +2,18 @@
 
 Given when a request's clock started and when it runs out, :func:`milestones`
 lists every notice it is owed up to a day: to the person, a weekly "still in
-progress" for clocks longer than a week and a "deadline near" a few working
-days before; to staff, reminders at the milestones of the clock and an
-overdue alarm every working day after it. Nothing here reads the database or
-the time: the scheduler compares this list with the notices already recorded.
+progress" for clocks longer than a week, a "deadline near" a few working days
+before (for a clock too short for that, on the working day before the
+deadline, or on its morning for a clock of one working day), so that every
+clock has at least one, and an apology the first working day after a deadline
+that passed unmet; to staff, reminders at the milestones of the clock and an overdue alarm
+every working day after it. Nothing here reads the database or the time: the
+scheduler compares this list with the notices already recorded.
+
+Notices of one series stand for each other: when several are due at once
+(after downtime), only the latest is sent. Staff's reminders and alarms are one
+series, so a reminder whose day was missed is folded into the one that says
+what is true now: after downtime past the deadline, only the overdue alarm.
 """
 
 from __future__ import annotations
@@ -19,6 +27,12 @@ from workflows.calendar import WorkingCalendar
 
 HALF = "half"
 OVERDUE = "overdue"
+# Every staff reminder and alarm of a request: the latest due stands for the others.
+STAFF_SERIES = "staff"
+# The person's "we are working on it" notices; after the deadline none of them is true.
+PERSON_SERIES = "person"
+# The person's apology once the deadline has passed unmet: a series of its own.
+MISSED_SERIES = "person/missed"
 DEFAULT_STAFF_MILESTONES: tuple[str, ...] = (HALF, "3", "1", "0", OVERDUE)
 
 # Bounds on every walk: no clock is longer than a year, no overdue list longer than ten.
@@ -146,13 +160,13 @@ def _staff(
                 day = calendar.add_working_days(start, math.ceil(total / 2))
                 left = calendar.working_days_between(day, due)
                 offer(
-                    Milestone("staff/half", day, True, "staff_reminder", "staff/half", False, left)
+                    Milestone("staff/half", day, True, "staff_reminder", STAFF_SERIES, False, left)
                 )
         elif token != OVERDUE:
             count = int(token)
             day = due if count == 0 else working_days_before(calendar, due, count)
             name = "staff/on_day" if count == 0 else f"staff/before/{count}"
-            offer(Milestone(name, day, True, "staff_reminder", name, False, count))
+            offer(Milestone(name, day, True, "staff_reminder", STAFF_SERIES, False, count))
     owed = list(by_day.values())
     if OVERDUE in policy.staff:
         # The first alarm goes out the day after the deadline whatever day it is;
@@ -169,7 +183,7 @@ def _staff(
                         day,
                         True,
                         "staff_overdue",
-                        "staff/overdue",
+                        STAFF_SERIES,
                         any_day=True,
                     )
                 )
@@ -185,12 +199,8 @@ def _urgency(milestone: Milestone) -> tuple[int, bool]:
 def _person(
     start: date, due: date, calendar: WorkingCalendar, policy: ReminderPolicy
 ) -> list[Milestone]:
-    owed: list[Milestone] = []
-    near: date | None = working_days_before(calendar, due, policy.deadline_near_days)
-    if near is not None and near <= start:
-        near = None
-    if near is not None:
-        owed.append(Milestone("person/deadline_near", near, False, "deadline_near", "person"))
+    near = _deadline_near(start, due, calendar, policy)
+    owed = [Milestone("person/deadline_near", near, False, "deadline_near", PERSON_SERIES)]
     every = policy.progress_every_days
     if (due - start).days > every:
         for n in range(1, _MAX_DAYS // every + 1):
@@ -198,9 +208,33 @@ def _person(
             if policy.quiet_days:
                 day = calendar.roll_forward(day)
             # The "deadline near" notice says it all from its day on.
-            if day >= due or (near is not None and day >= near):
+            if day >= due or day >= near:
                 break
             owed.append(
-                Milestone(f"person/progress/{n}", day, False, "still_in_progress", "person")
+                Milestone(f"person/progress/{n}", day, False, "still_in_progress", PERSON_SERIES)
             )
+    # The first morning after the deadline (the first working one, when days off are
+    # quiet); the scheduler sends it only while the request is still open.
+    missed = due + timedelta(days=1)
+    if policy.quiet_days:
+        missed = calendar.roll_forward(missed)
+    owed.append(
+        Milestone("person/deadline_missed", missed, False, "deadline_missed", MISSED_SERIES)
+    )
     return owed
+
+
+def _deadline_near(
+    start: date, due: date, calendar: WorkingCalendar, policy: ReminderPolicy
+) -> date:
+    """The day of the person's "deadline near" notice: ``deadline_near_days`` working days
+    before the deadline; when that is not after the clock's start, the working day before
+    the deadline; when that is not either (a clock of one working day), the deadline's
+    own morning. So no clock runs out without the person hearing from us."""
+    for day in (
+        working_days_before(calendar, due, policy.deadline_near_days),
+        working_days_before(calendar, due, 1),
+    ):
+        if day > start:
+            return day
+    return due

@@ -46,7 +46,7 @@ from workflows.tables import Request, SchedulerState
 # The ``scheduler_state`` row holding the fingerprint the stored instants were planned from.
 PLAN_BASIS = "notice_plan_basis"
 # Bump when the planning code comes to compute other instants from the same inputs.
-_PLANNER_VERSION = 1
+_PLANNER_VERSION = 2
 
 # Columns whose change alone does not change what a request is owed.
 _NOT_A_CHANGE = frozenset({"next_notice_at", "version"})

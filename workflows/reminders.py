@@ -27,6 +27,7 @@ none is sent late for days when the old clock ran.
 
 from __future__ import annotations
 
+import html
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,8 +40,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from workflows.calendar import WorkingCalendar
 from workflows.clock import Clock
-from workflows.deadlines import Milestone, ReminderPolicy, milestones
+from workflows.deadlines import PERSON_SERIES, Milestone, ReminderPolicy, milestones
 from workflows.errors import ConcurrentChange, IllegalTransition, RequestNotFound
+from workflows.i18n import LANGUAGES, render_notification
 from workflows.notice_plan import BasisChanged, adopt_basis, plan_basis, set_next_notices
 from workflows.outbox import Audience, Channel, enqueue, subject_route
 from workflows.service import RequestService, verification_cutoff
@@ -63,11 +65,19 @@ _MAX_BATCHES = 5000
 _NOTICE_BATCH = 200
 # Notices are claimed this many to an INSERT (SQLite binds 7 values for each).
 _CLAIM_CHUNK = 500
-# A Telegram message holds 4,096 characters; the digest's words take about 400 of them.
-# Past this many characters of lines, each list shows its first ``_DIGEST_LINES`` (a line
-# is at most about 50 characters) and a count of the rest.
-_DIGEST_BUDGET = 3000
-_DIGEST_LINES = 10
+# Telegram refuses a message of more than 4,096 characters (UTF-16 code units).
+TELEGRAM_MESSAGE_LIMIT = 4096
+# A digest whose lists do not all fit shows at most this many lines of each (then fewer,
+# should even that not fit) and, for the rest, the command that lists them.
+_DIGEST_LINES = (10, 5, 3, 1, 0)
+# Where staff find what a shortened list leaves out: commands, the same in every language.
+_DIGEST_MORE = {
+    "new": "aina-dsr requests list",
+    "due_week": "aina-dsr requests list",
+    "overdue": "aina-dsr requests list --overdue",
+    "waiting": "aina-dsr requests list --status awaiting_info",
+    "unconfirmed": "aina-dsr requests list",
+}
 
 
 @dataclass(frozen=True)
@@ -383,9 +393,17 @@ class Reminders:
             reason: str | None = None
             if latest[milestone.series] is not milestone:
                 reason = "replaced by a later notice"
-            elif not milestone.to_staff and request.due_at < now:
+            elif milestone.series == PERSON_SERIES and request.due_at < now:
                 # "We will answer on time" must not reach anyone after the deadline.
                 reason = "the deadline has passed"
+            elif (
+                milestone.series == PERSON_SERIES
+                and request.verified_at is not None
+                and self.policy.instant(milestone.day, self._calendar) <= request.verified_at
+            ):
+                # Meant for before the person was verified: that notice told them the
+                # deadline already, so this one would only repeat it.
+                reason = "the person was told at verification"
             decided.append(_Owed(milestone, late, reason))
         return decided
 
@@ -421,16 +439,21 @@ class Reminders:
             self._audit(session, request, "notice_skipped", "system", now, details)
             return
         params = self._params(request)
+        template = milestone.template
         if milestone.to_staff:
-            params["action"] = "overdue" if milestone.template == "staff_overdue" else "remind"
-            if milestone.template == "staff_reminder":
-                assert request.due_at is not None
-                params["days_left"] = self._calendar.working_days_between(
-                    self._calendar.local_date(now), self._calendar.local_date(request.due_at)
-                )
+            assert request.due_at is not None
+            today, due = self._calendar.local_date(now), self._calendar.local_date(request.due_at)
+            if template == "staff_reminder" and today > due:
+                # A reminder that missed its day and goes out after the deadline (no
+                # overdue alarm in the settings to fold it into) says what is true now.
+                template = "staff_overdue"
+            params["action"] = "overdue" if template == "staff_overdue" else "remind"
+            if template == "staff_reminder":
+                params["days_left"] = self._calendar.working_days_between(today, due)
             audience = Audience.STAFF_USER if request.assignee_id else Audience.STAFF_GROUP
             address = str(request.assignee_id) if request.assignee_id else None
             channel, language = Channel.TELEGRAM, "en"
+            details["template"] = template
         else:
             route = subject_route(self._vault, request.channel, subject)
             if route is None:
@@ -447,7 +470,7 @@ class Reminders:
             key=key,
             channel=channel,
             audience=audience,
-            template=milestone.template,
+            template=template,
             language=language,
             params=params,
             address=address,
@@ -518,6 +541,14 @@ class Reminders:
                     # A correction or destruction whose documents staff have not yet
                     # confirmed: no clock runs, so only the digest keeps it in sight.
                     unconfirmed.append(line)
+            lists = {
+                "new": new,
+                "due_week": due_week,
+                "overdue": overdue,
+                "waiting": waiting,
+                "unconfirmed": unconfirmed,
+            }
+            counts = {f"{name}_count": len(lines) for name, lines in lists.items()}
             await enqueue(
                 session,
                 self._vault,
@@ -527,21 +558,7 @@ class Reminders:
                 audience=Audience.STAFF_GROUP,
                 template="staff_digest",
                 language="en",
-                params={
-                    "day": today.isoformat(),
-                    "new_count": len(new),
-                    "due_week_count": len(due_week),
-                    "overdue_count": len(overdue),
-                    "waiting_count": len(waiting),
-                    "unconfirmed_count": len(unconfirmed),
-                    **_listings(
-                        new=new,
-                        due_week=due_week,
-                        overdue=overdue,
-                        waiting=waiting,
-                        unconfirmed=unconfirmed,
-                    ),
-                },
+                params=_digest_params({"day": today.isoformat(), **counts}, lists),
             )
         log.info("digest for %s posted", today.isoformat())
         return True
@@ -707,22 +724,35 @@ def _owed_since(at: datetime, changed: _Change | None) -> bool:
     return changed is None or at > changed.at
 
 
-def _listing(lines: list[str], limit: int | None = None) -> str:
+def _listing(name: str, lines: list[str], limit: int | None = None) -> str:
     if not lines:
         return "—"
     shown = [f"• {line}" for line in lines[:limit]]
     if limit is not None and len(lines) > limit:
-        shown.append(f"• … and {len(lines) - limit} more")
+        # The list's heading gives the count; this line says how many are left out and
+        # where they are, in words that need no translation.
+        shown.append(f"• … +{len(lines) - limit} · {_DIGEST_MORE[name]}")
     return "\n".join(shown)
 
 
-def _listings(**lists: list[str]) -> dict[str, str]:
-    """Each list of the digest in full while they fit one Telegram message, else its
-    ``_DIGEST_LINES`` most urgent lines (the earliest deadlines) and how many more."""
-    full = {name: _listing(lines) for name, lines in lists.items()}
-    if sum(len(text) for text in full.values()) <= _DIGEST_BUDGET:
-        return full
-    return {name: _listing(lines, _DIGEST_LINES) for name, lines in lists.items()}
+def _digest_params(params: dict[str, Any], lists: Mapping[str, list[str]]) -> dict[str, Any]:
+    """The digest's params with each list in full while the digest fits one Telegram
+    message in every staff language, else with its most urgent lines (the earliest
+    deadlines, ``_DIGEST_LINES``) and a pointer to the rest.
+
+    Measured on the text as rendered, so a longer heading in a translation cannot
+    push it over Telegram's limit.
+    """
+    for limit in (None, *_DIGEST_LINES):
+        full = {**params, **{name: _listing(name, lines, limit) for name, lines in lists.items()}}
+        if all(_fits_telegram(full, language) for language in LANGUAGES):
+            return full
+    return full  # not reached: with no lines, a digest is a few hundred characters
+
+
+def _fits_telegram(params: Mapping[str, Any], language: str) -> bool:
+    text = render_notification("staff_digest", language, params, escape=html.escape).text
+    return len(text.encode("utf-16-le")) // 2 <= TELEGRAM_MESSAGE_LIMIT
 
 
 async def _claim_many(
