@@ -9,7 +9,8 @@ Only one process reads the mailbox: on PostgreSQL the holder of the
 others try again every ``lock_retry_seconds`` and take over when the holder
 dies. Two pollers would not lose or double a letter (the intake dedupes), but
 they would race on the cursor and the flags for nothing. The sender runs in
-every process: outbox rows are claimed under a lease, so each is sent once.
+every process: outbox rows are claimed under its owner token (see
+:mod:`workflows.outbox`), so each is sent once.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from mail.sender import SmtpSender
 from mail.spam import SpamRules
 from workflows.clock import Clock
 from workflows.outbox import Channel, OutboxDispatcher
+from workflows.outbox_owners import ClaimOwners
 from workflows.scheduler_lock import AdvisoryLock, LeaderLock, SingleProcessLock
 from workflows.service import RequestService
 from workflows.vault import Vault
@@ -152,6 +154,7 @@ class MailChannel:
         finally:
             if self.sender is not None:
                 await self.sender.close()
+            await self.dispatcher.close()  # what it still claims is free for others at once
 
 
 def build_mail_channel(
@@ -181,11 +184,15 @@ def build_mail_channel(
     smtp_ssl_context: ssl.SSLContext | None = None,
     engine: AsyncEngine | None = None,
     spam_headers: Mapping[str, Sequence[str]] | None = None,
+    claim_owners: ClaimOwners | None = None,
 ) -> MailChannel:
     """The e-mail channel from plain values (the composition root reads the settings).
 
     Given a PostgreSQL ``engine``, only the process holding the ``imap-poller``
     advisory lock reads the mailbox; without one (or on SQLite) this one does.
+    ``claim_owners`` are the process's owners of outbox claims (one per process,
+    shared by its dispatchers); without them a dead process's claims wait out
+    their lease.
     """
     intake = MailIntake(
         service,
@@ -208,7 +215,9 @@ def build_mail_channel(
         timeout=timeout,
         ssl_context=smtp_ssl_context,
     )
-    dispatcher = OutboxDispatcher(sessions, vault, clock, {Channel.EMAIL: sender})
+    dispatcher = OutboxDispatcher(
+        sessions, vault, clock, {Channel.EMAIL: sender}, owners=claim_owners
+    )
     poller = MailPoller(
         ImapSettings(
             host=imap_host,
