@@ -124,6 +124,11 @@ def mail_channel(settings: Settings, core: Core, owners: ClaimOwners | None = No
         max_attachment_bytes=settings.mail_max_attachment_mb * 1024 * 1024,
         max_per_sender_per_hour=settings.limit_mail_per_sender_per_hour,
         spam_headers=settings.mail_spam_headers,
+        authserv_id=settings.mail_authserv_id,
+        max_acks_per_mailbox_per_hour=settings.limit_acks_per_mailbox_per_hour,
+        max_acks_per_hour=settings.limit_acks_per_hour,
+        chunk_bytes=settings.mail_chunk_mb * 1024 * 1024,
+        max_letter_bytes=settings.mail_max_letter_mb * 1024 * 1024,
         engine=core.engine,  # on PostgreSQL one replica reads the mailbox (advisory lock)
         claim_owners=owners,
     )

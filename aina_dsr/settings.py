@@ -22,7 +22,7 @@ from sqlalchemy.exc import ArgumentError
 from mail.spam import DEFAULT_SPAM_HEADERS
 from workflows.calendar import CalendarFileError, WorkingCalendar
 from workflows.deadlines import DEFAULT_STAFF_MILESTONES, MilestoneError, parse_staff_milestones
-from workflows.kinds import RequestKind
+from workflows.kinds import CLASSIFIED_KINDS
 from workflows.retention import DEFAULT_RETENTION_DAYS
 from workflows.service import FOUR_EYES_KINDS
 
@@ -115,6 +115,12 @@ class Settings(BaseSettings):
     mail_spam_headers: dict[str, list[str]] = Field(
         default_factory=lambda: {k: list(v) for k, v in DEFAULT_SPAM_HEADERS.items()}
     )
+    # Our mail server's authserv-id: only its Authentication-Results are read (DMARC).
+    mail_authserv_id: str | None = Field(default=None, pattern=r"^[^\s;()\"\\]+$")
+    # Letters fetched and stored together hold at most this much; a bigger letter goes alone.
+    mail_chunk_mb: int = Field(default=20, ge=1, le=1000)
+    # A letter over this is never fetched whole: recorded by its headers, staff told.
+    mail_max_letter_mb: int = Field(default=25, ge=1, le=1000)
 
     # E-mail out
     smtp_host: str | None = None
@@ -149,6 +155,9 @@ class Settings(BaseSettings):
     limit_messages_per_minute: int = Field(default=20, ge=1, le=600)
     limit_codes_per_hour: int = Field(default=3, ge=1, le=60)
     limit_mail_per_sender_per_hour: int = Field(default=20, ge=1, le=10000)
+    # Acknowledgements to e-mail addresses nobody has verified, per mailbox and in all.
+    limit_acks_per_mailbox_per_hour: int = Field(default=3, ge=1, le=1000)
+    limit_acks_per_hour: int = Field(default=300, ge=1, le=100000)
 
     # Scale and misc
     redis_url: str | None = None
@@ -185,7 +194,7 @@ class Settings(BaseSettings):
         if value.strip().lower() in ("none", "off"):
             return frozenset()
         names = {part.strip().lower() for part in value.split(",") if part.strip()}
-        known = {kind.value for kind in RequestKind}
+        known = {kind.value for kind in CLASSIFIED_KINDS}
         if names - known:
             raise ValueError(
                 f"unknown kind {sorted(names - known)[0]!r}; kinds: {', '.join(sorted(known))},"

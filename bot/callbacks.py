@@ -48,6 +48,23 @@ class StaffAction(CallbackData, prefix="st"):
     reference: str
 
 
+class KindMenu(CallbackData, prefix="km"):
+    """Staff ask to change a request's kind: the bot offers the kinds."""
+
+    reference: str
+
+
+class KindPick(CallbackData, prefix="kp"):
+    """Staff set a request's kind (``kind`` empty: they leave it as it is).
+
+    ``menu``: pressed in the list of kinds the bot offered, not on the card.
+    """
+
+    reference: str
+    kind: str = ""
+    menu: bool = False
+
+
 def stray_buttons() -> Router:
     """The last router: a press nobody understood (garbage, an old format, a forged or stale
     button, a button in the wrong chat) is answered, so its spinner stops, and changes nothing."""

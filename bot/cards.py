@@ -8,7 +8,7 @@ from datetime import datetime
 
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 
-from bot.callbacks import StaffAction
+from bot.callbacks import KindMenu, KindPick, StaffAction
 from bot.config import BotConfig
 from bot.delivery import Rendered
 from bot.texts import Texts
@@ -17,10 +17,11 @@ from workflows.clock import Clock
 from workflows.errors import RequestNotFound
 from workflows.fulfilment import Fulfilment
 from workflows.i18n import format_date, kind_name, render_notification, status_name
-from workflows.kinds import DEFAULT_KINDS, ClockStart, DayUnit, RequestKind
+from workflows.kinds import CLASSIFIED_KINDS, DEFAULT_KINDS, ClockStart, DayUnit, RequestKind
 from workflows.outbox import Audience, OutgoingMessage
+from workflows.requests.classification import likely_kinds, running_clock
 from workflows.service import RequestService
-from workflows.states import TRANSITIONS, Action, Status
+from workflows.states import CLOSED, TRANSITIONS, Action, Status
 from workflows.views import RequestView
 
 WORDS_LIMIT = 600
@@ -37,6 +38,19 @@ BUTTONS: tuple[tuple[str, Action, str], ...] = (
 )
 # An access request's card shows the report staff are about to approve.
 PREVIEWED = frozenset({Status.VERIFIED.value, Status.IN_REVIEW.value, Status.AWAITING_INFO.value})
+# What an unclassified request cannot have until staff pick its kind.
+NEEDS_A_KIND = frozenset({"approve", "complete"})
+
+
+def kind_changeable(view: RequestView) -> bool:
+    """Staff may still set the kind: open, and its work (which follows the kind) not begun."""
+    status = Status(view.status)
+    return status not in CLOSED and status is not Status.APPROVED
+
+
+def candidate_kinds(view: RequestView) -> tuple[RequestKind, ...]:
+    """The kinds an unclassified request most likely is (every kind, when none was named)."""
+    return likely_kinds(RequestKind.UNCLASSIFIED, view.candidates)
 
 
 def shorten(text: str, limit: int) -> str:
@@ -59,9 +73,9 @@ def days_left(
         return due, texts("staff.left.overdue", n=(today - due_day).days)
     if due_day == today:
         return due, texts("staff.left.today")
-    spec = DEFAULT_KINDS[RequestKind(view.kind)]
     started = view.clock_started_at or view.received_at
-    if spec.running_clock(started, calendar).unit is DayUnit.WORKING:
+    clock = running_clock(RequestKind(view.kind), view.candidates, started, DEFAULT_KINDS, calendar)
+    if clock.unit is DayUnit.WORKING:
         return due, texts("staff.left.working", n=calendar.working_days_between(today, due_day))
     return due, texts("staff.left.calendar", n=(due_day - today).days)
 
@@ -97,6 +111,9 @@ def card_text(
             else texts("staff.assignee.none"),
         )
     ]
+    if view.kind == RequestKind.UNCLASSIFIED.value and view.is_open:
+        names = ", ".join(kind_name(language, kind.value) for kind in candidate_kinds(view))
+        lines += ["", texts("staff.card.unclassified", kinds=html.escape(names))]
     words = [
         f"<i>{html.escape(name)}</i>: {html.escape(shorten(str(value), WORDS_LIMIT))}"
         for name, value in view.fields.items()
@@ -133,21 +150,25 @@ def needed_approvals(view: RequestView) -> int | None:
 
 def card_keyboard(view: RequestView, texts: Texts) -> InlineKeyboardMarkup | None:
     status = Status(view.status)
+    unclassified = view.kind == RequestKind.UNCLASSIFIED.value
     row: list[InlineKeyboardButton] = []
     for action, transition, msgid in BUTTONS:
         if (status, transition) not in TRANSITIONS:
             continue
         if action == "take" and status is not Status.VERIFIED:
             continue  # taking over is possible, but the card keeps to what is useful
+        if unclassified and action in NEEDS_A_KIND:
+            continue
         row.append(
             InlineKeyboardButton(
                 text=texts(msgid),
                 callback_data=StaffAction(action=action, reference=view.reference).pack(),
             )
         )
-    spec = DEFAULT_KINDS[RequestKind(view.kind)]
+    spec = DEFAULT_KINDS.get(RequestKind(view.kind))
     if (
-        spec.starts is ClockStart.CONFIRMATION
+        spec is not None
+        and spec.starts is ClockStart.CONFIRMATION
         and view.clock_started_at is None
         and status in (Status.VERIFIED, Status.IN_REVIEW)
     ):
@@ -158,9 +179,28 @@ def card_keyboard(view: RequestView, texts: Texts) -> InlineKeyboardMarkup | Non
                 callback_data=StaffAction(action="evidence", reference=view.reference).pack(),
             ),
         )
-    if not row:
+    picks: list[InlineKeyboardButton] = []
+    if kind_changeable(view):
+        menu = KindMenu(reference=view.reference).pack()
+        if unclassified:
+            likely = candidate_kinds(view)
+            picks = [
+                InlineKeyboardButton(
+                    # A button's text is plain, not HTML: nothing to escape.
+                    text=texts("staff.kind.button", kind=kind_name(texts.language, k)),
+                    callback_data=KindPick(reference=view.reference, kind=k.value).pack(),
+                )
+                for k in likely
+            ]
+            if len(likely) < len(CLASSIFIED_KINDS):
+                row.append(InlineKeyboardButton(text=texts("staff.kind.other"), callback_data=menu))
+        else:
+            row.append(InlineKeyboardButton(text=texts("staff.change_kind"), callback_data=menu))
+    if not row and not picks:
         return None
-    rows = [row[i : i + 2] for i in range(0, len(row), 2)]
+    # The likely kinds first, the choice staff are asked to make; two buttons a row.
+    rows = [picks[i : i + 2] for i in range(0, len(picks), 2)]
+    rows += [row[i : i + 2] for i in range(0, len(row), 2)]
     return InlineKeyboardMarkup(inline_keyboard=rows)
 
 

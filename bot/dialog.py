@@ -47,7 +47,7 @@ from workflows.identity import (
     normalize_email,
     normalize_phone,
 )
-from workflows.kinds import RequestKind
+from workflows.kinds import CLASSIFIED_KINDS, RequestKind
 from workflows.limits import TooManyCodes, TooManyOpen
 from workflows.masking import mask_email
 from workflows.service import Evidence, RequestService, SharedContact
@@ -257,6 +257,8 @@ def setup(config: BotConfig) -> Router:
         try:
             kind = RequestKind(callback_data.kind)
         except ValueError:
+            kind = RequestKind.UNCLASSIFIED
+        if kind not in CLASSIFIED_KINDS:  # the dialog files only a kind the person chose
             await query.answer(texts("limits.button_unknown"))
             return
         await query.answer()
@@ -583,7 +585,7 @@ def _file_size(message: Message) -> int:
 async def _offer_kinds(message: Message, state: FSMContext, texts: Texts) -> None:
     lines = [texts("start.choose"), ""]
     buttons = []
-    for kind in RequestKind:
+    for kind in CLASSIFIED_KINDS:
         name = kind_name(texts.language, kind.value)
         lines.append(
             f"• <b>{html.escape(name)}</b> — {html.escape(kind_hint(texts.language, kind.value))}"

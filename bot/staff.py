@@ -30,6 +30,7 @@ from workflows.errors import (
     ConcurrentChange,
     DomainError,
     IllegalTransition,
+    KindUndecided,
     NotAllowed,
     RequestNotFound,
 )
@@ -118,6 +119,8 @@ async def _refusal(
         return texts("staff.stale")
     if isinstance(exc, RequestNotFound):
         return texts("staff.find.none", reference=html.escape(reference))
+    if isinstance(exc, KindUndecided):
+        return texts("staff.kind.first")
     if isinstance(exc, NotAllowed) and step == "approve":
         return texts("staff.approval.twice")
     return texts("staff.work.failed", reason=html.escape(str(exc)))
@@ -169,6 +172,8 @@ def setup(config: BotConfig, renderer: OutboxRenderer, clock: Clock) -> Router:
         try:
             if action in ("approve", "complete"):
                 current = await service.get(reference, with_events=True)
+                if current.kind == RequestKind.UNCLASSIFIED.value:
+                    raise KindUndecided(reference)
                 step = Action.APPROVE if action == "approve" else Action.COMPLETE
                 next_status(Status(current.status), step)
                 needs = INPUT_BY_KIND.get(current.kind)

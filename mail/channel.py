@@ -22,13 +22,15 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from mail.caps import DEFAULT_ACKS_IN_TOTAL, DEFAULT_ACKS_PER_MAILBOX
 from mail.intake import (
     DEFAULT_MAX_ATTACHMENT,
+    DEFAULT_MAX_LETTER,
     DEFAULT_MAX_PER_SENDER,
     IntakeResult,
     MailIntake,
 )
-from mail.poller import ImapSettings, MailPoller, Security
+from mail.poller import DEFAULT_CHUNK_BYTES, ImapSettings, MailPoller, Security
 from mail.sender import SmtpSender
 from mail.spam import SpamRules
 from workflows.clock import Clock
@@ -179,6 +181,11 @@ def build_mail_channel(
     processed_folder: str | None = None,
     max_attachment_bytes: int = DEFAULT_MAX_ATTACHMENT,
     max_per_sender_per_hour: int = DEFAULT_MAX_PER_SENDER,
+    authserv_id: str | None = None,
+    max_acks_per_mailbox_per_hour: int = DEFAULT_ACKS_PER_MAILBOX,
+    max_acks_per_hour: int = DEFAULT_ACKS_IN_TOTAL,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    max_letter_bytes: int = DEFAULT_MAX_LETTER,
     timeout: float = 30.0,
     imap_ssl_context: ssl.SSLContext | None = None,
     smtp_ssl_context: ssl.SSLContext | None = None,
@@ -190,6 +197,8 @@ def build_mail_channel(
 
     Given a PostgreSQL ``engine``, only the process holding the ``imap-poller``
     advisory lock reads the mailbox; without one (or on SQLite) this one does.
+    ``authserv_id`` names our own mail server in Authentication-Results (see
+    :mod:`mail.authentication`); without it no such header is trusted.
     ``claim_owners`` are the process's owners of outbox claims (one per process,
     shared by its dispatchers); without them a dead process's claims wait out
     their lease.
@@ -202,6 +211,10 @@ def build_mail_channel(
         max_attachment_bytes=max_attachment_bytes,
         max_per_sender_per_hour=max_per_sender_per_hour,
         spam=None if spam_headers is None else SpamRules.of(spam_headers),
+        authserv_id=authserv_id,
+        max_acks_per_mailbox_per_hour=max_acks_per_mailbox_per_hour,
+        max_acks_per_hour=max_acks_per_hour,
+        max_letter_bytes=max_letter_bytes,
     )
     sender = SmtpSender(
         host=smtp_host,
@@ -230,6 +243,8 @@ def build_mail_channel(
             poll_seconds=poll_seconds,
             timeout=timeout,
             ssl_context=imap_ssl_context,
+            chunk_bytes=chunk_bytes,
+            max_letter_bytes=max_letter_bytes,
         ),
         intake,
         sessions,

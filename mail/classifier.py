@@ -60,6 +60,8 @@ _FOLD = str.maketrans(
     }
 )  # fmt: skip
 _DIGRAPHS = re.compile(r"zh|kh")
+# Words whose features are remembered (most words of letters recur): about 20 MB at most.
+_WORD_CACHE = 100_000
 
 
 def fold(text: str) -> str:
@@ -159,6 +161,7 @@ class KindClassifier:
         self.meta = meta
         low, high = meta["ngram_range"]
         self._range = (int(low), int(high))
+        self._words: dict[str, tuple[int, ...]] = {}
         self.threshold = float(meta["threshold"])
         self.coverage = float(meta["coverage"])
 
@@ -185,14 +188,26 @@ class KindClassifier:
     def kinds(self) -> tuple[str, ...]:
         return self._kinds.classes
 
+    def _word(self, word: str) -> tuple[int, ...]:
+        """The features of one word's n-grams (char_wb n-grams never cross a space)."""
+        found = self._words.get(word)
+        if found is None:
+            low, high = self._range
+            vocabulary = self._vocabulary
+            found = tuple(
+                index
+                for gram in char_wb_ngrams(word, low, high)
+                if (index := vocabulary.get(gram)) is not None
+            )
+            if len(self._words) < _WORD_CACHE:
+                self._words[word] = found
+        return found
+
     def features(self, text: str) -> tuple[NDArray[np.intp], NDArray[np.float64]]:
         """The prepared text's TF-IDF: feature indexes and their l2-normalised weights."""
-        low, high = self._range
-        counts = Counter(
-            index
-            for gram in char_wb_ngrams(text, low, high)
-            if (index := self._vocabulary.get(gram)) is not None
-        )
+        counts: Counter[int] = Counter()
+        for word in text.split():
+            counts.update(self._word(word))
         if not counts:
             return np.zeros(0, dtype=np.intp), np.zeros(0)
         indexes = np.fromiter(counts.keys(), dtype=np.intp, count=len(counts))

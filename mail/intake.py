@@ -6,33 +6,63 @@ request service has committed what the letter caused; a crash in between is
 caught on the next pass, because the service recorded the letter's
 Message-ID with the request (see :meth:`MailIntake.handle`).
 
-One sender gets at most ``max_per_sender_per_hour`` letters acted on in an
-hour (counted from ``inbound_mail`` by the sender's blind index, so every
-process and every restart sees the same count). The rest are kept, raw and
-encrypted, with the outcome ``rate_limited``: not answered, never lost, and
-staff are told once per sender and hour.
+Caps protect the people whose addresses a letter may name (see
+:mod:`mail.caps`): one mailbox (plus-tags and case folded) gets at most
+``max_per_sender_per_hour`` letters acted on in an hour, and acknowledgements
+to addresses nobody has verified are capped per mailbox and in total. A
+letter a cap holds back is kept, raw and encrypted, with the cap's outcome
+(``rate_limited``, ``capped_mailbox``, ``capped_total``): not answered, never
+lost, and staff are told once per cap and hour (per mailbox for the first two).
+
+A letter over the poller's size limit arrives as its headers alone (the
+poller never fetches its body): it is recorded as ``too_large`` with those
+headers, staff are told, and the writer, when the caps allow, gets a short
+note on how to send it again.
+
+Where our mail server vouches for its checks (``authserv_id``, see
+:mod:`mail.authentication`), a letter that fails DMARC is not from the
+address it shows: it is kept raw and encrypted with the outcome
+``sender_unverified``, never answered, and staff are told in the group.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import case, func, insert, select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from mail.authentication import dmarc_failed
+from mail.caps import (
+    DEFAULT_ACKS_IN_TOTAL,
+    DEFAULT_ACKS_PER_MAILBOX,
+    DEFAULT_LETTERS_PER_SENDER,
+    Cap,
+    Caps,
+    Held,
+    Ledger,
+    read_ledger,
+    told_already,
+)
 from mail.classifier import KindClassifier, default_classifier
 from mail.parsing import MailFile, ParsedMail, mail_key, parse_mail
 from mail.spam import SpamRules
-from mail.understanding import Disposition, Understanding, understand
+from mail.understanding import (
+    Disposition,
+    Understanding,
+    automatic,
+    detect_language,
+    understand,
+)
 from workflows.clock import Clock
 from workflows.errors import IllegalTransition, NotAllowed, RequestNotFound
-from workflows.identity import CodeOutcome
+from workflows.identity import CodeOutcome, mailbox_of
 from workflows.kinds import RequestKind
 from workflows.masking import mask_email
 from workflows.outbox import Audience, Channel, NewMessage, enqueue_many
@@ -44,10 +74,15 @@ from workflows.views import Actor, RequestView
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_ATTACHMENT = 10 * 1024 * 1024
+MB = 1024 * 1024
+DEFAULT_MAX_ATTACHMENT = 10 * MB
+DEFAULT_MAX_LETTER = 25 * MB
 MAX_FILES = 20
-DEFAULT_MAX_PER_SENDER = 20
-SENDER_WINDOW = timedelta(hours=1)
+DEFAULT_MAX_PER_SENDER = DEFAULT_LETTERS_PER_SENDER
+# What staff are shown of a letter they cannot answer through the desk.
+NOTICE_SUBJECT = 200
+NOTICE_LINES = 8
+NOTICE_CHARS = 800
 
 
 class Outcome(StrEnum):
@@ -61,8 +96,17 @@ class Outcome(StrEnum):
     SPAM = "spam"
     QUARANTINED = "quarantined"
     DUPLICATE = "duplicate"
-    RATE_LIMITED = "rate_limited"
+    RATE_LIMITED = Cap.SENDER.value
+    CAPPED_MAILBOX = Cap.MAILBOX.value
+    CAPPED_TOTAL = Cap.TOTAL.value
+    TOO_LARGE = "too_large"
+    SENDER_UNVERIFIED = "sender_unverified"
 
+
+# Held back by a cap: kept raw, not answered.
+_HELD = {Outcome.RATE_LIMITED, Outcome.CAPPED_MAILBOX, Outcome.CAPPED_TOTAL}
+# What is not acted on is kept raw (encrypted) for staff; of a letter too large, its headers.
+_KEPT = {Outcome.QUARANTINED, Outcome.TOO_LARGE, Outcome.SENDER_UNVERIFIED, *_HELD}
 
 _RECORD_ONLY = {
     Disposition.AUTO_REPLY: Outcome.AUTO_REPLY,
@@ -91,19 +135,11 @@ class Quarantine(Exception):
 
 class _Plan(StrEnum):
     DUPLICATE = "duplicate"
-    RATE_LIMITED = "rate_limited"
+    HELD = "held"  # held back by a cap
     QUARANTINE = "quarantine"
     RECORD = "record"  # the outcome is known already: a row (and notices) only
     OPEN = "open"  # a new request, opened with the rest of the batch
     ALONE = "alone"  # a reply: handled by itself once the letters before it are stored
-
-
-@dataclass
-class _Share:
-    """One sender's letters in the last hour: acted on, and whether one was held back."""
-
-    acted: int = 0
-    limited: bool = False
 
 
 @dataclass
@@ -115,8 +151,12 @@ class _Letter:
     mail: ParsedMail | None
     plan: _Plan = _Plan.RECORD
     result: IntakeResult = field(default_factory=lambda: IntakeResult(Outcome.DUPLICATE))
-    notify: bool = False  # rate limited: the first of the hour, staff are told
+    notify: bool = False  # held back: the first of the hour, staff are told
     opening: EmailOpening | None = None
+    size: int | None = None  # too large: the letter's size; ``raw`` is its headers only
+    ledger: Ledger | None = None  # the batch's caps (see mail.caps)
+    counted: bool = False  # its answer goes to an unverified address: the caps count it
+    answer: bool = False  # too large: the writer is told how to send it again
 
 
 class MailIntake:
@@ -133,7 +173,12 @@ class MailIntake:
         max_per_sender_per_hour: int = DEFAULT_MAX_PER_SENDER,
         classifier: KindClassifier | None = None,
         spam: SpamRules | None = None,
+        authserv_id: str | None = None,
+        max_acks_per_mailbox_per_hour: int = DEFAULT_ACKS_PER_MAILBOX,
+        max_acks_per_hour: int = DEFAULT_ACKS_IN_TOTAL,
+        max_letter_bytes: int = DEFAULT_MAX_LETTER,
     ) -> None:
+        self._authserv_id = authserv_id or None
         self._service = service
         self._classifier = classifier or default_classifier()
         self._spam = spam or SpamRules()
@@ -141,7 +186,12 @@ class MailIntake:
         self._vault = vault
         self._clock = clock
         self._max_attachment = max_attachment_bytes
-        self._max_per_sender = max_per_sender_per_hour
+        self._caps = Caps(
+            letters_per_sender=max_per_sender_per_hour,
+            acks_per_mailbox=max_acks_per_mailbox_per_hour,
+            acks_in_total=max_acks_per_hour,
+        )
+        self._max_letter = max_letter_bytes
 
     async def seen(self, raw: bytes) -> bool:
         """Whether this letter (by Message-ID or content) was handled already."""
@@ -162,18 +212,26 @@ class MailIntake:
         return result
 
     async def handle_batch(
-        self, letters: Sequence[tuple[int, bytes]], *, folder: str = "INBOX", uidvalidity: int = 0
+        self,
+        letters: Sequence[tuple[int, bytes]],
+        *,
+        folder: str = "INBOX",
+        uidvalidity: int = 0,
+        too_large: Mapping[int, int] | None = None,
     ) -> list[IntakeResult]:
         """Act on each ``(uid, raw)`` letter once; the outcomes in the same order.
 
-        The batch's dedupe, per-sender counts and thread lookups take one query
-        each, and what its letters cause (requests, rows, notices) is stored in
-        one transaction. A reply to a known request is handled by itself, after
-        the letters before it are stored. When the batch cannot be stored, its
-        letters are taken again one by one, so one bad letter is quarantined
-        alone and the others are stored and answered once.
+        ``too_large`` maps the UIDs of letters over the size limit to their
+        sizes: their ``raw`` is the headers alone. The batch's dedupe, caps
+        and thread lookups take one query each (the caps three), and what its
+        letters cause (requests, rows, notices) is stored in one transaction.
+        A reply to a known request is handled by itself, after the letters
+        before it are stored. When the batch cannot be stored, its letters are
+        taken again one by one, so one bad letter is quarantined alone and the
+        others are stored and answered once.
         """
-        batch = [self._read(uid, raw) for uid, raw in letters]
+        sizes = too_large or {}
+        batch = [self._read(uid, raw, sizes.get(uid)) for uid, raw in letters]
         await self._plan(batch)
         pending: list[_Letter] = []
         for letter in batch:
@@ -186,36 +244,30 @@ class MailIntake:
         await self._store(pending, folder, uidvalidity)
         return [letter.result for letter in batch]
 
-    def _read(self, uid: int, raw: bytes) -> _Letter:
+    def _read(self, uid: int, raw: bytes, size: int | None = None) -> _Letter:
         try:
-            return _Letter(uid, raw, parse_mail(raw))
+            return _Letter(uid, raw, parse_mail(raw), size=size)
         except Exception:  # parse_mail never raises; this is the last line of defence
             log.exception("mail uid %s: parser failed", uid)
             failed = IntakeResult(Outcome.QUARANTINED, reason="parser failed")
-            return _Letter(uid, raw, None, _Plan.QUARANTINE, failed)
+            return _Letter(uid, raw, None, _Plan.QUARANTINE, failed, size=size)
 
     # -- planning a batch --------------------------------------------------------------
 
     async def _plan(self, batch: list[_Letter]) -> None:
-        """What becomes of each letter, decided from three queries for the whole batch."""
+        """What becomes of each letter, decided from a few queries for the whole batch."""
         readable = [(letter, letter.mail) for letter in batch if letter.mail is not None]
         known = await self._known_keys({mail.mail_key for _, mail in readable})
-        taken = await self._taken({self._index(mail) for _, mail in readable} - {None})
+        ledger = await self._ledger([mail for _, mail in readable])
         requests: list[tuple[_Letter, ParsedMail, Understanding]] = []
         for letter, mail in readable:
+            letter.ledger = ledger
             if mail.mail_key in known:
                 letter.plan = _Plan.DUPLICATE
                 continue
             known.add(mail.mail_key)
-            index = self._index(mail)
-            if index is not None:
-                share = taken.setdefault(index, _Share())
-                if share.acted >= self._max_per_sender:
-                    letter.plan, letter.notify = _Plan.RATE_LIMITED, not share.limited
-                    letter.result = IntakeResult(Outcome.RATE_LIMITED, reason=self._over_limit)
-                    share.limited = True
-                    continue
-                share.acted += 1
+            if letter.size is not None:
+                continue  # too large: planned with the caps, below
             try:
                 understood = self._understand(mail)
             except Quarantine as exc:
@@ -235,9 +287,30 @@ class MailIntake:
                     IntakeResult(outcome, None, understood.reason),
                 )
                 continue
+            if self._unverified(mail):
+                letter.plan, letter.result = _Plan.RECORD, self._unverified_result
+                continue
             requests.append((letter, mail, understood))
         if requests:
             await self._plan_requests(requests)
+        for letter, mail in readable:
+            if letter.plan is not _Plan.DUPLICATE:
+                self._plan_caps(letter, mail, ledger)
+
+    def _plan_caps(self, letter: _Letter, mail: ParsedMail, ledger: Ledger) -> None:
+        """The caps, letter by letter in the batch's order, once each one's plan is known.
+
+        Only now is it known which letters would open a request (and mail a
+        code); a letter the answer caps hold back is not counted against its
+        sender, so those caps are weighed together with the letter cap.
+        """
+        mailbox = self._index(mail)
+        if mailbox is not None and (held := ledger.take_letter(mailbox)) is not None:
+            self._hold(letter, held)
+        elif letter.size is not None:
+            self._plan_too_large(letter, mail)
+        elif letter.plan is _Plan.OPEN and (held := self._may_answer(letter)) is not None:
+            self._hold(letter, held)  # a new request would mail a code: not this hour
 
     async def _plan_requests(
         self, requests: list[tuple[_Letter, ParsedMail, Understanding]]
@@ -263,7 +336,7 @@ class MailIntake:
                 letter.plan = _Plan.ALONE  # a reply: the service decides, request by request
             else:
                 evidence, refused = self._evidence(mail.files)
-                kind, _candidates = self._kind(understood)
+                kind, candidates = self._kind(understood)
                 assert mail.sender is not None  # _understand quarantines a letter without one
                 letter.plan = _Plan.OPEN
                 letter.opening = EmailOpening(
@@ -274,6 +347,7 @@ class MailIntake:
                     body=self._body(mail),
                     external_id=external_id,
                     evidence=evidence,
+                    candidates=candidates,
                 )
                 letter.result = IntakeResult(
                     Outcome.OPENED,
@@ -294,30 +368,64 @@ class MailIntake:
             )
             return set(rows)
 
-    async def _taken(self, indexes: set[str | None]) -> dict[str, _Share]:
-        """Each sender's letters acted on in the last hour, and whether one was held back."""
-        wanted = sorted(index for index in indexes if index is not None)
-        if not wanted:
-            return {}
-        since = self._clock.now() - SENDER_WINDOW
-        limited = case((InboundMail.outcome == Outcome.RATE_LIMITED.value, 1), else_=0)
+    async def _ledger(self, mails: list[ParsedMail]) -> Ledger:
+        """The hour's counts of the batch's senders (see :mod:`mail.caps`)."""
+        mailboxes = {index for index in map(self._index, mails) if index is not None}
+        addresses = {index for index in map(self._address_index, mails) if index is not None}
         async with self._sessions() as session:
-            rows = await session.execute(
-                select(InboundMail.sender_index, func.count(InboundMail.id), func.sum(limited))
-                .where(InboundMail.sender_index.in_(wanted), InboundMail.received_at > since)
-                .group_by(InboundMail.sender_index)
-            )
-            return {
-                str(index): _Share(int(count) - int(held or 0), bool(held))
-                for index, count, held in rows.all()
-            }
+            return await read_ledger(session, self._caps, self._clock.now(), mailboxes, addresses)
 
     def _index(self, mail: ParsedMail) -> str | None:
+        """The blind index of the sender's mailbox: what the caps count by (``sender_index``)."""
+        if mail.sender is None:
+            return None
+        return self._vault.blind_index("email", mailbox_of(mail.sender))
+
+    def _address_index(self, mail: ParsedMail) -> str | None:
+        """The blind index of the sender's address as written: what a code verifies."""
         return self._vault.blind_index("email", mail.sender)
 
-    @property
-    def _over_limit(self) -> str:
-        return f"over {self._max_per_sender} letters an hour from this sender"
+    def _may_answer(self, letter: _Letter) -> Held | None:
+        """Count an answer to the letter's sender, or the cap that holds the letter back.
+
+        A letter held back here was counted as acted on by the sender cap; it is
+        given back, since a held letter is not one the desk acted on.
+        """
+        assert letter.mail is not None
+        mailbox, ledger = self._index(letter.mail), letter.ledger
+        if mailbox is None or ledger is None:
+            return None
+        address = self._address_index(letter.mail)
+        held = ledger.take_answer(mailbox, address)
+        if held is None:
+            letter.counted = not ledger.verified(address)
+        elif letter.size is None:
+            ledger.give_back_letter(mailbox)
+        return held
+
+    def _hold(self, letter: _Letter, held: Held) -> None:
+        letter.plan, letter.notify = _Plan.HELD, held.first
+        limit = self._caps.limit(held.cap)
+        reason = {
+            Cap.SENDER: f"over {limit} letters an hour from this sender",
+            Cap.MAILBOX: f"over {limit} answers an hour to this mailbox's unverified addresses",
+            Cap.TOTAL: f"over {limit} answers an hour to unverified addresses",
+        }[held.cap]
+        letter.result = IntakeResult(Outcome(held.cap.value), reason=reason)
+
+    def _plan_too_large(self, letter: _Letter, mail: ParsedMail) -> None:
+        """Recorded by its headers; the writer is told when they are a person the caps allow."""
+        letter.plan = _Plan.RECORD
+        language = detect_language(mail.subject, mail.content_language)
+        # An automatic letter is never answered (no mail loops); neither is a letter with
+        # no address to answer.
+        letter.answer = (
+            mail.sender is not None and automatic(mail) is None and self._may_answer(letter) is None
+        )
+        reason = f"{letter.size} bytes, over {self._max_letter}"
+        if not letter.answer:
+            reason += "; not answered"
+        letter.result = IntakeResult(Outcome.TOO_LARGE, reason=reason, language=language)
 
     # -- storing a batch ---------------------------------------------------------------
 
@@ -371,15 +479,28 @@ class MailIntake:
             return await self._quarantine(letter, folder, uidvalidity, letter.result.reason or "")
         if await self._known(letter.mail.mail_key) is not None:
             return IntakeResult(Outcome.DUPLICATE)
-        if letter.plan is _Plan.RATE_LIMITED:
-            return await self._rate_limited(letter, folder, uidvalidity)
+        if letter.plan is _Plan.HELD:
+            return await self._held(letter, folder, uidvalidity)
+        if letter.size is not None:  # too large: its planned outcome stands
+            return await self._recorded(letter, folder, uidvalidity)
         return await self._alone(letter, folder, uidvalidity)
 
     async def _alone(self, letter: _Letter, folder: str, uidvalidity: int) -> IntakeResult:
         """One letter, acted on through the service and then recorded (replies, retries)."""
         assert letter.mail is not None
+
+        def gate() -> IntakeResult | None:
+            """Before a new request (and its code) comes of the letter: may it be answered?"""
+            if letter.plan is _Plan.OPEN:
+                return None  # counted when the batch was planned
+            held = self._may_answer(letter)
+            if held is None:
+                return None
+            self._hold(letter, held)
+            return letter.result
+
         try:
-            letter.result = await self._act(letter.mail)
+            letter.result = await self._act(letter.mail, gate)
         except Quarantine as exc:
             return await self._quarantine(letter, folder, uidvalidity, str(exc))
         except Exception as exc:
@@ -395,8 +516,13 @@ class MailIntake:
         result, sender = letter.result, letter.mail.sender if letter.mail else None
         if result.outcome is Outcome.QUARANTINED:
             log.warning("mail uid %s quarantined: %s", letter.uid, result.reason)
-        elif result.outcome is Outcome.RATE_LIMITED:
-            log.info("mail uid %s from %s: rate limited", letter.uid, mask_email(sender))
+        elif result.outcome in _HELD:
+            log.info(
+                "mail uid %s from %s: held back (%s)",
+                letter.uid,
+                mask_email(sender),
+                result.outcome.value,
+            )
         else:
             log.info(
                 "mail uid %s from %s: %s %s (%s)",
@@ -408,6 +534,14 @@ class MailIntake:
             )
 
     # -- deciding -----------------------------------------------------------------
+
+    def _unverified(self, mail: ParsedMail) -> bool:
+        """Our mail server says the From address is not the sender's (see the docstring)."""
+        return dmarc_failed(mail.authentication_results, self._authserv_id)
+
+    @property
+    def _unverified_result(self) -> IntakeResult:
+        return IntakeResult(Outcome.SENDER_UNVERIFIED, reason=f"dmarc=fail at {self._authserv_id}")
 
     def _understand(self, mail: ParsedMail) -> Understanding:
         if mail.sender is None:
@@ -421,16 +555,20 @@ class MailIntake:
         """The kind a new request opens as: ``unclassified`` with its likely kinds when unsure."""
         if understood.kind is not None:
             return understood.kind, ()
-        return RequestKind.COMPLAINT, ()  # until requests can open unclassified
+        return RequestKind.UNCLASSIFIED, understood.candidates
 
     @staticmethod
     def _external_id(mail: ParsedMail) -> str:
         return mail.message_id or f"<{mail.mail_key[:40]}@inbound.aina-dsr.invalid>"
 
-    async def _act(self, mail: ParsedMail) -> IntakeResult:
+    async def _act(
+        self, mail: ParsedMail, gate: Callable[[], IntakeResult | None] | None = None
+    ) -> IntakeResult:
         understood = self._understand(mail)
         if understood.disposition is not Disposition.REQUEST:
             return IntakeResult(_RECORD_ONLY[understood.disposition], reason=understood.reason)
+        if self._unverified(mail):
+            return self._unverified_result
         assert mail.sender is not None  # _understand quarantines a letter without one
         external_id = self._external_id(mail)
         # A crash after the service committed but before our row: the letter is there already.
@@ -446,9 +584,13 @@ class MailIntake:
             result = await self._reply(reference, mail, understood, actor, external_id, evidence)
             if result is not None:
                 return self._with_refused(result, refused, understood)
-        kind, _candidates = self._kind(understood)
+        held = gate() if gate is not None else None
+        if held is not None:
+            return held
+        kind, candidates = self._kind(understood)
         view = await self._service.open_request(
             kind=kind,
+            candidates=candidates,
             channel=Channel.EMAIL,
             language=understood.language,
             fields=understood.fields,
@@ -492,8 +634,9 @@ class MailIntake:
             view = await self._service.get(reference)
         except RequestNotFound:
             return None
-        if not view.is_open:
-            return None
+        # Whatever the request's status, the reply is kept with it and staff read its own
+        # words (the subject when there are none: "not me!" may be all a person writes).
+        words = mail.text.strip() or mail.subject
         try:
             if view.status == Status.AWAITING_VERIFICATION.value and understood.codes:
                 outcome = CodeOutcome.WRONG
@@ -512,6 +655,7 @@ class MailIntake:
                         external_id=external_id,
                         evidence=evidence,
                         fields=fields,
+                        words=words,
                     )
                 if verified:
                     return IntakeResult(
@@ -526,7 +670,8 @@ class MailIntake:
                 body=self._body(mail),
                 external_id=external_id,
                 evidence=evidence,
-                fields=self._missing_only(view, understood.fields),
+                fields=self._missing_only(view, understood.fields) if view.is_open else {},
+                words=words,
             )
         except NotAllowed:
             log.info(
@@ -567,20 +712,17 @@ class MailIntake:
 
     # -- recording ----------------------------------------------------------------
 
-    async def _rate_limited(self, letter: _Letter, folder: str, uidvalidity: int) -> IntakeResult:
+    async def _held(self, letter: _Letter, folder: str, uidvalidity: int) -> IntakeResult:
         """Keep the letter for staff, unanswered; tell staff on the first of the hour."""
         assert letter.mail is not None
-        now = self._clock.now()
+        cap = Cap(letter.result.outcome.value)
         async with self._sessions() as session:
-            earlier = await session.scalar(
-                select(func.count(InboundMail.id)).where(
-                    InboundMail.sender_index == self._index(letter.mail),
-                    InboundMail.received_at > now - SENDER_WINDOW,
-                    InboundMail.outcome == Outcome.RATE_LIMITED.value,
-                )
-            )
-        letter.plan, letter.notify = _Plan.RATE_LIMITED, not earlier
-        letter.result = IntakeResult(Outcome.RATE_LIMITED, reason=self._over_limit)
+            told = await told_already(session, cap, self._index(letter.mail), self._clock.now())
+        letter.notify = not told
+        return await self._recorded(letter, folder, uidvalidity)
+
+    async def _recorded(self, letter: _Letter, folder: str, uidvalidity: int) -> IntakeResult:
+        """The planned outcome, recorded by itself."""
         if not await self._record(letter, folder, uidvalidity):
             return IntakeResult(Outcome.DUPLICATE)
         self._log(letter)
@@ -615,8 +757,10 @@ class MailIntake:
     def _row(self, letter: _Letter, folder: str, uidvalidity: int, now: datetime) -> dict[str, Any]:
         """The letter's ``inbound_mail`` row."""
         mail, result = letter.mail, letter.result
-        # What is not acted on is kept raw (encrypted) for staff.
-        kept = result.outcome in (Outcome.QUARANTINED, Outcome.RATE_LIMITED)
+        kept = result.outcome in _KEPT
+        answered = result.outcome is Outcome.OPENED or (
+            result.outcome is Outcome.TOO_LARGE and letter.answer
+        )
         return {
             "mail_key": mail.mail_key if mail is not None else mail_key(letter.raw, None),
             "folder": folder[:255],
@@ -626,6 +770,7 @@ class MailIntake:
             "reason": (result.reason or "")[:500] or None,
             "request_id": result.request_id,
             "sender_index": self._index(mail) if mail is not None else None,
+            "answered_unverified": letter.counted and answered,
             "raw_enc": self._vault.encrypt_bytes(letter.raw) if kept else None,
             "received_at": now,
             "processed_at": now,
@@ -637,11 +782,18 @@ class MailIntake:
         if result.outcome is Outcome.QUARANTINED:
             reason = (result.reason or "")[:200]
             return [_to_staff(key, "quarantined", {"mail_id": row_id, "reason": reason})]
-        if result.outcome is Outcome.RATE_LIMITED:
+        if result.outcome is Outcome.SENDER_UNVERIFIED and letter.mail is not None:
+            return [_to_staff(key, "sender_unverified", _shown(letter.mail, row_id))]
+        if result.outcome in _HELD:
             if not letter.notify:
                 return []
-            params = {"mail_id": row_id, "sender": mask_email(sender)}
-            return [_to_staff(key, "rate_limited", {**params, "limit": self._max_per_sender})]
+            cap = Cap(result.outcome.value)
+            params: dict[str, object] = {"mail_id": row_id, "limit": self._caps.limit(cap)}
+            if cap is not Cap.TOTAL:
+                params["sender"] = mask_email(sender)
+            return [_to_staff(key, cap.value, params)]
+        if result.outcome is Outcome.TOO_LARGE:
+            return self._too_large_notices(letter, row_id, key)
         if result.refused_files and result.reference is not None and sender:
             return [
                 NewMessage(
@@ -660,6 +812,57 @@ class MailIntake:
                 )
             ]
         return []
+
+    def _too_large_notices(self, letter: _Letter, row_id: int, key: str) -> list[NewMessage]:
+        """Staff are told of a letter too large to take; its writer, when allowed, how to resend."""
+        mail, language = letter.mail, letter.result.language or "en"
+        sender = mail.sender if mail is not None else None
+        sizes = {
+            "size_mb": max(1, round((letter.size or 0) / MB)),
+            "limit_mb": max(1, self._max_letter // MB),
+        }
+        what = "too_large" if letter.answer else "too_large_unanswered"
+        staff = _to_staff(
+            key,
+            what,
+            {
+                "mail_id": row_id,
+                "sender": mask_email(sender) or "?",
+                "subject": (mail.subject if mail is not None else "")[:200],
+                **sizes,
+            },
+        )
+        if not letter.answer or not sender:
+            return [staff]
+        note = NewMessage(
+            key=f"mail/{key}/resend_smaller",
+            channel=Channel.EMAIL,
+            audience=Audience.SUBJECT,
+            template="mail_too_large",
+            language=language,
+            params={
+                "reference": None,
+                "attachment_mb": max(1, self._max_attachment // MB),
+                "in_reply_to": mail.message_id if mail is not None else None,
+                **sizes,
+            },
+            address=sender,
+        )
+        return [staff, note]
+
+
+def _shown(mail: ParsedMail, row_id: int) -> dict[str, object]:
+    """What staff see of a letter nobody answered: masked sender, subject, first lines."""
+    lines = [line.strip() for line in mail.text.split("\n") if line.strip()][:NOTICE_LINES]
+    first = "\n".join(lines)
+    if len(first) > NOTICE_CHARS:
+        first = first[: NOTICE_CHARS - 1].rstrip() + "…"
+    return {
+        "mail_id": row_id,
+        "sender": mask_email(mail.sender),
+        "subject": mail.subject[:NOTICE_SUBJECT] or "—",
+        "lines": first or "—",
+    }
 
 
 def _to_staff(key: str, what: str, params: dict[str, object]) -> NewMessage:

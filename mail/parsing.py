@@ -3,6 +3,11 @@
 Parsing never raises: a letter the email package cannot make sense of still
 gives what could be read, with ``problems`` saying what went wrong. Whether
 such a letter can be acted on is the intake's decision, not the parser's.
+
+The sender's address is read from the raw From header, before any decoding:
+only its addr-spec is an address. An encoded-word (RFC 2047) is decoded for
+the display name alone, so ``=?utf-8?q?victim=40example.kz?= <mallory@...>``
+is Mallory, and a name that decodes to a line break and ``Bcc:`` is a name.
 """
 
 from __future__ import annotations
@@ -13,7 +18,6 @@ import re
 from dataclasses import dataclass, field
 from email.header import decode_header
 from email.message import Message
-from email.utils import getaddresses, parseaddr
 from typing import Any
 
 from mail.decoding import decode_bytes, html_to_text
@@ -55,6 +59,8 @@ class ParsedMail:
     content_type: str = "text/plain"
     content_language: str | None = None
     problems: tuple[str, ...] = ()
+    # The raw Authentication-Results headers, topmost first (see mail.authentication).
+    authentication_results: tuple[str, ...] = ()
 
 
 def mail_key(raw: bytes, message_id: str | None) -> str:
@@ -147,21 +153,14 @@ def _parse(raw: bytes) -> ParsedMail:
     message_id = message_id_values[0] if message_id_values else None
     thread_ids = _ids(_header(message, "In-Reply-To") + " " + _header(message, "References"))
 
-    sender: str | None = None
-    sender_name = ""
     # Only From: the code proves that mailbox; a Reply-To could name anyone's.
-    from_header = _header(message, "From")
-    if from_header:
-        try:
-            name, address = (getaddresses([from_header]) or [parseaddr(from_header)])[0]
-            sender_name = _clean(name)[:200]
-            sender = normalize_email(address) if address else None
-        except (InvalidEmail, IndexError, ValueError):
-            problems.append("bad From address")
-        if sender is None and "bad From address" not in problems:
-            problems.append("bad From address")
-    else:
+    froms = _raw_headers(message, "From")
+    sender, sender_name = _sender(froms[0]) if len(froms) == 1 else (None, "")
+    if not froms:
         problems.append("no From header")
+    elif sender is None:
+        problems.append("bad From address")
+    from_header = _clean(froms[0]) if froms else ""
 
     subject = _header(message, "Subject")
     if len(subject) > MAX_SUBJECT:
@@ -209,7 +208,95 @@ def _parse(raw: bytes) -> ParsedMail:
         content_type=content_type,
         content_language=language_header,
         problems=tuple(problems),
+        authentication_results=tuple(
+            _clean(value)[:2000] for value in _raw_headers(message, "Authentication-Results")[:20]
+        ),
     )
+
+
+def _raw_headers(message: Message, name: str) -> list[str]:
+    """Every ``name`` header as written, unfolded, 8-bit bytes read as text, nothing decoded."""
+    values: list[str] = []
+    for key, value in message.raw_items():
+        if key.lower() == name.lower() and isinstance(value, str):
+            data = value.encode("ascii", "surrogateescape")
+            values.append(re.sub(r"\r?\n(?=[ \t])", "", decode_bytes(data)))
+    return values
+
+
+def _sender(raw: str) -> tuple[str | None, str]:
+    """``(address, display name)`` from a raw From header; no address unless one addr-spec."""
+    mailbox = split_mailbox(raw)
+    if mailbox is None:
+        return None, ""
+    name, address = mailbox
+    display = _clean(decode_header_value(name))[:200]
+    # What stands between the angle brackets is the address; it is never decoded, and
+    # whitespace or control characters in it make it no address at all.
+    if not address or re.search(r"[\s\x00-\x1f\x7f]", address):
+        return None, display
+    try:
+        return normalize_email(address), display
+    except InvalidEmail:
+        return None, display
+
+
+def split_mailbox(raw: str) -> tuple[str, str] | None:
+    """``(display name as written, addr-spec)`` of a header holding exactly one mailbox.
+
+    RFC 5322's ``name-addr`` (``Name <a@b>``) or bare ``addr-spec`` (``a@b (Name)``),
+    with quoted strings and comments skipped over; a list, a group, a second or an
+    unclosed angle bracket give ``None``.
+    """
+    outside: list[str] = []  # the display name, or the bare addr-spec
+    inside: list[str] = []  # the angle-addr's content
+    comment: list[str] = []
+    where = "before"  # before the angle-addr, inside it, after it
+    depth, quoted, escaped = 0, False, False
+    for char in raw:
+        target = inside if where == "inside" else outside
+        if escaped:
+            (comment if depth else target).append(char)
+            escaped = False
+        elif depth:
+            escaped = char == "\\"
+            depth += {"(": 1, ")": -1}.get(char, 0)
+            comment.append(char if depth else " ")
+        elif quoted:
+            target.append(char)
+            escaped = char == "\\"
+            quoted = char != '"'
+        elif char == '"':
+            if where == "after":
+                return None
+            target.append(char)
+            quoted = True
+        elif char == "(":
+            depth = 1
+        elif where == "inside":
+            if char == ">":
+                where = "after"
+            elif char == "<":
+                return None
+            else:
+                inside.append(char)
+        elif char in "<>,;:" or (where == "after" and not char.isspace()):
+            if char != "<" or where != "before":
+                return None
+            where = "inside"
+        elif where == "before":
+            outside.append(char)
+    if depth or quoted or where == "inside":
+        return None
+    if where == "after":
+        return _unquote("".join(outside).strip()), "".join(inside).strip()
+    return _unquote("".join(comment).strip()), "".join(outside).strip()
+
+
+def _unquote(phrase: str) -> str:
+    if len(phrase) >= 2 and phrase[0] == phrase[-1] == '"':
+        return re.sub(r"\\(.)", r"\1", phrase[1:-1])
+    return phrase
 
 
 def _read_part(part: Message, plain: list[str], html: list[str], files: list[MailFile]) -> None:

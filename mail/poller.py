@@ -9,16 +9,21 @@ only then flagged (or moved to the processed folder). Nothing is deleted or
 expunged. When UIDVALIDITY changes, the folder is read again from the start
 and the intake's dedupe, not the old UID, decides what is new.
 
-Letters are taken in turns by sender (the From headers of the new UIDs are
-read first, in one FETCH): one address that floods the mailbox with hundreds
-of letters gets one turn in each round like everyone else, so the others'
-requests are opened in the first batch. The cursor then moves only over the
-UIDs that are all done, so a batch cut short loses nothing.
+Letters are taken in turns by sender (the From headers and sizes of the new
+UIDs are read first, in one FETCH): one mailbox that floods the mailbox with
+hundreds of letters, under one address or many plus-tagged ones, gets one
+turn in each round like everyone else, so the others' requests are opened in
+the first batch. The cursor then moves only over the UIDs that are all done,
+so a batch cut short loses nothing.
 
-Letters are fetched, handed to the intake and flagged ``_CHUNK`` at a time:
-one FETCH, one intake batch (one transaction), one cursor move and one STORE
-per chunk. A crash before the cursor moves replays at most that chunk, and
-the intake's dedupe makes the replay harmless.
+Letters are fetched, handed to the intake and flagged a chunk at a time: one
+FETCH, one intake batch (one transaction), one cursor move and one STORE per
+chunk. A chunk holds at most ``_CHUNK`` letters and ``chunk_bytes`` of them
+(a single bigger letter goes alone), so what one transaction holds, decoded
+and encrypted, stays bounded. A letter over ``max_letter_bytes`` is never
+fetched whole: only its header (at most ``_HEADER_BYTES``) is, and the intake
+records it as too large. A crash before the cursor moves replays at most that
+chunk, and the intake's dedupe makes the replay harmless.
 """
 
 from __future__ import annotations
@@ -44,8 +49,9 @@ from imap_tools.imap_utf7 import utf7_encode
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from mail.intake import IntakeResult, MailIntake
+from mail.intake import DEFAULT_MAX_LETTER, MB, IntakeResult, MailIntake
 from workflows.clock import Clock
+from workflows.identity import mailbox_of
 from workflows.metrics import mark_imap_polled
 from workflows.tables import MailCursor
 
@@ -58,6 +64,17 @@ PROCESSED_KEYWORD = "$AinaDeskProcessed"
 _MAX_BATCH = 500
 # Letters fetched, stored and flagged together (see the module docstring).
 _CHUNK = 50
+DEFAULT_CHUNK_BYTES = 20 * MB
+# Of a letter too large to fetch, this much of its header at most (a partial FETCH).
+_HEADER_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """What is read of a new letter before it is fetched: whose it is, and how big."""
+
+    sender: str  # the From address's mailbox (see workflows.identity.mailbox_of); "" if none
+    size: int  # RFC822.SIZE, bytes
 
 
 @dataclass(frozen=True)
@@ -76,6 +93,10 @@ class ImapSettings:
     # IDLE is re-issued at least this often (RFC 2177 asks for under 29 minutes).
     idle_seconds: float = 300.0
     ssl_context: ssl.SSLContext | None = None
+    # A chunk holds at most this many bytes of letters (a bigger letter goes alone) ...
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    # ... and a letter over this is never fetched whole (its header only).
+    max_letter_bytes: int = DEFAULT_MAX_LETTER
 
 
 class ImapConnection:
@@ -135,42 +156,45 @@ class ImapConnection:
         found = self._box.uids(f"UID {after + 1}:*")
         return sorted(uid for uid in (int(u) for u in found) if uid > after)[:_MAX_BATCH]
 
-    def senders(self, uids: Sequence[int]) -> dict[int, str]:
-        """The From address of each UID, lower-cased ("" when there is none), in one FETCH."""
+    def envelopes(self, uids: Sequence[int]) -> dict[int, Envelope]:
+        """The sender's mailbox and the size of each UID, in one FETCH."""
         if not uids:
             return {}
-        typ, data = self._box.client.uid(
-            "FETCH", _uid_set(uids), "(BODY.PEEK[HEADER.FIELDS (FROM)])"
-        )
-        if typ != "OK":
-            raise imaplib.IMAP4.error("FETCH of the senders failed")
-        found: dict[int, str] = {}
-        for item in data:
-            if not (isinstance(item, tuple) and len(item) == 2):
-                continue
-            match = re.search(rb"UID (\d+)", item[0])
-            if match is None or not isinstance(item[1], bytes):
-                continue
-            found[int(match.group(1))] = _sender_key(item[1])
+        found: dict[int, Envelope] = {}
+        wanted = "(UID RFC822.SIZE BODY.PEEK[HEADER.FIELDS (FROM)])"
+        for uid, header, around in self._fetch(uids, wanted, "the senders and sizes"):
+            size = re.search(rb"RFC822\.SIZE (\d+)", around)
+            found[uid] = Envelope(_sender_key(header), int(size.group(1)) if size else 0)
         return found
 
     def fetch_many(self, uids: Sequence[int]) -> dict[int, bytes]:
         """The raw letters of ``uids`` in one FETCH; a UID gone meanwhile is left out."""
         if not uids:
             return {}
-        typ, data = self._box.client.uid("FETCH", _uid_set(uids), "(UID BODY.PEEK[])")
+        return {uid: raw for uid, raw, _ in self._fetch(uids, "(UID BODY.PEEK[])", "letters")}
+
+    def headers_many(self, uids: Sequence[int]) -> dict[int, bytes]:
+        """The headers alone (at most ``_HEADER_BYTES`` of each) of ``uids``, in one FETCH."""
+        if not uids:
+            return {}
+        wanted = f"(UID BODY.PEEK[HEADER]<0.{_HEADER_BYTES}>)"
+        return {uid: head for uid, head, _ in self._fetch(uids, wanted, "headers")}
+
+    def _fetch(self, uids: Sequence[int], wanted: str, what: str) -> list[tuple[int, bytes, bytes]]:
+        """``(uid, literal, the response's other words)`` of one UID FETCH with one literal."""
+        typ, data = self._box.client.uid("FETCH", _uid_set(uids), wanted)
         if typ != "OK":
-            raise imaplib.IMAP4.error(f"FETCH of {len(uids)} letters failed")
-        found: dict[int, bytes] = {}
+            raise imaplib.IMAP4.error(f"FETCH of {len(uids)} {what} failed")
+        found: list[tuple[int, bytes, bytes]] = []
         for index, item in enumerate(data):
             if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], bytes)):
                 continue
-            match = re.search(rb"UID (\d+)", item[0])
             following = data[index + 1] if index + 1 < len(data) else b""
-            if match is None and isinstance(following, bytes):
-                match = re.search(rb"UID (\d+)", following)  # a server that names it last
+            # A server may name the UID (or the size) after the literal instead of before.
+            around = item[0] + b" " + (following if isinstance(following, bytes) else b"")
+            match = re.search(rb"UID (\d+)", around)
             if match is not None:
-                found[int(match.group(1))] = item[1]
+                found.append((int(match.group(1)), item[1], around))
         return found
 
     def mark_processed(self, uids: Sequence[int]) -> None:
@@ -237,9 +261,34 @@ def _uid_set(uids: Sequence[int]) -> str:
 
 
 def _sender_key(header: bytes) -> str:
+    """The mailbox of the From address (plus-tags and case folded): one turn per mailbox."""
     message = BytesHeaderParser().parsebytes(header)
     addresses = getaddresses([str(value) for value in message.get_all("From", [])])
-    return next((address.lower() for _, address in addresses if "@" in address), "")
+    return next((mailbox_of(address) for _, address in addresses if "@" in address), "")
+
+
+def chunks(
+    order: Sequence[int], sizes: dict[int, int], *, count: int, max_bytes: int, max_letter: int
+) -> list[list[int]]:
+    """``order`` cut, in order, into runs of at most ``count`` letters and ``max_bytes``.
+
+    A letter bigger than ``max_bytes`` goes alone; one over ``max_letter`` weighs
+    nothing here, since only its header is fetched.
+    """
+    runs: list[list[int]] = []
+    run: list[int] = []
+    weight = 0
+    for uid in order:
+        size = sizes.get(uid, 0)
+        size = 0 if size > max_letter else size
+        if run and (len(run) >= count or weight + size > max_bytes):
+            runs.append(run)
+            run, weight = [], 0
+        run.append(uid)
+        weight += size
+    if run:
+        runs.append(run)
+    return runs
 
 
 def fair_order(uids: Sequence[int], senders: dict[int, str]) -> list[int]:
@@ -319,16 +368,30 @@ class MailPoller:
         # A full batch may have left letters behind: run() reads again without waiting.
         self.more_waiting = len(found) >= _MAX_BATCH
         uids = [uid for uid in found if (validity, uid) not in self._done]
-        senders = await self._in_thread(self._connection.senders, uids) if len(uids) > 1 else {}
-        order = fair_order(uids, senders)
+        envelopes = await self._in_thread(self._connection.envelopes, uids)
+        sizes = {uid: envelope.size for uid, envelope in envelopes.items()}
+        order = fair_order(uids, {uid: envelope.sender for uid, envelope in envelopes.items()})
         if limit is not None:
             order = order[:limit]
         results: list[IntakeResult] = []
-        for start in range(0, len(order), _CHUNK):
-            chunk = order[start : start + _CHUNK]
-            raws = await self._in_thread(self._connection.fetch_many, chunk)
+        most = self._settings.max_letter_bytes
+        for chunk in chunks(
+            order, sizes, count=_CHUNK, max_bytes=self._settings.chunk_bytes, max_letter=most
+        ):
+            whole = [uid for uid in chunk if sizes.get(uid, 0) <= most]
+            raws = await self._in_thread(self._connection.fetch_many, whole)
+            too_large = [uid for uid in chunk if sizes.get(uid, 0) > most]
+            if too_large:
+                heads = await self._in_thread(self._connection.headers_many, too_large)
+                raws.update(heads)
+                log.warning("%d letters over %d bytes: their headers only", len(heads), most)
             letters = [(uid, raws[uid]) for uid in chunk if uid in raws]
-            handled = await self._intake.handle_batch(letters, folder=folder, uidvalidity=validity)
+            handled = await self._intake.handle_batch(
+                letters,
+                folder=folder,
+                uidvalidity=validity,
+                too_large={uid: sizes[uid] for uid in too_large if uid in raws},
+            )
             results.extend(handled)
             self._done.update((validity, uid) for uid in chunk)
             # Only after the intake committed: a crash before this replays the chunk.

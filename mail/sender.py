@@ -27,6 +27,7 @@ import aiosmtplib
 from workflows.clock import Clock
 from workflows.errors import RequestNotFound
 from workflows.i18n import catalogue, format_date, pick_language, render_notification
+from workflows.identity import InvalidEmail, normalize_email
 from workflows.masking import mask_email
 from workflows.outbox import (
     Audience,
@@ -49,6 +50,7 @@ _AUTO_REPLIED = {
     "verification_code",
     "request_verified",
     "attachment_refused",
+    "mail_too_large",
 }
 # Staff's own words (a question, a reason, a note): written by a person.
 _WRITTEN_BY_STAFF = {"info_requested", "request_rejected", "request_completed"}
@@ -99,6 +101,11 @@ class SmtpSender:
     async def deliver(self, message: OutgoingMessage) -> DeliveryReceipt:
         if message.audience is not Audience.SUBJECT or not message.address:
             raise PermanentFailure("an e-mail needs a person's address")
+        try:
+            # The last guard before a header: one plain address, no line break, nothing more.
+            normalize_email(message.address)
+        except InvalidEmail:
+            raise PermanentFailure("the address is not one plain e-mail address") from None
         letter, text = await self.compose(message)
         try:
             await self._send(letter)
@@ -228,6 +235,9 @@ class SmtpSender:
             letter["X-Auto-Response-Suppress"] = "All"
         if thread is not None:
             self._thread(letter, thread)
+        elif isinstance(theirs := message.params.get("in_reply_to"), str) and theirs:
+            # An answer to a letter that opened no request (one too large to take).
+            letter["In-Reply-To"] = letter["References"] = theirs
         letter.set_content(text)
         letter.add_alternative(_as_html(text, language), subtype="html")
         ids = message.params.get("documents")

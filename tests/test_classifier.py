@@ -1,8 +1,9 @@
 """The letter classifier: trained from the letters in the repository, right on letters it never saw.
 
-The held-out set (``tests/data/letters_heldout.jsonl``) was written apart from
-the training letters (other people, other situations, other wording) and is
-never read by training; ``python -m mail.training --evaluate`` prints the
+The held-out sets (``tests/data/letters_heldout*.jsonl``: one as customers
+usually write, one harder) were written apart from the training letters
+(other people, other situations, other wording) and are never read by
+training; ``python -m mail.training --evaluate`` prints the
 same figures as tables.
 """
 
@@ -16,7 +17,7 @@ import pytest
 from mail.classifier import KindClassifier, prepare, training_digest, training_files
 from mail.parsing import parse_mail
 from mail.spam import SpamRules
-from mail.training import HELD_OUT, Letter, evaluate, fit, read_letters
+from mail.training import HELD_OUT, HELD_OUT_HARD, Letter, evaluate, fit, read_letters
 from mail.understanding import Disposition, decide_kind, understand
 from workflows.kinds import RequestKind
 
@@ -31,7 +32,7 @@ def classifier() -> KindClassifier:
 
 @pytest.fixture(scope="module")
 def held_out() -> list[Letter]:
-    return read_letters([HELD_OUT])
+    return read_letters([HELD_OUT, HELD_OUT_HARD])
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +54,7 @@ def test_the_labelled_set_is_large_and_covers_every_kind_and_way_of_writing(
     training: list[Letter], held_out: list[Letter]
 ) -> None:
     assert len(training) + len(held_out) >= 400
-    assert len(held_out) >= 150
+    assert len(held_out) >= 250
     for letters in (training, held_out):
         assert {letter.kind for letter in letters} == KINDS
         assert {letter.lang for letter in letters} == LANGUAGES
@@ -91,8 +92,8 @@ def test_held_out_letters_get_the_right_kind_at_least_nine_times_in_ten(
     assert result.accuracy >= 0.90, result.confusion
     # When the desk decides a kind by itself it is rarely wrong; when it is not sure, the
     # staff card offers the likely kinds and the right one is nearly always among them.
-    assert result.wrong <= 0.05 * result.total
-    assert result.unclassified_covered >= 0.8 * result.unclassified
+    assert result.wrong <= 0.03 * result.total
+    assert result.unclassified_covered >= 0.9 * result.unclassified
     assert result.language_right >= 0.95 * result.total
 
 

@@ -27,6 +27,9 @@ def aina_dsr(
 ) -> subprocess.CompletedProcess[str]:
     """The real console entry point, in a clean environment, in ``cwd``."""
     clean = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(cwd), **env}
+    if os.environ.get("PYTHONPATH"):
+        # The code under test, when it is not the installed copy (a checkout run in place).
+        clean.setdefault("PYTHONPATH", os.environ["PYTHONPATH"])
     return subprocess.run(
         [sys.executable, "-m", "aina_dsr", *args],
         cwd=cwd,

@@ -120,3 +120,38 @@ async def test_export_carries_the_audit_trail(
     [exported] = json.loads(out.read_text(encoding="utf-8"))
     assert exported["status"] == "rejected"
     assert len(exported["events"]) == 3
+
+
+async def test_an_unclassified_request_lists_as_unclassified_until_staff_pick_its_kind(
+    service: RequestService, database_url: str, encryption_key: str, tmp_path: Path
+) -> None:
+    view = await service.open_request(
+        kind="unclassified",
+        channel="email",
+        language="ru",
+        email="a@b.kz",
+        candidates=("complaint", "access"),
+    )
+    settings = env(database_url, encryption_key)
+
+    (listed,) = json.loads(aina_dsr(tmp_path, "requests", "list", "--json", **settings).stdout)
+    assert (listed["kind"], listed["candidates"]) == ("unclassified", ["access", "complaint"])
+    # Access's three working days from Tuesday 24 November 2026.
+    assert listed["due_at"] == "2026-11-27T23:59:59.999999+05:00"
+    shown = json.loads(
+        aina_dsr(tmp_path, "requests", "show", view.reference, "--json", **settings).stdout
+    )
+    assert shown["kind"] == "unclassified"
+
+    await service.change_kind(view.reference, Actor.staff(STAFF_ID, "Dana"), "complaint")
+    shown = json.loads(
+        aina_dsr(tmp_path, "requests", "show", view.reference, "--json", **settings).stdout
+    )
+    assert shown["kind"] == "complaint"
+    assert shown["due_at"] == "2026-12-24T23:59:59.999999+05:00"
+    changed = shown["events"][-1]
+    assert (changed["action"], changed["details"]["from"], changed["details"]["to"]) == (
+        "kind_changed",
+        "unclassified",
+        "complaint",
+    )

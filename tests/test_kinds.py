@@ -11,6 +11,7 @@ import pytest
 
 from workflows.calendar import WorkingCalendar
 from workflows.kinds import (
+    CLASSIFIED_KINDS,
     DEFAULT_KINDS,
     ClockSpec,
     ClockStart,
@@ -37,7 +38,7 @@ DESIGN = {
 }
 
 
-@pytest.mark.parametrize("kind", list(RequestKind))
+@pytest.mark.parametrize("kind", CLASSIFIED_KINDS)
 def test_every_kind_carries_the_designs_clocks(kind: RequestKind) -> None:
     law, policy, starts = DESIGN[kind.value]
     spec = DEFAULT_KINDS[kind]
@@ -88,6 +89,11 @@ def _table() -> dict[str, Any]:
         (lambda t: t["complaint"].pop("policy"), "complaint: needs a law or a policy clock"),
         (lambda t: t["rectify"].update(starts="whenever"), "rectify.starts"),
         (lambda t: t["block"].update(required="text"), "block.required"),
+        # Its clock is its likely kinds': a row of its own would be a second truth.
+        (
+            lambda t: t.update(unclassified={"law": {"length": 1, "unit": "working"}}),
+            "'unclassified' takes no row",
+        ),
     ],
 )
 def test_a_broken_table_is_refused_with_the_place_named(change: Any, words: str) -> None:
@@ -95,3 +101,8 @@ def test_a_broken_table_is_refused_with_the_place_named(change: Any, words: str)
     change(table)
     with pytest.raises(KindTableError, match=words):
         parse_kinds(table)
+
+
+def test_the_table_has_every_kind_but_unclassified() -> None:
+    assert set(DEFAULT_KINDS) == set(RequestKind) - {RequestKind.UNCLASSIFIED}
+    assert set(CLASSIFIED_KINDS) == set(DEFAULT_KINDS)

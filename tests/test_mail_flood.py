@@ -99,17 +99,19 @@ async def test_the_others_are_opened_in_the_first_batch_and_the_flood_is_capped(
     every = await rows(sessions)
     assert [row.uid for row in every] == list(range(1, 104))
     flooders = [row for row in every if row.uid <= 100]
-    assert sum(row.outcome == "opened" for row in flooders) == 20
-    limited = [row for row in flooders if row.outcome == Outcome.RATE_LIMITED.value]
-    assert len(limited) == 80
+    # An address nobody verified gets three acknowledgements an hour (issue 12); the rest
+    # of the flood is held back before the letters-per-sender cap is reached.
+    assert sum(row.outcome == "opened" for row in flooders) == 3
+    limited = [row for row in flooders if row.outcome == Outcome.CAPPED_MAILBOX.value]
+    assert len(limited) == 97
     # Not answered, never lost: the raw letter is kept for staff, who are told once.
     assert all(vault.decrypt_bytes(row.raw_enc) for row in limited if row.raw_enc)
     assert all(row.raw_enc is not None for row in limited)
     async with sessions() as session:
         items = list(await session.scalars(select(OutboxItem)))
-    assert sum(item.audience == Audience.SUBJECT.value for item in items) == 23
+    assert sum(item.audience == Audience.SUBJECT.value for item in items) == 6
     assert [item.template for item in items if item.audience == Audience.STAFF_GROUP.value] == [
-        "staff_mail_rate_limited"
+        "staff_mail_capped_mailbox"
     ]
     assert all(PROCESSED_KEYWORD in flags for flags in dovecot.flags().values())
     async with sessions() as session:

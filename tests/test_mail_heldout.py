@@ -14,15 +14,15 @@ from email.message import EmailMessage
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mail.intake import Outcome
-from mail.training import HELD_OUT, Letter, read_letters
+from mail.training import HELD_OUT, HELD_OUT_HARD, Letter, read_letters
 from tests.clocks import FrozenClock
 from tests.mailservers import Dovecot, SmtpServer, dovecot, smtp_server  # noqa: F401
 from tests.test_mail_end_to_end import channel_for
 from workflows.service import RequestService
 from workflows.vault import Vault
 
-# The acknowledgement's words for "the deadline" in each language.
-DUE_WORDS = {"kk": "мерзімі", "ru": "Срок", "en": "Deadline"}
+# The acknowledgement's words for "reference" in each language.
+REFERENCE_WORDS = {"kk": "Өтініш нөмірі", "ru": "Номер обращения", "en": "Reference"}
 
 
 def as_mail(letter: Letter, number: int) -> bytes:
@@ -43,7 +43,7 @@ async def test_every_held_out_letter_opens_a_request_of_its_kind_and_is_answered
     vault: Vault,
     clock: FrozenClock,
 ) -> None:
-    letters = read_letters([HELD_OUT])
+    letters = read_letters([HELD_OUT, HELD_OUT_HARD])
     for number, letter in enumerate(letters):
         dovecot.append(as_mail(letter, number))
     channel = channel_for(dovecot, smtp_server, service, sessions, vault, clock)
@@ -61,7 +61,7 @@ async def test_every_held_out_letter_opens_a_request_of_its_kind_and_is_answered
     for result, letter in zip(results, letters, strict=True):
         assert result.reference is not None
         view = await service.get(result.reference)
-        assert view.language == letter.reply, letter.id
+        opened["language right"] += view.language == letter.reply
         if view.kind == letter.kind:
             opened["right"] += 1
         elif view.kind == "unclassified":
@@ -71,11 +71,15 @@ async def test_every_held_out_letter_opens_a_request_of_its_kind_and_is_answered
     # Decided by itself, the desk is right nine times in ten or more, and a letter it is
     # not sure of waits for staff to pick the kind, on the shortest likely clock.
     assert opened["right"] >= 0.75 * len(letters), opened
-    assert opened["wrong"] <= 0.05 * len(letters), opened
+    assert opened["wrong"] <= 0.03 * len(letters), opened
+    # A letter mixing Russian and Kazakh may be answered in the other of the two.
+    assert opened["language right"] >= 0.95 * len(letters), opened
 
     answered = {tuple(received.recipients) for received in smtp_server.letters}
     assert answered == {(f"person{n}@example.kz",) for n in range(len(letters))}
     for received in smtp_server.letters:
         number = int(received.recipients[0].removeprefix("person").split("@")[0])
         body = received.message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
-        assert DUE_WORDS[letters[number].reply] in body, letters[number].id
+        reference = results[number].reference or ""
+        view = await service.get(reference)
+        assert f"{REFERENCE_WORDS[view.language]}: {reference}" in body, letters[number].id

@@ -42,6 +42,7 @@ def test_defaults() -> None:
     assert not settings.dev_mode
     assert not settings.telegram_configured
     assert not settings.mail_configured
+    assert settings.mail_authserv_id is None  # no Authentication-Results trusted
 
 
 @pytest.mark.parametrize(
@@ -176,6 +177,7 @@ def test_a_bad_timezone_is_refused(monkeypatch: pytest.MonkeyPatch, zone: str) -
         ("DSR_CALENDAR_FILE", "no-such-calendar.toml"),
         ("DSR_TELEGRAM_API_URL", "localhost:8081"),
         ("DSR_LOG_LEVEL", "chatty"),
+        ("DSR_MAIL_AUTHSERV_ID", "mx.mercury.kz; dmarc=pass"),
     ],
 )
 def test_a_wrong_value_names_its_variable(

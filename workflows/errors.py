@@ -36,3 +36,11 @@ class MissingFields(DomainError):
 
 class NotAllowed(DomainError):
     """The actor may not do this (for example, cancel someone else's request)."""
+
+
+class KindUndecided(DomainError):
+    """An unclassified request cannot be approved or completed: staff pick its kind first."""
+
+    def __init__(self, reference: str) -> None:
+        super().__init__(f"{reference} is unclassified: pick its kind first")
+        self.reference = reference

@@ -72,6 +72,28 @@ def normalize_email(raw: str) -> str:
     return str(result.normalized).lower()
 
 
+# Providers that ignore dots in the local part, and the domain their mail lands in.
+_DOTLESS_DOMAINS = {"gmail.com": "gmail.com", "googlemail.com": "gmail.com"}
+
+
+def mailbox_of(email: str) -> str:
+    """The mailbox an address reaches: case folded, ``+tag`` dropped (and Gmail's dots).
+
+    ``Victim+1@Example.kz`` and ``victim@example.kz`` are one mailbox, so
+    whatever limits what the desk sends to a mailbox counts them together. Not
+    an address to write to: the person's own spelling is kept for that.
+    """
+    local, at, domain = email.strip().lower().rpartition("@")
+    if not at:
+        return email.strip().lower()
+    untagged = local.split("+", 1)[0]
+    if untagged:
+        local = untagged
+    if domain in _DOTLESS_DOMAINS:
+        local, domain = local.replace(".", "") or local, _DOTLESS_DOMAINS[domain]
+    return f"{local}@{domain}"
+
+
 # -- IIN ------------------------------------------------------------------------
 
 _IIN_WEIGHTS_1 = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11)

@@ -3,6 +3,10 @@
 Each kind carries the law's clock and the policy's clock; the shorter one runs,
 because a promise cannot extend a statutory duty. The table also says what
 starts the clock and which fields a request of that kind cannot go without.
+
+One kind has no row: ``unclassified``, a request whose kind the desk could not
+tell. It has no clock of its own; it runs on the shortest clock of its likely
+kinds (:mod:`workflows.requests.classification`) until staff pick one.
 """
 
 from __future__ import annotations
@@ -32,6 +36,15 @@ class RequestKind(StrEnum):
     BLOCK = "block"
     DESTROY_UNLAWFUL = "destroy_unlawful"
     COMPLAINT = "complaint"
+    # Not in the table: the likely kinds' clocks run (workflows.requests.classification).
+    UNCLASSIFIED = "unclassified"
+
+
+# The kinds a request can finally be: each has its row in the table, and the
+# Telegram dialog offers them as buttons.
+CLASSIFIED_KINDS: tuple[RequestKind, ...] = tuple(
+    kind for kind in RequestKind if kind is not RequestKind.UNCLASSIFIED
+)
 
 
 class DayUnit(StrEnum):
@@ -119,8 +132,15 @@ def _names(kind: str, key: str, value: Any) -> tuple[str, ...]:
 
 
 def parse_kinds(data: Mapping[str, Any]) -> Mapping[RequestKind, KindSpec]:
-    """Builds the table from parsed TOML; every kind must be there exactly once."""
-    known = {k.value for k in RequestKind}
+    """Builds the table from parsed TOML; every classified kind must be there exactly once.
+
+    ``unclassified`` must not be: its clock is its likely kinds', never a row of its own.
+    """
+    if RequestKind.UNCLASSIFIED.value in data:
+        raise KindTableError(
+            "'unclassified' takes no row: it runs on the shortest clock of its likely kinds"
+        )
+    known = {k.value for k in CLASSIFIED_KINDS}
     unknown = sorted(set(data) - known)
     if unknown:
         raise KindTableError(f"unknown kind {unknown[0]!r}")
@@ -156,7 +176,7 @@ def parse_kinds(data: Mapping[str, Any]) -> Mapping[RequestKind, KindSpec]:
             law_ref=str(entry.get("law_ref", "")),
             policy_ref=str(entry.get("policy_ref", "")),
         )
-    return MappingProxyType({kind: table[kind] for kind in RequestKind})
+    return MappingProxyType({kind: table[kind] for kind in CLASSIFIED_KINDS})
 
 
 def load_default_kinds() -> Mapping[RequestKind, KindSpec]:

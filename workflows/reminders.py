@@ -17,6 +17,12 @@ were planned; and when the settings, calendar or kinds they were planned from
 are not the ones this process runs with, its first pass plans every open
 request again. The APScheduler side (:mod:`workflows.scheduler`) only decides
 when to call it.
+
+When staff change a request's kind (:mod:`workflows.requests.staff_actions`),
+its deadline is a new one: the notices of the new clock are keyed by the
+change (``DSR-…/k1/staff/before/1``), so one sent for the old deadline does not
+stand in for the new one's, and owed only from the instant of the change, so
+none is sent late for days when the old clock ran.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -141,7 +147,7 @@ class Reminders:
         async for batch in self._due_requests(now):
             waking: list[tuple[int, int, datetime]] = []
             owing: list[int] = []
-            for request_id, version, reference, started_at, due_at, recorded in batch:
+            for request_id, version, reference, started_at, due_at, recorded, changed in batch:
                 days = (self._calendar.local_date(started_at), self._calendar.local_date(due_at))
                 owed = owed_by_days.get(days)
                 if owed is None:
@@ -152,7 +158,11 @@ class Reminders:
                         for m in milestones(started_at, due_at, self._calendar, self.policy, until)
                     ]
                     owed_by_days[days] = owed
-                pending = [(m, at) for m, at in owed if _key(reference, m) not in recorded]
+                pending = [
+                    (m, at)
+                    for m, at in owed
+                    if _key(reference, m, changed) not in recorded and _owed_since(at, changed)
+                ]
                 if any(at <= now and (m.any_day or not quiet) for m, at in pending):
                     owing.append(request_id)
                     continue
@@ -321,7 +331,13 @@ class Reminders:
                     )
                     owed_by_days[days] = owed
                 keys = recorded.get(request.id, set())
-                pending = [m for m in owed if _key(request.reference, m) not in keys]
+                changed = _Change.of(request)
+                pending = [
+                    m
+                    for m in owed
+                    if _key(request.reference, m, changed) not in keys
+                    and _owed_since(self.policy.instant(m.day, self._calendar), changed)
+                ]
                 ready = [m for m in pending if self._ready(m, now, quiet)]
                 work.extend((request, item) for item in self._decide(ready, request, now, today))
                 waiting = [m for m in pending if m not in ready]
@@ -331,7 +347,7 @@ class Reminders:
             # Every audit event of the batch goes in one flush, so the chain is locked once.
             with session.no_autoflush:
                 for request, item in work:
-                    if _key(request.reference, item.milestone) in claimed:
+                    if _key(request.reference, item.milestone, _Change.of(request)) in claimed:
                         subject = subjects[request.subject_id]
                         await self._record(session, request, subject, item, now)
             await session.flush()
@@ -393,7 +409,7 @@ class Reminders:
     ) -> None:
         """The audit event and outbox row of one notice, whose key the caller has claimed."""
         milestone = item.milestone
-        key = _key(request.reference, milestone)
+        key = _key(request.reference, milestone, _Change.of(request))
         details: dict[str, Any] = {
             "milestone": milestone.name,
             "template": milestone.template,
@@ -544,9 +560,7 @@ class Reminders:
 
     # -- internals -----------------------------------------------------------
 
-    async def _due_requests(
-        self, now: datetime
-    ) -> AsyncIterator[list[tuple[int, int, str, datetime, datetime, set[str]]]]:
+    async def _due_requests(self, now: datetime) -> AsyncIterator[list[_DueRow]]:
         """The running requests due by ``now`` or unplanned, in id order, a batch at a time,
         each with its version and the notice keys recorded for it.
 
@@ -565,6 +579,8 @@ class Reminders:
                             Request.reference,
                             Request.clock_started_at,
                             Request.due_at,
+                            Request.kind_changes,
+                            Request.kind_changed_at,
                         )
                         .where(
                             Request.id > last_id,
@@ -591,17 +607,18 @@ class Reminders:
                     if notice_request is not None:
                         recorded.setdefault(notice_request, set()).add(key)
             found = []
-            for request_id, version, reference, started_at, due_at in rows:
+            for request_id, version, reference, started_at, due_at, changes, changed_at in rows:
                 assert started_at is not None  # the query asks for both
                 assert due_at is not None
                 found.append(
-                    (
+                    _DueRow(
                         request_id,
                         version,
                         reference,
                         started_at,
                         due_at,
                         recorded.get(request_id, set()),
+                        _Change.from_columns(changes, changed_at),
                     )
                 )
             yield found
@@ -649,8 +666,45 @@ def _runs(request: Request) -> bool:
     )
 
 
-def _key(reference: str, milestone: Milestone) -> str:
-    return f"{reference}/{milestone.name}"
+@dataclass(frozen=True)
+class _Change:
+    """Staff's last change of a request's kind: which one (1, 2, ...) and when."""
+
+    number: int
+    at: datetime
+
+    @classmethod
+    def from_columns(cls, number: int | None, at: datetime | None) -> _Change | None:
+        return cls(number, at) if number and at is not None else None
+
+    @classmethod
+    def of(cls, request: Request) -> _Change | None:
+        return cls.from_columns(request.kind_changes, request.kind_changed_at)
+
+
+class _DueRow(NamedTuple):
+    """A running request a pass reads: what its notices are computed and keyed from."""
+
+    id: int
+    version: int
+    reference: str
+    started_at: datetime
+    due_at: datetime
+    recorded: set[str]
+    changed: _Change | None
+
+
+def _key(reference: str, milestone: Milestone, changed: _Change | None = None) -> str:
+    """A notice's idempotency key; one of a clock set by a change of kind is keyed by it."""
+    if changed is None:
+        return f"{reference}/{milestone.name}"
+    return f"{reference}/k{changed.number}/{milestone.name}"
+
+
+def _owed_since(at: datetime, changed: _Change | None) -> bool:
+    """Whether a notice meant for instant ``at`` is owed: after the last change of kind,
+    if any (before it, another clock ran, with notices of its own)."""
+    return changed is None or at > changed.at
 
 
 def _listing(lines: list[str], limit: int | None = None) -> str:
@@ -681,7 +735,7 @@ async def _claim_many(
     """
     rows = [
         {
-            "key": _key(request.reference, item.milestone),
+            "key": _key(request.reference, item.milestone, _Change.of(request)),
             "request_id": request.id,
             "milestone": item.milestone.name,
             "meant_for": item.milestone.day,

@@ -24,6 +24,7 @@ from workflows.errors import (
     ConcurrentChange,
     IdentityRefused,
     IllegalTransition,
+    KindUndecided,
     NotAllowed,
     RequestNotFound,
 )
@@ -38,6 +39,7 @@ from workflows.identity import (
 )
 from workflows.kinds import DEFAULT_KINDS, ClockStart, KindSpec, RequestKind
 from workflows.limits import Limits, ensure_can_open, ensure_can_send_code
+from workflows.masking import mask_email
 from workflows.outbox import (
     Audience,
     Channel,
@@ -47,6 +49,8 @@ from workflows.outbox import (
     reroute_unreachable,
 )
 from workflows.references import next_reference, next_references
+from workflows.requests.classification import likely_kinds, opening_clock
+from workflows.requests.staff_actions import KindChanges, since_last_kind_change
 from workflows.states import CLOSED, OPEN, Action, Status, next_status
 from workflows.tables import (
     Attachment,
@@ -61,6 +65,9 @@ from workflows.vault import Vault
 from workflows.views import Actor, ActorKind, AuditView, RequestView
 
 LANGUAGES = ("kk", "ru", "en")
+# A person's words shown to staff stay well inside one Telegram message (4096 UTF-16
+# units after the markup is read), whatever the letters: 1,500 characters at most.
+STAFF_WORDS_LIMIT = 1500
 # Destructive kinds need two different staff members' approvals.
 FOUR_EYES_KINDS = frozenset({"delete_account", "destroy_unlawful"})
 APPROVAL = "approval"
@@ -110,7 +117,11 @@ class Evidence:
 
 @dataclass(frozen=True)
 class EmailOpening:
-    """One letter that opens a request (:meth:`RequestService.open_by_email`)."""
+    """One letter that opens a request (:meth:`RequestService.open_by_email`).
+
+    A letter of kind ``unclassified`` carries the kinds it most likely is in
+    ``candidates`` (none: any kind), as :meth:`RequestService.open_request` takes them.
+    """
 
     kind: RequestKind | str
     language: str | None
@@ -119,6 +130,7 @@ class EmailOpening:
     body: str | None
     external_id: str | None
     evidence: Sequence[Evidence] = ()
+    candidates: tuple[RequestKind, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -134,8 +146,17 @@ def _language(value: str | None) -> str:
     return value if value in LANGUAGES else "en"
 
 
-class RequestService:
-    """Opens and moves requests; see the module docstring."""
+def shorten(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, an ellipsis saying so."""
+    text = text.strip()
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+class RequestService(KindChanges):
+    """Opens and moves requests; see the module docstring.
+
+    Staff's change of a request's kind lives in :class:`KindChanges`.
+    """
 
     def __init__(
         self,
@@ -414,7 +435,7 @@ class RequestService:
             fields = dict(self._vault.decrypt_json(fields_enc) or {})
             threads[reference] = MailThread(
                 due_at=due_at,
-                missing_fields=tuple(self._kinds[RequestKind(kind)].missing_fields(fields)),
+                missing_fields=self._missing_fields(kind, fields),
                 message_ids=tuple(ids.get(reference, ())),
             )
         return threads
@@ -439,8 +460,14 @@ class RequestService:
         evidence: Sequence[Evidence] = (),
         send_code_to_email: bool = False,
         contact: SharedContact | None = None,
+        candidates: Sequence[RequestKind | str] = (),
     ) -> RequestView:
         """Record a new request, unverified, with its clock where it starts on receipt.
+
+        A request of kind ``unclassified`` (only by e-mail: the Telegram dialog
+        always knows the kind) keeps ``candidates``, the kinds it most likely
+        is (none: any kind), and runs on the shortest of their clocks, each
+        counted from now (:mod:`workflows.requests.classification`).
 
         With ``send_code_to_email`` the acknowledgement to ``email`` carries a
         confirmation code (the e-mail channel's proof of the mailbox).
@@ -458,11 +485,13 @@ class RequestService:
         """
         kind = RequestKind(kind)
         channel = Channel(channel)
-        spec = self._kinds[kind]
+        likely = likely_kinds(kind, candidates)
         language = _language(language)
         now = self._clock.now()
         if channel is Channel.TELEGRAM and telegram_user_id is None:
             raise ValueError("a Telegram request needs the sender's user id")
+        if channel is Channel.TELEGRAM and kind is RequestKind.UNCLASSIFIED:
+            raise ValueError("the Telegram dialog files a request of a known kind")
         normalised_email = normalize_email(email) if email is not None else None
         if channel is Channel.EMAIL and normalised_email is None:
             raise ValueError("an e-mail request needs the sender's address")
@@ -481,10 +510,11 @@ class RequestService:
                 received_at=now,
                 fields_enc=self._vault.encrypt_json(dict(fields or {})),
                 updated_at=now,
+                candidates=[k.value for k in likely] if likely else None,
             )
-            if spec.starts is ClockStart.RECEIVED:
-                request.clock_started_at = now
-                request.due_at = spec.due_at(now, self._calendar)
+            request.clock_started_at, request.due_at = opening_clock(
+                kind, likely, now, self._kinds, self._calendar
+            )
             session.add(request)
             await session.flush()
             message = await self._inbound(session, request, channel.value, body, external_id)
@@ -496,7 +526,7 @@ class RequestService:
                 "opened",
                 None,
                 Status.AWAITING_VERIFICATION,
-                {"kind": kind.value, "language": language, "evidence": len(evidence)},
+                _opened(kind.value, language, len(evidence), likely),
             )
             if contact is not None and telegram_user_id is not None:
                 if contact.user_id == telegram_user_id:
@@ -537,6 +567,10 @@ class RequestService:
         """
         now = self._clock.now()
         kinds = [RequestKind(letter.kind) for letter in letters]
+        likely = [
+            likely_kinds(kind, letter.candidates)
+            for kind, letter in zip(kinds, letters, strict=True)
+        ]
         languages = [_language(letter.language) for letter in letters]
         emails = [normalize_email(letter.email) for letter in letters]
         if not letters:
@@ -548,11 +582,10 @@ class RequestService:
             year = self._calendar.local_date(now).year
             references = await next_references(session, year, len(letters))
             rows: list[dict[str, Any]] = []
-            for letter, kind, language, subject, reference in zip(
-                letters, kinds, languages, subjects, references, strict=True
+            for letter, kind, candidates, language, subject, reference in zip(
+                letters, kinds, likely, languages, subjects, references, strict=True
             ):
-                spec = self._kinds[kind]
-                started = spec.starts is ClockStart.RECEIVED
+                started, due = opening_clock(kind, candidates, now, self._kinds, self._calendar)
                 rows.append(
                     {
                         "reference": reference,
@@ -562,11 +595,13 @@ class RequestService:
                         "language": language,
                         "subject_id": subject.id,
                         "received_at": now,
-                        "clock_started_at": now if started else None,
-                        "due_at": spec.due_at(now, self._calendar) if started else None,
+                        "clock_started_at": started,
+                        "due_at": due,
                         "fields_enc": self._vault.encrypt_json(dict(letter.fields)),
                         "updated_at": now,
                         "version": 1,
+                        "candidates": [k.value for k in candidates] if candidates else None,
+                        "kind_changes": 0,
                     }
                 )
             made = await session.execute(
@@ -580,7 +615,9 @@ class RequestService:
             events: list[AuditEvent] = []
             codes: list[str] = []
             verifications: list[dict[str, Any]] = []
-            for letter, request, email in zip(letters, requests, emails, strict=True):
+            for letter, request, email, candidates in zip(
+                letters, requests, emails, likely, strict=True
+            ):
                 if letter.evidence:
                     await self._attach(session, request, messages.get(request.id), letter.evidence)
                 event = self._event(
@@ -589,11 +626,7 @@ class RequestService:
                     "opened",
                     None,
                     Status.AWAITING_VERIFICATION,
-                    {
-                        "kind": request.kind,
-                        "language": request.language,
-                        "evidence": len(letter.evidence),
-                    },
+                    _opened(request.kind, request.language, len(letter.evidence), candidates),
                 )
                 session.add(event)
                 events.append(event)
@@ -667,21 +700,29 @@ class RequestService:
         external_id: str | None = None,
         evidence: Sequence[Evidence] = (),
         fields: Mapping[str, Any] | None = None,
+        words: str | None = None,
     ) -> RequestView:
         """Add a person's message, files or missing fields to an open request.
 
         When the request is waiting for the person's information, this is that
         information: the request goes back to staff and they are told.
+
+        With ``words`` (a reply by e-mail: the person's own words, without the
+        quote) the message is kept whatever the request's status, a closed one
+        too, and staff read the words in the group, under the request's card:
+        a reply may be the only sign that a request was filed in someone
+        else's name ("that was not me").
         """
         async with self._unit() as session:
             request = await self._load(session, reference)
             subject = await session.get_one(DataSubject, request.subject_id)
             self._check_owner(actor, subject)
-            if Status(request.status) in CLOSED:
+            closed = Status(request.status) in CLOSED
+            if closed and words is None:
                 raise IllegalTransition(request.status, "attach")
             message = await self._inbound(session, request, actor.channel, body, external_id)
             await self._attach(session, request, message, evidence)
-            if fields:
+            if fields and not closed:
                 merged = dict(self._vault.decrypt_json(request.fields_enc) or {})
                 merged.update({k: v for k, v in fields.items() if v not in (None, "")})
                 request.fields_enc = self._vault.encrypt_json(merged)
@@ -701,8 +742,14 @@ class RequestService:
                     None,
                     {"evidence": len(evidence), "fields": sorted(fields or {})},
                 )
-                if request.verified_at is not None:
+                if request.verified_at is not None and words is None:
                     await self._to_staff(session, request, event, "staff_message_added")
+            if words is not None:
+                said = {
+                    "words": shorten(words, STAFF_WORDS_LIMIT),
+                    "sender": mask_email(actor.email),
+                }
+                await self._to_staff(session, request, event, "staff_mail_reply", said)
             request.updated_at = self._clock.now()
             return await self._view(session, request)
 
@@ -773,8 +820,6 @@ class RequestService:
         async with self._unit() as session:
             request = await self._load(session, reference)
             subject = await session.get_one(DataSubject, request.subject_id)
-            self._check_owner(actor, subject, allow_unknown_email=True)
-            next_status(Status(request.status), Action.VERIFY)
             row = await session.scalar(
                 select(Verification)
                 .where(
@@ -784,6 +829,11 @@ class RequestService:
                 .order_by(Verification.id.desc())
                 .limit(1)
             )
+            if actor.kind is ActorKind.PERSON and actor.email is not None and row is not None:
+                await self._check_code_address(session, request, row, actor.email)
+            else:
+                self._check_owner(actor, subject, allow_unknown_email=True)
+            next_status(Status(request.status), Action.VERIFY)
             now = self._clock.now()
             if row is None or row.code_hash is None or row.code_salt is None:
                 outcome, left = CodeOutcome.DEAD, 0
@@ -820,6 +870,30 @@ class RequestService:
                 )
             return CodeCheck(outcome, left, await self._view(session, request))
 
+    async def _check_code_address(
+        self, session: AsyncSession, request: Request, row: Verification, email: str
+    ) -> None:
+        """A mailed code proves only the mailbox it went to: any other sender is refused.
+
+        Refused before the code is looked at, so a stranger who knows the
+        reference cannot use up the person's tries; the refusal is audited
+        (the address masked) and kept, though :class:`NotAllowed` is raised.
+        """
+        normalised = normalize_email(email)
+        if row.target_index == self._vault.blind_index("email", normalised):
+            return
+        await self._audit(
+            session,
+            request,
+            Actor.system(Channel.EMAIL.value),
+            "code_refused",
+            request.status,
+            None,
+            {"outcome": "other_address", "sender": mask_email(normalised)},
+        )
+        await session.commit()
+        raise NotAllowed("the code was not sent to this address")
+
     # -- staff -------------------------------------------------------------
 
     async def take(self, reference: str, staff: Actor) -> RequestView:
@@ -844,8 +918,12 @@ class RequestService:
         async with self._unit() as session:
             request = await self._load(session, reference)
             self._check_staff(staff)
-            spec = self._kinds[RequestKind(request.kind)]
-            if spec.starts is not ClockStart.CONFIRMATION or request.clock_started_at is not None:
+            spec = self._kinds.get(RequestKind(request.kind))
+            if (
+                spec is None  # unclassified: its clock runs from receipt
+                or spec.starts is not ClockStart.CONFIRMATION
+                or request.clock_started_at is not None
+            ):
                 raise IllegalTransition(request.status, "start the clock of")
             if Status(request.status) in CLOSED:
                 raise IllegalTransition(request.status, "start the clock of")
@@ -873,7 +951,11 @@ class RequestService:
             request = await self._load(session, reference)
             rows = await session.scalars(
                 select(AuditEvent.details)
-                .where(AuditEvent.request_id == request.id, AuditEvent.action == APPROVAL)
+                .where(
+                    AuditEvent.request_id == request.id,
+                    AuditEvent.action == APPROVAL,
+                    since_last_kind_change(request.id),
+                )
                 .order_by(AuditEvent.id)
             )
             return [dict(row or {}) for row in rows]
@@ -891,6 +973,7 @@ class RequestService:
             request = await self._load(session, reference)
             self._check_staff(staff)
             next_status(Status(request.status), Action.APPROVE)
+            _ensure_classified(request)
             if RequestKind(request.kind) in self._four_eyes:
                 given = await self._approvers(session, request)
                 if str(staff.staff_id) in given:
@@ -973,6 +1056,7 @@ class RequestService:
         async with self._unit() as session:
             request = await self._load(session, reference)
             self._check_staff(staff)
+            _ensure_classified(request)
             event = await self._move(session, request, Action.COMPLETE, staff, dict(details or {}))
             subject = await session.get_one(DataSubject, request.subject_id)
             notice = {**self._params(request), "note": note or "", **(params or {})}
@@ -1386,10 +1470,14 @@ class RequestService:
         return row
 
     async def _approvers(self, session: AsyncSession, request: Request) -> dict[str, str]:
-        """Staff who have approved this request so far: id -> name."""
+        """Staff who have approved this request, as it is now (since its last change of kind)."""
         rows = await session.execute(
             select(AuditEvent.actor_id, AuditEvent.actor_name)
-            .where(AuditEvent.request_id == request.id, AuditEvent.action == APPROVAL)
+            .where(
+                AuditEvent.request_id == request.id,
+                AuditEvent.action == APPROVAL,
+                since_last_kind_change(request.id),
+            )
             .order_by(AuditEvent.id)
         )
         return {str(actor_id): str(name or actor_id) for actor_id, name in rows if actor_id}
@@ -1436,7 +1524,12 @@ class RequestService:
         )
 
     async def _to_staff(
-        self, session: AsyncSession, request: Request, event: AuditEvent, template: str
+        self,
+        session: AsyncSession,
+        request: Request,
+        event: AuditEvent,
+        template: str,
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
         """Post to (or update the card in) the staff group."""
         await enqueue(
@@ -1448,7 +1541,7 @@ class RequestService:
             audience=Audience.STAFF_GROUP,
             template=template,
             language="en",
-            params={**self._params(request), "action": event.action},
+            params={**self._params(request), "action": event.action, **(extra or {})},
             request_id=request.id,
         )
 
@@ -1463,7 +1556,6 @@ class RequestService:
         """The request as channels see it; ``fresh``: made in this transaction (no approvals)."""
         subject = await session.get_one(DataSubject, request.subject_id)
         fields = dict(self._vault.decrypt_json(request.fields_enc) or {})
-        spec = self._kinds[RequestKind(request.kind)]
         events: tuple[AuditView, ...] = ()
         if with_events:
             rows = await session.scalars(
@@ -1507,12 +1599,18 @@ class RequestService:
             subject_id=request.subject_id,
             subject_telegram_user_id=subject.telegram_user_id,
             fields=fields,
-            missing_fields=tuple(spec.missing_fields(fields)),
+            missing_fields=self._missing_fields(request.kind, fields),
             events=events,
             approvals=tuple((await self._approvers(session, request)).values())
             if RequestKind(request.kind) in self._four_eyes and not fresh
             else (),
+            candidates=tuple(request.candidates or ()),
         )
+
+    def _missing_fields(self, kind: str, fields: Mapping[str, Any]) -> tuple[str, ...]:
+        """What the kind needs and the request lacks; an unclassified one needs nothing yet."""
+        spec = self._kinds.get(RequestKind(kind))
+        return tuple(spec.missing_fields(fields)) if spec is not None else ()
 
     async def count_open(self) -> int:
         """How many requests are open."""
@@ -1551,6 +1649,21 @@ class _UnitOfWork:
         if exc_type is not None and issubclass(exc_type, StaleDataError):
             raise ConcurrentChange("the request changed meanwhile; try again") from exc
         return False
+
+
+def _opened(
+    kind: str, language: str, evidence: int, candidates: Sequence[RequestKind]
+) -> dict[str, Any]:
+    """The ``opened`` audit event's details (an unclassified request's likely kinds too)."""
+    details: dict[str, Any] = {"kind": kind, "language": language, "evidence": evidence}
+    if candidates:
+        details["candidates"] = [candidate.value for candidate in candidates]
+    return details
+
+
+def _ensure_classified(request: Request) -> None:
+    if request.kind == RequestKind.UNCLASSIFIED.value:
+        raise KindUndecided(request.reference)
 
 
 def verification_cutoff(now: datetime, days: int) -> datetime:

@@ -28,6 +28,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -166,6 +167,13 @@ class Request(Base):
     # When the scheduler next owes anyone a notice about this request (UTC). NULL: not
     # planned yet, or changed since (see workflows.notice_plan): the next pass plans it.
     next_notice_at: Mapped[datetime | None] = mapped_column(index=True)
+    # The kinds an unclassified request most likely is (kind values), as it was opened;
+    # NULL for a request opened with its kind (see workflows.requests.classification).
+    candidates: Mapped[list[str] | None] = mapped_column(JSON)
+    # When staff last changed the kind, and how many times: the scheduler owes the
+    # notices of the clock set then only from that instant on, under keys of that change.
+    kind_changed_at: Mapped[datetime | None]
+    kind_changes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
 
@@ -233,7 +241,8 @@ class Verification(Base):
     request_id: Mapped[int] = mapped_column(ForeignKey("request.id"), index=True)
     method: Mapped[str] = mapped_column(String(32))
     target_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
-    target_index: Mapped[str | None] = mapped_column(String(64))
+    # Indexed: the mail intake asks which senders' addresses were ever verified.
+    target_index: Mapped[str | None] = mapped_column(String(64), index=True)
     telegram_user_id: Mapped[int | None] = mapped_column(BigInteger)
     code_hash: Mapped[str | None] = mapped_column(String(64))
     code_salt: Mapped[bytes | None] = mapped_column(LargeBinary)
@@ -330,9 +339,16 @@ class InboundMail(Base):
     outcome: Mapped[str] = mapped_column(String(32), index=True)
     reason: Mapped[str | None] = mapped_column(String(500))
     request_id: Mapped[int | None] = mapped_column(ForeignKey("request.id"), index=True)
+    # The blind index of the sender's mailbox (plus-tags and case folded, see
+    # workflows.identity.mailbox_of): the mail intake's hourly caps count by it.
     sender_index: Mapped[str | None] = mapped_column(String(64), index=True)
+    # The letter was answered at an address nobody had verified (a request opened and its
+    # code mailed, or a "too large" note): what the caps on such answers count.
+    answered_unverified: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
     raw_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
-    received_at: Mapped[datetime]
+    received_at: Mapped[datetime] = mapped_column(index=True)
     processed_at: Mapped[datetime]
 
 

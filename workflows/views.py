@@ -112,6 +112,8 @@ class RequestView:
     events: tuple[AuditView, ...] = ()
     # For destructive kinds: the staff who approved so far (four eyes).
     approvals: tuple[str, ...] = ()
+    # The kinds an unclassified request most likely is, as it was opened (kind values).
+    candidates: tuple[str, ...] = ()
 
     @property
     def is_open(self) -> bool:
@@ -137,6 +139,7 @@ class RequestView:
             "assignee_id": self.assignee_id,
             "assignee_name": self.assignee_name,
             "closed_at": _iso(self.closed_at, tz),
+            "candidates": list(self.candidates),
         }
         if with_events:
             data["events"] = [event.as_dict(tz) for event in self.events]
