@@ -137,14 +137,17 @@ async def test_a_slow_mail_server_and_two_replicas_send_each_letter_once(
     await second.close()
 
 
-async def fail_recording_sends(engine: AsyncEngine) -> None:
-    """From now on the database refuses to record a letter as sent (a real error, raised by it)."""
+async def fail_recording_sends(engine: AsyncEngine, only: int | None = None) -> None:
+    """From now on the database refuses to record a letter as sent (a real error, raised by
+    it): every letter, or ``only`` the outbox row of that id."""
+    which = "" if only is None else f" AND NEW.id = {int(only)}"
     async with engine.begin() as connection:
         if engine.dialect.name == "sqlite":
             await connection.execute(
                 text(
                     "CREATE TRIGGER outbox_fault BEFORE UPDATE OF status ON outbox "
-                    "WHEN NEW.status = 'sent' BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"
+                    f"WHEN NEW.status = 'sent'{which} "
+                    "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"
                 )
             )
             return
@@ -157,7 +160,7 @@ async def fail_recording_sends(engine: AsyncEngine) -> None:
         await connection.execute(
             text(
                 "CREATE TRIGGER outbox_fault BEFORE UPDATE ON outbox FOR EACH ROW "
-                "WHEN (NEW.status = 'sent') EXECUTE FUNCTION outbox_fault()"
+                f"WHEN (NEW.status = 'sent'{which}) EXECUTE FUNCTION outbox_fault()"
             )
         )
 
@@ -247,4 +250,43 @@ async def test_a_letter_sent_before_a_long_database_error_is_never_sent_again(
         item = (await session.scalars(select(OutboxItem))).one()
     assert item.status == OutboxStatus.SENT.value
     assert [m[:2] for m in await service.messages(reference)].count(("out", "email")) == 1
+    await outbox.close()
+
+
+async def test_a_letter_the_database_will_not_record_holds_back_no_other(
+    service: RequestService,
+    engine: AsyncEngine,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+    smtp_server: SmtpServer,
+) -> None:
+    for person in range(3):
+        await open_by_mail(service, person)
+    async with sessions() as session:
+        first = min((await session.scalars(select(OutboxItem.id))).all())
+    await fail_recording_sends(engine, only=first)
+
+    async def pause(seconds: float) -> None:
+        return None
+
+    outbox = replica(
+        sessions,
+        vault,
+        clock,
+        sender_for(smtp_server, service, clock),
+        claim_owners(engine),
+        pause=pause,
+    )
+    with pytest.raises(Exception, match=r"disk I/O|No space left"):
+        await outbox.run_once()  # the first letter went; the batch stops there
+    for _ in range(3):
+        clock.advance(minutes=10)
+        await outbox.run_once()
+
+    assert letters_per_person(smtp_server) == {f"person{n}@example.kz": 1 for n in range(3)}
+    async with sessions() as session:
+        statuses = dict((await session.execute(select(OutboxItem.id, OutboxItem.status))).all())
+    assert statuses.pop(first) == OutboxStatus.SENDING.value  # never recorded, never resent
+    assert set(statuses.values()) == {OutboxStatus.SENT.value}
     await outbox.close()

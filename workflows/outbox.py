@@ -256,7 +256,7 @@ class OutboxDispatcher:
     ``run_once`` is serial (a lock makes it so): a row this dispatcher still
     holds when a run starts was left by an earlier run that failed midway, and
     is taken up again. Deliveries the database could not record are kept in
-    memory and recorded before anything else, never sent again.
+    memory, recorded at the start of each run, and never claimed again.
     """
 
     def __init__(
@@ -321,10 +321,12 @@ class OutboxDispatcher:
             # ...or it is this one, whose last run stopped midway (runs are serial).
             self._held(),
         )
+        # What this process delivered already is recorded, never claimed to be sent again.
+        unsent = OutboxItem.id.not_in(list(self._unrecorded))
         async with self._sessions.begin() as session:
             rows = await session.scalars(
                 select(OutboxItem.id)
-                .where(due, channels)
+                .where(due, channels, unsent)
                 .order_by(OutboxItem.next_attempt_at, OutboxItem.id)
                 .limit(self._batch)
             )
@@ -456,16 +458,13 @@ class OutboxDispatcher:
 
     async def close(self) -> None:
         """Stop holding this dispatcher's token (what it still claims is free at once)."""
+        await self._record_unrecorded()
         if self._unrecorded:
-            try:
-                await self._record_unrecorded()
-            except Exception:
-                log.error(
-                    "outbox: %d delivered message(s) could not be recorded before stopping; "
-                    "they may be sent again",
-                    len(self._unrecorded),
-                    exc_info=True,
-                )
+            log.error(
+                "outbox: %d delivered message(s) could not be recorded before stopping; "
+                "they may be sent again",
+                len(self._unrecorded),
+            )
         await self._owners.release(self.token)
 
     async def _sent(self, message: OutgoingMessage, receipt: DeliveryReceipt) -> None:
@@ -497,10 +496,19 @@ class OutboxDispatcher:
                 return
 
     async def _record_unrecorded(self) -> None:
-        """Record the deliveries an earlier run could not; raises while the database cannot."""
+        """Record the deliveries an earlier run could not; one that fails again waits."""
         for item_id, (message, receipt) in list(self._unrecorded.items()):
-            await self._record_sent(message, receipt)
-            del self._unrecorded[item_id]
+            try:
+                await self._record_sent(message, receipt)
+            except Exception:
+                log.warning(
+                    "outbox %s: recording its delivery failed again; kept, not sent again",
+                    item_id,
+                    exc_info=True,
+                    extra={"reference": message.reference},
+                )
+            else:
+                del self._unrecorded[item_id]
 
     async def _record_sent(self, message: OutgoingMessage, receipt: DeliveryReceipt) -> None:
         # Recorded at once, message by message: a crash resends at most the one in flight.
