@@ -99,6 +99,8 @@ class MailChannel:
         finally:
             await asyncio.gather(*tasks, return_exceptions=True)
             self.poller.shutdown()
+            # Only on the way out: a sender restarted after a crash keeps its claims.
+            await self.dispatcher.close()
 
     async def _supervise(
         self, name: str, part: Callable[[asyncio.Event], Awaitable[None]], stop: asyncio.Event
@@ -156,7 +158,6 @@ class MailChannel:
         finally:
             if self.sender is not None:
                 await self.sender.close()
-            await self.dispatcher.close()  # what it still claims is free for others at once
 
 
 def build_mail_channel(
