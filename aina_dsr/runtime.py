@@ -19,6 +19,7 @@ from bot.storage import make_events_isolation, make_fsm_storage
 from bot.texts import DeskInfo
 from mail.channel import build_mail_channel
 from workflows.fulfilment import Fulfilment, SqlDirectory
+from workflows.outbox_owners import ClaimOwners, claim_owners
 from workflows.scheduler import scheduler_component
 
 log = logging.getLogger(__name__)
@@ -42,10 +43,13 @@ class Component(Protocol):
 def build_components(settings: Settings, core: Core) -> list[Component]:
     """The parts this process runs: each channel that is configured, and the scheduler."""
     components: list[Component] = []
+    # One owner of outbox claims per process, shared by both channels' dispatchers: on
+    # SQLite it holds the outbox's file lock, on PostgreSQL one lock connection.
+    owners = claim_owners(core.engine)
     if settings.telegram_configured:
-        components.append(telegram_channel(settings, core))
+        components.append(telegram_channel(settings, core, owners))
     if settings.mail_configured:
-        components.append(mail_channel(settings, core))
+        components.append(mail_channel(settings, core, owners))
     if components:
         components.append(deadline_scheduler(settings, core))
     if components and settings.metrics_port is not None:
@@ -86,7 +90,7 @@ def deadline_scheduler(settings: Settings, core: Core) -> Component:
     )
 
 
-def mail_channel(settings: Settings, core: Core) -> Component:
+def mail_channel(settings: Settings, core: Core, owners: ClaimOwners | None = None) -> Component:
     """The IMAP poller (one replica at a time) and the SMTP sender of the outbox's e-mail."""
     imap_host, imap_user, imap_password = (
         settings.imap_host,
@@ -126,10 +130,13 @@ def mail_channel(settings: Settings, core: Core) -> Component:
         chunk_bytes=settings.mail_chunk_mb * 1024 * 1024,
         max_letter_bytes=settings.mail_max_letter_mb * 1024 * 1024,
         engine=core.engine,  # on PostgreSQL one replica reads the mailbox (advisory lock)
+        claim_owners=owners,
     )
 
 
-def telegram_channel(settings: Settings, core: Core) -> Component:
+def telegram_channel(
+    settings: Settings, core: Core, owners: ClaimOwners | None = None
+) -> Component:
     """The bot, its staff group and its outbox loop, from the settings."""
     assert settings.telegram_bot_token is not None
     if not settings.staff_user_ids:
@@ -174,6 +181,7 @@ def telegram_channel(settings: Settings, core: Core) -> Component:
         ),
         events_isolation=make_events_isolation(settings.redis_url),
         webhook=webhook,
+        claim_owners=owners,
     )
 
 

@@ -40,6 +40,7 @@ from bot.throttle import ChatThrottle
 from workflows.clock import Clock
 from workflows.fulfilment import Fulfilment, SqlDirectory
 from workflows.outbox import OutboundPort, OutboxDispatcher
+from workflows.outbox_owners import ClaimOwners
 from workflows.service import RequestService
 from workflows.vault import Vault
 
@@ -135,6 +136,7 @@ class TelegramChannel:
         webhook: Webhook | None = None,
         limits: RateLimits | None = None,
         outbox_interval: float = 1.0,
+        claim_owners: ClaimOwners | None = None,
     ) -> None:
         self.bot = bot
         # An update's dialog state is committed before the reply it belongs to goes out.
@@ -158,7 +160,8 @@ class TelegramChannel:
             limits=limits or RateLimits(),
         )
         ports = {port.channel: port for port in (self.port, *extra_ports)}
-        self.outbox = OutboxDispatcher(sessions, vault, clock, ports)
+        # The process's owners of outbox claims, shared with its other dispatchers.
+        self.outbox = OutboxDispatcher(sessions, vault, clock, ports, owners=claim_owners)
         self._storage = storage
         self._isolation = events_isolation
         self._webhook = webhook
@@ -166,6 +169,12 @@ class TelegramChannel:
 
     async def deliver_outbox(self, stop: asyncio.Event) -> None:
         """Delivers due outbox rows now, and again whenever woken or every interval."""
+        try:
+            await self._deliver_until(stop)
+        finally:
+            await self.outbox.close()  # what it still claims is free for others at once
+
+    async def _deliver_until(self, stop: asyncio.Event) -> None:
         wake = self.config.outbox_wake
         while not stop.is_set():
             wake.clear()

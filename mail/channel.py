@@ -9,7 +9,8 @@ Only one process reads the mailbox: on PostgreSQL the holder of the
 others try again every ``lock_retry_seconds`` and take over when the holder
 dies. Two pollers would not lose or double a letter (the intake dedupes), but
 they would race on the cursor and the flags for nothing. The sender runs in
-every process: outbox rows are claimed under a lease, so each is sent once.
+every process: outbox rows are claimed under its owner token (see
+:mod:`workflows.outbox`), so each is sent once.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from mail.sender import SmtpSender
 from mail.spam import SpamRules
 from workflows.clock import Clock
 from workflows.outbox import Channel, OutboxDispatcher
+from workflows.outbox_owners import ClaimOwners
 from workflows.scheduler_lock import AdvisoryLock, LeaderLock, SingleProcessLock
 from workflows.service import RequestService
 from workflows.vault import Vault
@@ -97,6 +99,8 @@ class MailChannel:
         finally:
             await asyncio.gather(*tasks, return_exceptions=True)
             self.poller.shutdown()
+            # Only on the way out: a sender restarted after a crash keeps its claims.
+            await self.dispatcher.close()
 
     async def _supervise(
         self, name: str, part: Callable[[asyncio.Event], Awaitable[None]], stop: asyncio.Event
@@ -188,6 +192,7 @@ def build_mail_channel(
     smtp_ssl_context: ssl.SSLContext | None = None,
     engine: AsyncEngine | None = None,
     spam_headers: Mapping[str, Sequence[str]] | None = None,
+    claim_owners: ClaimOwners | None = None,
 ) -> MailChannel:
     """The e-mail channel from plain values (the composition root reads the settings).
 
@@ -195,6 +200,9 @@ def build_mail_channel(
     advisory lock reads the mailbox; without one (or on SQLite) this one does.
     ``authserv_id`` names our own mail server in Authentication-Results (see
     :mod:`mail.authentication`); without it no such header is trusted.
+    ``claim_owners`` are the process's owners of outbox claims (one per process,
+    shared by its dispatchers); without them a dead process's claims wait out
+    their lease.
     """
     intake = MailIntake(
         service,
@@ -221,7 +229,9 @@ def build_mail_channel(
         timeout=timeout,
         ssl_context=smtp_ssl_context,
     )
-    dispatcher = OutboxDispatcher(sessions, vault, clock, {Channel.EMAIL: sender})
+    dispatcher = OutboxDispatcher(
+        sessions, vault, clock, {Channel.EMAIL: sender}, owners=claim_owners
+    )
     poller = MailPoller(
         ImapSettings(
             host=imap_host,

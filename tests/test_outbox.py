@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID
@@ -22,6 +24,7 @@ from workflows.outbox import (
     RetryLater,
     enqueue,
 )
+from workflows.outbox_owners import OutboxOwnedElsewhere, claim_owners
 from workflows.service import RequestService
 from workflows.tables import AuditEvent, OutboxItem
 from workflows.vault import Vault
@@ -264,3 +267,147 @@ async def test_backoff_grows_and_is_capped() -> None:
     assert waits == sorted(waits)
     assert waits[0] == 5 and waits[-1] == 3600
     assert timedelta(seconds=waits[-1]) == timedelta(hours=1)
+
+
+class SlowPort(RecordingPort):
+    """Delivers only after ``meanwhile`` has run: what happens elsewhere while a letter travels."""
+
+    def __init__(self, channel: Channel, meanwhile: Callable[[], Awaitable[None]]) -> None:
+        super().__init__(channel)
+        self._meanwhile = meanwhile
+
+    async def deliver(self, message: OutgoingMessage) -> DeliveryReceipt:
+        await self._meanwhile()
+        return await super().deliver(message)
+
+
+async def test_a_delivery_whose_claim_was_taken_meanwhile_is_recorded_once_and_reported(
+    service: RequestService,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    view = await service.open_request(
+        kind="access", channel="telegram", language="en", telegram_user_id=ALICE
+    )
+    quick = RecordingPort(Channel.TELEGRAM)
+    other = dispatcher(sessions, vault, clock, quick)
+
+    async def stuck_past_the_lease() -> None:
+        # One delivery hangs longer than the lease: the other dispatcher takes the row.
+        clock.advance(minutes=3)
+        assert await other.run_once() == 1
+
+    slow = SlowPort(Channel.TELEGRAM, stuck_past_the_lease)
+    with caplog.at_level(logging.ERROR, logger="workflows.outbox"):
+        assert await dispatcher(sessions, vault, clock, slow).run_once() == 1
+
+    # The person got it twice (it cannot be helped after a hang); the desk records it once,
+    # as the other dispatcher sent it, and says loudly what happened.
+    assert len(slow.delivered) == len(quick.delivered) == 1
+    assert await service.messages(view.reference) == [
+        ("out", "telegram", "rendered request_received")
+    ]
+    async with sessions() as session:
+        item = (await session.scalars(select(OutboxItem))).one()
+    assert (item.status, item.external_id) == ("sent", f"ext-{item.id}")
+    [report] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "twice" in report.getMessage()
+
+
+async def test_a_restarted_desk_sends_at_once_what_its_dead_predecessor_had_claimed(
+    service: RequestService,
+    engine: AsyncEngine,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+) -> None:
+    for person in range(3):
+        await service.open_request(
+            kind="access", channel="telegram", language="en", telegram_user_id=ALICE + person
+        )
+    dead = claim_owners(engine)
+    dying = OutboxDispatcher(
+        sessions,
+        vault,
+        clock,
+        {Channel.TELEGRAM: RecordingPort(Channel.TELEGRAM, ProcessDied())},
+        owners=dead,
+    )
+    with pytest.raises(ProcessDied):
+        await dying.run_once()  # all three claimed, none sent
+    # The process is gone: the kernel drops its file lock (SQLite), PostgreSQL the
+    # locks of its connection.
+    await dead.release(dying.token)
+
+    telegram = RecordingPort(Channel.TELEGRAM)
+    restarted = OutboxDispatcher(
+        sessions, vault, clock, {Channel.TELEGRAM: telegram}, owners=claim_owners(engine)
+    )
+    assert await restarted.run_once() == 3, "no lease waited out"
+    assert await restarted.run_once() == 0
+    assert sorted(m.address for m in telegram.delivered) == [
+        str(ALICE + person) for person in range(3)
+    ]
+    await restarted.close()
+
+
+async def test_a_live_owners_claims_are_left_alone(
+    service: RequestService,
+    engine: AsyncEngine,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+) -> None:
+    await service.open_request(
+        kind="access", channel="telegram", language="en", telegram_user_id=ALICE
+    )
+    # Two dispatchers of one process (SQLite), or of two live replicas (PostgreSQL).
+    shared = claim_owners(engine)
+    owners = (shared, shared) if engine.dialect.name == "sqlite" else (shared, claim_owners(engine))
+    telegram = RecordingPort(Channel.TELEGRAM)
+    busy = OutboxDispatcher(
+        sessions,
+        vault,
+        clock,
+        {Channel.TELEGRAM: RecordingPort(Channel.TELEGRAM, ProcessDied())},
+        owners=owners[0],
+    )
+    with pytest.raises(ProcessDied):  # stands for "still delivering": the claim stays
+        await busy.run_once()
+    other = OutboxDispatcher(sessions, vault, clock, {Channel.TELEGRAM: telegram}, owners=owners[1])
+    assert await other.run_once() == 0, "a live owner's claim is not taken"
+    clock.advance(minutes=3)
+    assert await other.run_once() == 1, "but its lease still runs out"
+    await busy.close()
+    await other.close()
+
+
+async def test_on_sqlite_one_process_delivers_the_outbox(
+    service: RequestService,
+    engine: AsyncEngine,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+) -> None:
+    if engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL lets several processes deliver")
+    await service.open_request(
+        kind="access", channel="telegram", language="en", telegram_user_id=ALICE
+    )
+    first, second = RecordingPort(Channel.TELEGRAM), RecordingPort(Channel.TELEGRAM)
+    # Two owners on one file stand for two processes: the file lock tells them apart.
+    running = OutboxDispatcher(
+        sessions, vault, clock, {Channel.TELEGRAM: first}, owners=claim_owners(engine)
+    )
+    intruder = OutboxDispatcher(
+        sessions, vault, clock, {Channel.TELEGRAM: second}, owners=claim_owners(engine)
+    )
+    assert await running.run_once() == 1
+    with pytest.raises(OutboxOwnedElsewhere):
+        await intruder.run_once()
+    await running.close()  # the process stops: the next one may deliver
+    assert await intruder.run_once() == 0
+    await intruder.close()
+    assert (len(first.delivered), len(second.delivered)) == (1, 0)
