@@ -8,7 +8,6 @@ as too long, and a database that fails while a person answers staff.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 
 import pytest
 from sqlalchemy import select, text
@@ -16,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.callbacks import StaffAction
 from tests.botapi import TEXT_LIMIT, Call, Person, visible_length
+from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID
 from tests.telegram_desk import STAFF_CHAT, Desk, words
 from workflows.service import Evidence, RequestService, SharedContact
@@ -145,7 +145,9 @@ async def test_an_over_long_card_is_shortened_and_still_reaches_staff(
         "text": "Прошу прекратить обработку и удалить всё, что вы обо мне знаете. " * 60,
     }
     evidence = [
-        Evidence(f"scan-of-my-identity-document-page-{n:02d}-{'x' * 40}.pdf", "application/pdf", b"%")
+        Evidence(
+            f"scan-of-my-identity-document-page-{n:02d}-{'x' * 40}.pdf", "application/pdf", b"%"
+        )
         for n in range(10)
     ]
     email = "aigerim@mail.kz"
@@ -168,20 +170,20 @@ async def test_an_over_long_card_is_shortened_and_still_reaches_staff(
         STAFF_CHAT, 0, lambda c: view.reference in said(c), methods=("sendMessage",)
     )
 
-    # Today's card would be some 4,800 characters: Telegram refuses anything over 4,096.
+    # Unshortened, this card is over 4,096 characters, which Telegram refuses.
     assert visible_length(said(card), "HTML") <= TEXT_LIMIT
     assert "…" in said(card)
     assert f"aina-dsr requests show {view.reference}" in said(card)
     assert "Ахметқызы Айгерим" in said(card)
-    [row] = await rows(sessions, "staff_card")
-    assert row.status == "sent"
+    # Delivered at the first try: Telegram never had to refuse it.
+    assert [c.error for c in desk.api.attempts("sendMessage") if c.chat_id == STAFF_CHAT] == [None]
 
 
 async def test_a_refused_card_is_not_retried_and_staff_are_told_why(
     desk: Desk,
     service: RequestService,
     sessions: async_sessionmaker[AsyncSession],
-    clock: object,
+    clock: FrozenClock,
 ) -> None:
     reason = "Bad Request: can't parse entities: unsupported start tag"
     desk.api.fail_next("sendMessage", status=400, description=reason, chat_id=STAFF_CHAT)
@@ -196,7 +198,7 @@ async def test_a_refused_card_is_not_retried_and_staff_are_told_why(
     assert (failed["template"], failed["reason"]) == ("staff_card", reason)
 
     # An hour on, nothing has tried it again.
-    clock.advance(timedelta(hours=1))  # type: ignore[attr-defined]
+    clock.advance(hours=1)
     assert desk.channel is not None
     await desk.channel.outbox.run_once()
     refused = [c for c in desk.api.attempts("sendMessage") if reason == c.error]
@@ -241,9 +243,7 @@ async def test_a_database_failure_mid_dialog_asks_to_send_again_and_keeps_nothin
     since = desk.mark()
     with caplog.at_level(logging.ERROR):
         update_id = await desk.api.offer(desk.api.private_message(kazakh, "Order 12345"))
-        await desk.expect(
-            ALICE.id, since, lambda c: said(c) == words("kk", "error.send_again")
-        )
+        await desk.expect(ALICE.id, since, lambda c: said(c) == words("kk", "error.send_again"))
     await rename(engine, "message_away", "message")
 
     assert (await service.get(reference)).status == "awaiting_info"
@@ -275,12 +275,11 @@ async def test_a_staff_button_that_fails_is_answered_in_the_staffs_language(
         )
     )
     answer = await desk.api.wait_until(
-        lambda calls: next(
-            (c for c in calls[since:] if c.method == "answerCallbackQuery"), None
-        )
+        lambda calls: next((c for c in calls[since:] if c.method == "answerCallbackQuery"), None)
     )
     await rename(engine, "audit_event_away", "audit_event")
 
     assert answer is not None
-    assert answer.params.get("text") == words("ru", "error.send_again")
+    assert answer.params.get("text") == words("ru", "error.press_again")
+    assert answer.params.get("show_alert") is True
     assert (await service.get(reference)).status == "verified"

@@ -86,7 +86,15 @@ class PermanentFailure(Exception):
 
 
 class RecipientUnreachable(PermanentFailure):
-    """The person cannot be reached on this channel any more (blocked the bot)."""
+    """The person cannot be reached on this channel now (blocked the bot)."""
+
+
+class StaffGroupClosed(PermanentFailure):
+    """The staff group itself cannot be written to: an alert there would fail too."""
+
+
+# The alerts a failed delivery raises in the staff group; never raised about themselves.
+ALERTS = frozenset({"staff_delivery_failed", "staff_post_failed"})
 
 
 class OutboundPort(Protocol):
@@ -173,13 +181,20 @@ def subject_route(
     vault: Vault, request_channel: str, subject: DataSubject
 ) -> tuple[Channel, str] | None:
     """Where a person hears about their request: the channel they used, or e-mail
-    when Telegram is closed to us; ``None`` when there is no way to reach them."""
+    when Telegram refused us last time; ``None`` when there is no way to reach them.
+
+    Without an e-mail address, Telegram is tried even so: being unreachable is a
+    fact of the moment (the person may have unblocked the bot), and a refusal
+    again is reported to staff, where a message not sent at all would be lost.
+    """
     channel = Channel(request_channel)
-    reachable = not subject.telegram_unreachable and subject.telegram_user_id is not None
-    if channel is Channel.TELEGRAM and reachable:
+    telegram = subject.telegram_user_id is not None and channel is Channel.TELEGRAM
+    if telegram and not subject.telegram_unreachable:
         return channel, str(subject.telegram_user_id)
     address = vault.decrypt(subject.email_enc)
-    return (Channel.EMAIL, address) if address is not None else None
+    if address is not None:
+        return Channel.EMAIL, address
+    return (channel, str(subject.telegram_user_id)) if telegram else None
 
 
 UNREACHABLE_MARK = "unreachable: "
@@ -338,7 +353,7 @@ class OutboxDispatcher:
                 await self._unreachable(message, str(exc))
             except PermanentFailure as exc:
                 count_delivery(channel, "failed")
-                await self._fail(message, str(exc))
+                await self._fail(message, str(exc), alert=not isinstance(exc, StaffGroupClosed))
             except Exception as exc:  # a bug or an unknown error: never drop the message
                 count_delivery(channel, "retried")
                 log.exception(
@@ -403,7 +418,9 @@ class OutboxDispatcher:
             extra={"reference": message.reference},
         )
 
-    async def _fail(self, message: OutgoingMessage, reason: str) -> None:
+    async def _fail(self, message: OutgoingMessage, reason: str, *, alert: bool = True) -> None:
+        """Never delivered: an audit event and, unless the group itself is closed, an alert
+        there naming the request and the reason."""
         now = self._clock.now()
         async with self._sessions.begin() as session:
             item = await session.get_one(OutboxItem, message.id)
@@ -419,10 +436,15 @@ class OutboxDispatcher:
                         actor="system",
                         channel=item.channel,
                         action="delivery_failed",
-                        details={"template": item.template, "audience": item.audience},
+                        details={
+                            "template": item.template,
+                            "audience": item.audience,
+                            "reason": reason[:200],
+                        },
                     )
                 )
-                if message.audience is not Audience.STAFF_GROUP:
+                if alert and message.template not in ALERTS:
+                    to_person = message.audience is Audience.SUBJECT
                     await enqueue(
                         session,
                         self._vault,
@@ -430,9 +452,13 @@ class OutboxDispatcher:
                         key=f"{message.idempotency_key}/failed",
                         channel=Channel.TELEGRAM,
                         audience=Audience.STAFF_GROUP,
-                        template="staff_delivery_failed",
+                        template="staff_delivery_failed" if to_person else "staff_post_failed",
                         language="en",
-                        params={"reference": message.reference, "template": message.template},
+                        params={
+                            "reference": message.reference,
+                            "template": message.template,
+                            "reason": reason[:200],
+                        },
                         request_id=item.request_id,
                     )
         log.error(
