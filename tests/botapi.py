@@ -5,7 +5,8 @@ webhook and command setup, ``getFile`` and file downloads), records every other
 call with its parameters decoded, answers it the way Telegram would, and fails a
 call on request (429 with ``retry_after``, 403 blocked, 400 not modified, ...).
 As Telegram does, it refuses a text longer than 4096 characters (a caption, 1024)
-after entities parsing, and every send to a chat whose person blocked the bot.
+after entities parsing, every send to a chat whose person blocked the bot, and a
+second answer to one button press.
 
     async with BotAPI() as api, api.bot() as bot:
         await api.offer(api.private_message(ALICE, "/start"))
@@ -82,6 +83,7 @@ WRITING = frozenset(
     }
 )
 _TAG = re.compile(r"<[^>]*>")
+TOO_OLD = "query is too old and response timeout expired or query ID is invalid"
 DEFAULT_DESCRIPTIONS = {
     400: "Bad Request: message is not modified",
     403: "Forbidden: bot was blocked by the user",
@@ -160,6 +162,7 @@ class _State:
     failures: list[Failure] = field(default_factory=list)
     files: dict[str, StoredFile] = field(default_factory=dict)
     blocked: set[str] = field(default_factory=set)
+    answered: set[str] = field(default_factory=set)
 
 
 def _decode(key: str, value: Any) -> Any:
@@ -541,6 +544,11 @@ class BotAPI:
             blocked = Failure(method, 403, DEFAULT_DESCRIPTIONS[403], None, None, 1)
             return await self._fail(method, params, files, blocked)
         refusal = _refusal(method, params)
+        if method.lower() == "answercallbackquery":
+            query_id = str(params.get("callback_query_id"))
+            if query_id in self._state.answered:  # a button press is answered once
+                refusal = "Bad Request: " + TOO_OLD
+            self._state.answered.add(query_id)
         if refusal is not None:
             return await self._fail(
                 method, params, files, Failure(method, 400, refusal, None, None, 1)

@@ -13,11 +13,13 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from bot.callbacks import StaffAction
+from bot.callbacks import StaffAction, SummaryChoice
 from tests.botapi import TEXT_LIMIT, Call, Person, visible_length
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID
-from tests.telegram_desk import STAFF_CHAT, Desk, words
+from tests.telegram_desk import STAFF_CHAT, Desk, buttons, message_id, words
+from tests.test_telegram_bot import answer_questions, start_kind
+from workflows.kinds import RequestKind
 from workflows.service import Evidence, RequestService, SharedContact
 from workflows.tables import DataSubject, OutboxItem
 from workflows.vault import Vault
@@ -283,3 +285,30 @@ async def test_a_staff_button_that_fails_is_answered_in_the_staffs_language(
     assert answer.params.get("text") == words("ru", "error.press_again")
     assert answer.params.get("show_alert") is True
     assert (await service.get(reference)).status == "verified"
+
+
+async def test_a_request_filed_before_a_failure_is_not_filed_again_when_the_person_presses_again(
+    desk: Desk, service: RequestService, engine: AsyncEngine
+) -> None:
+    who = Person(ALICE.id, first_name="Aigerim", language_code="en")
+    await start_kind(desk, who, RequestKind.ACCESS, "en")
+    await answer_questions(desk, who, RequestKind.ACCESS, "en")
+    since = desk.mark()
+    await desk.send(who, "aigerim@mail.kz")
+    confirm = SummaryChoice(action="confirm").pack()
+    summary = await desk.expect(who.id, since, lambda c: confirm in buttons(c).values())
+
+    # The request is filed, then the code cannot be kept: the press fails half-way.
+    await rename(engine, "verification", "verification_away")
+    since = desk.mark()
+    await desk.press(who, who.id, message_id(summary), confirm)
+    await desk.expect(who.id, since, lambda c: said(c) == words("en", "error.press_again"))
+    await rename(engine, "verification_away", "verification")
+
+    since = desk.mark()
+    await desk.press(who, who.id, message_id(summary), confirm)
+    await desk.expect(
+        who.id, since, lambda c: said(c).startswith(words("en", "code.sent", email="a")[:20])
+    )
+    [view] = await service.list_requests(telegram_user_id=ALICE.id)
+    assert view.kind == "access"
