@@ -242,7 +242,7 @@ class TelegramPort:
     def _chat_of(self, message: OutgoingMessage) -> int:
         if message.audience is Audience.STAFF_GROUP:
             if self._staff_chat_id is None:
-                raise PermanentFailure("no staff chat is configured (DSR_STAFF_CHAT_ID)")
+                raise StaffGroupClosed("no staff chat is configured (DSR_STAFF_CHAT_ID)")
             return self._staff_chat_id
         try:
             return int(message.address or "")
