@@ -12,7 +12,7 @@ import logging
 import re
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.callbacks import StaffAction, SummaryChoice
@@ -60,6 +60,15 @@ async def staff_alert(desk: Desk, since: int, reference: str, reason: str) -> Ca
         lambda c: reference in said(c) and reason in said(c),
         methods=("sendMessage",),
     )
+
+
+async def email_code(sessions: async_sessionmaker[AsyncSession], vault: Vault) -> str:
+    async with sessions() as session:
+        item = await session.scalar(
+            select(OutboxItem).where(OutboxItem.template == "request_received_code")
+        )
+    assert item is not None
+    return str((vault.decrypt_json(item.params_enc) or {})["code"])
 
 
 async def rows(sessions: async_sessionmaker[AsyncSession], template: str) -> list[OutboxItem]:
@@ -121,16 +130,37 @@ async def test_a_message_that_cannot_reach_the_person_is_audited_and_staff_are_t
     assert not [c for c in desk.api.sent_to(ALICE.id) if "без согласия" in said(c)]
 
 
+async def test_a_person_with_no_channel_left_is_not_forgotten(
+    desk: Desk,
+    service: RequestService,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+) -> None:
+    email = "aigerim@mail.kz"
+    view = await service.open_request(
+        kind="complaint",
+        channel="email",
+        language="ru",
+        email=email,
+        body="Why do you send me adverts?",
+        send_code_to_email=True,
+    )
+    await service.verify_by_code(
+        view.reference, await email_code(sessions, vault), Actor.person_email(email)
+    )
+    async with sessions.begin() as session:  # the address is gone (erased, say)
+        await session.execute(update(DataSubject).values(email_enc=None, email_index=None))
+
+    since = desk.mark()
+    await service.take(view.reference, DANA)
+
+    await staff_alert(desk, since, view.reference, "no way to reach the person")
+    taken = await service.get(view.reference, with_events=True)
+    [lost] = [e.details for e in taken.events if e.action == "delivery_failed"]
+    assert lost["template"] == "request_taken"
+
+
 # -- nothing longer than Telegram takes, and a refusal is final --------------------------
-
-
-async def email_code(sessions: async_sessionmaker[AsyncSession], vault: Vault) -> str:
-    async with sessions() as session:
-        item = await session.scalar(
-            select(OutboxItem).where(OutboxItem.template == "request_received_code")
-        )
-    assert item is not None
-    return str((vault.decrypt_json(item.params_enc) or {})["code"])
 
 
 async def test_an_over_long_card_is_shortened_and_still_reaches_staff(
