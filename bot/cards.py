@@ -8,6 +8,7 @@ from datetime import datetime
 
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 
+from bot import telegram_text
 from bot.callbacks import KindMenu, KindPick, StaffAction
 from bot.config import BotConfig
 from bot.delivery import Rendered
@@ -25,8 +26,10 @@ from workflows.states import CLOSED, TRANSITIONS, Action, Status
 from workflows.views import RequestView
 
 WORDS_LIMIT = 600
-# Telegram's message limit is 4096 characters; the card's other lines take the rest.
 PREVIEW_LIMIT = 1500
+NAME_LIMIT = 60
+# The least a shortened card keeps of each of the person's fields (else they say nothing).
+WORDS_FLOOR = 20
 
 # Buttons in the order staff read them, with the state machine's action behind each.
 BUTTONS: tuple[tuple[str, Action, str], ...] = (
@@ -89,6 +92,60 @@ def card_text(
     *,
     approvals_needed: int | None = None,
     preview: str | None = None,
+    limit: int = telegram_text.TEXT_LIMIT,
+) -> str:
+    """The card's HTML, within Telegram's ``limit``.
+
+    A card too long for one message keeps every line but cuts the person's
+    words, the file names and the report preview alike (each cut marked "…"),
+    as little as needed, and ends by naming the command that shows it all.
+    """
+
+    def render(words: int) -> str:
+        return _card_text(
+            view,
+            texts,
+            calendar,
+            now,
+            attachments,
+            approvals_needed=approvals_needed,
+            preview=preview,
+            words_limit=words,
+            preview_limit=PREVIEW_LIMIT * words // WORDS_LIMIT,
+            name_limit=max(WORDS_FLOOR, NAME_LIMIT * words // WORDS_LIMIT),
+        )
+
+    full = render(WORDS_LIMIT)
+    if telegram_text.visible_length(full) <= limit:
+        return full
+    pointer = "\n\n" + texts("staff.card.shortened", reference=view.reference)
+    budget = limit - telegram_text.visible_length(pointer)
+    # The longest cut that fits: the length only grows with the cut, so halving finds it.
+    low, high, best = WORDS_FLOOR, WORDS_LIMIT - 1, None
+    while low <= high:
+        middle = (low + high) // 2
+        text = render(middle)
+        if telegram_text.visible_length(text) <= budget:
+            best, low = text, middle + 1
+        else:
+            high = middle - 1
+    if best is None:  # even the shortest cut is too long: the last lines go
+        best = telegram_text.shorten(render(WORDS_FLOOR), budget)
+    return best + pointer
+
+
+def _card_text(
+    view: RequestView,
+    texts: Texts,
+    calendar: WorkingCalendar,
+    now: datetime,
+    attachments: list[str],
+    *,
+    approvals_needed: int | None,
+    preview: str | None,
+    words_limit: int,
+    preview_limit: int,
+    name_limit: int,
 ) -> str:
     language = texts.language
     due, left = days_left(view, calendar, now, texts)
@@ -115,7 +172,7 @@ def card_text(
         names = ", ".join(kind_name(language, kind.value) for kind in candidate_kinds(view))
         lines += ["", texts("staff.card.unclassified", kinds=html.escape(names))]
     words = [
-        f"<i>{html.escape(name)}</i>: {html.escape(shorten(str(value), WORDS_LIMIT))}"
+        f"<i>{html.escape(name)}</i>: {html.escape(shorten(str(value), words_limit))}"
         for name, value in view.fields.items()
         if value not in (None, "")
     ]
@@ -124,7 +181,7 @@ def card_text(
     if view.missing_fields:
         lines.append(texts("staff.card.missing", names=html.escape(", ".join(view.missing_fields))))
     if attachments:
-        names = ", ".join(html.escape(shorten(name, 60)) for name in attachments[:10])
+        names = ", ".join(html.escape(shorten(name, name_limit)) for name in attachments[:10])
         lines.append(texts("staff.card.attachments", names=names))
     if view.approvals and view.is_open:
         lines.append(
@@ -136,7 +193,7 @@ def card_text(
             )
         )
     if preview:
-        lines += ["", html.escape(shorten(preview, PREVIEW_LIMIT))]
+        lines += ["", html.escape(shorten(preview, preview_limit))]
     return "\n".join(lines)
 
 

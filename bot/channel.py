@@ -34,7 +34,9 @@ from bot.callbacks import stray_buttons
 from bot.cards import OutboxRenderer
 from bot.config import BotConfig
 from bot.delivery import RateLimits, TelegramPort
+from bot.failures import update_failed
 from bot.language import LanguageMiddleware
+from bot.reachability import ReachableAgain
 from bot.storage import FlushBeforeSending, UpdateCacheMiddleware
 from bot.throttle import ChatThrottle
 from workflows.clock import Clock
@@ -104,6 +106,7 @@ def build_dispatcher(
     )
     dispatcher.update.outer_middleware(UpdateCacheMiddleware())
     dispatcher.update.outer_middleware(LanguageMiddleware(config))
+    dispatcher.update.outer_middleware(ReachableAgain())
     # After the language, so the one answer to a chat over its limit is in its words.
     dispatcher.update.outer_middleware(ChatThrottle(config, clock))
     renderer = OutboxRenderer(service, config, clock, fulfilment)
@@ -112,6 +115,8 @@ def build_dispatcher(
         dispatcher.include_router(staff_kinds.setup(config))
     dispatcher.include_router(dialog.setup(config))
     dispatcher.include_router(stray_buttons())
+    # A failed update is answered ("send it again"), never dropped in silence.
+    dispatcher.errors.register(update_failed)
     return dispatcher
 
 
@@ -158,6 +163,7 @@ class TelegramChannel:
             sessions=sessions,
             clock=clock,
             limits=limits or RateLimits(),
+            storage=storage,
         )
         ports = {port.channel: port for port in (self.port, *extra_ports)}
         # The process's owners of outbox claims, shared with its other dispatchers.

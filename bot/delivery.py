@@ -2,7 +2,10 @@
 
 The outbox dispatcher owns retries, so nothing here sleeps: a flood-control
 answer from Telegram, or a send our own rate limits would refuse, becomes
-:class:`RetryLater` with the wait, and the row goes back to the outbox.
+:class:`RetryLater` with the wait, and the row goes back to the outbox. A 400
+(Telegram refuses the message as it is) would be refused again: it is a
+:class:`PermanentFailure`, which staff hear about. A text over Telegram's
+limit never goes: a card is shortened, any other message split.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from aiogram.exceptions import (
     TelegramRetryAfter,
     TelegramServerError,
 )
+from aiogram.fsm.storage.base import BaseStorage
 from aiogram.types import (
     BufferedInputFile,
     ForceReply,
@@ -37,6 +41,8 @@ from aiogram.types import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.reachability import mark_unreachable
+from bot.telegram_text import shorten, split
 from workflows.clock import Clock
 from workflows.metrics import count_telegram_error
 from workflows.outbox import (
@@ -47,6 +53,7 @@ from workflows.outbox import (
     PermanentFailure,
     RecipientUnreachable,
     RetryLater,
+    StaffGroupClosed,
 )
 from workflows.tables import StaffCard
 
@@ -173,6 +180,7 @@ class TelegramPort:
         sessions: async_sessionmaker[AsyncSession],
         clock: Clock,
         limits: RateLimits = RateLimits(),
+        storage: BaseStorage | None = None,
     ) -> None:
         self._bot = bot
         self._render = render
@@ -180,6 +188,8 @@ class TelegramPort:
         self._sessions = sessions
         self._clock = clock
         self._limiter = SendRateLimiter(clock, limits)
+        # The dialog storage, where a person's next update finds that they were unreachable.
+        self._storage = storage
 
     async def deliver(self, message: OutgoingMessage) -> DeliveryReceipt:
         """Send (or, for a staff card, edit) one message; raise the outbox's errors on failure."""
@@ -195,7 +205,7 @@ class TelegramPort:
                 message_id = await self._card(chat_id, rendered.card_request_id, rendered)
             else:
                 reply_to = await self._card_message(chat_id, rendered.thread_request_id)
-                message_id = await self._send(chat_id, rendered, reply_to)
+                message_id = await self._send_all(chat_id, rendered, reply_to)
                 # A failure part-way retries the whole message: the text may come twice,
                 # which is better than a report without its files.
                 for filename, content in rendered.documents:
@@ -208,13 +218,16 @@ class TelegramPort:
         except TelegramForbiddenError as exc:
             _count(exc)
             if message.audience is Audience.STAFF_GROUP:
-                raise PermanentFailure(f"staff group closed to the bot: {exc.message}") from exc
+                raise StaffGroupClosed(f"staff group closed to the bot: {exc.message}") from exc
+            if message.audience is Audience.SUBJECT and self._storage is not None:
+                await mark_unreachable(self._storage, self._bot, chat_id)
             raise RecipientUnreachable(exc.message) from exc
         except TelegramBadRequest as exc:
             _count(exc)
-            if "chat not found" in exc.message.lower():
-                raise PermanentFailure(exc.message) from exc
-            raise
+            # Telegram refuses the message as it is: sent again, it would be refused again.
+            if message.audience is Audience.STAFF_GROUP and "chat not found" in exc.message.lower():
+                raise StaffGroupClosed(exc.message) from exc
+            raise PermanentFailure(exc.message) from exc
         except TelegramEntityTooLarge as exc:
             _count(exc)
             raise PermanentFailure(exc.message) from exc
@@ -229,19 +242,37 @@ class TelegramPort:
     def _chat_of(self, message: OutgoingMessage) -> int:
         if message.audience is Audience.STAFF_GROUP:
             if self._staff_chat_id is None:
-                raise PermanentFailure("no staff chat is configured (DSR_STAFF_CHAT_ID)")
+                raise StaffGroupClosed("no staff chat is configured (DSR_STAFF_CHAT_ID)")
             return self._staff_chat_id
         try:
             return int(message.address or "")
         except ValueError:
             raise PermanentFailure("the message has no Telegram user id to go to") from None
 
-    async def _send(self, chat_id: int, rendered: Rendered, reply_to: int | None = None) -> int:
+    async def _send_all(self, chat_id: int, rendered: Rendered, reply_to: int | None) -> int:
+        """Sends the text in as many messages as Telegram's limit needs; the first one's id.
+
+        The buttons go with the last piece, under the text they belong to.
+        """
+        pieces = split(rendered.text)
+        first: int | None = None
+        for number, piece in enumerate(pieces, start=1):
+            markup = rendered.reply_markup if number == len(pieces) else None
+            message_id = await self._send(
+                chat_id, piece, markup, reply_to if first is None else None
+            )
+            first = message_id if first is None else first
+        assert first is not None
+        return first
+
+    async def _send(
+        self, chat_id: int, text: str, markup: Markup | None, reply_to: int | None = None
+    ) -> int:
         sent = await self._bot.send_message(
             chat_id=chat_id,
-            text=rendered.text,
+            text=text,
             parse_mode=ParseMode.HTML,
-            reply_markup=rendered.reply_markup,
+            reply_markup=markup,
             reply_parameters=(
                 ReplyParameters(message_id=reply_to, allow_sending_without_reply=True)
                 if reply_to is not None
@@ -260,6 +291,9 @@ class TelegramPort:
             return card.message_id
 
     async def _card(self, chat_id: int, request_id: int, rendered: Rendered) -> int:
+        # A card is one message, edited in place: if the renderer's own fitting fell
+        # short, it is cut here rather than refused.
+        text = shorten(rendered.text)
         async with self._sessions() as session:
             card = await session.get(StaffCard, request_id)
             where = (card.chat_id, card.message_id) if card is not None else None
@@ -268,7 +302,7 @@ class TelegramPort:
             markup = rendered.reply_markup
             try:
                 await self._bot.edit_message_text(
-                    text=rendered.text,
+                    text=text,
                     chat_id=chat_id,
                     message_id=message_id,
                     parse_mode=ParseMode.HTML,
@@ -282,7 +316,7 @@ class TelegramPort:
                 if "message to edit not found" not in reason:
                     raise
                 log.warning("card of request %s was deleted; posting a new one", request_id)
-        message_id = await self._send(chat_id, rendered)
+        message_id = await self._send(chat_id, text, rendered.reply_markup)
         await self._remember(request_id, chat_id, message_id)
         return message_id
 

@@ -658,30 +658,21 @@ async def _file(
     """Files the confirmed request and proves the person's identity with what they gave."""
     assert isinstance(query.message, Message)
     user_id = query.from_user.id
-    fields: dict[str, Any] = dict(data.get("fields", {}))
-    evidence = [
-        await _download(bot, str(f["file_id"]), str(f["name"]), str(f["content_type"]))
-        for f in data.get("evidence", [])
-    ]
-    body = "\n".join(str(v) for k, v in fields.items() if k in ("correction", "text") and v)
     proof = data.get("proof") or {}
     contact = (
         SharedContact(user_id=user_id, phone=str(proof["phone"]))
         if proof.get("method") == "contact"
         else None
     )
+    # The summary's own id: a press again after a failure half-way (filed, the rest
+    # not done) finds the request filed already instead of filing it twice.
+    summary_id = f"tg:{query.message.chat.id}:{query.message.message_id}"
+    filed = await service.reference_for_message(summary_id)
     try:
-        view = await service.open_request(
-            kind=data["kind"],
-            channel="telegram",
-            language=language,
-            fields=fields,
-            telegram_user_id=user_id,
-            body=body or None,
-            external_id=f"tg:{query.message.chat.id}:{query.message.message_id}",
-            evidence=evidence,
-            contact=contact,  # filed and verified in one go
-        )
+        if filed is not None:
+            view = await service.get(filed)
+        else:
+            view = await _open(query, data, service, bot, language, summary_id, contact)
     except TooManyOpen as exc:
         # The dialog stays at its summary: once one request is closed or cancelled, Send works.
         await query.message.edit_reply_markup(reply_markup=None)
@@ -709,6 +700,35 @@ async def _file(
         return
     config.outbox_wake.set()
     await query.message.edit_text(texts("code.sent", email=html.escape(mask_email(email))))
+
+
+async def _open(
+    query: CallbackQuery,
+    data: dict[str, Any],
+    service: RequestService,
+    bot: Bot,
+    language: str,
+    external_id: str,
+    contact: SharedContact | None,
+) -> RequestView:
+    """Files the dialog's request with its files (verified at once by a shared contact)."""
+    fields: dict[str, Any] = dict(data.get("fields", {}))
+    evidence = [
+        await _download(bot, str(f["file_id"]), str(f["name"]), str(f["content_type"]))
+        for f in data.get("evidence", [])
+    ]
+    body = "\n".join(str(v) for k, v in fields.items() if k in ("correction", "text") and v)
+    return await service.open_request(
+        kind=data["kind"],
+        channel="telegram",
+        language=language,
+        fields=fields,
+        telegram_user_id=query.from_user.id,
+        body=body or None,
+        external_id=external_id,
+        evidence=evidence,
+        contact=contact,  # filed and verified in one go
+    )
 
 
 async def _download(bot: Bot, file_id: str, name: str, content_type: str) -> Evidence:

@@ -55,7 +55,9 @@ class LanguageMiddleware(I18nMiddleware):
         if chat is not None and chat.id == self._config.staff_chat_id:
             language = self._config.staff_language
         elif user is not None:
-            stored = (await storage.get_data(prefs_key(bot, user.id))).get("language")
+            prefs = await storage.get_data(prefs_key(bot, user.id))
+            data[PREFS] = prefs  # read once per update: bot.reachability looks at it too
+            stored = prefs.get("language")
             language = stored if stored in LANGUAGES else pick_language(user.language_code)
         else:
             language = "en"

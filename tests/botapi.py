@@ -4,6 +4,9 @@ It answers what a bot needs to start (``getMe``, ``getUpdates`` with long pollin
 webhook and command setup, ``getFile`` and file downloads), records every other
 call with its parameters decoded, answers it the way Telegram would, and fails a
 call on request (429 with ``retry_after``, 403 blocked, 400 not modified, ...).
+As Telegram does, it refuses a text longer than 4096 characters (a caption, 1024)
+after entities parsing, every send to a chat whose person blocked the bot, and a
+second answer to one button press.
 
     async with BotAPI() as api, api.bot() as bot:
         await api.offer(api.private_message(ALICE, "/start"))
@@ -13,8 +16,10 @@ call on request (429 with ``retry_after``, 403 blocked, 400 not modified, ...).
 from __future__ import annotations
 
 import asyncio
+import html
 import itertools
 import json
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
@@ -61,6 +66,24 @@ TEXT_FIELDS = frozenset(
         "message_effect_id",
     }
 )
+# Telegram's limits, in characters of the text after entities parsing.
+TEXT_LIMIT = 4096
+CAPTION_LIMIT = 1024
+# Methods that write into a chat: refused while the chat's person has blocked the bot.
+WRITING = frozenset(
+    {
+        "sendmessage",
+        "senddocument",
+        "sendphoto",
+        "editmessagetext",
+        "editmessagereplymarkup",
+        "editmessagecaption",
+        "copymessage",
+        "forwardmessage",
+    }
+)
+_TAG = re.compile(r"<[^>]*>")
+TOO_OLD = "query is too old and response timeout expired or query ID is invalid"
 DEFAULT_DESCRIPTIONS = {
     400: "Bad Request: message is not modified",
     403: "Forbidden: bot was blocked by the user",
@@ -138,6 +161,8 @@ class _State:
     calls: list[Call] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     files: dict[str, StoredFile] = field(default_factory=dict)
+    blocked: set[str] = field(default_factory=set)
+    answered: set[str] = field(default_factory=set)
 
 
 def _decode(key: str, value: Any) -> Any:
@@ -148,6 +173,29 @@ def _decode(key: str, value: Any) -> Any:
     except ValueError:
         return value
     return decoded if isinstance(decoded, dict | list | bool | int | float) else value
+
+
+def visible_length(text: str, parse_mode: str | None) -> int:
+    """The length Telegram checks: of the text after entities parsing, in characters."""
+    if parse_mode and parse_mode.upper() == "HTML":
+        text = html.unescape(_TAG.sub("", text))
+    return len(text)
+
+
+def _refusal(method: str, params: dict[str, Any]) -> str | None:
+    """Telegram's 400 for a text or caption over its limit, else ``None``."""
+    name = method.lower()
+    mode = params.get("parse_mode")
+    if name in {"sendmessage", "editmessagetext"}:
+        text = str(params.get("text") or "")
+        if not text.strip():
+            return "Bad Request: message text is empty"
+        if visible_length(text, mode) > TEXT_LIMIT:
+            return "Bad Request: message is too long"
+    caption = params.get("caption")
+    if caption is not None and visible_length(str(caption), mode) > CAPTION_LIMIT:
+        return "Bad Request: message caption is too long"
+    return None
 
 
 def _chat(chat_id: int | str) -> dict[str, Any]:
@@ -256,6 +304,14 @@ class BotAPI:
         self._state.failures.append(
             Failure(method, status, description, retry_after, chat_id, times)
         )
+
+    def block(self, chat_id: int) -> None:
+        """The person blocks the bot: every write to their chat is refused with a 403."""
+        self._state.blocked.add(str(chat_id))
+
+    def unblock(self, chat_id: int) -> None:
+        """The person unblocks the bot: their chat takes messages again."""
+        self._state.blocked.discard(str(chat_id))
 
     def register_file(self, content: bytes, *, file_path: str | None = None) -> StoredFile:
         """Put a file on the server so that ``getFile`` and the download route find it."""
@@ -484,6 +540,19 @@ class BotAPI:
             if failure.matches(method, params):
                 failure.times -= 1
                 return await self._fail(method, params, files, failure)
+        if method.lower() in WRITING and str(params.get("chat_id")) in self._state.blocked:
+            blocked = Failure(method, 403, DEFAULT_DESCRIPTIONS[403], None, None, 1)
+            return await self._fail(method, params, files, blocked)
+        refusal = _refusal(method, params)
+        if method.lower() == "answercallbackquery":
+            query_id = str(params.get("callback_query_id"))
+            if query_id in self._state.answered:  # a button press is answered once
+                refusal = "Bad Request: " + TOO_OLD
+            self._state.answered.add(query_id)
+        if refusal is not None:
+            return await self._fail(
+                method, params, files, Failure(method, 400, refusal, None, None, 1)
+            )
         result = self._result(method, params, files)
         await self._record(Call(method, params, files, result))
         return web.json_response({"ok": True, "result": result})

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 from aiogram import Dispatcher, F, Router
-from aiogram.exceptions import TelegramForbiddenError, TelegramRetryAfter
+from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError, TelegramRetryAfter
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup, Message
 
 from tests.botapi import BotAPI, Person
@@ -106,3 +106,32 @@ async def test_a_long_poll_returns_when_an_update_arrives(api: BotAPI) -> None:
         [update] = await asyncio.wait_for(waiting, timeout=5)
         assert update.callback_query is not None and update.callback_query.data == "cancel"
         assert await bot.get_updates(offset=update.update_id + 1, timeout=0) == []
+
+
+async def test_a_text_over_telegrams_limit_after_entities_parsing_is_refused(api: BotAPI) -> None:
+    # 4096 visible characters pass however much markup carries them; one more does not.
+    at_limit = "<b>" + "&lt;" * 4000 + "</b>" + "x" * 96
+    async with api.bot() as bot:
+        await bot.send_message(ALICE.id, at_limit, parse_mode="HTML")
+        with pytest.raises(TelegramBadRequest, match="message is too long"):
+            await bot.send_message(ALICE.id, at_limit + "y", parse_mode="HTML")
+        with pytest.raises(TelegramBadRequest, match="caption is too long"):
+            await bot.send_photo(ALICE.id, "FILE", caption="c" * 1025)
+
+    assert [c.error is None for c in api.attempts("sendMessage")] == [True, False]
+
+
+async def test_a_person_who_blocked_the_bot_gets_nothing_until_they_unblock_it(
+    api: BotAPI,
+) -> None:
+    api.block(ALICE.id)
+    async with api.bot() as bot:
+        with pytest.raises(TelegramForbiddenError, match="blocked"):
+            await bot.send_message(ALICE.id, "one")
+        with pytest.raises(TelegramForbiddenError, match="blocked"):
+            await bot.send_message(ALICE.id, "two")
+        await bot.send_message(ALICE.id + 1, "to someone else")
+        api.unblock(ALICE.id)
+        await bot.send_message(ALICE.id, "three")
+
+    assert [c.params["text"] for c in api.sent_to(ALICE.id)] == ["three"]

@@ -70,14 +70,19 @@ STAFF_TEMPLATES: dict[str, dict[str, Any]] = {
         "lines": "Please delete it.",
     },
 }
-# The outbox's delivery-failure alarm carries only these two params.
-DELIVERY_FAILED = {"reference": REFERENCE, "template": "request_taken"}
+# The outbox's delivery-failure alarms carry only these params.
+DELIVERY_FAILED = {
+    "reference": REFERENCE,
+    "template": "request_taken",
+    "reason": "Forbidden: bot was blocked by the user",
+}
+ALARMS = ("staff_delivery_failed", "staff_post_failed")
 # A digest heading names no single request; nor does a letter that opened none.
 HEADLESS = {"staff_digest_title", "staff_mail_sender_unverified"}
 
 
 def sample_params(template: str, due_date: str | None = "2026-12-17") -> dict[str, Any]:
-    if template == "staff_delivery_failed":
+    if template in ALARMS:
         return dict(DELIVERY_FAILED)
     extra = {**PERSON_TEMPLATES, **STAFF_TEMPLATES}[template]
     return {
@@ -89,7 +94,7 @@ def sample_params(template: str, due_date: str | None = "2026-12-17") -> dict[st
     }
 
 
-ALL_TEMPLATES = sorted({*PERSON_TEMPLATES, *STAFF_TEMPLATES, "staff_delivery_failed"})
+ALL_TEMPLATES = sorted({*PERSON_TEMPLATES, *STAFF_TEMPLATES, *ALARMS})
 
 
 def placeholders(text: str) -> set[str]:

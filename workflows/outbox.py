@@ -107,7 +107,15 @@ class PermanentFailure(Exception):
 
 
 class RecipientUnreachable(PermanentFailure):
-    """The person cannot be reached on this channel any more (blocked the bot)."""
+    """The person cannot be reached on this channel now (blocked the bot)."""
+
+
+class StaffGroupClosed(PermanentFailure):
+    """The staff group itself cannot be written to: an alert there would fail too."""
+
+
+# The alerts a failed delivery raises in the staff group; never raised about themselves.
+ALERTS = frozenset({"staff_delivery_failed", "staff_post_failed"})
 
 
 class OutboundPort(Protocol):
@@ -194,13 +202,20 @@ def subject_route(
     vault: Vault, request_channel: str, subject: DataSubject
 ) -> tuple[Channel, str] | None:
     """Where a person hears about their request: the channel they used, or e-mail
-    when Telegram is closed to us; ``None`` when there is no way to reach them."""
+    when Telegram refused us last time; ``None`` when there is no way to reach them.
+
+    Without an e-mail address, Telegram is tried even so: being unreachable is a
+    fact of the moment (the person may have unblocked the bot), and a refusal
+    again is reported to staff, where a message not sent at all would be lost.
+    """
     channel = Channel(request_channel)
-    reachable = not subject.telegram_unreachable and subject.telegram_user_id is not None
-    if channel is Channel.TELEGRAM and reachable:
+    telegram = subject.telegram_user_id is not None and channel is Channel.TELEGRAM
+    if telegram and not subject.telegram_unreachable:
         return channel, str(subject.telegram_user_id)
     address = vault.decrypt(subject.email_enc)
-    return (Channel.EMAIL, address) if address is not None else None
+    if address is not None:
+        return Channel.EMAIL, address
+    return (channel, str(subject.telegram_user_id)) if telegram else None
 
 
 UNREACHABLE_MARK = "unreachable: "
@@ -445,7 +460,7 @@ class OutboxDispatcher:
             await self._unreachable(message, str(exc))
         except PermanentFailure as exc:
             count_delivery(channel, "failed")
-            await self._fail(message, str(exc))
+            await self._fail(message, str(exc), alert=not isinstance(exc, StaffGroupClosed))
         except Exception as exc:  # a bug or an unknown error: never drop the message
             count_delivery(channel, "retried")
             log.exception(
@@ -595,14 +610,16 @@ class OutboxDispatcher:
                 extra={"reference": message.reference},
             )
 
-    async def _fail(self, message: OutgoingMessage, reason: str) -> None:
+    async def _fail(self, message: OutgoingMessage, reason: str, *, alert: bool = True) -> None:
+        """Never delivered: an audit event and, unless the group itself is closed, an alert
+        there naming the request and the reason."""
         now = self._clock.now()
         async with self._sessions.begin() as session:
             failed = await self._let_go(
                 session, message, status=OutboxStatus.FAILED.value, last_error=reason[:2000]
             )
             if failed:
-                await self._report_failure(session, message, now)
+                await self._report_failure(session, message, now, reason, alert=alert)
         if failed:
             log.error(
                 "outbox %s failed for good: %s",
@@ -612,9 +629,16 @@ class OutboxDispatcher:
             )
 
     async def _report_failure(
-        self, session: AsyncSession, message: OutgoingMessage, now: datetime
+        self,
+        session: AsyncSession,
+        message: OutgoingMessage,
+        now: datetime,
+        reason: str,
+        *,
+        alert: bool,
     ) -> None:
-        """The audit event of a failed delivery, and the staff group's notice of it."""
+        """The audit event of a failed delivery and, unless the group itself is closed (or
+        the failed message was an alert), the staff group's notice naming the reason."""
         if message.request_id is None:
             return
         session.add(
@@ -625,10 +649,15 @@ class OutboxDispatcher:
                 actor="system",
                 channel=message.channel.value,
                 action="delivery_failed",
-                details={"template": message.template, "audience": message.audience.value},
+                details={
+                    "template": message.template,
+                    "audience": message.audience.value,
+                    "reason": reason[:200],
+                },
             )
         )
-        if message.audience is not Audience.STAFF_GROUP:
+        if alert and message.template not in ALERTS:
+            to_person = message.audience is Audience.SUBJECT
             await enqueue(
                 session,
                 self._vault,
@@ -636,9 +665,13 @@ class OutboxDispatcher:
                 key=f"{message.idempotency_key}/failed",
                 channel=Channel.TELEGRAM,
                 audience=Audience.STAFF_GROUP,
-                template="staff_delivery_failed",
+                template="staff_delivery_failed" if to_person else "staff_post_failed",
                 language="en",
-                params={"reference": message.reference, "template": message.template},
+                params={
+                    "reference": message.reference,
+                    "template": message.template,
+                    "reason": reason[:200],
+                },
                 request_id=message.request_id,
             )
 
@@ -699,7 +732,9 @@ class OutboxDispatcher:
                     .values(last_error=(UNREACHABLE_MARK + reason)[:2000])
                     .execution_options(synchronize_session=False)
                 )
-                await self._report_failure(session, message, now)
+                await self._report_failure(
+                    session, message, now, UNREACHABLE_MARK + reason, alert=True
+                )
         if not fallback:
             log.error(
                 "outbox %s failed for good: %s",

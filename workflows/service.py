@@ -47,9 +47,11 @@ from workflows.outbox import (
     enqueue,
     enqueue_many,
     reroute_unreachable,
+    subject_route,
 )
 from workflows.references import next_reference, next_references
 from workflows.requests.classification import likely_kinds, opening_clock
+from workflows.requests.reachability import Reachability
 from workflows.requests.staff_actions import KindChanges, since_last_kind_change
 from workflows.states import CLOSED, OPEN, Action, Status, next_status
 from workflows.tables import (
@@ -152,10 +154,11 @@ def shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-class RequestService(KindChanges):
+class RequestService(KindChanges, Reachability):
     """Opens and moves requests; see the module docstring.
 
-    Staff's change of a request's kind lives in :class:`KindChanges`.
+    Staff's change of a request's kind lives in :class:`KindChanges`; a person
+    coming back to the bot after blocking it, in :class:`Reachability`.
     """
 
     def __init__(
@@ -1186,6 +1189,8 @@ class RequestService(KindChanges):
             session.add(subject)
             await session.flush()
         subject.language = language
+        if telegram_user_id is not None and subject.telegram_unreachable:
+            subject.telegram_unreachable = False  # they are writing to the bot right now
         return subject
 
     async def _subjects_by_email(
@@ -1500,15 +1505,27 @@ class RequestService(KindChanges):
         template: str,
         params: dict[str, Any] | None = None,
     ) -> None:
-        """Tell the person, on the channel they used (e-mail if Telegram is closed to us)."""
-        channel = Channel(request.channel)
-        address: str | None
-        if channel is Channel.TELEGRAM and not subject.telegram_unreachable:
-            address = str(subject.telegram_user_id)
-        else:
-            channel, address = Channel.EMAIL, self._vault.decrypt(subject.email_enc)
-            if address is None:
-                return
+        """Tell the person, on the channel they used (e-mail if Telegram refused us last time).
+
+        With no way at all to reach them, the message is not dropped in silence:
+        the audit trail and the staff group say what could not be said.
+        """
+        route = subject_route(self._vault, request.channel, subject)
+        if route is None:
+            reason = "no way to reach the person"
+            lost = await self._audit(
+                session,
+                request,
+                Actor.system(),
+                "delivery_failed",
+                request.status,
+                None,
+                {"template": template, "audience": Audience.SUBJECT.value, "reason": reason},
+            )
+            extra = {"template": template, "reason": reason}
+            await self._to_staff(session, request, lost, "staff_delivery_failed", extra)
+            return
+        channel, address = route
         await enqueue(
             session,
             self._vault,
