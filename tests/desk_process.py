@@ -79,13 +79,17 @@ def append_all(dovecot: Dovecot, letters: list[bytes]) -> None:
 
 
 def base_env(home: Path, database_url: str, encryption_key: str) -> dict[str, str]:
-    return {
+    env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(home),
         "DSR_ENCRYPTION_KEY": encryption_key,
         "DSR_DATABASE_URL": database_url,
         "DSR_LOG_LEVEL": "INFO",
     }
+    # The code under test, not an installed copy: PYTHONPATH goes through.
+    if "PYTHONPATH" in os.environ:
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    return env
 
 
 def mail_env(dovecot: Dovecot, smtp: SmtpServer) -> dict[str, str]:

@@ -27,6 +27,9 @@ def aina_dsr(
 ) -> subprocess.CompletedProcess[str]:
     """The real console entry point, in a clean environment, in ``cwd``."""
     clean = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(cwd), **env}
+    # The code under test, not an installed copy: PYTHONPATH goes through.
+    if "PYTHONPATH" in os.environ:
+        clean.setdefault("PYTHONPATH", os.environ["PYTHONPATH"])
     return subprocess.run(
         [sys.executable, "-m", "aina_dsr", *args],
         cwd=cwd,
