@@ -6,7 +6,6 @@ import asyncio
 import errno
 import fcntl
 import logging
-import re
 import socket
 import sys
 from collections.abc import Awaitable, Callable, Iterator
@@ -18,30 +17,37 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from sqlalchemy.engine import make_url
 
 from aina_dsr.audit_cli import audit_app
 from aina_dsr.customers_cli import customers_app
 from aina_dsr.directory_cli import directory_app
+from aina_dsr.failures import (
+    EXIT_FAILED,
+    EXIT_WRONG_INPUT,
+    PROBE_TIMEOUT,
+    PROG,
+    OneLineFailures,
+    describe,
+    safe_url,
+    say,
+    wrong_key,
+)
+from aina_dsr.health import PartHealth
 from aina_dsr.keys_cli import keys_app
 from aina_dsr.observability import log_handler
+from aina_dsr.preflight import open_sqlite_file, sqlite_file_opens
 from aina_dsr.requests_cli import requests_app
 from aina_dsr.retention_cli import retention_app
-from aina_dsr.runtime import build_components, serve
 from aina_dsr.settings import (
     DEV_KEY_FILE,
     Settings,
     SettingsError,
     encryption_key_or_dev,
+    encryption_keys_or_dev,
     load_settings,
 )
 from aina_dsr.wiring import open_core
 from workflows.masking import PersonalDataFilter
-
-PROG = "aina-dsr"
-PROBE_TIMEOUT = 15.0
-# SQLAlchemy wraps driver errors in a class name and a link; the operator needs the middle.
-_SQLALCHEMY_NOISE = re.compile(r"^\([\w.]+\) |\s*\(Background on this error at: \S+\)")
 
 app = typer.Typer(
     name=PROG,
@@ -49,6 +55,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Every command's failure is one line and exit code 1 or 2 (aina_dsr.failures).
+    cls=OneLineFailures,
 )
 db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
 
@@ -62,20 +70,13 @@ app.add_typer(directory_app, name="directory")
 
 
 def main() -> None:
-    """Console script: a wrong setting is one line on stderr and exit code 2."""
-    try:
-        app(prog_name=PROG)
-    except SettingsError as exc:
-        _fail(f"{exc.variable}: {exc.problem}", code=2)
+    """Console script: a failure is one line on stderr and exit code 1 or 2 (see failures)."""
+    app(prog_name=PROG)
 
 
 def _fail(message: str, *, code: int) -> NoReturn:
-    print(f"{PROG}: {message}", file=sys.stderr)
+    say(message)
     raise SystemExit(code)
-
-
-def _say(message: str) -> None:
-    print(f"{PROG}: {message}", file=sys.stderr)
 
 
 def _configure_logging(settings: Settings) -> None:
@@ -87,39 +88,6 @@ def _configure_logging(settings: Settings) -> None:
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, PersonalDataFilter) for f in handler.filters):
             handler.addFilter(PersonalDataFilter())
-
-
-def _secrets(settings: Settings) -> list[str]:
-    values = [
-        secret.get_secret_value()
-        for secret in (
-            settings.encryption_key,
-            settings.telegram_bot_token,
-            settings.imap_password,
-            settings.smtp_password,
-        )
-        if secret is not None
-    ]
-    password = make_url(settings.database_url).password
-    if password:
-        values.append(str(password))
-    return [value for value in values if value]
-
-
-def _describe(exc: BaseException, settings: Settings) -> str:
-    """An error for the operator's eyes: no secret in it, one line, not too long."""
-    text = str(exc) or type(exc).__name__
-    if isinstance(exc, TimeoutError):
-        text = f"no answer within {PROBE_TIMEOUT:g} s"
-    for secret in _secrets(settings):
-        text = text.replace(secret, "***")
-    text = _SQLALCHEMY_NOISE.sub("", text)
-    text = " ".join(text.split())
-    return text if len(text) <= 200 else text[:197] + "..."
-
-
-def _safe_url(url: str) -> str:
-    return make_url(url).render_as_string(hide_password=True)
 
 
 @contextmanager
@@ -155,12 +123,13 @@ def db_upgrade() -> None:
     settings = load_settings()
     _configure_logging(settings)
     with _sqlite_single_process(settings):
+        sqlite_file_opens(settings)
         try:
             upgrade_database(settings.database_url)
         except Exception as exc:
             logging.getLogger(__name__).debug("upgrade failed", exc_info=True)
-            _fail(f"database upgrade failed: {_describe(exc, settings)}", code=1)
-    print(f"{_safe_url(settings.database_url)}: schema at revision {head_revision()}")
+            _fail(f"database upgrade failed: {describe(exc, settings)}", code=EXIT_FAILED)
+    print(f"{safe_url(settings.database_url)}: schema at revision {head_revision()}")
 
 
 # run
@@ -169,45 +138,34 @@ def db_upgrade() -> None:
 @app.command()
 def run() -> None:
     """Run the desk: each configured channel and the scheduler, until SIGTERM or SIGINT."""
-    from workflows.storage import database_revision, head_revision, upgrade_database
-
     settings = load_settings()
     _configure_logging(settings)
     encryption_key_or_dev(settings)
     with _sqlite_single_process(settings):
-        if settings.is_sqlite:
-            # The embedded database belongs to this process alone, so it migrates itself.
-            upgrade_database(settings.database_url)
-        else:
-            # Several processes share PostgreSQL; migrating is the operator's deliberate step.
-            try:
-                current = database_revision(settings.database_url)
-            except Exception as exc:
-                _fail(f"cannot reach the database: {_describe(exc, settings)}", code=2)
-            if current != head_revision():
-                _fail(
-                    f"the database schema is at revision {current or 'none'}, this version "
-                    f"needs {head_revision()}: run `aina-dsr db upgrade` first",
-                    code=2,
-                )
-
-        if not settings.telegram_configured and not settings.mail_configured:
-            _say("no channel is configured, so there is nothing to run. Set either")
-            print("  Telegram: DSR_TELEGRAM_BOT_TOKEN and DSR_STAFF_CHAT_ID, or", file=sys.stderr)
-            print(
-                "  e-mail:   DSR_IMAP_HOST, DSR_IMAP_USER, DSR_IMAP_PASSWORD and DSR_SMTP_HOST",
-                file=sys.stderr,
-            )
-            raise typer.Exit(2)
         code = asyncio.run(_run_desk(settings))
     raise typer.Exit(code)
 
 
 async def _run_desk(settings: Settings) -> int:
-    async with open_core(settings, upgrade_sqlite=False) as core:
-        components = build_components(settings, core)
+    # Only `run` needs the channels (aiogram alone takes seconds to import): every other
+    # command answers without loading them.
+    from aina_dsr.runtime import build_components, serve
+
+    # Opening the core checks the database, its schema and that the key reads the stored
+    # data: a desk that cannot work stops here in one line, before any part starts.
+    async with open_core(settings) as core:
+        if not settings.telegram_configured and not settings.mail_configured:
+            say("no channel is configured, so there is nothing to run. Set either")
+            print("  Telegram: DSR_TELEGRAM_BOT_TOKEN and DSR_STAFF_CHAT_ID, or", file=sys.stderr)
+            print(
+                "  e-mail:   DSR_IMAP_HOST, DSR_IMAP_USER, DSR_IMAP_PASSWORD and DSR_SMTP_HOST",
+                file=sys.stderr,
+            )
+            return EXIT_WRONG_INPUT
+        health = PartHealth()
+        components = build_components(settings, core, health)
         try:
-            return await serve(components)
+            return await serve(components, health=health)
         finally:
             for component in components:
                 close = getattr(component, "close", None)
@@ -231,7 +189,7 @@ async def _timed(component: str, settings: Settings, probe: Callable[[], Awaitab
     try:
         detail = await asyncio.wait_for(probe(), PROBE_TIMEOUT)
     except Exception as exc:
-        return Probe(component, False, _describe(exc, settings))
+        return Probe(component, False, describe(exc, settings))
     return Probe(component, True, detail)
 
 
@@ -240,12 +198,14 @@ async def _check_database(settings: Settings) -> Probe:
 
     from workflows.storage import engine_revision, head_revision, make_engine
 
-    where = _safe_url(settings.database_url)
+    where = safe_url(settings.database_url)
     path = settings.sqlite_path
     if path is not None and not path.exists():
         return Probe("database", True, f"{path} not created yet; `aina-dsr run` creates it")
 
     async def probe() -> str:
+        if path is not None:
+            open_sqlite_file(path)
         # make_engine: a search_path in the URL selects the schema, as for `aina-dsr run`.
         engine = make_engine(settings.database_url)
         try:
@@ -270,15 +230,44 @@ async def _check_database(settings: Settings) -> Probe:
     )
 
 
-def _check_key(settings: Settings) -> Probe:
+async def _check_key(settings: Settings) -> Probe:
     if settings.encryption_key is not None:
-        return Probe("encryption key", True, "set")
-    if settings.dev_mode:
+        state = "set"
+    elif settings.dev_mode:
         made = "exists" if DEV_KEY_FILE.exists() else "made on first run"
-        return Probe("encryption key", True, f"DEV MODE: throw-away key in {DEV_KEY_FILE} ({made})")
-    return Probe(
-        "encryption key", False, "missing: set DSR_ENCRYPTION_KEY (`aina-dsr keys generate`)"
-    )
+        state = f"DEV MODE: throw-away key in {DEV_KEY_FILE} ({made})"
+        if not DEV_KEY_FILE.exists():
+            return Probe("encryption key", True, state)  # nothing can be stored under it yet
+    else:
+        return Probe(
+            "encryption key", False, "missing: set DSR_ENCRYPTION_KEY (`aina-dsr keys generate`)"
+        )
+    # A well-formed key may still be the wrong one: it must read what is stored.
+    try:
+        unreadable = await asyncio.wait_for(_unreadable_value(settings), PROBE_TIMEOUT)
+    except Exception:
+        return Probe("encryption key", True, f"{state}; not tried on the stored data")
+    if unreadable is None:
+        return Probe("encryption key", True, state)
+    return Probe("encryption key", False, str(wrong_key(unreadable)))
+
+
+async def _unreadable_value(settings: Settings) -> str | None:
+    """Where the stored data does not read with the configured keys (see aina_dsr.preflight)."""
+    from aina_dsr.preflight import unreadable_value
+    from workflows.storage import engine_revision, head_revision, make_engine
+    from workflows.vault import Vault
+
+    path = settings.sqlite_path
+    if path is not None and not path.is_file():
+        return None  # nothing stored yet (or nothing to open: the database line says so)
+    engine = make_engine(settings.database_url)
+    try:
+        if await engine_revision(engine) != head_revision():
+            return None  # the database line says what to do first
+        return await unreadable_value(engine, Vault(*encryption_keys_or_dev(settings)))
+    finally:
+        await engine.dispose()
 
 
 async def _check_telegram(settings: Settings) -> Probe:
@@ -395,7 +384,7 @@ async def _check_redis(settings: Settings) -> Probe:
     url = settings.redis_url
     if url is None:
         return Probe("redis", None, "set DSR_REDIS_URL to share conversations between replicas")
-    where = _safe_url(url) if "://" in url else url
+    where = safe_url(url) if "://" in url else url
 
     async def probe() -> str:
         from redis.asyncio import Redis
@@ -420,7 +409,7 @@ async def _check_metrics_port(settings: Settings) -> Probe:
         await asyncio.to_thread(_bind_and_release, settings.metrics_host, port)
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE:
-            return Probe("metrics", False, f"{where}: {_describe(exc, settings)}")
+            return Probe("metrics", False, f"{where}: {describe(exc, settings)}")
     else:
         return Probe("metrics", True, f"{where} free; `aina-dsr run` serves /metrics and /healthz")
 
@@ -495,13 +484,14 @@ async def _check_leaders(settings: Settings) -> list[Probe]:
     try:
         details = await asyncio.wait_for(probe(), PROBE_TIMEOUT)
     except Exception as exc:
-        return [Probe(label, False, _describe(exc, settings)) for label, _ in names]
+        return [Probe(label, False, describe(exc, settings)) for label, _ in names]
     return [Probe(label, True, detail) for (label, _), detail in zip(names, details, strict=True)]
 
 
 async def _check_all(settings: Settings) -> list[Probe]:
     remote, leaders = await asyncio.gather(
         asyncio.gather(
+            _check_key(settings),
             _check_database(settings),
             _check_telegram(settings),
             _check_imap(settings),
@@ -514,10 +504,10 @@ async def _check_all(settings: Settings) -> list[Probe]:
     calendar = settings.calendar_file
     return [
         Probe("settings", True, "read"),
-        _check_key(settings),
         remote[0],
+        remote[1],
         Probe("calendar", True, str(calendar) if calendar else "holidays package only"),
-        *remote[1:],
+        *remote[2:],
         *leaders,
     ]
 
@@ -535,4 +525,10 @@ def check() -> None:
     for probe in probes:
         table.add_row(probe.component, state[probe.ok], escape(probe.detail))
     Console().print(table)
-    raise typer.Exit(1 if any(probe.ok is False for probe in probes) else 0)
+    failed = [probe for probe in probes if probe.ok is False]
+    if failed:
+        # The table is for eyes; a script or a log gets the first failure in one line.
+        first, rest = failed[0], [probe.component for probe in failed[1:]]
+        more = f" (and {len(rest)} more: {', '.join(rest)})" if rest else ""
+        say(f"check failed: {first.component}: {first.detail}{more}")
+    raise typer.Exit(EXIT_FAILED if failed else 0)

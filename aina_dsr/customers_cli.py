@@ -23,6 +23,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from aina_dsr.failures import EXIT_WRONG_INPUT, CommandFailure
 from aina_dsr.settings import load_settings
 from aina_dsr.wiring import Core, open_core
 from workflows.directory import (
@@ -46,10 +47,6 @@ customers_app = typer.Typer(
 SHOWN_REJECTS = 50
 
 
-class _FileProblem(Exception):
-    """A file that cannot be imported at all: exit code 2."""
-
-
 def _fail(message: str, *, code: int) -> NoReturn:
     typer.echo(f"aina-dsr: {message}", err=True)
     raise typer.Exit(code)
@@ -59,9 +56,9 @@ def _check(path: Path, *, purchases: bool) -> None:
     try:
         check_file(path, purchases=purchases)
     except OSError as exc:
-        _fail(f"cannot read {path}: {exc.strerror or exc}", code=2)
+        _fail(f"cannot read {path}: {exc.strerror or exc}", code=EXIT_WRONG_INPUT)
     except ImportFileError as exc:
-        _fail(f"{path}: {exc}", code=2)
+        _fail(f"{path}: {exc}", code=EXIT_WRONG_INPUT)
 
 
 @contextmanager
@@ -116,11 +113,9 @@ async def _import_one(core: Core, path: Path, console: Console, *, purchases: bo
                 tz=core.timezone,
                 progress=advance,
             )
-    except OSError as exc:
-        raise _FileProblem(f"cannot read {path}: {exc.strerror or exc}") from None
     except ImportFileError as exc:
         # Batches before the bad spot are stored; a re-run after the fix finds them unchanged.
-        raise _FileProblem(f"{path}: {exc}") from None
+        raise CommandFailure(f"{path}: {exc}", code=EXIT_WRONG_INPUT) from None
 
 
 @customers_app.command("import")
@@ -141,11 +136,7 @@ def import_command(
     _check(file, purchases=False)
     if purchases is not None:
         _check(purchases, purchases=True)
-    err = Console(stderr=True)
-    try:
-        people, bought = asyncio.run(_import(file, purchases, err))
-    except _FileProblem as exc:
-        _fail(str(exc), code=2)
+    people, bought = asyncio.run(_import(file, purchases, Console(stderr=True)))
     code = 1 if people.rejected or (bought is not None and bought.rejected) else 0
     if as_json:
         data = {**people.as_dict(), "purchases": bought.as_dict() if bought else None}

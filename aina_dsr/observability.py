@@ -3,7 +3,9 @@
 Log lines are text or one JSON object each, with the request's reference as a
 field of its own; whatever a line holds, phones, e-mails and IINs leave it
 masked. The metrics server answers Prometheus from the database (figures
-read at scrape time, kept a few seconds) and from this process's tallies.
+read at scrape time, kept a few seconds) and from this process's tallies;
+its ``/healthz`` answers 503 when the database does not answer or a part
+keeps crashing (:mod:`aina_dsr.health`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import IO, Any, Literal
 
@@ -23,6 +25,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from aina_dsr.health import PartHealth
 from workflows.clock import Clock
 from workflows.masking import PersonalDataFilter, mask_text
 from workflows.metrics import TALLY, DeskFigures, Tally, read_figures
@@ -218,7 +221,7 @@ class MetricsServer:
         engine: AsyncEngine,
         sessions: async_sessionmaker[AsyncSession],
         clock: Clock,
-        components: Sequence[Any] = (),
+        health: PartHealth | None = None,
         tally: Tally = TALLY,
         cache_seconds: float = 5.0,
         timeout: float = 5.0,
@@ -226,7 +229,7 @@ class MetricsServer:
         self.host = host
         self.port = port
         self._engine = engine
-        self._components = components
+        self._health = health if health is not None else PartHealth()
         self._timeout = timeout
         self._figures = FigureCache(sessions, clock, seconds=cache_seconds, timeout=timeout)
         self._collector = DeskCollector(tally, clock)
@@ -260,17 +263,15 @@ class MetricsServer:
 
     async def _healthz(self, request: web.Request) -> web.Response:
         database = await self._database_state()
-        tasks = {task.get_name() for task in asyncio.all_tasks() if not task.done()}
-        components = {
-            component.name: "running" if f"aina-dsr:{component.name}" in tasks else "stopped"
-            for component in self._components
-        }
+        problems = [] if database == "ok" else [f"database {database}"]
+        problems += self._health.problems()
         body = {
-            "status": "ok" if database == "ok" else "failing",
+            "status": "failing" if problems else "ok",
             "database": database,
-            "components": components,
+            "components": self._health.states(),
+            "problems": problems,
         }
-        return web.json_response(body, status=200 if database == "ok" else 503)
+        return web.json_response(body, status=503 if problems else 200)
 
     async def _database_state(self) -> str:
         async def ping() -> None:

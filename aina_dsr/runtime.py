@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 from urllib.parse import urlsplit
 
+from aina_dsr.health import CrashLine, PartHealth, crash_log
 from aina_dsr.observability import MetricsServer
 from aina_dsr.settings import Settings
 from aina_dsr.wiring import Core
@@ -27,6 +28,17 @@ log = logging.getLogger(__name__)
 Sleep = Callable[[float], Awaitable[None]]
 Monotonic = Callable[[], float]
 
+# The loops a channel supervises itself (mail/channel.py, bot/channel.py), reported on /healthz
+# as parts of their own, and the log line each of their crashes leaves.
+INNER_PARTS: dict[str, tuple[str, ...]] = {
+    "mail": ("mail poller", "mail sender"),
+    "telegram": ("telegram outbox",),
+}
+CRASH_LINES = (
+    CrashLine("mail.channel", "%s crashed; starting it again in %g s"),
+    CrashLine("bot.channel", "outbox delivery failed; trying again shortly", "telegram outbox"),
+)
+
 
 class Component(Protocol):
     """A long-running part of the process (a channel, the scheduler).
@@ -40,8 +52,13 @@ class Component(Protocol):
     async def run(self, stop: asyncio.Event) -> None: ...
 
 
-def build_components(settings: Settings, core: Core) -> list[Component]:
-    """The parts this process runs: each channel that is configured, and the scheduler."""
+def build_components(
+    settings: Settings, core: Core, health: PartHealth | None = None
+) -> list[Component]:
+    """The parts this process runs: each channel that is configured, and the scheduler.
+
+    ``health`` is what :func:`serve` learns of the parts, for /healthz.
+    """
     components: list[Component] = []
     # One owner of outbox claims per process, shared by both channels' dispatchers: on
     # SQLite it holds the outbox's file lock, on PostgreSQL one lock connection.
@@ -53,12 +70,12 @@ def build_components(settings: Settings, core: Core) -> list[Component]:
     if components:
         components.append(deadline_scheduler(settings, core))
     if components and settings.metrics_port is not None:
-        components.append(metrics_server(settings, core, components))
+        components.append(metrics_server(settings, core, health or PartHealth()))
     return components
 
 
-def metrics_server(settings: Settings, core: Core, components: list[Component]) -> Component:
-    """/metrics and /healthz on DSR_METRICS_HOST:DSR_METRICS_PORT; health names ``components``."""
+def metrics_server(settings: Settings, core: Core, health: PartHealth) -> Component:
+    """/metrics and /healthz on DSR_METRICS_HOST:DSR_METRICS_PORT; health tells each part."""
     assert settings.metrics_port is not None
     return MetricsServer(
         host=settings.metrics_host,
@@ -66,7 +83,7 @@ def metrics_server(settings: Settings, core: Core, components: list[Component]) 
         engine=core.engine,
         sessions=core.sessions,
         clock=core.clock,
-        components=components,
+        health=health,
     )
 
 
@@ -201,6 +218,7 @@ async def _keep_running(
     component: Component,
     stop: asyncio.Event,
     *,
+    health: PartHealth,
     sleep: Sleep,
     monotonic: Monotonic,
     first_delay: float,
@@ -209,11 +227,14 @@ async def _keep_running(
     delay = first_delay
     while not stop.is_set():
         started = monotonic()
+        health.started(component.name)
         try:
             await component.run(stop)
-        except Exception:
+        except Exception as exc:
+            health.crashed(component.name, exc)
             log.exception("%s crashed; starting it again in %g s", component.name, delay)
         else:
+            health.stopped(component.name)
             if stop.is_set():
                 return
             log.warning("%s returned without being stopped; starting it again", component.name)
@@ -234,14 +255,21 @@ async def serve(
     first_delay: float = 1.0,
     max_delay: float = 60.0,
     grace: float = 10.0,
+    health: PartHealth | None = None,
 ) -> int:
     """Run ``components`` until ``stop`` is set (by SIGTERM or SIGINT); return the exit code.
 
     A part that crashes is logged and started again after 1, 2, 4 ... up to 60
     seconds; the others keep working. On stop each part has ``grace`` seconds
-    to return before it is cancelled.
+    to return before it is cancelled. Each part's starts and crashes, and
+    those of the loops inside the channels, are told to ``health``.
     """
     stop = stop if stop is not None else asyncio.Event()
+    health = health if health is not None else PartHealth()
+    for component in components:
+        health.add(component.name)
+        for inner in INNER_PARTS.get(component.name, ()):
+            health.add(inner, parent=component.name)
     loop = asyncio.get_running_loop()
     handled: list[signal.Signals] = []
     if install_signals:
@@ -253,6 +281,7 @@ async def serve(
             _keep_running(
                 component,
                 stop,
+                health=health,
                 sleep=sleep,
                 monotonic=monotonic,
                 first_delay=first_delay,
@@ -263,14 +292,17 @@ async def serve(
         for component in components
     ]
     try:
-        log.info("running: %s", ", ".join(c.name for c in components) or "nothing")
-        await stop.wait()
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=grace)
-            for task in pending:
-                log.warning("%s did not stop within %g s; cancelling it", task.get_name(), grace)
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        with crash_log(health, CRASH_LINES):
+            log.info("running: %s", ", ".join(c.name for c in components) or "nothing")
+            await stop.wait()
+            if tasks:
+                _, pending = await asyncio.wait(tasks, timeout=grace)
+                for task in pending:
+                    log.warning(
+                        "%s did not stop within %g s; cancelling it", task.get_name(), grace
+                    )
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
     finally:
         for task in tasks:
             task.cancel()

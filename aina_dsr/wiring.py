@@ -9,12 +9,13 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from aina_dsr.preflight import database_ready, key_reads_stored_data
 from aina_dsr.settings import Settings, encryption_keys_or_dev
 from workflows.calendar import WorkingCalendar
 from workflows.clock import Clock, SystemClock
 from workflows.limits import Limits
 from workflows.service import RequestService
-from workflows.storage import make_engine, make_sessionmaker, upgrade_engine
+from workflows.storage import make_engine, make_sessionmaker
 from workflows.vault import Vault
 
 
@@ -37,20 +38,29 @@ class Core:
 
 @asynccontextmanager
 async def open_core(
-    settings: Settings, *, clock: Clock | None = None, upgrade_sqlite: bool = True
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    upgrade_sqlite: bool = True,
+    check_key: bool = True,
 ) -> AsyncIterator[Core]:
     """Open the core for the length of a command or of the main job.
 
     The embedded SQLite database is brought up to date on the way in; a
-    PostgreSQL database is migrated only by ``aina-dsr db upgrade``.
+    PostgreSQL database is migrated only by ``aina-dsr db upgrade``. The
+    database must answer at this version's schema, and (unless ``check_key``
+    is false: ``aina-dsr keys check`` counts every value itself) the stored
+    data must read with the configured keys; otherwise a one-line failure is
+    raised (:mod:`aina_dsr.preflight`).
     """
     # Several keys while a rotation runs: the first encrypts, every one decrypts.
     vault = Vault(*encryption_keys_or_dev(settings))
     calendar = WorkingCalendar.from_file(settings.calendar_file, settings.timezone)
     engine = make_engine(settings.database_url)
     try:
-        if upgrade_sqlite and settings.is_sqlite:
-            await upgrade_engine(engine)
+        await database_ready(engine, settings, upgrade_sqlite=upgrade_sqlite)
+        if check_key:
+            await key_reads_stored_data(engine, vault)
         sessions = make_sessionmaker(engine)
         clock = clock or SystemClock()
         service = RequestService(

@@ -16,7 +16,7 @@ import pytest
 from cryptography.fernet import Fernet
 from typer.testing import CliRunner
 
-from aina_dsr import cli
+from aina_dsr import cli, runtime
 from aina_dsr.runtime import Component, serve
 
 REPO = Path(__file__).resolve().parent.parent
@@ -173,12 +173,12 @@ def test_run_serves_the_components_it_builds(
     built = [Worker("telegram")]
     served: list[list[Component]] = []
 
-    async def fake_serve(components: list[Component]) -> int:
+    async def fake_serve(components: list[Component], **_: object) -> int:
         served.append(components)
         return 0
 
-    monkeypatch.setattr(cli, "build_components", lambda settings, core=None: built)
-    monkeypatch.setattr(cli, "serve", fake_serve)
+    monkeypatch.setattr(runtime, "build_components", lambda settings, core=None, health=None: built)
+    monkeypatch.setattr(runtime, "serve", fake_serve)
 
     result = CliRunner().invoke(cli.app, ["run"])
 
