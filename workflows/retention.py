@@ -64,6 +64,11 @@ from workflows.views import ActorKind
 log = logging.getLogger(__name__)
 
 DEFAULT_RETENTION_DAYS = 1095
+# How long a chat dialog kept in Redis lives untouched (``DSR_DIALOG_TTL_HOURS``): two
+# weeks, as long as an unverified request waits for the proof its dialog gives
+# (``DSR_VERIFICATION_DAYS``). Redis forgets it by itself; the database's dialogs are
+# purged with the rest, after ``retention_days`` untouched.
+DEFAULT_DIALOG_TTL_HOURS = 336
 DEFAULT_BATCH = 100
 PURGE_ACTION = "retention_purge"
 
