@@ -111,6 +111,39 @@ class SealedRedisStorage(RedisStorage):
             raise DataNotDictLikeError(msg)
         await self._write(key, "data", data or None)
 
+    # -- what others left -----------------------------------------------------------
+
+    async def forget_unsealed(self, *, batch: int = 500) -> int:
+        """Deletes the dialog records that have no TTL; returns how many.
+
+        This storage gives every record a TTL, so one without was written by
+        something else: an earlier version of the desk (in clear, for good) or
+        anyone with access to Redis. It could never be read as a dialog, and
+        nobody may ever come back to overwrite it, so it goes.
+        """
+        prefix = self.key_builder.build(StorageKey(bot_id=0, chat_id=0, user_id=0)).split(":")[0]
+        forgotten = 0
+        names: list[bytes] = []
+        async for name in self.redis.scan_iter(match=f"{prefix}:*", count=batch):
+            if name.endswith((b":state", b":data")):
+                names.append(name)
+            if len(names) >= batch:
+                forgotten += await self._forget_lasting(names)
+                names = []
+        if names:
+            forgotten += await self._forget_lasting(names)
+        return forgotten
+
+    async def _forget_lasting(self, names: list[bytes]) -> int:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.ttl(name)
+            ttls = await pipe.execute()
+        lasting = [name for name, ttl in zip(names, ttls, strict=True) if ttl == -1]
+        if lasting:
+            await self.redis.delete(*lasting)
+        return len(lasting)
+
     # -- reading ------------------------------------------------------------------
 
     async def get_state(self, key: StorageKey) -> str | None:

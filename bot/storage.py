@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
@@ -50,6 +51,8 @@ from workflows.clock import Clock
 from workflows.retention import DEFAULT_DIALOG_TTL_HOURS, DEFAULT_RETENTION_DAYS
 from workflows.tables import ConversationState
 from workflows.vault import Vault
+
+log = logging.getLogger(__name__)
 
 # Dialogs kept in memory by a process that alone handles its bot's updates.
 REMEMBERED = 20_000
@@ -444,6 +447,23 @@ def make_fsm_storage(
     if not sole_handler:
         return DatabaseStorage(sessions, vault, clock)
     return DatabaseStorage(sessions, vault, clock, remember=REMEMBERED, together=TOGETHER)
+
+
+async def forget_unsealed_dialogs(storage: BaseStorage) -> None:
+    """At start: the dialog records in Redis that this desk did not write go (see
+    :meth:`bot.redis_storage.SealedRedisStorage.forget_unsealed`). A Redis that does
+    not answer now is said in the log; the bot starts all the same."""
+    from bot.redis_storage import SealedRedisStorage
+
+    if not isinstance(storage, SealedRedisStorage):
+        return
+    try:
+        forgotten = await storage.forget_unsealed()
+    except Exception:
+        log.warning("could not look for dialog records left without a TTL in Redis", exc_info=True)
+        return
+    if forgotten:
+        log.info("%d dialog records without a TTL (not sealed by this desk) deleted", forgotten)
 
 
 def make_events_isolation(redis_url: str | None) -> BaseEventIsolation:

@@ -17,7 +17,9 @@ erased too once none of their requests is open or still within retention;
 their Telegram user id stays as the link between their requests.
 
 Apart from requests: chat dialogs untouched for the retention period
-(abandoned), mail not tied to a request (spam, auto-replies, quarantine),
+(abandoned; dialogs kept in Redis are not here: Redis forgets them by their
+TTL, ``DSR_DIALOG_TTL_HOURS``, never longer than this period), mail not tied
+to a request (spam, auto-replies, quarantine),
 delivered outbox rows of no request (digests), and people who never made a
 request, all older than the retention period.
 
