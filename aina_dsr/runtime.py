@@ -7,6 +7,7 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -195,6 +196,8 @@ def telegram_channel(
             core.vault,
             core.clock,
             sole_handler=webhook is None,  # long polling: this process alone gets updates
+            dialog_ttl=timedelta(hours=settings.dialog_ttl_hours),
+            choices_ttl=timedelta(days=settings.retention_days),
         ),
         events_isolation=make_events_isolation(settings.redis_url),
         webhook=webhook,

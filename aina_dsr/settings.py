@@ -13,7 +13,15 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cryptography.fernet import Fernet
-from pydantic import EmailStr, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    EmailStr,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 from sqlalchemy.engine import make_url
@@ -23,7 +31,7 @@ from mail.spam import DEFAULT_SPAM_HEADERS
 from workflows.calendar import CalendarFileError, WorkingCalendar
 from workflows.deadlines import DEFAULT_STAFF_MILESTONES, MilestoneError, parse_staff_milestones
 from workflows.kinds import CLASSIFIED_KINDS
-from workflows.retention import DEFAULT_RETENTION_DAYS
+from workflows.retention import DEFAULT_DIALOG_TTL_HOURS, DEFAULT_RETENTION_DAYS
 from workflows.service import FOUR_EYES_KINDS
 
 log = logging.getLogger(__name__)
@@ -149,6 +157,8 @@ class Settings(BaseSettings):
 
     # Retention: days a closed request keeps more than its evidence (see workflows.retention).
     retention_days: int = Field(default=DEFAULT_RETENTION_DAYS, ge=30, le=36500)
+    # Hours a dialog in Redis lives untouched (bot.redis_storage); at most the retention period.
+    dialog_ttl_hours: int = Field(default=DEFAULT_DIALOG_TTL_HOURS, ge=1, le=36500 * 24)
 
     # Limits per person and chat (see workflows.limits, bot.throttle, mail.intake).
     limit_open_requests: int = Field(default=5, ge=1, le=100)
@@ -297,6 +307,15 @@ class Settings(BaseSettings):
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("dialog_ttl_hours")
+    @classmethod
+    def _dialog_within_retention(cls, value: int, info: ValidationInfo) -> int:
+        # Redis forgets a dialog by its TTL alone: a longer one would outlive retention.
+        days = info.data.get("retention_days")
+        if isinstance(days, int) and value > days * 24:
+            raise ValueError(f"must be at most DSR_RETENTION_DAYS in hours ({days * 24})")
         return value
 
     @model_validator(mode="after")

@@ -37,7 +37,7 @@ from bot.delivery import RateLimits, TelegramPort
 from bot.failures import update_failed
 from bot.language import LanguageMiddleware
 from bot.reachability import ReachableAgain
-from bot.storage import FlushBeforeSending, UpdateCacheMiddleware
+from bot.storage import FlushBeforeSending, UpdateCacheMiddleware, forget_unsealed_dialogs
 from bot.throttle import ChatThrottle
 from workflows.clock import Clock
 from workflows.fulfilment import Fulfilment, SqlDirectory
@@ -217,6 +217,7 @@ class TelegramChannel:
             )
 
     async def run(self, stop: asyncio.Event) -> None:
+        await forget_unsealed_dialogs(self._storage)
         await self._commands()
         outbox = asyncio.create_task(self.deliver_outbox(stop), name="telegram-outbox")
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiogram import Bot, F, Router
@@ -375,7 +376,9 @@ def setup(config: BotConfig) -> Router:
     # -- who is asking ----------------------------------------------------------
 
     @router.message(StateFilter(Dialog.identity), F.contact)
-    async def contact_shared(message: Message, state: FSMContext, texts: Texts) -> None:
+    async def contact_shared(
+        message: Message, state: FSMContext, texts: Texts, service: RequestService
+    ) -> None:
         assert message.contact is not None
         assert message.from_user is not None
         if message.contact.user_id != message.from_user.id:
@@ -386,17 +389,59 @@ def setup(config: BotConfig) -> Router:
         except InvalidIdentifier:
             await message.answer(texts("identity.not_own"), reply_markup=_contact_keyboard(texts))
             return
-        await state.update_data(proof={"method": "contact", "phone": phone})
+        reference = (await state.get_data()).get("reference")
+        if reference:  # a request filed already waits for this proof
+            try:
+                await service.verify_by_contact(
+                    str(reference),
+                    sender_user_id=message.from_user.id,
+                    contact_user_id=message.contact.user_id,
+                    phone=phone,
+                )
+            except DomainError:
+                log.warning("verifying a filed request by a shared contact was refused")
+                await message.answer(texts("error.try_later"), reply_markup=ReplyKeyboardRemove())
+                await state.clear()
+                return
+            await state.clear()
+            config.outbox_wake.set()
+            await message.answer(texts("code.ok"), reply_markup=ReplyKeyboardRemove())
+            return
+        # The card's own user id is kept with its number: the request service, not this
+        # dialog's memory, decides at filing whether the card was the sender's.
+        proof = {"method": "contact", "phone": phone, "user_id": message.contact.user_id}
+        await state.update_data(proof=proof)
         await _next_step(message, state, texts, config)
 
     @router.message(StateFilter(Dialog.identity), F.text)
-    async def identity_text(message: Message, state: FSMContext, texts: Texts) -> None:
+    async def identity_text(
+        message: Message, state: FSMContext, texts: Texts, service: RequestService
+    ) -> None:
+        assert message.from_user is not None
         text = (message.text or "").strip()
         if "@" in text:
             try:
                 email = normalize_email(text)
             except InvalidIdentifier:
                 await message.answer(texts("identity.bad_email"))
+                return
+            reference = (await state.get_data()).get("reference")
+            if reference:  # a request filed already waits for this proof
+                try:
+                    await _ask_for_code(
+                        message.answer,
+                        state,
+                        texts,
+                        service,
+                        config,
+                        str(reference),
+                        email,
+                        message.from_user.id,
+                    )
+                except DomainError:
+                    log.warning("a code for a filed request was refused")
+                    await state.clear()
+                    await message.answer(texts("error.try_later"))
                 return
             await state.update_data(proof={"method": "email", "email": email})
             await _next_step(message, state, texts, config)
@@ -660,7 +705,7 @@ async def _file(
     user_id = query.from_user.id
     proof = data.get("proof") or {}
     contact = (
-        SharedContact(user_id=user_id, phone=str(proof["phone"]))
+        SharedContact(user_id=_card_owner(proof), phone=str(proof["phone"]))
         if proof.get("method") == "contact"
         else None
     )
@@ -680,26 +725,66 @@ async def _file(
             texts("limits.too_many_open", limit=exc.limit), reply_markup=_summary_keyboard(texts)
         )
         return
+    # The outbox is woken only once the dialog has moved on: its messages (the reference,
+    # the deadline) must not reach the person before the state they belong to.
+    if contact is not None and view.verified_by is None:
+        # The service did not take the stored card as the sender's own (see
+        # RequestService.open_request): filed, unverified, and the person is asked
+        # for a proof of this request.
+        await state.set_state(Dialog.identity)
+        await state.set_data({"reference": view.reference})
+        config.outbox_wake.set()
+        await query.message.edit_text(texts("identity.refused", reference=view.reference))
+        await query.message.answer(texts("identity.expect"), reply_markup=_contact_keyboard(texts))
+        return
     if contact is not None:
         await state.clear()
         config.outbox_wake.set()
         await query.message.edit_text(texts("summary.sent"))
         return
-    email = str(proof["email"])
-    config.outbox_wake.set()
+    await _ask_for_code(
+        query.message.edit_text,
+        state,
+        texts,
+        service,
+        config,
+        view.reference,
+        str(proof["email"]),
+        user_id,
+    )
+
+
+def _card_owner(proof: dict[str, Any]) -> int | None:
+    """The user id of the contact card a proof came from, as Telegram gave it; else None."""
+    owner = proof.get("user_id")
+    return owner if isinstance(owner, int) and not isinstance(owner, bool) else None
+
+
+async def _ask_for_code(
+    say: Callable[..., Awaitable[object]],
+    state: FSMContext,
+    texts: Texts,
+    service: RequestService,
+    config: BotConfig,
+    reference: str,
+    email: str,
+    user_id: int,
+) -> None:
+    """E-mails a code for the filed request and waits for it; ``say`` tells the person."""
     await state.set_state(Dialog.code)
-    await state.update_data(reference=view.reference)
+    await state.update_data(reference=reference, proof={"method": "email", "email": email})
+    config.outbox_wake.set()
     try:
-        await service.send_email_code(view.reference, Actor.person_telegram(user_id), email)
+        await service.send_email_code(reference, Actor.person_telegram(user_id), email)
     except TooManyCodes as exc:
         # Filed, but the code must wait: the button asks for it again later.
-        await query.message.edit_text(
+        await say(
             texts("limits.codes", limit=exc.limit, minutes=exc.minutes),
-            reply_markup=_new_code_keyboard(texts, view.reference),
+            reply_markup=_new_code_keyboard(texts, reference),
         )
         return
     config.outbox_wake.set()
-    await query.message.edit_text(texts("code.sent", email=html.escape(mask_email(email))))
+    await say(texts("code.sent", email=html.escape(mask_email(email))))
 
 
 async def _open(

@@ -3,7 +3,8 @@
 By default the state lives in the desk's database (``conversation_state``),
 with the data, which holds what the person typed, encrypted by the vault.
 When ``DSR_REDIS_URL`` is set, aiogram's Redis storage is used instead, so
-several replicas share one view of each dialog.
+several replicas share one view of each dialog: its values sealed by the same
+vault, its records expiring (:mod:`bot.redis_storage`).
 
 A record with no state and no data is deleted rather than kept as a row of
 nulls: clearing a dialog (``FSMContext.clear()``) leaves nothing behind.
@@ -14,10 +15,12 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
+from datetime import timedelta
 from typing import Any
 
 from aiogram import BaseMiddleware, Bot
@@ -45,13 +48,20 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from workflows.clock import Clock
+from workflows.retention import DEFAULT_DIALOG_TTL_HOURS, DEFAULT_RETENTION_DAYS
 from workflows.tables import ConversationState
 from workflows.vault import Vault
 
+log = logging.getLogger(__name__)
+
 # Dialogs kept in memory by a process that alone handles its bot's updates.
 REMEMBERED = 20_000
-# A person's records read in one query: the dialog, and their choices (bot.language.PREFS).
-TOGETHER = (DEFAULT_DESTINY, "prefs")
+# The destiny of a person's remembered choices (bot.language.PREFS).
+PREFS = "prefs"
+# A person's records read in one query: the dialog, and their choices.
+TOGETHER = (DEFAULT_DESTINY, PREFS)
+# How long a dialog in Redis lives untouched (DSR_DIALOG_TTL_HOURS).
+DEFAULT_DIALOG_TTL = timedelta(hours=DEFAULT_DIALOG_TTL_HOURS)
 
 
 def default_key_builder() -> KeyBuilder:
@@ -408,20 +418,52 @@ def make_fsm_storage(
     clock: Clock,
     *,
     sole_handler: bool = False,
+    dialog_ttl: timedelta = DEFAULT_DIALOG_TTL,
+    choices_ttl: timedelta = timedelta(days=DEFAULT_RETENTION_DAYS),
 ) -> BaseStorage:
     """Redis storage when a Redis URL is configured, the database otherwise.
 
     ``sole_handler`` says this process alone handles the bot's updates (long
     polling), so the database storage may keep dialogs in memory between updates.
+
+    In Redis every value is sealed by the vault; a dialog untouched for
+    ``dialog_ttl`` expires, and a person's remembered choices (the ``prefs``
+    records: language, reachability) after ``choices_ttl``, the retention
+    period, as the database's retention purges a row untouched that long.
     """
     if redis_url:
         # redis is aiogram's optional extra: a desk without Redis need not install it.
-        from aiogram.fsm.storage.redis import RedisStorage
+        from redis.asyncio import Redis
 
-        return RedisStorage.from_url(redis_url, key_builder=default_key_builder())
+        from bot.redis_storage import SealedRedisStorage
+
+        return SealedRedisStorage(
+            Redis.from_url(redis_url),
+            vault,
+            ttl=dialog_ttl,
+            ttls={PREFS: choices_ttl},
+            key_builder=default_key_builder(),
+        )
     if not sole_handler:
         return DatabaseStorage(sessions, vault, clock)
     return DatabaseStorage(sessions, vault, clock, remember=REMEMBERED, together=TOGETHER)
+
+
+async def forget_unsealed_dialogs(storage: BaseStorage) -> None:
+    """At start: the dialog records in Redis that this desk did not write go (see
+    :meth:`bot.redis_storage.SealedRedisStorage.forget_unsealed`). A Redis that does
+    not answer now is said in the log; the bot starts all the same."""
+    from bot.redis_storage import SealedRedisStorage
+
+    if not isinstance(storage, SealedRedisStorage):
+        return
+    try:
+        forgotten = await storage.forget_unsealed()
+    except Exception:
+        log.warning("could not look for dialog records left without a TTL in Redis", exc_info=True)
+        return
+    if forgotten:
+        log.info("%d dialog records without a TTL (not sealed by this desk) deleted", forgotten)
 
 
 def make_events_isolation(redis_url: str | None) -> BaseEventIsolation:

@@ -42,6 +42,7 @@ class Desk:
         vault: Vault,
         clock: FrozenClock,
         staff_user_ids: frozenset[int],
+        storage: Callable[[], BaseStorage] | None = None,
     ) -> None:
         self.api = api
         self.service = service
@@ -52,11 +53,15 @@ class Desk:
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self.channel: TelegramChannel | None = None
+        # Makes the dialog storage at each start (the channel closes it when it stops).
+        self._make_storage = storage
 
     async def start(self) -> None:
         # As `aina-dsr run` polls: the one process handling updates remembers dialogs.
-        storage: BaseStorage = make_fsm_storage(
-            None, self.sessions, self.vault, self.clock, sole_handler=True
+        storage: BaseStorage = (
+            self._make_storage()
+            if self._make_storage is not None
+            else make_fsm_storage(None, self.sessions, self.vault, self.clock, sole_handler=True)
         )
         self.config.outbox_wake = asyncio.Event()
         self.channel = TelegramChannel(

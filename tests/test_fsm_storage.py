@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -608,3 +611,110 @@ async def test_setting_what_is_there_already_writes_nothing(
         await UpdateCacheMiddleware()(handler, cast(Any, None), {})
     assert writes == []
     assert await DatabaseStorage(sessions, vault, clock).get_data(key) == {"full_name": FULL_NAME}
+
+
+# Redis: what it returns is trusted only when the desk sealed it for that very record.
+
+
+async def test_redis_holds_dialogs_sealed_with_the_desks_key(
+    redis_fsm_storage: BaseStorage, keys_used: list[StorageKey], vault: Vault
+) -> None:
+    assert isinstance(redis_fsm_storage, RedisStorage)
+    key = key_for(keys_used)
+    await redis_fsm_storage.set_state(key, Form.email)
+    await redis_fsm_storage.set_data(key, {"full_name": FULL_NAME, "email": EMAIL})
+
+    for part in ("state", "data"):
+        raw = await redis_fsm_storage.redis.get(f"fsm:{key.chat_id}:{key.user_id}:default:{part}")
+        assert raw is not None
+        vault.decrypt(raw)  # a token of the desk's key, or VaultError
+        for typed in (FULL_NAME, EMAIL, "Form:email"):
+            assert typed.encode() not in raw
+
+
+@pytest.mark.parametrize(
+    "planted",
+    ["in clear", "not a token", "another key's token", "another person's record", "a state"],
+)
+async def test_a_redis_value_the_desk_did_not_seal_for_that_record_is_no_dialog(
+    redis_fsm_storage: BaseStorage,
+    keys_used: list[StorageKey],
+    caplog: pytest.LogCaptureFixture,
+    planted: str,
+) -> None:
+    assert isinstance(redis_fsm_storage, RedisStorage)
+    redis = redis_fsm_storage.redis
+    key, other = key_for(keys_used), key_for(keys_used)
+    data, state = (f"fsm:{key.chat_id}:{key.user_id}:default:{part}" for part in ("data", "state"))
+    proof = {"proof": {"method": "contact", "phone": "+77017654321", "user_id": key.user_id}}
+    if planted == "in clear":
+        await redis.set(data, json.dumps({**proof, "full_name": FULL_NAME}))
+        await redis.set(state, "Form:email")
+    elif planted == "not a token":
+        await redis.set(data, b"\x00\xffgAAAA")
+        await redis.set(state, b"\x00\xff")
+    elif planted == "another key's token":
+        stranger = Vault(Vault.generate_key())
+        await redis.set(data, stranger.encrypt_json({**proof, "full_name": FULL_NAME}))
+        await redis.set(state, stranger.encrypt_json("Form:email"))
+    else:
+        # Sealed by the desk, but for another record: moved, it proves nothing.
+        source = other if planted == "another person's record" else key
+        await redis_fsm_storage.set_state(source, Form.email)
+        await redis_fsm_storage.set_data(source, {**proof, "full_name": FULL_NAME})
+        theirs = f"fsm:{source.chat_id}:{source.user_id}:default:"
+        moved = (await redis.get(theirs + "data"), await redis.get(theirs + "state"))
+        if planted == "a state":
+            moved = (moved[1], moved[0])  # the person's own two records, each in the other's place
+        await redis.set(data, cast(bytes, moved[0]))
+        await redis.set(state, cast(bytes, moved[1]))
+        if source is other:
+            assert await redis_fsm_storage.get_data(other) == {**proof, "full_name": FULL_NAME}
+
+    caplog.set_level(logging.WARNING)
+    assert await redis_fsm_storage.get_data(key) == {}
+    assert await redis_fsm_storage.get_state(key) is None
+    assert await redis_fsm_storage.get_value(key, "proof") is None
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings, "an unsealed record is worth a warning"
+    logged = " ".join(r.getMessage() for r in warnings)
+    for personal in (FULL_NAME, "+77017654321", str(key.user_id)):
+        assert personal not in logged
+    # The person's next write replaces what was planted.
+    await redis_fsm_storage.update_data(key, {"email": EMAIL})
+    assert await redis_fsm_storage.get_data(key) == {"email": EMAIL}
+
+
+async def test_redis_records_expire_dialogs_sooner_than_choices(
+    vault: Vault, clock: FrozenClock, keys_used: list[StorageKey]
+) -> None:
+    pytest.importorskip("redis", reason="the redis package is not installed (aiogram[redis])")
+    storage = make_fsm_storage(
+        REDIS_URL,
+        async_sessionmaker(),
+        vault,
+        clock,
+        dialog_ttl=timedelta(hours=5),
+        choices_ttl=timedelta(days=30),
+    )
+    assert isinstance(storage, RedisStorage)
+    try:
+        try:
+            await cast("Awaitable[bool]", storage.redis.ping())
+        except OSError as exc:
+            pytest.skip(f"Redis is not answering at {REDIS_URL}: {exc}")
+        dialog, prefs = key_for(keys_used), key_for(keys_used, "prefs")
+        await storage.set_data(dialog, {"full_name": FULL_NAME})
+        await storage.set_state(dialog, Form.name)
+        await storage.set_data(prefs, {"language": "kk"})
+        for name, seconds in (
+            (f"fsm:{dialog.chat_id}:{dialog.user_id}:default:data", 5 * 3600),
+            (f"fsm:{dialog.chat_id}:{dialog.user_id}:default:state", 5 * 3600),
+            (f"fsm:{prefs.chat_id}:{prefs.user_id}:prefs:data", 30 * 86400),
+        ):
+            assert seconds - 60 < await storage.redis.ttl(name) <= seconds, name
+    finally:
+        for key in keys_used:
+            async for name in storage.redis.scan_iter(match=f"fsm:{key.chat_id}:*"):
+                await storage.redis.delete(name)
+        await storage.close()

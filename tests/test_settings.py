@@ -258,3 +258,34 @@ def test_a_webhook_secret_is_checked_against_telegrams_rule(
         load_settings()
     assert caught.value.variable == "DSR_TELEGRAM_WEBHOOK_SECRET"
     assert "no spaces" not in caught.value.problem  # a secret is never echoed
+
+
+def test_a_dialog_in_redis_lives_two_weeks_untouched_unless_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert load_settings().dialog_ttl_hours == 336
+    monkeypatch.setenv("DSR_DIALOG_TTL_HOURS", "48")
+    assert load_settings().dialog_ttl_hours == 48
+
+
+@pytest.mark.parametrize(("hours", "days"), [("0", "1095"), ("721", "30"), ("many", "1095")])
+def test_a_dialog_ttl_outside_one_hour_to_the_retention_period_is_refused(
+    monkeypatch: pytest.MonkeyPatch, hours: str, days: str
+) -> None:
+    # Redis forgets a dialog by its TTL alone: longer than retention, it would outlive it.
+    monkeypatch.setenv("DSR_DIALOG_TTL_HOURS", hours)
+    monkeypatch.setenv("DSR_RETENTION_DAYS", days)
+
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+
+    assert caught.value.variable == "DSR_DIALOG_TTL_HOURS"
+    assert caught.value.problem
+
+
+def test_a_dialog_ttl_of_the_whole_retention_period_is_accepted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DSR_DIALOG_TTL_HOURS", "720")
+    monkeypatch.setenv("DSR_RETENTION_DAYS", "30")
+    assert load_settings().dialog_ttl_hours == 720

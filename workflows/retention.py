@@ -17,7 +17,9 @@ erased too once none of their requests is open or still within retention;
 their Telegram user id stays as the link between their requests.
 
 Apart from requests: chat dialogs untouched for the retention period
-(abandoned), mail not tied to a request (spam, auto-replies, quarantine),
+(abandoned; dialogs kept in Redis are not here: Redis forgets them by their
+TTL, ``DSR_DIALOG_TTL_HOURS``, never longer than this period), mail not tied
+to a request (spam, auto-replies, quarantine),
 delivered outbox rows of no request (digests), and people who never made a
 request, all older than the retention period.
 
@@ -64,6 +66,11 @@ from workflows.views import ActorKind
 log = logging.getLogger(__name__)
 
 DEFAULT_RETENTION_DAYS = 1095
+# How long a chat dialog kept in Redis lives untouched (``DSR_DIALOG_TTL_HOURS``): two
+# weeks, as long as an unverified request waits for the proof its dialog gives
+# (``DSR_VERIFICATION_DAYS``). Redis forgets it by itself; the database's dialogs are
+# purged with the rest, after ``retention_days`` untouched.
+DEFAULT_DIALOG_TTL_HOURS = 336
 DEFAULT_BATCH = 100
 PURGE_ACTION = "retention_purge"
 
