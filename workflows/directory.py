@@ -25,14 +25,10 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from workflows import field_rules
 from workflows.calendar import DEFAULT_TIMEZONE
-from workflows.identity import (
-    InvalidEmail,
-    InvalidIdentifier,
-    normalize_email,
-    normalize_phone,
-    validate_iin,
-)
+from workflows.field_rules import InvalidField
+from workflows.identity import normalize_email, normalize_phone, validate_iin
 from workflows.tables import Customer, Purchase
 from workflows.vault import Vault
 
@@ -41,18 +37,7 @@ CUSTOMER_COLUMNS = (
     "marketing_consent", "created_at",
 )  # fmt: skip
 PURCHASE_COLUMNS = ("customer_id", "purchase_id", "purchased_at", "description", "amount")
-LANGUAGES = ("kk", "ru", "en")
 MAX_ID_LENGTH = 64
-
-_GENDERS = {
-    "m": "m", "male": "m", "м": "m", "муж": "m", "мужской": "m", "ер": "m",
-    "f": "f", "female": "f", "ж": "f", "жен": "f", "женский": "f", "әйел": "f",
-}  # fmt: skip
-_CONSENT = {
-    "true": True, "yes": True, "1": True, "да": True, "иә": True,
-    "false": False, "no": False, "0": False, "нет": False, "жоқ": False,
-}  # fmt: skip
-_CONSENT_WORDS = "true/false, yes/no, 1/0, да/нет, иә/жоқ"
 # Numeric(14, 2): twelve digits before the point.
 _MAX_AMOUNT = Decimal(10) ** 12
 
@@ -126,7 +111,7 @@ class CustomerRecord:
 # -- reading the file ------------------------------------------------------------
 
 
-class _Invalid(Exception):
+class _Invalid(InvalidField):
     """One value of a row is wrong; the message names the column and the problem."""
 
 
@@ -259,47 +244,17 @@ class _CustomerRow:
     digest: str
 
 
-def _customer_value(column: str, value: str, now: datetime, tz: tzinfo) -> Any:
+def _customer_value(column: str, value: str, today: date, tz: tzinfo) -> Any:
+    """One column's value as stored; the account's fields follow :mod:`workflows.field_rules`."""
     if column == "full_name":
-        return " ".join(value.split()) or None
+        return field_rules.full_name(value)
     if not value:
         return False if column == "marketing_consent" else None
-    try:
-        if column == "phone":
-            return normalize_phone(value)
-        if column == "email":
-            return normalize_email(value)
-        if column == "iin":
-            return validate_iin(value)
-    except InvalidEmail:
-        # email-validator's own messages may quote part of the address.
-        raise _Invalid("email: not a valid e-mail address") from None
-    except InvalidIdentifier as exc:
-        raise _Invalid(f"{column}: {exc}") from None
-    folded = value.lower()
-    if column == "gender":
-        if folded not in _GENDERS:
-            raise _Invalid("gender: not one of m, f, male, female, м, ж")
-        return _GENDERS[folded]
-    if column == "birth_date":
-        try:
-            born = date.fromisoformat(value)
-        except ValueError:
-            raise _Invalid("birth_date: not a date in the form YYYY-MM-DD") from None
-        if born > now.astimezone(tz).date():
-            raise _Invalid("birth_date: in the future")
-        return born.isoformat()
-    if column == "language":
-        if folded not in LANGUAGES:
-            raise _Invalid(f"language: not one of {', '.join(LANGUAGES)}")
-        return folded
     if column == "marketing_consent":
-        if folded not in _CONSENT:
-            raise _Invalid(f"marketing_consent: not one of {_CONSENT_WORDS}")
-        return _CONSENT[folded]
+        return field_rules.marketing_consent(value)
     if column == "created_at":
         return _instant(value, column, tz)
-    raise AssertionError(column)  # pragma: no cover - the header is checked
+    return field_rules.account_value(column, value, today=today)
 
 
 def _parse_all(values: dict[str, str], parsers: dict[str, Callable[[str], Any]]) -> dict[str, Any]:
@@ -309,7 +264,7 @@ def _parse_all(values: dict[str, str], parsers: dict[str, Callable[[str], Any]])
     for column, value in values.items():
         try:
             parsed[column] = parsers[column](value)
-        except _Invalid as exc:
+        except InvalidField as exc:
             problems.append(str(exc))
     if problems:
         raise _Invalid("; ".join(problems))
@@ -319,10 +274,11 @@ def _parse_all(values: dict[str, str], parsers: dict[str, Callable[[str], Any]])
 def _parse_customer(
     values: dict[str, str], vault: Vault, now: datetime, tz: tzinfo
 ) -> _CustomerRow:
+    today = now.astimezone(tz).date()
     parsed = _parse_all(
         values,
         {
-            column: (lambda v, c=column: _customer_value(c, v, now, tz))
+            column: (lambda v, c=column: _customer_value(c, v, today, tz))
             for column in CUSTOMER_COLUMNS
         }
         | {"id": lambda v: _external_id(v, "id")},
