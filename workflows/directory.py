@@ -4,7 +4,9 @@ The import streams the file, checks every row and stores it encrypted, with
 blind indexes for phone, e-mail and IIN. A bad row is rejected with its line
 and a reason that names the column and the problem, never the value, so the
 report holds no personal data. Re-importing a file changes nothing: each
-customer keeps a keyed digest of the row it came from.
+customer keeps a keyed digest of the row it came from. What the person had
+erased or withdrawn through a request is never written back
+(:mod:`workflows.import_holds`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from workflows import field_rules
 from workflows.calendar import DEFAULT_TIMEZONE
 from workflows.field_rules import InvalidField
 from workflows.identity import normalize_email, normalize_phone, validate_iin
+from workflows.import_holds import hold_for
 from workflows.tables import Customer, Purchase
 from workflows.vault import Vault
 
@@ -58,13 +61,26 @@ class Rejected:
 
 
 @dataclass(frozen=True)
+class Withheld:
+    """A row not written in full, because of what the person asked: its line and what stayed."""
+
+    line: int
+    reason: str
+
+
+@dataclass(frozen=True)
 class ImportReport:
-    """What an import did, row by row counted."""
+    """What an import did, row by row counted.
+
+    A ``withheld`` row is also counted as updated or unchanged: it is listed
+    because part of it (or all of it) was not written, see :mod:`workflows.import_holds`.
+    """
 
     created: int = 0
     updated: int = 0
     unchanged: int = 0
     rejected: tuple[Rejected, ...] = ()
+    withheld: tuple[Withheld, ...] = ()
 
     @property
     def rows(self) -> int:
@@ -76,6 +92,7 @@ class ImportReport:
             "updated": self.updated,
             "unchanged": self.unchanged,
             "rejected": [{"line": r.line, "reason": r.reason} for r in self.rejected],
+            "withheld": [{"line": w.line, "reason": w.reason} for w in self.withheld],
         }
 
 
@@ -242,6 +259,7 @@ class _CustomerRow:
     external_id: str
     values: dict[str, Any]
     digest: str
+    line: int
 
 
 def _customer_value(column: str, value: str, today: date, tz: tzinfo) -> Any:
@@ -272,7 +290,7 @@ def _parse_all(values: dict[str, str], parsers: dict[str, Callable[[str], Any]])
 
 
 def _parse_customer(
-    values: dict[str, str], vault: Vault, now: datetime, tz: tzinfo
+    values: dict[str, str], line: int, vault: Vault, now: datetime, tz: tzinfo
 ) -> _CustomerRow:
     today = now.astimezone(tz).date()
     parsed = _parse_all(
@@ -284,16 +302,20 @@ def _parse_customer(
         | {"id": lambda v: _external_id(v, "id")},
     )
     external_id = parsed.pop("id")
-    # The digest covers the columns the file has, as normalised: the same customer
-    # written another way (8 701... for +7701...) is the same row.
+    return _CustomerRow(external_id, parsed, _row_digest(vault, external_id, parsed), line)
+
+
+def _row_digest(vault: Vault, external_id: str, values: dict[str, Any]) -> str:
+    """A keyed hash of the columns the file has, as normalised: the same customer
+    written another way (8 701... for +7701...) is the same row."""
     canonical = json.dumps(
-        {"id": external_id, **{k: _canonical(v) for k, v in parsed.items()}},
+        {"id": external_id, **{k: _canonical(v) for k, v in values.items()}},
         sort_keys=True,
         ensure_ascii=False,
     )
     digest = vault.blind_index("row", f"customer\x00{canonical}")
     assert digest is not None
-    return _CustomerRow(external_id, parsed, digest)
+    return digest
 
 
 def _canonical(value: Any) -> Any:
@@ -301,10 +323,15 @@ def _canonical(value: Any) -> Any:
 
 
 def _apply_customer(
-    customer: Customer, row: _CustomerRow, vault: Vault, now: datetime, *, new: bool
+    customer: Customer,
+    values: dict[str, Any],
+    digest: str,
+    vault: Vault,
+    now: datetime,
+    *,
+    new: bool,
 ) -> None:
     """Write the row's columns onto the customer; a column the file lacks is left alone."""
-    values = row.values
     if "full_name" in values:
         customer.full_name_enc = vault.encrypt(values["full_name"])
     for kind in ("phone", "email", "iin"):
@@ -326,7 +353,7 @@ def _apply_customer(
         customer.registered_at = registered
     elif new:
         customer.registered_at = now
-    customer.source_digest = row.digest
+    customer.source_digest = digest
     customer.updated_at = now
     if new:
         customer.imported_at = now
@@ -409,10 +436,12 @@ class _Tally:
     def __init__(self) -> None:
         self.created = self.updated = self.unchanged = 0
         self.rejected: list[Rejected] = []
+        self.withheld: list[Withheld] = []
 
     def report(self) -> ImportReport:
         rejected = tuple(sorted(self.rejected, key=lambda r: r.line))
-        return ImportReport(self.created, self.updated, self.unchanged, rejected)
+        withheld = tuple(sorted(self.withheld, key=lambda w: w.line))
+        return ImportReport(self.created, self.updated, self.unchanged, rejected, withheld)
 
 
 def _batches(
@@ -458,6 +487,8 @@ async def import_customers(
     Rows are read one at a time and committed every ``batch_size`` rows;
     ``progress`` gets the number of rows read so far after each commit. Dates
     and times without an offset are local to ``tz`` (the desk's zone).
+    What the person had erased or withdrawn is never written back; such rows
+    are listed in the report's ``withheld`` (:mod:`workflows.import_holds`).
     Raises :class:`ImportFileError` when the file as a whole cannot be read.
     """
     zone = tz or ZoneInfo(DEFAULT_TIMEZONE)
@@ -468,11 +499,11 @@ async def import_customers(
             rows: list[_CustomerRow] = []
             for line, values in batch:
                 try:
-                    rows.append(_parse_customer(values, vault, now, zone))
+                    rows.append(_parse_customer(values, line, vault, now, zone))
                 except _Invalid as exc:
                     tally.rejected.append(Rejected(line, str(exc)))
             if rows:
-                await _store_customers(sessions, vault, rows, now, tally)
+                await _store_customers(sessions, vault, rows, now, zone, tally)
             if progress is not None:
                 progress(processed)
     return tally.report()
@@ -483,6 +514,7 @@ async def _store_customers(
     vault: Vault,
     rows: Sequence[_CustomerRow],
     now: datetime,
+    tz: tzinfo,
     tally: _Tally,
 ) -> None:
     async with sessions.begin() as session:
@@ -494,14 +526,29 @@ async def _store_customers(
             customer = existing.get(row.external_id)
             if customer is None:
                 customer = Customer(external_id=row.external_id)
-                _apply_customer(customer, row, vault, now, new=True)
+                _apply_customer(customer, row.values, row.digest, vault, now, new=True)
                 session.add(customer)
                 tally.created += 1
-            elif customer.source_digest == row.digest:
+                continue
+            # Checked on every run, not only when the row changed: a key rotation changes
+            # every digest, and the file may say again what the person took away.
+            hold = hold_for(customer, row.values, tz)
+            digest = (
+                row.digest
+                if hold.values == row.values
+                else _row_digest(vault, row.external_id, hold.values)
+            )
+            reasons = list(hold.withheld)
+            if customer.source_digest == digest:
+                tally.unchanged += 1
+            elif hold.paused:
+                reasons += hold.paused
                 tally.unchanged += 1
             else:
-                _apply_customer(customer, row, vault, now, new=False)
+                _apply_customer(customer, hold.values, digest, vault, now, new=False)
                 tally.updated += 1
+            if reasons:
+                tally.withheld.append(Withheld(row.line, "; ".join(reasons)))
 
 
 async def import_purchases(

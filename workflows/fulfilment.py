@@ -169,6 +169,9 @@ class SqlDirectory:
                     setattr(row, f"{name}_index", None)
             row.erased_at = now
             row.erased_fields = sorted(set(row.erased_fields or []) | set(fields))
+            # The import's row digest was a keyed hash of the erased values too; the next
+            # import stores one of what it may keep (workflows.import_holds).
+            row.source_digest = ""
             row.updated_at = now
         return erased
 
