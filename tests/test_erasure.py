@@ -41,8 +41,8 @@ ARMAN = Actor.staff(5002, "Arman")
 PHONE = "+77011234567"  # C-1001 in tests/data/customers.csv, line 2
 ALICE = 700100
 HEADER = "id,full_name,phone,email,iin,gender,birth_date,language,marketing_consent,created_at"
-# C-1001 as the shop still has it, one column changed (registered a day later), and
-# with a new phone number.
+# C-1001 as the shop's file still has it, with one column changed (registered a day
+# later by default), and a phone number a test may change too.
 C1001 = "C-1001,Айгерим Нурланқызы Сейтқали,{phone},Aigerim.Seitkali@mail.kz,950314401237,ж,1995-03-14,kk,иә,{created}"  # noqa: E501
 ERASED = (
     "full_name, phone, email, iin, gender, birth_date, language erased on 2026-11-24, not restored"
