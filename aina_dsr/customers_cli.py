@@ -159,7 +159,22 @@ def _print_reports(
         counts = [_count(people, label)] + ([_count(bought, label)] if bought else [])
         loud = label == "rejected"
         summary.add_row(label, *(f"[bold red]{c}[/]" if loud and c else str(c) for c in counts))
+    # Rows also counted above, part of which the person's requests kept out (never restored).
+    summary.add_row("withheld", str(len(people.withheld)), *(["—"] if bought else []))
     console.print(summary)
+    if people.withheld:
+        held = Table(
+            title=f"{len(people.withheld)} row(s) withheld: erased or withdrawn by request"
+        )
+        for column in ("file", "line", "what stayed as the person asked"):
+            held.add_column(column)
+        for row in people.withheld[:SHOWN_REJECTS]:
+            held.add_row(escape(file.name), str(row.line), escape(row.reason))
+        console.print(held)
+        if len(people.withheld) > SHOWN_REJECTS:
+            console.print(
+                f"… and {len(people.withheld) - SHOWN_REJECTS} more; --json lists them all"
+            )
     rejects = [(file, r) for r in people.rejected]
     if bought is not None and purchases is not None:
         rejects += [(purchases, r) for r in bought.rejected]

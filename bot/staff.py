@@ -38,7 +38,6 @@ from workflows.fulfilment import (
     DIRECTORY_FIELDS,
     Fulfilment,
     FulfilmentError,
-    parse_corrections,
     parse_field_names,
 )
 from workflows.i18n import format_date, kind_name, status_name
@@ -231,7 +230,7 @@ def setup(config: BotConfig, renderer: OutboxRenderer, clock: Clock) -> Router:
         action = data.get("action")
         if action in ("correct", "destroy"):
             try:
-                corrections = parse_corrections(text) if action == "correct" else None
+                corrections = fulfilment.parse_corrections(text) if action == "correct" else None
                 fields = parse_field_names(text) if action == "destroy" else None
             except FulfilmentError as exc:
                 # Nothing changes; the same question stays open for a corrected answer.

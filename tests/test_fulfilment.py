@@ -6,6 +6,7 @@ import io
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,7 @@ DANA = Actor.staff(STAFF_ID, "Dana")
 ARMAN = Actor.staff(5002, "Arman")
 PHONE = "+77011234567"  # C-1001 in tests/data/customers.csv
 ALICE = 700100
+TODAY = date(2026, 11, 24)  # the clock fixture's day in Almaty
 
 
 @pytest.fixture
@@ -169,7 +171,9 @@ async def test_a_correction_changes_the_directory_and_tells_the_person_what(
     with pytest.raises(FulfilmentError):
         await fulfilment.approve(reference, DANA)  # no values given
 
-    changes = parse_corrections("full_name: Айгерим Нұрланқызы Сейітқали\nbirth_date: 1995-03-15")
+    changes = parse_corrections(
+        "full_name: Айгерим Нұрланқызы Сейітқали\nbirth_date: 1995-03-15", today=TODAY
+    )
     view = await fulfilment.approve(reference, DANA, corrections=changes)
 
     assert view.status == "completed"
@@ -182,10 +186,10 @@ async def test_a_correction_changes_the_directory_and_tells_the_person_what(
 
 
 def test_corrections_are_checked_line_by_line() -> None:
-    assert parse_corrections("Phone = 8 701 765 43 21") == {"phone": "+77017654321"}
+    assert parse_corrections("Phone = 8 701 765 43 21", today=TODAY) == {"phone": "+77017654321"}
     for bad in ("", "nickname: Aiko", "iin: 123", "birth_date: 14.03.1995", "full_name"):
         with pytest.raises(FulfilmentError):
-            parse_corrections(bad)
+            parse_corrections(bad, today=TODAY)
 
 
 async def test_no_customer_record_means_nothing_to_change_and_says_so(

@@ -345,6 +345,38 @@ async def test_rectify_asks_for_the_values_refuses_a_bad_line_and_tells_what_cha
     assert "Новое Имя" not in json.dumps([dict(e.details) for e in view.events], ensure_ascii=False)
 
 
+async def test_a_correction_the_import_would_refuse_is_refused_with_the_imports_words(
+    desk: Desk, service: RequestService, directory: SqlDirectory
+) -> None:
+    reference = await file_request(desk, service, RequestKind.RECTIFY, "ru")
+    card = await card_of(desk, reference)
+    since = desk.mark()
+    await press(desk, DANA, card, "approve", reference)
+    prompt = await prompted(desk, since, "staff.correct.prompt", reference)
+
+    banana = await reply(desk, DANA, prompt, "gender: banana")
+    future = await reply(desk, DANA, banana, "full_name: Айгерим Сейтқали\nbirth_date: 2999-01-01")
+
+    assert "line 1: gender: not one of m, f, male, female, м, ж" in text(banana)
+    assert "line 2: birth_date: in the future" in text(future)
+    assert future.params["reply_markup"]["force_reply"] is True
+    record = await directory.lookup(customer_id=CUSTOMER)
+    assert record is not None
+    assert (record.full_name, record.gender, str(record.birth_date)) == (
+        FULL_NAME,
+        "f",
+        "1995-03-14",
+    )
+    assert (await service.get(reference)).status == "verified"
+
+    done = await reply(desk, DANA, future, "gender: Male")
+    assert done.params.get("text") == words(
+        "ru", "staff.done", reference=reference, status=status_name("ru", "completed")
+    )
+    record = await directory.lookup(customer_id=CUSTOMER)
+    assert record is not None and record.gender == "m"  # stored as the import stores it
+
+
 async def test_block_sets_the_blocked_flag(
     desk: Desk, service: RequestService, directory: SqlDirectory
 ) -> None:

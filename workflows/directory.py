@@ -4,7 +4,9 @@ The import streams the file, checks every row and stores it encrypted, with
 blind indexes for phone, e-mail and IIN. A bad row is rejected with its line
 and a reason that names the column and the problem, never the value, so the
 report holds no personal data. Re-importing a file changes nothing: each
-customer keeps a keyed digest of the row it came from.
+customer keeps a keyed digest of the row it came from. What the person had
+erased or withdrawn through a request is never written back
+(:mod:`workflows.import_holds`).
 """
 
 from __future__ import annotations
@@ -25,14 +27,11 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from workflows import field_rules
 from workflows.calendar import DEFAULT_TIMEZONE
-from workflows.identity import (
-    InvalidEmail,
-    InvalidIdentifier,
-    normalize_email,
-    normalize_phone,
-    validate_iin,
-)
+from workflows.field_rules import InvalidField
+from workflows.identity import normalize_email, normalize_phone, validate_iin
+from workflows.import_holds import hold_for
 from workflows.tables import Customer, Purchase
 from workflows.vault import Vault
 
@@ -41,18 +40,7 @@ CUSTOMER_COLUMNS = (
     "marketing_consent", "created_at",
 )  # fmt: skip
 PURCHASE_COLUMNS = ("customer_id", "purchase_id", "purchased_at", "description", "amount")
-LANGUAGES = ("kk", "ru", "en")
 MAX_ID_LENGTH = 64
-
-_GENDERS = {
-    "m": "m", "male": "m", "м": "m", "муж": "m", "мужской": "m", "ер": "m",
-    "f": "f", "female": "f", "ж": "f", "жен": "f", "женский": "f", "әйел": "f",
-}  # fmt: skip
-_CONSENT = {
-    "true": True, "yes": True, "1": True, "да": True, "иә": True,
-    "false": False, "no": False, "0": False, "нет": False, "жоқ": False,
-}  # fmt: skip
-_CONSENT_WORDS = "true/false, yes/no, 1/0, да/нет, иә/жоқ"
 # Numeric(14, 2): twelve digits before the point.
 _MAX_AMOUNT = Decimal(10) ** 12
 
@@ -73,13 +61,26 @@ class Rejected:
 
 
 @dataclass(frozen=True)
+class Withheld:
+    """A row not written in full, because of what the person asked: its line and what stayed."""
+
+    line: int
+    reason: str
+
+
+@dataclass(frozen=True)
 class ImportReport:
-    """What an import did, row by row counted."""
+    """What an import did, row by row counted.
+
+    A ``withheld`` row is also counted as updated or unchanged: it is listed
+    because part of it (or all of it) was not written, see :mod:`workflows.import_holds`.
+    """
 
     created: int = 0
     updated: int = 0
     unchanged: int = 0
     rejected: tuple[Rejected, ...] = ()
+    withheld: tuple[Withheld, ...] = ()
 
     @property
     def rows(self) -> int:
@@ -91,6 +92,7 @@ class ImportReport:
             "updated": self.updated,
             "unchanged": self.unchanged,
             "rejected": [{"line": r.line, "reason": r.reason} for r in self.rejected],
+            "withheld": [{"line": w.line, "reason": w.reason} for w in self.withheld],
         }
 
 
@@ -126,7 +128,7 @@ class CustomerRecord:
 # -- reading the file ------------------------------------------------------------
 
 
-class _Invalid(Exception):
+class _Invalid(InvalidField):
     """One value of a row is wrong; the message names the column and the problem."""
 
 
@@ -257,49 +259,20 @@ class _CustomerRow:
     external_id: str
     values: dict[str, Any]
     digest: str
+    line: int
 
 
-def _customer_value(column: str, value: str, now: datetime, tz: tzinfo) -> Any:
+def _customer_value(column: str, value: str, today: date, tz: tzinfo) -> Any:
+    """One column's value as stored; the account's fields follow :mod:`workflows.field_rules`."""
     if column == "full_name":
-        return " ".join(value.split()) or None
+        return field_rules.full_name(value)
     if not value:
         return False if column == "marketing_consent" else None
-    try:
-        if column == "phone":
-            return normalize_phone(value)
-        if column == "email":
-            return normalize_email(value)
-        if column == "iin":
-            return validate_iin(value)
-    except InvalidEmail:
-        # email-validator's own messages may quote part of the address.
-        raise _Invalid("email: not a valid e-mail address") from None
-    except InvalidIdentifier as exc:
-        raise _Invalid(f"{column}: {exc}") from None
-    folded = value.lower()
-    if column == "gender":
-        if folded not in _GENDERS:
-            raise _Invalid("gender: not one of m, f, male, female, м, ж")
-        return _GENDERS[folded]
-    if column == "birth_date":
-        try:
-            born = date.fromisoformat(value)
-        except ValueError:
-            raise _Invalid("birth_date: not a date in the form YYYY-MM-DD") from None
-        if born > now.astimezone(tz).date():
-            raise _Invalid("birth_date: in the future")
-        return born.isoformat()
-    if column == "language":
-        if folded not in LANGUAGES:
-            raise _Invalid(f"language: not one of {', '.join(LANGUAGES)}")
-        return folded
     if column == "marketing_consent":
-        if folded not in _CONSENT:
-            raise _Invalid(f"marketing_consent: not one of {_CONSENT_WORDS}")
-        return _CONSENT[folded]
+        return field_rules.marketing_consent(value)
     if column == "created_at":
         return _instant(value, column, tz)
-    raise AssertionError(column)  # pragma: no cover - the header is checked
+    return field_rules.account_value(column, value, today=today)
 
 
 def _parse_all(values: dict[str, str], parsers: dict[str, Callable[[str], Any]]) -> dict[str, Any]:
@@ -309,7 +282,7 @@ def _parse_all(values: dict[str, str], parsers: dict[str, Callable[[str], Any]])
     for column, value in values.items():
         try:
             parsed[column] = parsers[column](value)
-        except _Invalid as exc:
+        except InvalidField as exc:
             problems.append(str(exc))
     if problems:
         raise _Invalid("; ".join(problems))
@@ -317,27 +290,32 @@ def _parse_all(values: dict[str, str], parsers: dict[str, Callable[[str], Any]])
 
 
 def _parse_customer(
-    values: dict[str, str], vault: Vault, now: datetime, tz: tzinfo
+    values: dict[str, str], line: int, vault: Vault, now: datetime, tz: tzinfo
 ) -> _CustomerRow:
+    today = now.astimezone(tz).date()
     parsed = _parse_all(
         values,
         {
-            column: (lambda v, c=column: _customer_value(c, v, now, tz))
+            column: (lambda v, c=column: _customer_value(c, v, today, tz))
             for column in CUSTOMER_COLUMNS
         }
         | {"id": lambda v: _external_id(v, "id")},
     )
     external_id = parsed.pop("id")
-    # The digest covers the columns the file has, as normalised: the same customer
-    # written another way (8 701... for +7701...) is the same row.
+    return _CustomerRow(external_id, parsed, _row_digest(vault, external_id, parsed), line)
+
+
+def _row_digest(vault: Vault, external_id: str, values: dict[str, Any]) -> str:
+    """A keyed hash of the columns the file has, as normalised: the same customer
+    written another way (8 701... for +7701...) is the same row."""
     canonical = json.dumps(
-        {"id": external_id, **{k: _canonical(v) for k, v in parsed.items()}},
+        {"id": external_id, **{k: _canonical(v) for k, v in values.items()}},
         sort_keys=True,
         ensure_ascii=False,
     )
     digest = vault.blind_index("row", f"customer\x00{canonical}")
     assert digest is not None
-    return _CustomerRow(external_id, parsed, digest)
+    return digest
 
 
 def _canonical(value: Any) -> Any:
@@ -345,10 +323,15 @@ def _canonical(value: Any) -> Any:
 
 
 def _apply_customer(
-    customer: Customer, row: _CustomerRow, vault: Vault, now: datetime, *, new: bool
+    customer: Customer,
+    values: dict[str, Any],
+    digest: str,
+    vault: Vault,
+    now: datetime,
+    *,
+    new: bool,
 ) -> None:
     """Write the row's columns onto the customer; a column the file lacks is left alone."""
-    values = row.values
     if "full_name" in values:
         customer.full_name_enc = vault.encrypt(values["full_name"])
     for kind in ("phone", "email", "iin"):
@@ -370,7 +353,7 @@ def _apply_customer(
         customer.registered_at = registered
     elif new:
         customer.registered_at = now
-    customer.source_digest = row.digest
+    customer.source_digest = digest
     customer.updated_at = now
     if new:
         customer.imported_at = now
@@ -453,10 +436,12 @@ class _Tally:
     def __init__(self) -> None:
         self.created = self.updated = self.unchanged = 0
         self.rejected: list[Rejected] = []
+        self.withheld: list[Withheld] = []
 
     def report(self) -> ImportReport:
         rejected = tuple(sorted(self.rejected, key=lambda r: r.line))
-        return ImportReport(self.created, self.updated, self.unchanged, rejected)
+        withheld = tuple(sorted(self.withheld, key=lambda w: w.line))
+        return ImportReport(self.created, self.updated, self.unchanged, rejected, withheld)
 
 
 def _batches(
@@ -502,6 +487,8 @@ async def import_customers(
     Rows are read one at a time and committed every ``batch_size`` rows;
     ``progress`` gets the number of rows read so far after each commit. Dates
     and times without an offset are local to ``tz`` (the desk's zone).
+    What the person had erased or withdrawn is never written back; such rows
+    are listed in the report's ``withheld`` (:mod:`workflows.import_holds`).
     Raises :class:`ImportFileError` when the file as a whole cannot be read.
     """
     zone = tz or ZoneInfo(DEFAULT_TIMEZONE)
@@ -512,11 +499,11 @@ async def import_customers(
             rows: list[_CustomerRow] = []
             for line, values in batch:
                 try:
-                    rows.append(_parse_customer(values, vault, now, zone))
+                    rows.append(_parse_customer(values, line, vault, now, zone))
                 except _Invalid as exc:
                     tally.rejected.append(Rejected(line, str(exc)))
             if rows:
-                await _store_customers(sessions, vault, rows, now, tally)
+                await _store_customers(sessions, vault, rows, now, zone, tally)
             if progress is not None:
                 progress(processed)
     return tally.report()
@@ -527,6 +514,7 @@ async def _store_customers(
     vault: Vault,
     rows: Sequence[_CustomerRow],
     now: datetime,
+    tz: tzinfo,
     tally: _Tally,
 ) -> None:
     async with sessions.begin() as session:
@@ -538,14 +526,29 @@ async def _store_customers(
             customer = existing.get(row.external_id)
             if customer is None:
                 customer = Customer(external_id=row.external_id)
-                _apply_customer(customer, row, vault, now, new=True)
+                _apply_customer(customer, row.values, row.digest, vault, now, new=True)
                 session.add(customer)
                 tally.created += 1
-            elif customer.source_digest == row.digest:
+                continue
+            # Checked on every run, not only when the row changed: a key rotation changes
+            # every digest, and the file may say again what the person took away.
+            hold = hold_for(customer, row.values, tz)
+            digest = (
+                row.digest
+                if hold.values == row.values
+                else _row_digest(vault, row.external_id, hold.values)
+            )
+            reasons = list(hold.withheld)
+            if customer.source_digest == digest:
+                tally.unchanged += 1
+            elif hold.paused:
+                reasons += hold.paused
                 tally.unchanged += 1
             else:
-                _apply_customer(customer, row, vault, now, new=False)
+                _apply_customer(customer, hold.values, digest, vault, now, new=False)
                 tally.updated += 1
+            if reasons:
+                tally.withheld.append(Withheld(row.line, "; ".join(reasons)))
 
 
 async def import_purchases(

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Protocol
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -26,6 +27,7 @@ from workflows.access_report import build_access_report
 from workflows.clock import Clock
 from workflows.directory import CustomerRecord, customer_record
 from workflows.errors import DomainError
+from workflows.field_rules import InvalidField, account_value
 from workflows.i18n import catalogue
 from workflows.identity import normalize_email, normalize_phone, validate_iin
 from workflows.kinds import RequestKind
@@ -167,6 +169,9 @@ class SqlDirectory:
                     setattr(row, f"{name}_index", None)
             row.erased_at = now
             row.erased_fields = sorted(set(row.erased_fields or []) | set(fields))
+            # The import's row digest was a keyed hash of the erased values too; the next
+            # import stores one of what it may keep (workflows.import_holds).
+            row.source_digest = ""
             row.updated_at = now
         return erased
 
@@ -293,8 +298,12 @@ def field_names(language: str, names: Sequence[str]) -> str:
     return ", ".join(catalogue().text(language, f"directory_field.{name}") for name in names)
 
 
-def parse_corrections(text: str) -> dict[str, str]:
-    """Staff's corrections, one ``field: value`` per line; values validated like an import."""
+def parse_corrections(text: str, *, today: date) -> dict[str, str]:
+    """Staff's corrections, one ``field: value`` per line, each value checked by the import's rule.
+
+    ``today`` is the desk's local date (no birth date is after it). A refused
+    value is named by its line and the rule's words (:mod:`workflows.field_rules`).
+    """
     changes: dict[str, str] = {}
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -310,22 +319,31 @@ def parse_corrections(text: str) -> dict[str, str]:
                 + ", ".join(sorted(DIRECTORY_FIELDS))
             )
         try:
-            if name == "phone":
-                value = normalize_phone(value)
-            elif name == "email":
-                value = normalize_email(value)
-            elif name == "iin":
-                value = validate_iin(value)
-            elif name == "birth_date":
-                value = date.fromisoformat(value).isoformat()
-            elif name == "language" and value not in ("kk", "ru", "en"):
-                raise ValueError("not kk, ru or en")
-        except ValueError as exc:
-            raise FulfilmentError(f"line {number}: {name}: {exc}") from None
-        changes[name] = value
+            changes[name] = _stored(name, value, today)
+        except InvalidField as exc:
+            raise FulfilmentError(f"line {number}: {exc}") from None
     if not changes:
         raise FulfilmentError("no correction given")
     return changes
+
+
+def checked_corrections(changes: Mapping[str, str], *, today: date) -> dict[str, str]:
+    """Corrections given as values (not typed lines), checked and stored as the import would."""
+    unknown = sorted(set(changes) - DIRECTORY_FIELDS)
+    if unknown:
+        raise FulfilmentError(f"unknown fields: {', '.join(unknown)}")
+    try:
+        return {name: _stored(name, value, today) for name, value in changes.items()}
+    except InvalidField as exc:
+        raise FulfilmentError(str(exc)) from None
+
+
+def _stored(name: str, value: str, today: date) -> str:
+    stored = account_value(name, value, today=today)
+    if stored is None:
+        # Only a blank name comes back empty: erasing is a destruction, not a correction.
+        raise InvalidField(f"{name}: empty")
+    return stored
 
 
 def parse_field_names(text: str) -> list[str]:
@@ -357,6 +375,13 @@ class Fulfilment:
     @property
     def directory(self) -> CustomerDirectory:
         return self._directory
+
+    def _today(self) -> date:
+        return self._clock.now().astimezone(ZoneInfo(self._timezone)).date()
+
+    def parse_corrections(self, text: str) -> dict[str, str]:
+        """:func:`parse_corrections` against the desk's own date."""
+        return parse_corrections(text, today=self._today())
 
     async def customer(self, view: RequestView) -> CustomerRecord | None:
         """The customer the request is about: the match made at verification, else contacts."""
@@ -411,6 +436,8 @@ class Fulfilment:
         if kind is RequestKind.RECTIFY:
             if not corrections:
                 raise FulfilmentError("a correction needs the corrected values")
+            # Checked before the approval, so a refused value leaves the request as it was.
+            corrections = checked_corrections(corrections, today=self._today())
             if await self.customer(view) is None:
                 raise FulfilmentError(
                     "no customer record matches this person: there is nothing to correct;"
@@ -485,7 +512,8 @@ class Fulfilment:
         elif kind is RequestKind.RECTIFY:
             if customer is None:
                 raise FulfilmentError("no customer record to correct")
-            changed = await self._directory.update(customer.id, corrections or {})
+            checked = checked_corrections(corrections or {}, today=self._today())
+            changed = await self._directory.update(customer.id, checked)
             template, details["changed_fields"] = "data_corrected", changed
             params["fields"] = field_names(view.language, changed)
         elif kind is RequestKind.DESTROY_UNLAWFUL:

@@ -51,6 +51,7 @@ from workflows.outbox import (
 )
 from workflows.references import next_reference, next_references
 from workflows.requests.classification import likely_kinds, opening_clock
+from workflows.requests.customer_match import match_customer
 from workflows.requests.reachability import Reachability
 from workflows.requests.staff_actions import KindChanges, since_last_kind_change
 from workflows.states import CLOSED, OPEN, Action, Status, next_status
@@ -1311,7 +1312,7 @@ class RequestService(KindChanges, Reachability):
         now = self._clock.now()
         request.verified_at = now
         request.verified_by = method
-        request.customer_id = await self._match_customer(session, subject)
+        request.customer_id = await match_customer(session, subject)
         event = await self._move(
             session,
             request,
@@ -1321,21 +1322,6 @@ class RequestService(KindChanges, Reachability):
         )
         await self._to_subject(session, request, subject, event, "request_verified")
         await self._to_staff(session, request, event, "staff_card")
-
-    async def _match_customer(self, session: AsyncSession, subject: DataSubject) -> int | None:
-        conditions = []
-        if subject.phone_index is not None:
-            conditions.append(Customer.phone_index == subject.phone_index)
-        if subject.email_index is not None:
-            conditions.append(Customer.email_index == subject.email_index)
-        if not conditions:
-            return None
-        # The directory does not depend on what this transaction has pending: no flush first,
-        # so the request's changes go out in one UPDATE with the ones that follow.
-        with session.no_autoflush:
-            return await session.scalar(
-                select(Customer.id).where(or_(*conditions)).order_by(Customer.id).limit(1)
-            )
 
     async def _move(
         self,
