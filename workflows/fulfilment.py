@@ -11,7 +11,6 @@ never their values.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 from collections.abc import Mapping, Sequence
@@ -24,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from workflows.access_report import build_access_report
 from workflows.clock import Clock
+from workflows.csv_export import SafeWriter
 from workflows.directory import CustomerRecord, customer_record
 from workflows.errors import DomainError
 from workflows.i18n import catalogue
@@ -268,8 +268,9 @@ SUPPRESSION_COLUMNS = (
 
 
 def suppressions_csv(items: Sequence[Suppression]) -> str:
+    """The suppression list as CSV; the person's words in it never run in a spreadsheet."""
     out = io.StringIO()
-    writer = csv.writer(out)
+    writer = SafeWriter(out)
     writer.writerow(SUPPRESSION_COLUMNS)
     for s in items:
         writer.writerow(
