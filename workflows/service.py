@@ -32,9 +32,9 @@ from workflows.identity import (
     CodeOutcome,
     StoredCode,
     check_code,
+    contact_phone,
     new_code,
     normalize_email,
-    normalize_phone,
     tries_left,
 )
 from workflows.kinds import DEFAULT_KINDS, ClockStart, KindSpec, RequestKind
@@ -1287,7 +1287,7 @@ class RequestService(KindChanges, Reachability):
     ) -> None:
         """Verify with the number of the sender's own contact card (checked by the caller)."""
         next_status(Status(request.status), Action.VERIFY)
-        normalised = normalize_phone(phone)
+        normalised = contact_phone(phone)
         now = self._clock.now()
         subject.phone_enc = self._vault.encrypt(normalised)
         subject.phone_index = self._vault.blind_index("phone", normalised)
