@@ -494,7 +494,6 @@ def _rows(pdf: FPDF, item: ReportItem) -> list[tuple[str, str]]:
 
 def _lines(pdf: FPDF, text: str, width: float) -> list[str]:
     """``text`` wrapped to ``width`` in the current font, as the table would wrap it."""
-    lines = pdf.multi_cell(
-        width, _LINE_HEIGHT, text, dry_run=True, output=MethodReturnValue.LINES
-    )
+    lines = pdf.multi_cell(width, _LINE_HEIGHT, text, dry_run=True, output=MethodReturnValue.LINES)
+    assert isinstance(lines, list)  # output=LINES gives the lines alone
     return [str(line) for line in lines]
