@@ -51,6 +51,7 @@ from workflows.outbox import (
 )
 from workflows.references import next_reference, next_references
 from workflows.requests.classification import likely_kinds, opening_clock
+from workflows.requests.fulfilment_failures import FulfilmentFailures
 from workflows.requests.reachability import Reachability
 from workflows.requests.staff_actions import KindChanges, since_last_kind_change
 from workflows.states import CLOSED, OPEN, Action, Status, next_status
@@ -154,11 +155,12 @@ def shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-class RequestService(KindChanges, Reachability):
+class RequestService(KindChanges, Reachability, FulfilmentFailures):
     """Opens and moves requests; see the module docstring.
 
     Staff's change of a request's kind lives in :class:`KindChanges`; a person
-    coming back to the bot after blocking it, in :class:`Reachability`.
+    coming back to the bot after blocking it, in :class:`Reachability`; the
+    work of an approved request failing, in :class:`FulfilmentFailures`.
     """
 
     def __init__(
