@@ -6,7 +6,8 @@ with the same five methods. :class:`Fulfilment` approves through the request
 service (which enforces four eyes on destructive kinds), then does what the
 kind asks in the directory, then completes the request with a notice to the
 person saying what was done, and an audit event naming the fields touched —
-never their values.
+never their values. Work that fails after approval leaves the request
+approved for a retry, and says so to staff (:meth:`Fulfilment.fulfil`).
 """
 
 from __future__ import annotations
