@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import csv
 import json
 import sys
 from datetime import datetime
@@ -17,6 +16,7 @@ from rich.table import Table
 
 from aina_dsr.settings import load_settings
 from aina_dsr.wiring import open_core
+from workflows.csv_export import SafeDictWriter
 from workflows.errors import RequestNotFound
 from workflows.states import Status
 from workflows.views import RequestView
@@ -130,14 +130,18 @@ REGISTER_COLUMNS = (
 
 
 def write_register(views: list[RequestView], tz: Any, fmt: ExportFormat, out: TextIO) -> None:
-    """The register with its audit trail: JSON objects, or one CSV row per audit event."""
+    """The register with its audit trail: JSON objects, or one CSV row per audit event.
+
+    Staff display names are whatever their owners typed, so the CSV is written
+    with cells a spreadsheet would run made text (:mod:`workflows.csv_export`).
+    """
     if fmt is ExportFormat.JSON:
         json.dump(
             [v.as_dict(tz, with_events=True) for v in views], out, ensure_ascii=False, indent=2
         )
         out.write("\n")
         return
-    writer = csv.DictWriter(out, fieldnames=REGISTER_COLUMNS, extrasaction="ignore")
+    writer = SafeDictWriter(out, fieldnames=REGISTER_COLUMNS, extrasaction="ignore")
     writer.writeheader()
     for view in views:
         base = view.as_dict(tz)

@@ -45,6 +45,7 @@ from workflows.i18n import LANGUAGES, format_date, kind_hint, kind_name, status_
 from workflows.identity import (
     CodeOutcome,
     InvalidIdentifier,
+    contact_phone,
     normalize_email,
     normalize_phone,
 )
@@ -385,7 +386,7 @@ def setup(config: BotConfig) -> Router:
             await message.answer(texts("identity.not_own"), reply_markup=_contact_keyboard(texts))
             return
         try:
-            phone = normalize_phone(message.contact.phone_number)
+            phone = contact_phone(message.contact.phone_number)
         except InvalidIdentifier:
             await message.answer(texts("identity.not_own"), reply_markup=_contact_keyboard(texts))
             return

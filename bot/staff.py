@@ -38,6 +38,7 @@ from workflows.fulfilment import (
     DIRECTORY_FIELDS,
     Fulfilment,
     FulfilmentError,
+    FulfilmentFailed,
     parse_field_names,
 )
 from workflows.i18n import format_date, kind_name, status_name
@@ -122,6 +123,9 @@ async def _refusal(
         return texts("staff.kind.first")
     if isinstance(exc, NotAllowed) and step == "approve":
         return texts("staff.approval.twice")
+    if isinstance(exc, FulfilmentFailed):
+        # Approved, not done: the group has the alert; Complete tries the work again.
+        return texts("staff.work.not_done", reason=html.escape(str(exc)))
     return texts("staff.work.failed", reason=html.escape(str(exc)))
 
 

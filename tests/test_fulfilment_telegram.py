@@ -23,9 +23,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.callbacks import StaffAction
 from bot.texts import DeskInfo
 from mail.sender import SmtpSender
-from tests.botapi import Call, Person
+from tests.botapi import BotAPI, Call, Person
 from tests.clocks import FrozenClock
-from tests.conftest import STAFF_ID
+from tests.conftest import STAFF_ID, STAFF_IDS
 from tests.mailservers import SmtpServer, smtp_server  # noqa: F401
 from tests.telegram_desk import STAFF_CHAT, Desk, message_id, words
 from tests.test_cli_frame import aina_dsr
@@ -38,7 +38,13 @@ from tests.test_telegram_bot import (
     text,
 )
 from workflows.directory import import_customers, import_purchases
-from workflows.fulfilment import DIRECTORY_FIELDS, Fulfilment, SqlDirectory, field_names
+from workflows.fulfilment import (
+    DIRECTORY_FIELDS,
+    Flags,
+    Fulfilment,
+    SqlDirectory,
+    field_names,
+)
 from workflows.i18n import render_notification, status_name
 from workflows.kinds import RequestKind
 from workflows.outbox import Channel, OutboxDispatcher
@@ -492,3 +498,74 @@ async def test_by_e_mail_the_report_files_are_attached_to_the_letter(
     data = json.loads(files[f"{view.reference}-access.json"].get_content())
     assert data["reference"] == view.reference
     assert IIN in json.dumps(data)
+
+
+class FlakyDirectory(SqlDirectory):
+    """The desk's directory while its database refuses writes, until it is back."""
+
+    down = True
+
+    async def set_flags(self, customer_id: str, flags: Flags) -> None:
+        if self.down:
+            raise ConnectionError("directory unreachable")
+        await super().set_flags(customer_id, flags)
+
+
+async def test_a_failed_fulfilment_is_told_to_the_group_and_complete_tries_again(
+    api: BotAPI,
+    service: RequestService,
+    directory: SqlDirectory,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+) -> None:
+    flaky = FlakyDirectory(sessions, vault, clock)
+    desk = Desk(
+        api,
+        service,
+        sessions,
+        vault,
+        clock,
+        STAFF_IDS,
+        fulfilment=Fulfilment(service, flaky, clock),
+    )
+    await desk.start()
+    try:
+        reference = await file_request(desk, service, RequestKind.UNSUBSCRIBE, "kk")
+        card = await card_of(desk, reference)
+
+        since = desk.mark()
+        answer = await press(desk, DANA, card, "approve", reference)
+
+        reason = "ConnectionError: directory unreachable"
+        assert answer.params.get("text") == html.unescape(
+            words("ru", "staff.work.not_done", reason=reason)
+        )
+        assert answer.params.get("show_alert") is True
+        alert = notice("staff_fulfilment_failed", "ru", reference, "unsubscribe", reason=reason)
+        await desk.expect(STAFF_CHAT, since, lambda c: text(c) == alert)
+        view = await service.get(reference, with_events=True)
+        assert view.status == "approved"
+        assert view.events[-1].action == "fulfilment_failed"
+        assert view.events[-1].details == {"error": "ConnectionError"}
+        assert await directory.suppressions() == []
+
+        # The cause is fixed; Complete on the card, now showing the approved request, does it.
+        flaky.down = False
+        approved = await desk.expect(
+            STAFF_CHAT,
+            since,
+            lambda c: (
+                reference in text(c)
+                and StaffAction(action="complete", reference=reference).pack()
+                in str(c.params.get("reply_markup"))
+            ),
+        )
+        since = desk.mark()
+        await press(desk, DANA, approved, "complete", reference)
+        await told(desk, since, notice("unsubscribed", "kk", reference, "unsubscribe"))
+        assert (await service.get(reference)).status == "completed"
+        (entry,) = await directory.suppressions()
+        assert entry.marketing_stopped_at is not None
+    finally:
+        await desk.stop()

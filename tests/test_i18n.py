@@ -58,6 +58,10 @@ STAFF_TEMPLATES: dict[str, dict[str, Any]] = {
     "staff_overdue": {"action": "overdue"},
     "staff_card": {"action": "take"},
     "staff_digest_title": {},
+    "staff_fulfilment_failed": {
+        "action": "fulfilment_failed",
+        "reason": "TimeoutError: CRM write timed out for +7701*****67",
+    },
     "staff_mail_reply": {
         "action": "message_added",
         "sender": "a***@example.kz",

@@ -15,6 +15,7 @@ from workflows.identity import (
     InvalidIIN,
     InvalidPhone,
     check_code,
+    contact_phone,
     iin_birth_date,
     iin_check_digit,
     new_code,
@@ -38,6 +39,36 @@ def test_kazakh_numbers_in_every_usual_shape_become_e164(raw: str) -> None:
 
 def test_a_foreign_number_keeps_its_country() -> None:
     assert normalize_phone("+44 20 7946 0958") == "+442079460958"
+
+
+@pytest.mark.parametrize(
+    ("shared", "e164"),
+    [
+        ("84912345678", "+84912345678"),  # Vietnam: an 8 that is no Kazakh trunk prefix
+        ("85291234567", "+85291234567"),  # Hong Kong
+        ("819012345678", "+819012345678"),  # Japan
+        ("8613812345678", "+8613812345678"),  # China
+        ("821012345678", "+821012345678"),  # South Korea
+        ("77011234567", "+77011234567"),  # Kazakhstan
+        ("+77011234567", "+77011234567"),
+        (" +44 20 7946 0958 ", "+442079460958"),
+    ],
+)
+def test_a_telegram_contacts_number_is_international_with_or_without_its_plus(
+    shared: str, e164: str
+) -> None:
+    assert contact_phone(shared) == e164
+
+
+@pytest.mark.parametrize("shared", ["", "87011234567", "8 (701) 123-45-67", "12345", "call me"])
+def test_a_contacts_number_is_never_read_as_a_national_one(shared: str) -> None:
+    # "87011234567" is a Kazakh number typed with its trunk prefix: as a contact it means +870...
+    with pytest.raises(InvalidPhone):
+        contact_phone(shared)
+
+
+def test_a_typed_number_keeps_the_kazakh_default() -> None:
+    assert normalize_phone("8 701 123 45 67") == "+77011234567"
 
 
 @pytest.mark.parametrize("raw", ["", "12345", "call me", "+7 701 123"])

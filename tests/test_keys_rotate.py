@@ -62,7 +62,7 @@ async def a_desk_in_use(
         body="Маған спам келеді",
     )
     verified = await service.verify_by_contact(
-        view.reference, sender_user_id=ALICE, contact_user_id=ALICE, phone="8 701 123 45 67"
+        view.reference, sender_user_id=ALICE, contact_user_id=ALICE, phone="77011234567"
     )
     assert verified.customer_matched
     await service.take(view.reference, STAFF)

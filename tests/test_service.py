@@ -83,7 +83,7 @@ async def test_own_contact_verifies_and_puts_a_card_before_staff(
     reference = await open_telegram(service)
 
     view = await service.verify_by_contact(
-        reference, sender_user_id=ALICE, contact_user_id=ALICE, phone="8 701 123 45 67"
+        reference, sender_user_id=ALICE, contact_user_id=ALICE, phone="77011234567"
     )
 
     assert view.status == "verified"
@@ -92,6 +92,19 @@ async def test_own_contact_verifies_and_puts_a_card_before_staff(
     templates = [(m["template"], m["audience"]) for m in await outbox(sessions, vault)]
     assert ("request_verified", "subject") in templates
     assert ("staff_card", "staff_group") in templates
+
+
+async def test_a_contacts_number_without_its_plus_is_read_as_international(
+    service: RequestService,
+) -> None:
+    # Telegram's "84912345678" is Vietnam's +84, not a Kazakh number after a trunk prefix 8.
+    reference = await open_telegram(service)
+
+    await service.verify_by_contact(
+        reference, sender_user_id=ALICE, contact_user_id=ALICE, phone="84912345678"
+    )
+
+    assert (await service.subject_contacts(reference))["phone"] == "+84912345678"
 
 
 async def test_someone_elses_contact_is_refused_and_recorded(
@@ -122,7 +135,7 @@ async def test_a_request_filed_with_the_senders_own_contact_is_verified_in_one_g
         channel="telegram",
         language="kk",
         telegram_user_id=ALICE,
-        contact=SharedContact(user_id=ALICE, phone="8 701 123 45 67"),
+        contact=SharedContact(user_id=ALICE, phone="77011234567"),
     )
 
     assert view.status == "verified"

@@ -154,6 +154,40 @@ async def test_someone_elses_contact_and_a_typed_number_are_refused(
     assert view.status == "verified"
 
 
+@pytest.mark.parametrize(
+    ("shared", "e164"),
+    [
+        ("84912345678", "+84912345678"),  # Vietnam, not a Kazakh 8 4912...
+        ("85291234567", "+85291234567"),  # Hong Kong
+        ("819012345678", "+819012345678"),  # Japan
+        ("8613812345678", "+8613812345678"),  # China
+        ("821012345678", "+821012345678"),  # South Korea
+        ("77011234567", "+77011234567"),  # Kazakhstan
+        ("+77011234567", "+77011234567"),
+    ],
+)
+async def test_a_shared_contacts_number_is_read_as_international(
+    desk: Desk, service: RequestService, shared: str, e164: str
+) -> None:
+    # Telegram sends a contact's number international, usually without its "+".
+    who = person("en")
+    await start_kind(desk, who, RequestKind.ACCESS, "en")
+    await answer_questions(desk, who, RequestKind.ACCESS, "en")
+
+    since = desk.mark()
+    await desk.api.offer(desk.api.contact_message(who, who.id, shared))
+    summary = await desk.expect(
+        who.id, since, lambda c: SummaryChoice(action="confirm").pack() in buttons(c).values()
+    )
+    since = desk.mark()
+    await desk.press(who, who.id, message_id(summary), SummaryChoice(action="confirm").pack())
+    await desk.expect(who.id, since, lambda c: text(c) == words("en", "summary.sent"))
+
+    (view,) = await service.list_requests(telegram_user_id=ALICE_ID)
+    assert (view.status, view.verified_by) == ("verified", "telegram_contact")
+    assert (await service.subject_contacts(view.reference))["phone"] == e164
+
+
 async def code_in_outbox(sessions: async_sessionmaker[AsyncSession], vault: Vault) -> str:
     async with sessions() as session:
         row = (

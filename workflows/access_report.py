@@ -16,6 +16,7 @@ one line per point, so a lawyer changes them without touching code.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from zoneinfo import ZoneInfo
 
 from babel.numbers import format_decimal
 from fpdf import FPDF
-from fpdf.enums import XPos, YPos
+from fpdf.enums import MethodReturnValue, XPos, YPos
 
 from workflows.calendar import DEFAULT_TIMEZONE
 from workflows.directory import CustomerRecord, PurchaseRecord
@@ -408,6 +409,15 @@ class _Words:
 # -- PDF ------------------------------------------------------------------------------
 
 _NEXT_LINE: dict[str, Any] = {"new_x": XPos.LMARGIN, "new_y": YPos.NEXT}
+# A section's values are a table of two columns, label and value (shares of the width).
+_COLUMNS = (38, 62)
+_PADDING = 1.2
+_LINE_HEIGHT = 5
+# fpdf2 draws a table row on one page and raises ValueError for a taller one: a value
+# of a few thousand characters, or of many lines, would stop the report. Such a value
+# goes on in the rows below its first, at most this many lines a row: short enough
+# that a page breaking before a row leaves little blank.
+_ROW_LINES = 12
 
 
 class _ReportPDF(FPDF):
@@ -447,14 +457,43 @@ def _pdf_section(pdf: FPDF, section: ReportSection) -> None:
         pdf.ln(0.8)
     if section.items:
         with pdf.table(
-            col_widths=(38, 62),
+            col_widths=_COLUMNS,
             first_row_as_headings=False,
             borders_layout="HORIZONTAL_LINES",
             text_align="LEFT",
-            line_height=5,
-            padding=1.2,
+            line_height=_LINE_HEIGHT,
+            padding=_PADDING,
         ) as table:
             for item in section.items:
-                row = table.row()
-                row.cell(item.label)
-                row.cell(item.value)
+                for label, value in _rows(pdf, item):
+                    row = table.row()
+                    row.cell(label)
+                    row.cell(value)
+
+
+def _rows(pdf: FPDF, item: ReportItem) -> list[tuple[str, str]]:
+    """The table rows of one item: one, unless it is too tall for a page (see _ROW_LINES).
+
+    A long word is broken between letters (fpdf2's wrapping does so for a word wider
+    than its column), and the lines are cut here into rows that each fit a page.
+    """
+    # 1 mm narrower than the cell's text, so the table does not wrap these lines again.
+    widths = [pdf.epw * share / sum(_COLUMNS) - 2 * _PADDING - 1 for share in _COLUMNS]
+    label, value = _lines(pdf, item.label, widths[0]), _lines(pdf, item.value, widths[1])
+    tallest = max(len(label), len(value))
+    if tallest <= _ROW_LINES:
+        return [(item.label, item.value)]
+    return [
+        (
+            "\n".join(label[start : start + _ROW_LINES]),
+            "\n".join(value[start : start + _ROW_LINES]),
+        )
+        for start in range(0, _ROW_LINES * math.ceil(tallest / _ROW_LINES), _ROW_LINES)
+    ]
+
+
+def _lines(pdf: FPDF, text: str, width: float) -> list[str]:
+    """``text`` wrapped to ``width`` in the current font, as the table would wrap it."""
+    lines = pdf.multi_cell(width, _LINE_HEIGHT, text, dry_run=True, output=MethodReturnValue.LINES)
+    assert isinstance(lines, list)  # output=LINES gives the lines alone
+    return [str(line) for line in lines]

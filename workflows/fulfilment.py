@@ -6,14 +6,16 @@ with the same five methods. :class:`Fulfilment` approves through the request
 service (which enforces four eyes on destructive kinds), then does what the
 kind asks in the directory, then completes the request with a notice to the
 person saying what was done, and an audit event naming the fields touched —
-never their values.
+never their values. Work that fails after approval leaves the request
+approved for a retry, and says so to staff (:meth:`Fulfilment.fulfil`).
 """
 
 from __future__ import annotations
 
-import csv
 import io
 import json
+import logging
+import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -25,17 +27,21 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from workflows.access_report import build_access_report
 from workflows.clock import Clock
+from workflows.csv_export import SafeWriter
 from workflows.directory import CustomerRecord, customer_record
 from workflows.errors import DomainError
 from workflows.field_rules import InvalidField, account_value
 from workflows.i18n import catalogue
 from workflows.identity import normalize_email, normalize_phone, validate_iin
 from workflows.kinds import RequestKind
+from workflows.masking import mask_text
 from workflows.service import CardFacts, Evidence, RequestService
 from workflows.states import Status
 from workflows.tables import Customer
 from workflows.vault import Vault
 from workflows.views import Actor, RequestView
+
+log = logging.getLogger(__name__)
 
 # What deleting an account erases (policy, section 2); purchases are kept.
 ACCOUNT_FIELDS = (
@@ -53,6 +59,10 @@ DIRECTORY_FIELDS = frozenset(ACCOUNT_FIELDS)
 
 class FulfilmentError(DomainError):
     """The work cannot be done as asked; the message says why (no personal data)."""
+
+
+class FulfilmentFailed(FulfilmentError):
+    """The work of an approved request failed; it stays approved, and staff were alerted."""
 
 
 @dataclass(frozen=True)
@@ -273,8 +283,9 @@ SUPPRESSION_COLUMNS = (
 
 
 def suppressions_csv(items: Sequence[Suppression]) -> str:
+    """The suppression list as CSV; the person's words in it never run in a spreadsheet."""
     out = io.StringIO()
-    writer = csv.writer(out)
+    writer = SafeWriter(out)
     writer.writerow(SUPPRESSION_COLUMNS)
     for s in items:
         writer.writerow(
@@ -469,6 +480,44 @@ class Fulfilment:
         corrections: Mapping[str, str] | None = None,
         fields: Sequence[str] | None = None,
     ) -> RequestView:
+        """Do the work of an approved request, then complete it with the person's notice.
+
+        Whatever fails on the way (the directory, the report, the completion)
+        leaves the request approved, so Complete on its card tries again; it
+        is an audit event and an alert in the staff group naming the request
+        and the reason, and :class:`FulfilmentFailed` carries the reason to
+        the caller. A request no longer approved (completed meanwhile by
+        another staff member) raises the original error and alarms nobody.
+        """
+        try:
+            return await self._work(view, staff, corrections=corrections, fields=fields)
+        except Exception as exc:
+            reason = failure_reason(exc)
+            # The audit log is kept for good: a foreign error's message, which may
+            # quote a value, stays out of it; our own reasons name no personal data.
+            details = {"error": type(exc).__name__}
+            if isinstance(exc, DomainError):
+                details["reason"] = reason
+            if not await self._service.fulfilment_failed(
+                view.reference, staff, reason=reason, details=details
+            ):
+                raise
+            log.error(
+                "the work of %s failed; it stays approved and staff are told: %s",
+                view.reference,
+                _where(exc),
+                extra={"reference": view.reference},
+            )
+            raise FulfilmentFailed(reason) from exc
+
+    async def _work(
+        self,
+        view: RequestView,
+        staff: Actor,
+        *,
+        corrections: Mapping[str, str] | None,
+        fields: Sequence[str] | None,
+    ) -> RequestView:
         kind = RequestKind(view.kind)
         customer = await self.customer(view)
         found = customer is not None
@@ -532,3 +581,25 @@ class Fulfilment:
             details=details,
             documents=documents,
         )
+
+
+# What staff read of a failure: enough to act on, short enough for an alert.
+REASON_LIMIT = 200
+
+
+def failure_reason(exc: BaseException) -> str:
+    """Why the work failed, for staff: the desk's own reason as it is; another error
+    by its type and message, with phones, e-mails and IIN-like numbers masked."""
+    if isinstance(exc, DomainError):
+        text = str(exc)
+    else:
+        message = mask_text(" ".join(str(exc).split()))
+        text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return text if len(text) <= REASON_LIMIT else text[: REASON_LIMIT - 1] + "…"
+
+
+def _where(exc: BaseException) -> str:
+    """The error's type and the code it came through, never its message (it may quote data)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    places = "".join(f"\n  {frame.filename}:{frame.lineno} in {frame.name}" for frame in frames)
+    return type(exc).__qualname__ + places

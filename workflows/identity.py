@@ -44,15 +44,43 @@ class InvalidIIN(InvalidIdentifier):
 
 
 def normalize_phone(raw: str, default_region: str = "KZ") -> str:
-    """The number in E.164 (``+77011234567``); raises :class:`InvalidPhone`."""
+    """A number a person typed, in E.164 (``+77011234567``); raises :class:`InvalidPhone`.
+
+    Without a "+" it is read as a Kazakh number (``8 701 …`` is +7 701 …). A
+    Telegram contact's number is international: read it with :func:`contact_phone`.
+    """
     text = (raw or "").strip()
     if not text:
         raise InvalidPhone("no phone number given")
-    # Telegram sometimes sends the international number without its plus sign.
+    # A long run of digits not starting with the trunk prefix 8 is an international
+    # number typed without its plus sign.
     if text[0].isdigit() and len(re.sub(r"\D", "", text)) > 10 and not text.startswith("8"):
         text = "+" + text
     try:
         number = phonenumbers.parse(text, default_region)
+    except phonenumbers.NumberParseException:
+        raise InvalidPhone("not a phone number") from None
+    if not phonenumbers.is_valid_number(number):
+        raise InvalidPhone("not a valid phone number")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def contact_phone(raw: str) -> str:
+    """The number of a Telegram shared contact in E.164; raises :class:`InvalidPhone`.
+
+    Telegram sends a contact's number in international form, often without
+    its "+": ``84912345678`` is Vietnam's +84, ``85291234567`` Hong Kong's
+    +852. It is never a national number, so it is never read with the
+    Kazakh default, whose trunk prefix 8 would turn the first into
+    +74912345678 and refuse the second.
+    """
+    text = (raw or "").strip()
+    if not text:
+        raise InvalidPhone("no phone number given")
+    if not text.startswith("+"):
+        text = "+" + text
+    try:
+        number = phonenumbers.parse(text, None)
     except phonenumbers.NumberParseException:
         raise InvalidPhone("not a phone number") from None
     if not phonenumbers.is_valid_number(number):

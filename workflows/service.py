@@ -32,9 +32,9 @@ from workflows.identity import (
     CodeOutcome,
     StoredCode,
     check_code,
+    contact_phone,
     new_code,
     normalize_email,
-    normalize_phone,
     tries_left,
 )
 from workflows.kinds import DEFAULT_KINDS, ClockStart, KindSpec, RequestKind
@@ -52,6 +52,7 @@ from workflows.outbox import (
 from workflows.references import next_reference, next_references
 from workflows.requests.classification import likely_kinds, opening_clock
 from workflows.requests.customer_match import match_customer
+from workflows.requests.fulfilment_failures import FulfilmentFailures
 from workflows.requests.reachability import Reachability
 from workflows.requests.staff_actions import KindChanges, since_last_kind_change
 from workflows.states import CLOSED, OPEN, Action, Status, next_status
@@ -155,11 +156,12 @@ def shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-class RequestService(KindChanges, Reachability):
+class RequestService(KindChanges, Reachability, FulfilmentFailures):
     """Opens and moves requests; see the module docstring.
 
     Staff's change of a request's kind lives in :class:`KindChanges`; a person
-    coming back to the bot after blocking it, in :class:`Reachability`.
+    coming back to the bot after blocking it, in :class:`Reachability`; the
+    work of an approved request failing, in :class:`FulfilmentFailures`.
     """
 
     def __init__(
@@ -1288,7 +1290,7 @@ class RequestService(KindChanges, Reachability):
     ) -> None:
         """Verify with the number of the sender's own contact card (checked by the caller)."""
         next_status(Status(request.status), Action.VERIFY)
-        normalised = normalize_phone(phone)
+        normalised = contact_phone(phone)
         now = self._clock.now()
         subject.phone_enc = self._vault.encrypt(normalised)
         subject.phone_index = self._vault.blind_index("phone", normalised)

@@ -1,0 +1,82 @@
+"""An approved request whose work failed is said, not lost: staff hear why, and can try again.
+
+Approval is committed before the work is done, since the work reaches past this
+desk's transaction (a CRM, a generated report, a notice with files). A failure
+on the way leaves the request approved, where the card's Complete tries the
+work again. Without a word, nobody would know it waits: so the failure is an
+audit event (``fulfilment_failed``, by the staff member who tried, with the
+error's type) and an alert in the staff group naming the request and the
+reason (:class:`~workflows.fulfilment.Fulfilment` calls this).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from workflows.states import Status
+from workflows.tables import AuditEvent, Request
+from workflows.views import Actor
+
+FULFILMENT_FAILED = "fulfilment_failed"
+
+
+class _Core(Protocol):
+    """What of the request service recording a failure uses (it is a mixin of it)."""
+
+    def _unit(self) -> Any: ...
+
+    async def _load(self, session: AsyncSession, reference: str) -> Request: ...
+
+    async def _audit(
+        self,
+        session: AsyncSession,
+        request: Request,
+        actor: Actor,
+        action: str,
+        from_status: str | None,
+        to_status: str | None,
+        details: dict[str, Any],
+    ) -> AuditEvent: ...
+
+    async def _to_staff(
+        self,
+        session: AsyncSession,
+        request: Request,
+        event: AuditEvent,
+        template: str,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None: ...
+
+
+class FulfilmentFailures:
+    """The request service's use-case of an approved request's work failing (a mixin)."""
+
+    async def fulfilment_failed(
+        self: _Core,
+        reference: str,
+        staff: Actor,
+        *,
+        reason: str,
+        details: Mapping[str, Any],
+    ) -> bool:
+        """Record that the work of an approved request failed, and alert the staff group.
+
+        ``reason`` is what staff read (no personal data in clear); ``details``
+        go to the audit event, which is kept for good. Returns ``False`` and
+        records nothing when the request is no longer approved (another staff
+        member completed it meanwhile): there is nothing left to try again.
+        """
+        async with self._unit() as session:
+            request = await self._load(session, reference)
+            if request.status != Status.APPROVED.value:
+                return False
+            event = await self._audit(
+                session, request, staff, FULFILMENT_FAILED, request.status, None, dict(details)
+            )
+            await self._to_staff(
+                session, request, event, "staff_fulfilment_failed", {"reason": reason}
+            )
+            return True
