@@ -18,6 +18,7 @@ from bot.storage import make_fsm_storage
 from bot.texts import DeskInfo, Texts
 from tests.botapi import BotAPI, Call, Person
 from tests.clocks import FrozenClock
+from workflows.fulfilment import Fulfilment
 from workflows.service import RequestService
 from workflows.vault import Vault
 
@@ -52,6 +53,8 @@ class Desk:
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self.channel: TelegramChannel | None = None
+        # A company's own directory, when a test plugs one in (set before start).
+        self.fulfilment: Fulfilment | None = None
 
     async def start(self) -> None:
         # As `aina-dsr run` polls: the one process handling updates remembers dialogs.
@@ -70,6 +73,7 @@ class Desk:
             events_isolation=SimpleEventIsolation(),
             limits=NO_LIMITS,
             outbox_interval=0.05,
+            fulfilment=self.fulfilment,
         )
         self._stop = asyncio.Event()
         self._task = asyncio.create_task(self.channel.run(self._stop))
