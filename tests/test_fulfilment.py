@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID
 from workflows.directory import CustomerRecord, import_customers, import_purchases
-from workflows.errors import NotAllowed
+from workflows.errors import ApprovalMismatch, NotAllowed
 from workflows.fulfilment import (
     ACCOUNT_FIELDS,
     Flags,
@@ -278,7 +278,7 @@ async def test_both_approvers_of_a_destruction_must_name_the_same_fields(
 ) -> None:
     reference = await filed(service, "destroy_unlawful", data_concerned="IIN", text="unlawful")
     await fulfilment.approve(reference, DANA, fields=["iin"])
-    with pytest.raises(FulfilmentError, match="other fields"):
+    with pytest.raises(ApprovalMismatch, match="other fields"):
         await fulfilment.approve(reference, ARMAN, fields=["iin", "email"])
     record = await directory.lookup(customer_id="C-1001")
     assert record is not None

@@ -13,6 +13,7 @@ import html
 import io
 import json
 from collections.abc import Sequence
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -467,7 +468,7 @@ async def test_complete_after_a_failed_erasure_destroys_only_what_both_approved(
     assert record is not None
     assert record.email is None
     kept = (record.full_name, record.iin, record.phone, record.birth_date)
-    assert kept == (FULL_NAME, IIN, "+77011234567", "1995-03-14")
+    assert kept == (FULL_NAME, IIN, "+77011234567", date(1995, 3, 14))
     view = await service.get(reference, with_events=True)
     assert view.status == "completed"
     complete = next(e for e in view.events if e.action == "complete")
