@@ -66,19 +66,28 @@ async def ask(
     prompt = await reply_to.reply(
         text, reply_markup=ForceReply(selective=True, input_field_placeholder=placeholder)
     )
-    data = await state.get_data()
-    prompts = dict(data.get(PROMPTS) or {})
-    prompts[str(prompt.message_id)] = payload
-    await state.update_data({PROMPTS: _kept(prompts)})
+    await _remember(state, PROMPTS, str(prompt.message_id), payload)
     return prompt
 
 
 async def forget_prompt(state: FSMContext, prompt_id: int) -> None:
     """The prompt has its answer: a second reply to it is nothing."""
+    await _remember(state, PROMPTS, str(prompt_id), None)
+
+
+async def _remember(state: FSMContext, kind: str, key: str, entry: dict[str, Any] | None) -> None:
+    """Keep (or, with None, drop) one prompt or draft; nothing left leaves no record behind."""
     data = await state.get_data()
-    prompts = dict(data.get(PROMPTS) or {})
-    prompts.pop(str(prompt_id), None)
-    await state.update_data({PROMPTS: prompts})
+    entries = dict(data.get(kind) or {})
+    if entry is None:
+        entries.pop(key, None)
+    else:
+        entries[key] = entry
+    if entries:
+        data[kind] = _kept(entries)
+    else:
+        data.pop(kind, None)
+    await state.set_data(data)
 
 
 class PromptReply(Filter):
@@ -165,10 +174,8 @@ async def words_given(
         texts(f"{wording}.preview", reference=reference, text=html.escape(text)),
         reply_markup=draft_keyboard(texts, reference),
     )
-    data = await state.get_data()
-    drafts = dict(data.get(DRAFTS) or {})
-    drafts[str(preview.message_id)] = {"action": action, "reference": reference, "text": text}
-    await state.update_data({DRAFTS: _kept(drafts)})
+    draft = {"action": action, "reference": reference, "text": text}
+    await _remember(state, DRAFTS, str(preview.message_id), draft)
 
 
 async def draft_pressed(
@@ -184,9 +191,8 @@ async def draft_pressed(
         await query.answer(texts("staff.not_allowed"), show_alert=True)
         return
     preview = query.message
-    drafts = dict((await state.get_data()).get(DRAFTS) or {})
     key = str(preview.message_id) if preview is not None else ""
-    draft = drafts.get(key)
+    draft = ((await state.get_data()).get(DRAFTS) or {}).get(key)
     if not isinstance(draft, dict) or draft.get("reference") != callback_data.reference:
         await query.answer(texts("staff.draft.gone"), show_alert=True)
         return
@@ -206,8 +212,7 @@ async def draft_pressed(
     else:
         await query.answer()
         return
-    drafts.pop(key, None)
-    await state.update_data({DRAFTS: drafts})
+    await _remember(state, DRAFTS, key, None)
     if not isinstance(preview, Message):
         return
     await preview.edit_reply_markup(reply_markup=None)

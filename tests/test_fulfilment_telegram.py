@@ -487,6 +487,7 @@ async def test_staff_cannot_approve_a_request_they_filed_themselves(
     (view,) = await service.list_requests(telegram_user_id=DANA.id)
     reference = view.reference
     card = await card_of(desk, reference)
+    assert words("ru", "staff.card.own") in text(card)
 
     since = desk.mark()
     refused = await press(desk, DANA, card, "approve", reference)

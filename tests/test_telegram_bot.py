@@ -467,7 +467,11 @@ async def test_a_question_shown_back_and_cancelled_never_reaches_the_person(
 
 
 async def test_a_reason_edited_before_sending_reaches_the_person_as_edited(
-    desk: Desk, service: RequestService
+    desk: Desk,
+    service: RequestService,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
 ) -> None:
     reference = await file_access(desk, service, "ru")
     card = await the_card(desk, reference)
@@ -497,6 +501,9 @@ async def test_a_reason_edited_before_sending_reaches_the_person_as_edited(
     )
     assert await staff_words(service, reference) == ["Запрос подан повторно: см. DSR-2026-000001"]
     assert not any("Не знаю" in text(c) for c in desk.api.sent_to(ALICE_ID))
+    # Nothing of the drafts is left in Dana's record once the reason has gone.
+    key = StorageKey(bot_id=int(desk.api.token.split(":")[0]), chat_id=STAFF_CHAT, user_id=DANA.id)
+    assert await DatabaseStorage(sessions, vault, clock).get_data(key) == {}
 
 
 async def test_a_restart_mid_dialog_resumes_where_the_person_was(
