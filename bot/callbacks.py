@@ -48,6 +48,13 @@ class StaffAction(CallbackData, prefix="st"):
     reference: str
 
 
+class DraftStep(CallbackData, prefix="dr"):
+    """Under staff's reason or question shown back: send it, edit it, or cancel it."""
+
+    action: str  # send | edit | cancel
+    reference: str
+
+
 class KindMenu(CallbackData, prefix="km"):
     """Staff ask to change a request's kind: the bot offers the kinds."""
 

@@ -92,6 +92,7 @@ def card_text(
     *,
     approvals_needed: int | None = None,
     preview: str | None = None,
+    filed_by_staff: bool = False,
     limit: int = telegram_text.TEXT_LIMIT,
 ) -> str:
     """The card's HTML, within Telegram's ``limit``.
@@ -110,6 +111,7 @@ def card_text(
             attachments,
             approvals_needed=approvals_needed,
             preview=preview,
+            filed_by_staff=filed_by_staff,
             words_limit=words,
             preview_limit=PREVIEW_LIMIT * words // WORDS_LIMIT,
             name_limit=max(WORDS_FLOOR, NAME_LIMIT * words // WORDS_LIMIT),
@@ -143,6 +145,7 @@ def _card_text(
     *,
     approvals_needed: int | None,
     preview: str | None,
+    filed_by_staff: bool,
     words_limit: int,
     preview_limit: int,
     name_limit: int,
@@ -192,6 +195,8 @@ def _card_text(
                 needed=approvals_needed or len(view.approvals) + 1,
             )
         )
+    if filed_by_staff and view.is_open:
+        lines.append(texts("staff.card.own"))
     if preview:
         lines += ["", html.escape(shorten(preview, preview_limit))]
     return "\n".join(lines)
@@ -292,6 +297,8 @@ class OutboxRenderer:
             attachments,
             approvals_needed=needed_approvals(view),
             preview=preview,
+            # The person is on the staff list: not theirs to approve (workflows.requests.approvals).
+            filed_by_staff=self._config.is_staff(view.subject_telegram_user_id),
         )
         return Rendered(text, card_keyboard(view, texts), card_request_id=view.id)
 

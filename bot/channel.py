@@ -29,7 +29,7 @@ from aiogram.webhook.aiohttp_server import SimpleRequestHandler, setup_applicati
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot import dialog, staff, staff_kinds
+from bot import dialog, staff, staff_drafts, staff_kinds
 from bot.callbacks import stray_buttons
 from bot.cards import OutboxRenderer
 from bot.config import BotConfig
@@ -112,6 +112,7 @@ def build_dispatcher(
     renderer = OutboxRenderer(service, config, clock, fulfilment)
     if config.staff_chat_id is not None:
         dispatcher.include_router(staff.setup(config, renderer, clock))
+        dispatcher.include_router(staff_drafts.setup(config))
         dispatcher.include_router(staff_kinds.setup(config))
     dispatcher.include_router(dialog.setup(config))
     dispatcher.include_router(stray_buttons())

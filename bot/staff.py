@@ -1,4 +1,4 @@
-"""The staff group: the card's buttons, reasons by ForceReply, and the queue commands.
+"""The staff group: the card's buttons, an approval's work by ForceReply, and the queue commands.
 
 Only users in ``DSR_STAFF_USER_IDS`` can act; anyone else who presses a button
 gets an alert and nothing changes. Every action goes through the request
@@ -11,19 +11,18 @@ from __future__ import annotations
 import html
 import logging
 import statistics
-from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
 from aiogram import F, Router
-from aiogram.filters import Command, CommandObject, StateFilter
+from aiogram.filters import Command, CommandObject
 from aiogram.fsm.context import FSMContext
-from aiogram.fsm.state import State, StatesGroup
-from aiogram.types import CallbackQuery, ForceReply, Message, User
+from aiogram.types import CallbackQuery, Message, User
 
 from bot.callbacks import StaffAction
 from bot.cards import OutboxRenderer
 from bot.config import BotConfig
+from bot.staff_drafts import WORDING, PromptReply, ask, ask_for_words, forget_prompt
 from bot.texts import Texts
 from workflows.clock import Clock
 from workflows.errors import (
@@ -32,6 +31,7 @@ from workflows.errors import (
     IllegalTransition,
     KindUndecided,
     NotAllowed,
+    OwnRequest,
     RequestNotFound,
 )
 from workflows.fulfilment import (
@@ -50,11 +50,6 @@ from workflows.views import Actor, RequestView
 log = logging.getLogger(__name__)
 LIST_LIMIT = 30
 
-
-class StaffInput(StatesGroup):
-    reason = State()
-
-
 # Kinds whose work needs words from staff before it is done: corrected values, or field names.
 INPUT_BY_KIND = {
     RequestKind.RECTIFY.value: "correct",
@@ -70,22 +65,6 @@ def _actor(user: User) -> Actor:
 
 def _alert(text: str) -> str:
     return text if len(text) <= ALERT_LIMIT else text[: ALERT_LIMIT - 1] + "…"
-
-
-async def _work(
-    fulfilment: Fulfilment,
-    service: RequestService,
-    step: str,
-    reference: str,
-    actor: Actor,
-    corrections: Mapping[str, str] | None = None,
-    fields: Sequence[str] | None = None,
-) -> RequestView:
-    """Approve (the work follows once approvals suffice), or do the work of an approved request."""
-    if step == "approve":
-        return await fulfilment.approve(reference, actor, corrections=corrections, fields=fields)
-    view = await service.get(reference)
-    return await fulfilment.fulfil(view, actor, corrections=corrections, fields=fields)
 
 
 def _waiting(view: RequestView) -> bool:
@@ -121,6 +100,8 @@ async def _refusal(
         return texts("staff.find.none", reference=html.escape(reference))
     if isinstance(exc, KindUndecided):
         return texts("staff.kind.first")
+    if isinstance(exc, OwnRequest):
+        return texts("staff.approval.own")
     if isinstance(exc, NotAllowed) and step == "approve":
         return texts("staff.approval.twice")
     if isinstance(exc, FulfilmentFailed):
@@ -129,152 +110,118 @@ async def _refusal(
     return texts("staff.work.failed", reason=html.escape(str(exc)))
 
 
-def _approved_by(view: RequestView, user_id: int) -> bool:
-    """This staff member's approval is already recorded and waits for another's."""
-    return bool(view.approvals) and any(
-        event.action == "approval" and event.actor_id == str(user_id) for event in view.events
-    )
+async def _complete(
+    fulfilment: Fulfilment, service: RequestService, reference: str, actor: Actor
+) -> RequestView:
+    """Complete an approved request: the work its approvals agreed to, nothing typed now."""
+    current = await service.get(reference)
+    if current.kind == RequestKind.UNCLASSIFIED.value:
+        raise KindUndecided(reference)
+    next_status(Status(current.status), Action.COMPLETE)
+    return await fulfilment.fulfil(current, actor)
+
+
+async def pressed(
+    query: CallbackQuery,
+    callback_data: StaffAction,
+    state: FSMContext,
+    texts: Texts,
+    config: BotConfig,
+    service: RequestService,
+    fulfilment: Fulfilment,
+) -> None:
+    """A button of a request's card."""
+    if not config.is_staff(query.from_user.id):
+        await query.answer(texts("staff.not_allowed"), show_alert=True)
+        return
+    reference = callback_data.reference
+    actor = _actor(query.from_user)
+    action = callback_data.action
+    if action in WORDING:
+        await ask_for_words(query, state, texts, action, reference)
+        return
+    try:
+        if action == "approve":
+            # Refused before anything is asked: nobody types values only to be told no.
+            await service.may_approve(reference, actor)
+            needs = INPUT_BY_KIND.get((await service.get(reference)).kind)
+            if needs is not None:
+                await query.answer()
+                if isinstance(query.message, Message):
+                    fields = ", ".join(sorted(DIRECTORY_FIELDS))
+                    await ask(
+                        query.message,
+                        state,
+                        texts(f"staff.{needs}.prompt", reference=reference, fields=fields),
+                        texts(f"staff.{needs}.placeholder"),
+                        {"action": needs, "reference": reference},
+                    )
+                return
+            view = await fulfilment.approve(reference, actor)
+        elif action == "complete":
+            view = await _complete(fulfilment, service, reference, actor)
+        elif action == "take":
+            view = await service.take(reference, actor)
+        elif action == "evidence":
+            view = await service.confirm_evidence(reference, actor)
+        else:
+            await query.answer()
+            return
+    except DomainError as exc:
+        refusal = await _refusal(exc, texts, service, reference, action)
+        await query.answer(_alert(html.unescape(refusal)), show_alert=True)
+        return
+    config.outbox_wake.set()
+    outcome = _outcome(texts, view)
+    await query.answer(_alert(html.unescape(outcome)), show_alert=_waiting(view))
+
+
+async def work_given(
+    message: Message,
+    state: FSMContext,
+    prompt: dict[str, Any],
+    texts: Texts,
+    config: BotConfig,
+    service: RequestService,
+    fulfilment: Fulfilment,
+) -> None:
+    """A reply to an approval's prompt: the corrected values, or the fields to destroy."""
+    if message.from_user is None or not config.is_staff(message.from_user.id):
+        return
+    action, reference = str(prompt["action"]), str(prompt["reference"])
+    await forget_prompt(state, int(prompt["id"]))
+    text = (message.text or "").strip()
+    try:
+        if not text:
+            raise FulfilmentError("the reply is empty")
+        corrections = fulfilment.parse_corrections(text) if action == "correct" else None
+        fields = parse_field_names(text) if action == "destroy" else None
+    except FulfilmentError as exc:
+        # Nothing changes; the same question is asked again for a corrected answer.
+        await ask(
+            message,
+            state,
+            texts("staff.input.bad", reason=html.escape(str(exc))),
+            texts(f"staff.{action}.placeholder"),
+            {"action": action, "reference": reference},
+        )
+        return
+    actor = _actor(message.from_user)
+    try:
+        view = await fulfilment.approve(reference, actor, corrections=corrections, fields=fields)
+    except DomainError as exc:
+        await message.reply(await _refusal(exc, texts, service, reference, "approve"))
+        return
+    config.outbox_wake.set()
+    await message.reply(_outcome(texts, view))
 
 
 def setup(config: BotConfig, renderer: OutboxRenderer, clock: Clock) -> Router:
     router = Router(name=__name__)
     router.message.filter(F.chat.id == config.staff_chat_id)
     router.callback_query.filter(F.message.chat.id == config.staff_chat_id)
-
-    async def ask(query: CallbackQuery, state: FSMContext, text: str, data: dict[str, Any]) -> None:
-        await query.answer()
-        assert isinstance(query.message, Message)
-        asked = await query.message.reply(text, reply_markup=ForceReply(selective=True))
-        await state.set_state(StaffInput.reason)
-        await state.set_data({**data, "prompt": asked.message_id})
-
-    @router.callback_query(StaffAction.filter())
-    async def pressed(
-        query: CallbackQuery,
-        callback_data: StaffAction,
-        state: FSMContext,
-        texts: Texts,
-        service: RequestService,
-        fulfilment: Fulfilment,
-    ) -> None:
-        if not config.is_staff(query.from_user.id):
-            await query.answer(texts("staff.not_allowed"), show_alert=True)
-            return
-        reference = callback_data.reference
-        actor = _actor(query.from_user)
-        action = callback_data.action
-        if action in ("reject", "ask"):
-            prompt = "staff.reason.prompt" if action == "reject" else "staff.question.prompt"
-            await ask(
-                query,
-                state,
-                texts(prompt, reference=reference),
-                {"action": action, "reference": reference},
-            )
-            return
-        try:
-            if action in ("approve", "complete"):
-                current = await service.get(reference, with_events=True)
-                if current.kind == RequestKind.UNCLASSIFIED.value:
-                    raise KindUndecided(reference)
-                step = Action.APPROVE if action == "approve" else Action.COMPLETE
-                next_status(Status(current.status), step)
-                needs = INPUT_BY_KIND.get(current.kind)
-                if needs is not None:
-                    if action == "approve" and _approved_by(current, query.from_user.id):
-                        raise NotAllowed("the same staff member approved already")
-                    fields = ", ".join(sorted(DIRECTORY_FIELDS))
-                    await ask(
-                        query,
-                        state,
-                        texts(f"staff.{needs}.prompt", reference=reference, fields=fields),
-                        {"action": needs, "then": action, "reference": reference},
-                    )
-                    return
-                view = await _work(fulfilment, service, action, reference, actor)
-            elif action == "take":
-                view = await service.take(reference, actor)
-            elif action == "evidence":
-                view = await service.confirm_evidence(reference, actor)
-            else:
-                await query.answer()
-                return
-        except DomainError as exc:
-            refusal = await _refusal(exc, texts, service, reference, action)
-            await query.answer(_alert(html.unescape(refusal)), show_alert=True)
-            return
-        config.outbox_wake.set()
-        outcome = _outcome(texts, view)
-        await query.answer(_alert(html.unescape(outcome)), show_alert=_waiting(view))
-
-    @router.message(StateFilter(StaffInput.reason), F.text)
-    async def reason_given(
-        message: Message,
-        state: FSMContext,
-        texts: Texts,
-        service: RequestService,
-        fulfilment: Fulfilment,
-    ) -> None:
-        assert message.from_user is not None
-        if not config.is_staff(message.from_user.id):
-            return
-        data = await state.get_data()
-        prompts = {data.get("prompt"), *data.get("earlier", ())}
-        if (
-            message.reply_to_message is not None
-            and message.reply_to_message.message_id not in prompts
-        ):
-            return  # an answer to something else; keep waiting for the reason
-        text = (message.text or "").strip()
-        if not text:
-            await message.reply(texts("staff.reply.empty"), reply_markup=ForceReply(selective=True))
-            return
-        reference = str(data["reference"])
-        actor = _actor(message.from_user)
-        action = data.get("action")
-        if action in ("correct", "destroy"):
-            try:
-                corrections = fulfilment.parse_corrections(text) if action == "correct" else None
-                fields = parse_field_names(text) if action == "destroy" else None
-            except FulfilmentError as exc:
-                # Nothing changes; the same question stays open for a corrected answer.
-                again = await message.reply(
-                    texts("staff.input.bad", reason=html.escape(str(exc))),
-                    reply_markup=ForceReply(selective=True),
-                )
-                earlier = [p for p in prompts if p is not None]
-                await state.update_data(prompt=again.message_id, earlier=earlier)
-                return
-            await state.clear()
-            step = str(data.get("then") or "approve")
-            try:
-                view = await _work(fulfilment, service, step, reference, actor, corrections, fields)
-            except DomainError as exc:
-                await message.reply(await _refusal(exc, texts, service, reference, step))
-                return
-            config.outbox_wake.set()
-            await message.reply(_outcome(texts, view))
-            return
-        await state.clear()
-        try:
-            if action == "reject":
-                view = await service.reject(reference, actor, text[:4000])
-            else:
-                view = await service.ask_info(reference, actor, text[:4000])
-        except DomainError:
-            current = await service.get(reference)
-            await message.reply(
-                texts("staff.illegal", status=status_name(texts.language, current.status))
-            )
-            return
-        config.outbox_wake.set()
-        await message.reply(
-            texts(
-                "staff.done",
-                reference=reference,
-                status=status_name(texts.language, view.status),
-            )
-        )
+    router.callback_query.register(pressed, StaffAction.filter())
+    router.message.register(work_given, PromptReply(*INPUT_BY_KIND.values()))
 
     def _staff_only(message: Message) -> bool:
         return message.from_user is not None and config.is_staff(message.from_user.id)

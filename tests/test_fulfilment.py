@@ -18,8 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID
 from tests.test_cli_frame import aina_dsr
+from workflows.calendar import WorkingCalendar
 from workflows.directory import CustomerRecord, import_customers, import_purchases
-from workflows.errors import IllegalTransition, NotAllowed
+from workflows.errors import ApprovalMismatch, IllegalTransition, NotAllowed, OwnRequest
 from workflows.fulfilment import (
     ACCOUNT_FIELDS,
     Flags,
@@ -32,7 +33,7 @@ from workflows.fulfilment import (
     suppressions_csv,
 )
 from workflows.service import RequestService
-from workflows.tables import AuditEvent, OutboxItem
+from workflows.tables import AuditEvent, OutboxItem, Request
 from workflows.vault import Vault
 from workflows.views import Actor
 
@@ -316,7 +317,7 @@ async def test_both_approvers_of_a_destruction_must_name_the_same_fields(
 ) -> None:
     reference = await filed(service, "destroy_unlawful", data_concerned="IIN", text="unlawful")
     await fulfilment.approve(reference, DANA, fields=["iin"])
-    with pytest.raises(FulfilmentError, match="other fields"):
+    with pytest.raises(ApprovalMismatch, match="other fields"):
         await fulfilment.approve(reference, ARMAN, fields=["iin", "email"])
     record = await directory.lookup(customer_id="C-1001")
     assert record is not None
@@ -448,3 +449,85 @@ async def test_a_large_access_report_is_made_and_sent(
     text = "".join("".join(page.extract_text() for page in reader.pages).split())
     for piece in (description[:50], description[2500:2550], description[-50:]):
         assert piece in text
+
+
+async def test_four_eyes_on_a_correction_agree_on_the_values_and_complete_does_those(
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+    calendar: WorkingCalendar,
+    directory: SqlDirectory,
+) -> None:
+    service = RequestService(
+        sessions, vault, clock, calendar, four_eyes=frozenset({"rectify"}), approvals_needed=2
+    )
+    fulfilment = Fulfilment(service, directory, clock)
+    reference = await filed(service, "rectify", correction="my surname is wrong")
+    await fulfilment.approve(reference, DANA, corrections={"full_name": "Айгерим Сейітқали"})
+
+    # Arman types another value: refused, and the refusal names the field, not the values.
+    with pytest.raises(ApprovalMismatch, match="full_name") as refused:
+        await fulfilment.approve(reference, ARMAN, corrections={"full_name": "Mallory"})
+    assert "Mallory" not in str(refused.value)
+    assert "Сейітқали" not in str(refused.value)
+    record = await directory.lookup(customer_id="C-1001")
+    assert record is not None and record.full_name == "Айгерим Нурланқызы Сейтқали"
+
+    done = await fulfilment.approve(
+        reference, ARMAN, corrections={"full_name": "Айгерим Сейітқали"}
+    )
+    assert done.status == "completed"
+    record = await directory.lookup(customer_id="C-1001")
+    assert record is not None and record.full_name == "Айгерим Сейітқали"
+    # The values lived with the request until it closed, and never in the audit log.
+    async with sessions() as session:
+        row = await session.scalar(select(Request).where(Request.reference == reference))
+        assert row is not None and row.approved_work_enc is None
+        details = await session.scalars(
+            select(AuditEvent.details).where(AuditEvent.reference == reference)
+        )
+        assert "Сейітқали" not in json.dumps(list(details), ensure_ascii=False)
+
+
+async def test_a_staff_member_cannot_approve_a_request_filed_with_their_own_e_mail(
+    service: RequestService,
+    fulfilment: Fulfilment,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+) -> None:
+    # A letter from dana@mercury.kz asks to block processing; its code proves the mailbox.
+    letter = await service.open_request(
+        kind="block",
+        channel="email",
+        language="ru",
+        email="dana@mercury.kz",
+        body="Прошу заблокировать обработку",
+        external_id="<block@mercury.kz>",
+        send_code_to_email=True,
+    )
+    (sent,) = await notices(sessions, vault, "request_received_code")
+    await service.verify_by_code(
+        letter.reference, str(sent["code"]), Actor.person_email("dana@mercury.kz")
+    )
+    # Dana, on the staff, proved the same mailbox in her own dialog with the bot.
+    own = await service.open_request(
+        kind="complaint",
+        channel="telegram",
+        language="ru",
+        telegram_user_id=STAFF_ID,
+        fields={"text": "test"},
+    )
+    await service.send_email_code(own.reference, Actor.person_telegram(STAFF_ID), "Dana@Mercury.kz")
+    (code,) = await notices(sessions, vault, "verification_code")
+    checked = await service.verify_by_code(
+        own.reference, str(code["code"]), Actor.person_telegram(STAFF_ID)
+    )
+    assert checked.request.status == "verified"
+
+    with pytest.raises(OwnRequest):
+        await fulfilment.approve(letter.reference, DANA)
+    with pytest.raises(OwnRequest):
+        await fulfilment.approve(own.reference, DANA)
+    assert (await service.get(letter.reference)).status == "verified"
+    # Anyone else may.
+    assert (await fulfilment.approve(letter.reference, ARMAN)).status == "completed"

@@ -12,6 +12,8 @@ import asyncio
 import html
 import io
 import json
+from collections.abc import Sequence
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -448,6 +450,109 @@ async def test_destroy_unlawful_erases_the_named_fields_after_two_approvals(
     complete = next(e for e in view.events if e.action == "complete")
     assert complete.details["erased_fields"] == ["iin", "email"]
     assert_no_values_in_audit(view)
+
+
+class FailsOnce(SqlDirectory):
+    """The desk's directory behind a company link that fails the first erasure (a timeout)."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.failures = 1
+
+    async def erase(self, customer_id: str, fields: Sequence[str]) -> list[str]:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("the directory did not answer")
+        return await super().erase(customer_id, fields)
+
+
+async def test_complete_after_a_failed_erasure_destroys_only_what_both_approved(
+    desk: Desk,
+    service: RequestService,
+    directory: SqlDirectory,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+) -> None:
+    await desk.stop()
+    desk.fulfilment = Fulfilment(service, FailsOnce(sessions, vault, clock), clock)
+    await desk.start()
+    reference = await file_request(desk, service, RequestKind.DESTROY_UNLAWFUL, "ru")
+    card = await card_of(desk, reference)
+    # Dana and Arman both approve destroying the e-mail address; the erasure fails once.
+    for who in (DANA, ARMAN):
+        since = desk.mark()
+        await press(desk, who, card, "approve", reference)
+        prompt = await prompted(desk, since, "staff.destroy.prompt", reference)
+        await reply(desk, who, prompt, "email")
+    assert (await service.get(reference)).status == "approved"
+    record = await directory.lookup(customer_id=CUSTOMER)
+    assert record is not None and record.email == EMAIL
+
+    # Dana presses Complete and types six fields: only what both approved is destroyed.
+    since = desk.mark()
+    answer = await press(desk, DANA, card, "complete", reference)
+    await desk.api.offer(
+        desk.api.group_message(DANA, STAFF_CHAT, "full_name, iin, phone, email, gender, birth_date")
+    )
+    done = await desk.expect(ALICE_ID, since, lambda c: reference in text(c))
+    assert text(done) == notice(
+        "data_destroyed", "ru", reference, "destroy_unlawful", fields=field_names("ru", ["email"])
+    )
+    assert answer.params.get("text") == words(
+        "ru", "staff.done", reference=reference, status=status_name("ru", "completed")
+    )
+    record = await directory.lookup(customer_id=CUSTOMER)
+    assert record is not None
+    assert record.email is None
+    kept = (record.full_name, record.iin, record.phone, record.birth_date)
+    assert kept == (FULL_NAME, IIN, "+77011234567", date(1995, 3, 14))
+    view = await service.get(reference, with_events=True)
+    assert view.status == "completed"
+    complete = next(e for e in view.events if e.action == "complete")
+    assert complete.details["erased_fields"] == ["email"]
+
+
+@pytest.mark.parametrize("kind", [RequestKind.BLOCK, RequestKind.DESTROY_UNLAWFUL])
+async def test_staff_cannot_approve_a_request_they_filed_themselves(
+    desk: Desk, service: RequestService, directory: SqlDirectory, kind: RequestKind
+) -> None:
+    # Dana, on the staff list, files a request of her own in the bot.
+    dana = Person(DANA.id, first_name="Dana", language_code="ru")
+    await start_kind(desk, dana, kind, "ru")
+    await answer_questions(desk, dana, kind, "ru")
+    await share_own_contact_and_confirm(desk, dana, "ru")
+    (view,) = await service.list_requests(telegram_user_id=DANA.id)
+    reference = view.reference
+    card = await card_of(desk, reference)
+    assert words("ru", "staff.card.own") in text(card)
+
+    since = desk.mark()
+    refused = await press(desk, DANA, card, "approve", reference)
+    assert refused.params.get("show_alert") is True
+    assert refused.params.get("text") == words("ru", "staff.approval.own")
+    # Nothing asked, nothing recorded, nothing done.
+    assert not any("force_reply" in str(c.params) for c in desk.api.calls()[since:]), (
+        "no prompt for fields"
+    )
+    view = await service.get(reference, with_events=True)
+    assert (view.status, view.approvals) == ("verified", ())
+    record = await directory.lookup(customer_id=CUSTOMER)
+    assert record is not None and record.iin == IIN
+
+    # Another staff member may approve it.
+    since = desk.mark()
+    answer = await press(desk, ARMAN, card, "approve", reference)
+    if kind is RequestKind.BLOCK:
+        assert answer.params.get("text") == words(
+            "ru", "staff.done", reference=reference, status=status_name("ru", "completed")
+        )
+    else:
+        prompt = await prompted(desk, since, "staff.destroy.prompt", reference)
+        recorded = await reply(desk, ARMAN, prompt, "iin")
+        assert text(recorded) == words(
+            "ru", "staff.approval.recorded", reference=reference, names="Arman"
+        )
 
 
 async def test_by_e_mail_the_report_files_are_attached_to_the_letter(

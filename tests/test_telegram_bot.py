@@ -31,6 +31,7 @@ from workflows.vault import Vault
 ALICE_ID = 700100
 PHONE = "+77011234567"
 DANA = Person(STAFF_ID, first_name="Dana")
+ARMAN = Person(5002, first_name="Arman")
 STRANGER = Person(999, first_name="Mallory")
 
 ANSWERS: dict[str, str] = {
@@ -321,32 +322,71 @@ async def test_a_press_by_someone_outside_the_staff_changes_nothing(
     assert (await service.get(reference)).status == "verified"
 
 
+async def staff_presses(desk: Desk, who: Person, card: Call, action: str, reference: str) -> int:
+    """``who`` presses Reject or Ask on the card; returns the mark before the press."""
+    since = desk.mark()
+    data = StaffAction(action=action, reference=reference).pack()
+    await desk.press(who, STAFF_CHAT, message_id(card), data)
+    return since
+
+
+async def prompt_for(desk: Desk, since: int, msgid: str, reference: str) -> Call:
+    """The bot's ForceReply prompt for a reason or a question, with its placeholder."""
+    prompt = await desk.expect(
+        STAFF_CHAT, since, lambda c: text(c) == words("ru", msgid, reference=reference)
+    )
+    placeholder = msgid.replace(".prompt", ".placeholder")
+    assert prompt.params["reply_markup"] == {
+        "force_reply": True,
+        "input_field_placeholder": words("ru", placeholder),
+        "selective": True,
+    }
+    assert len(words("ru", placeholder)) <= 64  # Telegram's limit for a placeholder
+    return prompt
+
+
+async def answer_prompt(desk: Desk, who: Person, prompt: Call, typed: str) -> Call:
+    """``who`` replies to the prompt; returns the preview the bot shows back, with its buttons."""
+    since = desk.mark()
+    await desk.api.offer(
+        desk.api.group_message(who, STAFF_CHAT, typed, reply_to_message=prompt.result)
+    )
+    return await desk.expect(STAFF_CHAT, since, lambda c: bool(buttons(c)))
+
+
+async def press_draft(desk: Desk, who: Person, preview: Call, button_msgid: str) -> Call:
+    """``who`` presses Send, Edit or Cancel under a preview; returns the answer to the press."""
+    since = desk.mark()
+    data = buttons(preview)[words("ru", button_msgid)]
+    await desk.press(who, STAFF_CHAT, message_id(preview), data)
+    answer = await desk.api.wait_until(
+        lambda calls: next((c for c in calls[since:] if c.method == "answerCallbackQuery"), None)
+    )
+    assert answer is not None
+    return answer
+
+
+async def staff_words(service: RequestService, reference: str) -> list[str | None]:
+    """What staff said to the person about the request (a reason, a question)."""
+    return [
+        body for direction, _, body in await service.messages(reference) if direction == "staff"
+    ]
+
+
 async def test_reject_with_a_reason_reaches_the_person_in_their_language(
     desk: Desk, service: RequestService
 ) -> None:
     reference = await file_access(desk, service, "kk")
     card = await the_card(desk, reference)
+    since = await staff_presses(desk, DANA, card, "reject", reference)
+    prompt = await prompt_for(desk, since, "staff.reason.prompt", reference)
+    reason = "Деректер <заңды> негізде өңделеді"
+    preview = await answer_prompt(desk, DANA, prompt, reason)
+    assert text(preview) == words(
+        "ru", "staff.reason.preview", reference=reference, text=html.escape(reason)
+    )
     since = desk.mark()
-    await desk.api.offer(
-        desk.api.callback_query(
-            DANA,
-            STAFF_CHAT,
-            message_id(card),
-            StaffAction(action="reject", reference=reference).pack(),
-        )
-    )
-    prompt = await desk.expect(
-        STAFF_CHAT,
-        since,
-        lambda c: text(c) == words("ru", "staff.reason.prompt", reference=reference),
-    )
-    assert prompt.params["reply_markup"]["force_reply"] is True
-    since = desk.mark()
-    await desk.api.offer(
-        desk.api.group_message(
-            DANA, STAFF_CHAT, "Деректер <заңды> негізде өңделеді", reply_to_message=prompt.result
-        )
-    )
+    await press_draft(desk, DANA, preview, "staff.draft.send")
     rejected = await desk.expect(ALICE_ID, since, lambda c: "Деректер" in text(c))
     assert "&lt;заңды&gt;" in text(rejected)
     assert reference in text(rejected)
@@ -358,22 +398,11 @@ async def test_ask_for_info_and_the_answer_returns_to_staff(
 ) -> None:
     reference = await file_access(desk, service, "en")
     card = await the_card(desk, reference)
+    since = await staff_presses(desk, DANA, card, "ask", reference)
+    prompt = await prompt_for(desk, since, "staff.question.prompt", reference)
+    preview = await answer_prompt(desk, DANA, prompt, "Which order number?")
     since = desk.mark()
-    await desk.api.offer(
-        desk.api.callback_query(
-            DANA,
-            STAFF_CHAT,
-            message_id(card),
-            StaffAction(action="ask", reference=reference).pack(),
-        )
-    )
-    prompt = await desk.expect(STAFF_CHAT, since, lambda c: "force_reply" in str(c.params))
-    since = desk.mark()
-    await desk.api.offer(
-        desk.api.group_message(
-            DANA, STAFF_CHAT, "Which order number?", reply_to_message=prompt.result
-        )
-    )
+    await press_draft(desk, DANA, preview, "staff.draft.send")
     await desk.expect(ALICE_ID, since, lambda c: "Which order number?" in text(c))
     assert (await service.get(reference)).status == "awaiting_info"
 
@@ -390,6 +419,125 @@ async def test_ask_for_info_and_the_answer_returns_to_staff(
     view = await service.get(reference)
     assert (view.status, view.assignee_name) == ("in_review", "Dana")
     assert any(body == "Order 12345" for _, _, body in await service.messages(reference))
+
+
+async def test_a_line_typed_after_reject_without_replying_to_the_prompt_is_not_the_reason(
+    desk: Desk, service: RequestService
+) -> None:
+    reference = await file_access(desk, service, "ru")
+    card = await the_card(desk, reference)
+    since = await staff_presses(desk, DANA, card, "reject", reference)
+    prompt = await prompt_for(desk, since, "staff.reason.prompt", reference)
+
+    # Dana says something in the group without replying to the prompt, then asks for the
+    # queue: neither is the reason, and the command still works.
+    since = desk.mark()
+    await desk.api.offer(desk.api.group_message(DANA, STAFF_CHAT, "brb, getting coffee"))
+    await desk.api.offer(desk.api.group_message(DANA, STAFF_CHAT, "/queue"))
+    await desk.expect(
+        STAFF_CHAT, since, lambda c: text(c).startswith(words("ru", "staff.queue.title"))
+    )
+    assert (await service.get(reference)).status == "verified"
+    assert await staff_words(service, reference) == []
+
+    # The reply to the prompt is the reason, shown back before it goes anywhere.
+    reason = "Данные обрабатываются на законном основании"
+    preview = await answer_prompt(desk, DANA, prompt, reason)
+    assert "coffee" not in text(preview)
+    assert reason in text(preview)
+    assert (await service.get(reference)).status == "verified"
+    since = desk.mark()
+    await press_draft(desk, DANA, preview, "staff.draft.send")
+    rejected = await desk.expect(ALICE_ID, since, lambda c: reason in text(c))
+    assert "coffee" not in text(rejected)
+    assert not any("coffee" in text(c) for c in desk.api.sent_to(ALICE_ID))
+    assert await staff_words(service, reference) == [reason]
+    assert (await service.get(reference)).status == "rejected"
+
+
+async def test_a_question_shown_back_and_cancelled_never_reaches_the_person(
+    desk: Desk, service: RequestService
+) -> None:
+    reference = await file_access(desk, service, "en")
+    card = await the_card(desk, reference)
+    since = await staff_presses(desk, DANA, card, "ask", reference)
+    prompt = await prompt_for(desk, since, "staff.question.prompt", reference)
+    question = "Which <b>order</b> number?"
+    preview = await answer_prompt(desk, DANA, prompt, question)
+    assert text(preview) == words(
+        "ru", "staff.question.preview", reference=reference, text=html.escape(question)
+    )
+    assert set(buttons(preview)) == {
+        words("ru", "staff.draft.send"),
+        words("ru", "staff.draft.edit"),
+        words("ru", "staff.draft.cancel"),
+    }
+    # Another staff member cannot send Dana's draft.
+    refused = await press_draft(desk, ARMAN, preview, "staff.draft.send")
+    assert refused.params.get("text") == words("ru", "staff.draft.gone")
+
+    since = desk.mark()
+    await press_draft(desk, DANA, preview, "staff.draft.cancel")
+    await desk.expect(
+        STAFF_CHAT,
+        since,
+        lambda c: text(c) == words("ru", "staff.draft.cancelled", reference=reference),
+    )
+    # Its buttons are gone; pressed again anyway (an old client), Send sends nothing.
+    cleared = await desk.expect(
+        STAFF_CHAT,
+        since,
+        lambda c: c.params.get("message_id") == message_id(preview),
+        methods=("editMessageReplyMarkup",),
+    )
+    assert not cleared.params.get("reply_markup")
+    again = await press_draft(desk, DANA, preview, "staff.draft.send")
+    assert again.params.get("text") == words("ru", "staff.draft.gone")
+
+    view = await service.get(reference)
+    assert view.status == "verified"
+    assert await staff_words(service, reference) == []
+    assert not any(html.escape(question) in text(c) for c in desk.api.sent_to(ALICE_ID))
+
+
+async def test_a_reason_edited_before_sending_reaches_the_person_as_edited(
+    desk: Desk,
+    service: RequestService,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+) -> None:
+    reference = await file_access(desk, service, "ru")
+    card = await the_card(desk, reference)
+    since = await staff_presses(desk, DANA, card, "reject", reference)
+    prompt = await prompt_for(desk, since, "staff.reason.prompt", reference)
+    first = await answer_prompt(desk, DANA, prompt, "Не знаю")
+
+    since = desk.mark()
+    await press_draft(desk, DANA, first, "staff.draft.edit")
+    again = await prompt_for(desk, since, "staff.reason.prompt", reference)
+    final = await answer_prompt(desk, DANA, again, "Запрос подан повторно: см. DSR-2026-000001")
+    # The first preview sends nothing now: only the latest text can go.
+    stale = await press_draft(desk, DANA, first, "staff.draft.send")
+    assert stale.params.get("text") == words("ru", "staff.draft.gone")
+    assert (await service.get(reference)).status == "verified"
+
+    since = desk.mark()
+    await press_draft(desk, DANA, final, "staff.draft.send")
+    await desk.expect(ALICE_ID, since, lambda c: "DSR-2026-000001" in text(c))
+    await desk.expect(
+        STAFF_CHAT,
+        since,
+        lambda c: (
+            text(c)
+            == words("ru", "staff.done", reference=reference, status=status_name("ru", "rejected"))
+        ),
+    )
+    assert await staff_words(service, reference) == ["Запрос подан повторно: см. DSR-2026-000001"]
+    assert not any("Не знаю" in text(c) for c in desk.api.sent_to(ALICE_ID))
+    # Nothing of the drafts is left in Dana's record once the reason has gone.
+    key = StorageKey(bot_id=int(desk.api.token.split(":")[0]), chat_id=STAFF_CHAT, user_id=DANA.id)
+    assert await DatabaseStorage(sessions, vault, clock).get_data(key) == {}
 
 
 async def test_a_restart_mid_dialog_resumes_where_the_person_was(

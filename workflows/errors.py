@@ -44,3 +44,11 @@ class KindUndecided(DomainError):
     def __init__(self, reference: str) -> None:
         super().__init__(f"{reference} is unclassified: pick its kind first")
         self.reference = reference
+
+
+class OwnRequest(NotAllowed):
+    """A staff member may not approve a request they filed themselves."""
+
+
+class ApprovalMismatch(DomainError):
+    """A later approval names other work than the first: four eyes agree on one thing."""

@@ -440,10 +440,15 @@ class Fulfilment:
         corrections: Mapping[str, str] | None = None,
         fields: Sequence[str] | None = None,
     ) -> RequestView:
-        """Approve; once the request is approved (four eyes permitting), fulfil and complete."""
+        """Approve; once the request is approved (four eyes permitting), fulfil and complete.
+
+        The corrections of a ``rectify`` and the fields of a ``destroy_unlawful``
+        are the work this approval agrees to; the request service keeps them,
+        holds a second approver to the same, and :meth:`fulfil` does them.
+        """
         view = await self._service.get(reference)
         kind = RequestKind(view.kind)
-        details: dict[str, Any] = {}
+        work: dict[str, Any] = {}
         if kind is RequestKind.RECTIFY:
             if not corrections:
                 raise FulfilmentError("a correction needs the corrected values")
@@ -454,34 +459,21 @@ class Fulfilment:
                     "no customer record matches this person: there is nothing to correct;"
                     " ask for information or reject with the reason"
                 )
-            details["fields"] = sorted(corrections)
+            work["corrections"] = dict(corrections)
         if kind is RequestKind.DESTROY_UNLAWFUL:
             if not fields:
                 raise FulfilmentError("a destruction needs the fields to destroy")
-            details["fields"] = sorted(set(fields))
-            # Four eyes means both approvers agree on what is destroyed.
-            for earlier in await self._service.approval_details(reference):
-                if earlier.get("fields") and earlier["fields"] != details["fields"]:
-                    raise FulfilmentError(
-                        "the first approval named other fields ("
-                        + ", ".join(earlier["fields"])
-                        + "): approve the same fields, or reject"
-                    )
-        view = await self._service.approve(reference, staff, details=details)
+            work["fields"] = list(dict.fromkeys(fields))  # as named; compared as a set
+        view = await self._service.approve(reference, staff, work=work)
         if view.status != Status.APPROVED.value:
             return view  # waiting for a second approval
-        return await self.fulfil(view, staff, corrections=corrections, fields=fields)
+        return await self.fulfil(view, staff)
 
-    async def fulfil(
-        self,
-        view: RequestView,
-        staff: Actor,
-        *,
-        corrections: Mapping[str, str] | None = None,
-        fields: Sequence[str] | None = None,
-    ) -> RequestView:
-        """Do the work of an approved request, then complete it with the person's notice.
+    async def fulfil(self, view: RequestView, staff: Actor) -> RequestView:
+        """Do the work the approvals agreed to, then complete the request.
 
+        Also what Complete does for an approved request whose work failed part
+        way (a directory that did not answer): the same work again, nothing more.
         Whatever fails on the way (the directory, the report, the completion)
         leaves the request approved, so Complete on its card tries again; it
         is an audit event and an alert in the staff group naming the request
@@ -489,6 +481,9 @@ class Fulfilment:
         the caller. A request no longer approved (completed meanwhile by
         another staff member) raises the original error and alarms nobody.
         """
+        work = await self._service.approved_work(view.reference)
+        corrections: Mapping[str, str] = work.get("corrections") or {}
+        fields: Sequence[str] = work.get("fields") or ()
         try:
             return await self._work(view, staff, corrections=corrections, fields=fields)
         except Exception as exc:
@@ -561,14 +556,16 @@ class Fulfilment:
         elif kind is RequestKind.RECTIFY:
             if customer is None:
                 raise FulfilmentError("no customer record to correct")
-            checked = checked_corrections(corrections or {}, today=self._today())
+            if not corrections:
+                raise FulfilmentError("the approved corrections are not recorded")
+            checked = checked_corrections(corrections, today=self._today())
             changed = await self._directory.update(customer.id, checked)
             template, details["changed_fields"] = "data_corrected", changed
             params["fields"] = field_names(view.language, changed)
         elif kind is RequestKind.DESTROY_UNLAWFUL:
-            erased = (
-                await self._directory.erase(customer.id, list(fields or ())) if customer else []
-            )
+            if not fields:
+                raise FulfilmentError("the approved fields to destroy are not recorded")
+            erased = await self._directory.erase(customer.id, list(fields)) if customer else []
             template, details["erased_fields"] = "data_destroyed", erased
             params["fields"] = field_names(view.language, erased)
         if not found and kind not in (RequestKind.ACCESS, RequestKind.COMPLAINT):

@@ -50,6 +50,7 @@ from workflows.outbox import (
     subject_route,
 )
 from workflows.references import next_reference, next_references
+from workflows.requests.approvals import APPROVAL, Approvals
 from workflows.requests.classification import likely_kinds, opening_clock
 from workflows.requests.customer_match import match_customer
 from workflows.requests.fulfilment_failures import FulfilmentFailures
@@ -74,7 +75,6 @@ LANGUAGES = ("kk", "ru", "en")
 STAFF_WORDS_LIMIT = 1500
 # Destructive kinds need two different staff members' approvals.
 FOUR_EYES_KINDS = frozenset({"delete_account", "destroy_unlawful"})
-APPROVAL = "approval"
 
 
 class VerificationMethod:
@@ -156,12 +156,13 @@ def shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-class RequestService(KindChanges, Reachability, FulfilmentFailures):
+class RequestService(Approvals, KindChanges, Reachability, FulfilmentFailures):
     """Opens and moves requests; see the module docstring.
 
-    Staff's change of a request's kind lives in :class:`KindChanges`; a person
-    coming back to the bot after blocking it, in :class:`Reachability`; the
-    work of an approved request failing, in :class:`FulfilmentFailures`.
+    Staff's approval lives in :class:`Approvals`; staff's change of a request's
+    kind in :class:`KindChanges`; a person coming back to the bot after
+    blocking it, in :class:`Reachability`; the work of an approved request
+    failing, in :class:`FulfilmentFailures`.
     """
 
     def __init__(
@@ -951,65 +952,6 @@ class RequestService(KindChanges, Reachability, FulfilmentFailures):
             await self._to_subject(session, request, subject, event, "clock_started")
             return await self._view(session, request)
 
-    async def approval_details(self, reference: str) -> list[dict[str, Any]]:
-        """What each approval recorded so far (four eyes), oldest first."""
-        async with self._sessions() as session:
-            request = await self._load(session, reference)
-            rows = await session.scalars(
-                select(AuditEvent.details)
-                .where(
-                    AuditEvent.request_id == request.id,
-                    AuditEvent.action == APPROVAL,
-                    since_last_kind_change(request.id),
-                )
-                .order_by(AuditEvent.id)
-            )
-            return [dict(row or {}) for row in rows]
-
-    async def approve(
-        self, reference: str, staff: Actor, *, details: Mapping[str, Any] | None = None
-    ) -> RequestView:
-        """Staff approve the request; the fulfilment follows, then completion.
-
-        A destructive kind (``four_eyes``) needs approvals from two different
-        staff members: the first is recorded and the request waits for the
-        second; the same person approving twice is refused.
-        """
-        async with self._unit() as session:
-            request = await self._load(session, reference)
-            self._check_staff(staff)
-            next_status(Status(request.status), Action.APPROVE)
-            _ensure_classified(request)
-            if RequestKind(request.kind) in self._four_eyes:
-                given = await self._approvers(session, request)
-                if str(staff.staff_id) in given:
-                    raise NotAllowed("a second, different staff member must approve this")
-                if len(given) + 1 < self._approvals_needed:
-                    event = await self._audit(
-                        session,
-                        request,
-                        staff,
-                        APPROVAL,
-                        request.status,
-                        None,
-                        {
-                            "given": len(given) + 1,
-                            "needed": self._approvals_needed,
-                            **(details or {}),
-                        },
-                    )
-                    request.updated_at = self._clock.now()
-                    await self._to_staff(session, request, event, "staff_card")
-                    return await self._view(session, request)
-                approved = {"approved_by": [*given.values(), staff.name], **(details or {})}
-            else:
-                approved = dict(details or {})
-            event = await self._move(session, request, Action.APPROVE, staff, approved)
-            if request.assignee_id is None:
-                request.assignee_id, request.assignee_name = staff.staff_id, staff.name
-            await self._to_staff(session, request, event, "staff_card")
-            return await self._view(session, request)
-
     async def reject(self, reference: str, staff: Actor, reason: str) -> RequestView:
         """Staff refuse the request with a reason the person receives."""
         if not reason.strip():
@@ -1343,6 +1285,7 @@ class RequestService(KindChanges, Reachability, FulfilmentFailures):
         request.updated_at = now
         if target in CLOSED:
             request.closed_at = now
+            request.approved_work_enc = None  # done or never to be done: its values go
         return await self._audit(session, request, actor, action.value, current, target, details)
 
     async def _audit(

@@ -174,6 +174,10 @@ class Request(Base):
     # notices of the clock set then only from that instant on, under keys of that change.
     kind_changed_at: Mapped[datetime | None]
     kind_changes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The work the approvals agreed to (fields to destroy, corrected values), encrypted
+    # JSON: the fulfilment does exactly this. Kept from the first approval until the
+    # request closes (see workflows.requests.approvals).
+    approved_work_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
 
     __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
 

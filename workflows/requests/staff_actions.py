@@ -128,6 +128,7 @@ class KindChanges:
             request.kind = new.value
             request.kind_changed_at = now
             request.kind_changes = (request.kind_changes or 0) + 1
+            request.approved_work_enc = None  # approvals of the old kind agreed to nothing now
             request.updated_at = now
             event = await self._audit(
                 session,
