@@ -149,6 +149,8 @@ class Settings(BaseSettings):
 
     # Retention: days a closed request keeps more than its evidence (see workflows.retention).
     retention_days: int = Field(default=DEFAULT_RETENTION_DAYS, ge=30, le=36500)
+    # The audit chain's daily checkpoints, outside the database (see workflows.audit_checkpoint).
+    audit_checkpoint_file: Path | None = None
 
     # Limits per person and chat (see workflows.limits, bot.throttle, mail.intake).
     limit_open_requests: int = Field(default=5, ge=1, le=100)
@@ -290,6 +292,14 @@ class Settings(BaseSettings):
                 WorkingCalendar.from_file(value)
             except CalendarFileError as exc:
                 raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("audit_checkpoint_file")
+    @classmethod
+    def _audit_checkpoint_file(cls, value: Path | None) -> Path | None:
+        # The file itself appears with the first checkpoint; where it goes must exist.
+        if value is not None and (value.is_dir() or not value.parent.is_dir()):
+            raise ValueError(f"{str(value)!r} is not a file in an existing directory")
         return value
 
     @field_validator("telegram_api_url", "telegram_webhook_url", "policy_url")

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from aina_dsr.settings import Settings, encryption_keys_or_dev
+from workflows.audit import sign_unkeyed_chain
 from workflows.calendar import WorkingCalendar
 from workflows.clock import Clock, SystemClock
 from workflows.limits import Limits
@@ -51,7 +52,10 @@ async def open_core(
     try:
         if upgrade_sqlite and settings.is_sqlite:
             await upgrade_engine(engine)
-        sessions = make_sessionmaker(engine)
+        # The sessions sign the audit events they write with the vault's audit key.
+        sessions = make_sessionmaker(engine, vault)
+        # Once, after the upgrade that keyed the chain: the older events are signed.
+        await sign_unkeyed_chain(sessions, vault)
         clock = clock or SystemClock()
         service = RequestService(
             sessions,
