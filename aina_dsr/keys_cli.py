@@ -21,6 +21,11 @@ hashes with no stored value to recompute them from are left as they are: a
 one-time code sent before step 2 no longer matches (the person asks for a new
 one), the next customer import rewrites each row once (its row digest
 changed), and ``inbound_mail.sender_index`` of older mail matches no new mail.
+
+The audit log's signatures (:mod:`workflows.audit`) are keyed with a subkey of
+the first key too: events record which key signed them, so the log verifies
+under ``NEW,OLD`` throughout; step 3 signs every event signed with OLD again
+with NEW (after checking it), and step 4 counts those still signed with OLD.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aina_dsr.settings import SettingsError, encryption_keys_or_dev, load_settings
 from aina_dsr.wiring import open_core
+from workflows.audit import Resigned, resign_chain
 from workflows.tables import Base
 from workflows.vault import Vault
 
@@ -95,6 +101,7 @@ class TableCount:
     stale_indexes: int = 0
     unmatched_indexes: int = 0
     changed_meanwhile: int = 0
+    resigned: int = 0
     columns: dict[str, int] = field(default_factory=dict)
 
 
@@ -270,6 +277,31 @@ async def check_table(engine: AsyncEngine, keys: Keys, table: Table, batch: int)
     return count
 
 
+AUDIT = "audit_event"
+
+
+def _audit_count(found: Resigned, *, checking: bool) -> TableCount:
+    """The audit log's signatures, counted as a table's values are: one per event."""
+    count = TableCount(
+        rows=found.events,
+        tokens=found.events,
+        old_key=found.older if checking else 0,
+        # Signed with a key not configured: the old key is still needed to verify them.
+        unreadable=found.foreign,
+        changed_meanwhile=found.changed_meanwhile,
+        resigned=found.resigned,
+    )
+    if checking and (found.older or found.foreign):
+        count.columns[f"{AUDIT}.mac"] = found.older + found.foreign
+    if found.broken:
+        # Not a key's matter: such an event fails with every key, and the old one changes nothing.
+        _echo(
+            f"{AUDIT}: {found.broken} event(s) do not hold under any configured key and are "
+            "left as they are: run `aina-dsr audit verify`"
+        )
+    return count
+
+
 def _echo(line: str) -> None:
     typer.echo(f"aina-dsr: {line}", err=True)
 
@@ -289,6 +321,9 @@ async def _rotate(batch: int | None) -> dict[str, TableCount]:
         for table in encrypted_tables():
             size = batch or LARGE_TABLES.get(table.name, DEFAULT_BATCH)
             results[table.name] = await rotate_table(core.engine, found, table, size, _echo)
+        # The audit log: each event signed with an older key is signed again with the first.
+        resigned = await resign_chain(core.sessions, core.vault, batch=batch or 500)
+        results[AUDIT] = _audit_count(resigned, checking=False)
     return results
 
 
@@ -302,6 +337,8 @@ async def _check(batch: int | None) -> tuple[int, dict[str, TableCount]]:
         for table in encrypted_tables():
             size = batch or LARGE_TABLES.get(table.name, DEFAULT_BATCH)
             results[table.name] = await check_table(core.engine, found, table, size)
+        signatures = await resign_chain(core.sessions, core.vault, write=False, batch=batch or 500)
+        results[AUDIT] = _audit_count(signatures, checking=True)
     return len(keys), results
 
 
@@ -329,6 +366,7 @@ def keys_rotate(batch: BatchOption = None) -> None:
         _echo(
             f"{name}: {count.rows} row(s), {count.reencrypted} value(s) re-encrypted, "
             f"{count.indexes} index(es) recomputed"
+            + (f", {count.resigned} signature(s) renewed" if name == AUDIT else "")
         )
     unreadable = sum(c.unreadable for c in results.values())
     meanwhile = sum(c.changed_meanwhile for c in results.values())

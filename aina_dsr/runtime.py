@@ -105,6 +105,7 @@ def deadline_scheduler(settings: Settings, core: Core) -> Component:
         quiet_days=settings.quiet_days == "days_off",
         reconcile_seconds=settings.scheduler_reconcile_seconds,
         retention_days=settings.retention_days,
+        audit_checkpoint_file=settings.audit_checkpoint_file,
     )
 
 

@@ -159,6 +159,8 @@ class Settings(BaseSettings):
     retention_days: int = Field(default=DEFAULT_RETENTION_DAYS, ge=30, le=36500)
     # Hours a dialog in Redis lives untouched (bot.redis_storage); at most the retention period.
     dialog_ttl_hours: int = Field(default=DEFAULT_DIALOG_TTL_HOURS, ge=1, le=36500 * 24)
+    # The audit chain's daily checkpoints, outside the database (see workflows.audit_checkpoint).
+    audit_checkpoint_file: Path | None = None
 
     # Limits per person and chat (see workflows.limits, bot.throttle, mail.intake).
     limit_open_requests: int = Field(default=5, ge=1, le=100)
@@ -300,6 +302,14 @@ class Settings(BaseSettings):
                 WorkingCalendar.from_file(value)
             except CalendarFileError as exc:
                 raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("audit_checkpoint_file")
+    @classmethod
+    def _audit_checkpoint_file(cls, value: Path | None) -> Path | None:
+        # The file itself appears with the first checkpoint; where it goes must exist.
+        if value is not None and (value.is_dir() or not value.parent.is_dir()):
+            raise ValueError(f"{str(value)!r} is not a file in an existing directory")
         return value
 
     @field_validator("telegram_api_url", "telegram_webhook_url", "policy_url")

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from aina_dsr.preflight import database_ready, key_reads_stored_data
 from aina_dsr.settings import Settings, encryption_keys_or_dev
+from workflows.audit import sign_unkeyed_chain
 from workflows.calendar import WorkingCalendar
 from workflows.clock import Clock, SystemClock
 from workflows.limits import Limits
@@ -61,7 +62,10 @@ async def open_core(
         await database_ready(engine, settings, upgrade_sqlite=upgrade_sqlite)
         if check_key:
             await key_reads_stored_data(engine, vault)
-        sessions = make_sessionmaker(engine)
+        # The sessions sign the audit events they write with the vault's audit key.
+        sessions = make_sessionmaker(engine, vault)
+        # Once, after the upgrade that keyed the chain: the older events are signed.
+        await sign_unkeyed_chain(sessions, vault)
         clock = clock or SystemClock()
         service = RequestService(
             sessions,

@@ -114,8 +114,8 @@ async def _desk(
     from workflows.vault import Vault
 
     engine = make_engine(url)
-    sessions = make_sessionmaker(engine)
     vault, clock = Vault(BENCH_KEY), SystemClock()
+    sessions = make_sessionmaker(engine, vault)
     service = RequestService(sessions, vault, clock, WorkingCalendar())
     channel = build_mail_channel(
         imap_host=server.host,

@@ -101,8 +101,8 @@ async def _reconcile(url: str, profile: str | None, mode: str) -> dict[str, Any]
     from workflows.vault import Vault
 
     engine = make_engine(url)
-    sessions = make_sessionmaker(engine)
     vault = Vault(BENCH_KEY)
+    sessions = make_sessionmaker(engine, vault)
     clock = FrozenClock(NOW)
     calendar = WorkingCalendar()
     service = RequestService(sessions, vault, clock, calendar, staff_user_ids=frozenset({5001}))

@@ -116,8 +116,8 @@ async def _desk(api_url: str, token: str, database_url: str, stop: asyncio.Event
     def _count(*_: Any) -> None:
         STATEMENTS[0] += 1
 
-    sessions = make_sessionmaker(engine)
     vault, clock = Vault(BENCH_KEY), SystemClock()
+    sessions = make_sessionmaker(engine, vault)
     staff = frozenset(int(x) for x in STAFF_IDS.split(","))
     service = RequestService(sessions, vault, clock, WorkingCalendar(), staff_user_ids=staff)
     channel = TelegramChannel(

@@ -68,8 +68,8 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest.fixture
-def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return make_sessionmaker(engine)
+def sessions(engine: AsyncEngine, vault: Vault) -> async_sessionmaker[AsyncSession]:
+    return make_sessionmaker(engine, vault)
 
 
 @pytest.fixture(scope="session")

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aina_dsr.settings import SettingsError, encryption_keys_or_dev, load_settings
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID, STAFF_IDS
+from tests.test_audit_chain import rewrite_and_rehash
 from tests.test_cli_frame import aina_dsr
 from workflows.audit import verify_chain
 from workflows.calendar import WorkingCalendar
 from workflows.directory import find_customer, import_customers
 from workflows.service import Evidence, RequestService
-from workflows.tables import ConversationState, Message, Request
+from workflows.storage import make_sessionmaker
+from workflows.tables import AuditEvent, ConversationState, Message, Request
 from workflows.vault import Vault, VaultError
 from workflows.views import Actor
 
@@ -39,7 +43,11 @@ def desk(
     calendar: WorkingCalendar,
     *keys: str,
 ) -> RequestService:
-    return RequestService(sessions, Vault(*keys), clock, calendar, staff_user_ids=STAFF_IDS)
+    """The desk restarted with ``keys``: it encrypts with the first and signs audit events
+    with it, on the same database."""
+    vault = Vault(*keys)
+    restarted = make_sessionmaker(sessions.kw["bind"], vault)
+    return RequestService(restarted, vault, clock, calendar, staff_user_ids=STAFF_IDS)
 
 
 async def a_desk_in_use(
@@ -160,7 +168,7 @@ async def test_after_rotation_the_desk_works_with_the_new_key_alone(
         other.reference, sender_user_id=ALICE + 1, contact_user_id=ALICE + 1, phone=PHONE
     )
     assert matched.customer_matched
-    assert (await verify_chain(sessions)).intact
+    assert (await verify_chain(sessions, Vault(new_key))).intact
     with pytest.raises(VaultError):
         await desk(sessions, clock, calendar, old_key).get(reference)
 
@@ -202,6 +210,63 @@ async def test_a_value_left_under_the_old_key_is_named_by_the_check(
     assert out.startswith("rotated: 2 value(s) re-encrypted, 0 index(es) recomputed")
     code, out, err = await asyncio.to_thread(check, tmp_path, database_url, new_key)
     assert code == 0, out + err
+
+
+def audit_verify(tmp_path: Path, database_url: str, keys: str) -> subprocess.CompletedProcess[str]:
+    return aina_dsr(
+        tmp_path,
+        "audit",
+        "verify",
+        "--json",
+        DSR_DATABASE_URL=database_url,
+        DSR_ENCRYPTION_KEY=keys,
+    )
+
+
+async def test_the_audit_log_verifies_before_during_and_after_a_rotation(
+    tmp_path: Path,
+    database_url: str,
+    sessions: async_sessionmaker[AsyncSession],
+    clock: FrozenClock,
+    calendar: WorkingCalendar,
+    encryption_key: str,
+    new_key: str,
+) -> None:
+    old_key = encryption_key
+    reference = await a_desk_in_use(sessions, clock, calendar, old_key)
+    async with sessions() as session:
+        first = await session.scalar(select(AuditEvent.id).order_by(AuditEvent.id))
+    # Restarted with NEW,OLD: what the desk records now is signed with NEW, and the log,
+    # signed with both, holds under both.
+    both = desk(sessions, clock, calendar, new_key, old_key)
+    await both.ask_info(reference, STAFF, "Какой адрес почты вы указывали?")
+    mixed = await asyncio.to_thread(audit_verify, tmp_path, database_url, f"{new_key},{old_key}")
+    assert mixed.returncode == 0, mixed.stdout + mixed.stderr
+    # Until the rotation, the log needs OLD: the check says so.
+    code, out, err = await asyncio.to_thread(check, tmp_path, database_url, new_key)
+    assert code == 1
+    assert "audit_event" in out
+
+    code, out, err = await asyncio.to_thread(rotate, tmp_path, database_url, f"{new_key},{old_key}")
+    assert code == 0, err
+    assert "audit_event: " in err
+    code, out, err = await asyncio.to_thread(check, tmp_path, database_url, new_key)
+    assert code == 0, out + err
+
+    # OLD is gone: the whole log verifies with NEW alone, every event the same as before.
+    alone = await asyncio.to_thread(audit_verify, tmp_path, database_url, new_key)
+    assert alone.returncode == 0, alone.stdout + alone.stderr
+    report = json.loads(alone.stdout)
+    assert report["intact"] is True
+    async with sessions() as session:
+        assert report["events"] == await session.scalar(select(func.count(AuditEvent.id)))
+    # And it is still keyed: an event from before the rotation, rewritten with its
+    # followers linked again, is caught.
+    assert first is not None
+    await rewrite_and_rehash(sessions, first, actor_name="Somebody else")
+    broken = await asyncio.to_thread(audit_verify, tmp_path, database_url, new_key)
+    assert broken.returncode == 1
+    assert json.loads(broken.stdout)["broken_at"] == first
 
 
 def test_rotate_with_one_key_says_how_to_set_two(tmp_path: Path, encryption_key: str) -> None:

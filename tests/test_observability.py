@@ -207,6 +207,23 @@ async def test_a_letter_through_intake_leaves_no_personal_data_in_the_log(
     assert any(e.get("reference") == taken.reference for e in mail_entries)
 
 
+async def test_a_telegram_user_id_in_a_handler_log_line_comes_out_masked(
+    json_log: io.StringIO, desk: Desk
+) -> None:
+    # A stray button logs the chat it was pressed in: a private chat's id is the person's.
+    someone = Person(555123456, first_name="Aigerim", language_code="en")
+    since = desk.mark()
+    await desk.press(someone, someone.id, 1, "no:such:button")
+    await desk.api.wait_until(
+        lambda calls: next((c for c in calls[since:] if c.method == "answerCallbackQuery"), None)
+    )
+
+    raw = json_log.getvalue()
+    assert "555123456" not in raw
+    [stray] = [e for e in log_entries(json_log) if "nobody handles" in e["message"]]
+    assert stray["message"].endswith("in chat 55***56")
+
+
 def test_a_reference_given_as_an_extra_is_a_field_and_an_exception_is_masked() -> None:
     stream = io.StringIO()
     logger = logging.getLogger("tests.observability.extra")

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import html
+import json
 import pickle
 from collections import Counter
 from datetime import date, datetime, time, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID, STAFF_IDS
 from workflows.audit import verify_chain
+from workflows.audit_checkpoint import read_checkpoints
 from workflows.calendar import WorkingCalendar
 from workflows.deadlines import MilestoneError, ReminderPolicy, parse_staff_milestones
 from workflows.i18n import render_notification
@@ -374,6 +377,52 @@ async def test_the_digest_skips_weekends_and_holidays(
     assert reminders.next_digest_at() == almaty(date(2026, 3, 26), 9)
 
 
+async def test_the_daily_pass_anchors_the_audit_log_in_the_digest_and_a_checkpoint_file(
+    service: RequestService,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+    calendar: WorkingCalendar,
+    tmp_path: Path,
+) -> None:
+    checkpoints = tmp_path / "audit-checkpoints.jsonl"
+    reminders = Reminders(
+        service, sessions, vault, clock, calendar, audit_checkpoint_file=checkpoints
+    )
+    clock.set(almaty(date(2026, 11, 24), 8))  # a Tuesday, before the digest hour
+    await open_verified(service, "access")
+    await reminders.run_due()
+    assert not checkpoints.exists()
+
+    clock.set(almaty(date(2026, 11, 24), 9, 5))
+    await reminders.run_due()
+
+    async with sessions() as session:
+        events = (await session.scalars(select(AuditEvent).order_by(AuditEvent.id))).all()
+        row = await session.scalar(select(OutboxItem).where(OutboxItem.template == "staff_digest"))
+    assert row is not None
+    params = vault.decrypt_json(row.params_enc)
+    head = events[-1].hash
+    assert head is not None
+    assert (params["audit_events"], params["audit_head"]) == (len(events), head[:16])
+    for language in ("kk", "ru", "en"):
+        shown = render_notification("staff_digest", language, params).text
+        assert f"{len(events)}" in shown.splitlines()[-1]
+        assert head[:16] in shown.splitlines()[-1]
+    [line] = checkpoints.read_text().splitlines()
+    assert (json.loads(line)["events"], json.loads(line)["head"]) == (len(events), head)
+
+    # Once a day; and on a day without a digest (a Saturday) the checkpoint still comes.
+    clock.set(almaty(date(2026, 11, 24), 15))
+    await reminders.run_due()
+    assert len(checkpoints.read_text().splitlines()) == 1
+    clock.set(almaty(date(2026, 11, 28), 9, 30))
+    await reminders.run_due()
+    assert len(checkpoints.read_text().splitlines()) == 2
+    report = await verify_chain(sessions, checkpoints=read_checkpoints(checkpoints))
+    assert report.intact, report
+
+
 async def test_the_digest_keeps_corrections_waiting_for_confirmed_documents_in_sight(
     service: RequestService,
     reminders: Reminders,
@@ -572,16 +621,18 @@ async def test_two_schedulers_on_postgresql_send_nothing_twice(
         for user in range(10):
             await open_verified(service, "block", user=ALICE + user)
         clock.set(almaty(date(2026, 12, 1), 10))
-        first = Reminders(service, make_sessionmaker(engine), vault, clock, calendar)
+        first = Reminders(service, make_sessionmaker(engine, vault), vault, clock, calendar)
         other_service = RequestService(
-            make_sessionmaker(other_engine), vault, clock, calendar, staff_user_ids=STAFF_IDS
+            make_sessionmaker(other_engine, vault), vault, clock, calendar, staff_user_ids=STAFF_IDS
         )
-        second = Reminders(other_service, make_sessionmaker(other_engine), vault, clock, calendar)
+        second = Reminders(
+            other_service, make_sessionmaker(other_engine, vault), vault, clock, calendar
+        )
 
         # Even if both ran at once (the lock failing), the keys keep each notice single.
         await asyncio.gather(first.run_due(), second.run_due(), first.run_due())
 
-        async with make_sessionmaker(engine)() as session:
+        async with make_sessionmaker(engine, vault)() as session:
             keys = list(await session.scalars(select(OutboxItem.idempotency_key)))
             notices = list(await session.scalars(select(ScheduledNotice.key)))
         assert len(keys) == len(set(keys))
@@ -633,8 +684,8 @@ async def test_two_scheduler_components_on_postgresql_one_leads_the_other_takes_
     other_engine = make_engine(database_url)
     stop_first, stop_second = asyncio.Event(), asyncio.Event()
     try:
-        sessions = make_sessionmaker(engine)
-        other_sessions = make_sessionmaker(other_engine)
+        sessions = make_sessionmaker(engine, vault)
+        other_sessions = make_sessionmaker(other_engine, vault)
         first = DeadlineScheduler(
             Reminders(service, sessions, vault, clock, calendar),
             AdvisoryLock(engine),

@@ -27,17 +27,26 @@ none is sent late for days when the old clock ran.
 
 from __future__ import annotations
 
+import asyncio
 import html
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from workflows.audit import ChainHead, chain_head
+from workflows.audit_checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    append_checkpoint,
+    last_checkpoint,
+)
 from workflows.calendar import WorkingCalendar
 from workflows.clock import Clock
 from workflows.deadlines import PERSON_SERIES, Milestone, ReminderPolicy, milestones
@@ -70,6 +79,9 @@ TELEGRAM_MESSAGE_LIMIT = 4096
 # A digest whose lists do not all fit shows at most this many lines of each (then fewer,
 # should even that not fit) and, for the rest, the command that lists them.
 _DIGEST_LINES = (10, 5, 3, 1, 0)
+# The digest shows this much of the audit chain's head hash: enough to compare by eye
+# with `aina-dsr audit verify`, and for a forger to have to match (64 bits).
+AUDIT_HEAD_SHOWN = 16
 # Where staff find what a shortened list leaves out: commands, the same in every language.
 _DIGEST_MORE = {
     "new": "aina-dsr requests list",
@@ -115,6 +127,7 @@ class Reminders:
         *,
         policy: ReminderPolicy | None = None,
         verification_days: int = 14,
+        audit_checkpoint_file: Path | None = None,
     ) -> None:
         self._service = service
         self._sessions = sessions
@@ -123,6 +136,11 @@ class Reminders:
         self._calendar = calendar
         self.policy = policy or ReminderPolicy()
         self._verification_days = verification_days
+        self._checkpoint_file = audit_checkpoint_file
+        # The local day of the newest checkpoint known to be in the file, and of the last
+        # failure to write one (logged once a day, not on every pass).
+        self._checkpointed: date | None = None
+        self._checkpoint_failed: date | None = None
         # What every instant this process writes is computed from; fixed for its life.
         self.basis = plan_basis(self.policy, calendar, service.kinds, _HORIZON)
         # Whether the database holds ``basis``: read on the first pass, then known here,
@@ -188,6 +206,7 @@ class Reminders:
             for start in range(0, len(owing), _NOTICE_BATCH):
                 planned.update(await self.run_requests(owing[start : start + _NOTICE_BATCH]))
         await self.digest()
+        await self.checkpoint()
         return Plan(
             await self.next_notices_at(),
             self.next_digest_at(),
@@ -549,6 +568,9 @@ class Reminders:
                 "unconfirmed": unconfirmed,
             }
             counts = {f"{name}_count": len(lines) for name, lines in lists.items()}
+            # The audit log's length and head, shown to staff outside the database.
+            head = await chain_head(session)
+            audit = {"audit_events": head.events, "audit_head": head.head[:AUDIT_HEAD_SHOWN]}
             await enqueue(
                 session,
                 self._vault,
@@ -558,9 +580,44 @@ class Reminders:
                 audience=Audience.STAFF_GROUP,
                 template="staff_digest",
                 language="en",
-                params=_digest_params({"day": today.isoformat(), **counts}, lists),
+                params=_digest_params({"day": today.isoformat(), **counts, **audit}, lists),
             )
         log.info("digest for %s posted", today.isoformat())
+        # The same head goes into the checkpoint file, so the two can be compared.
+        await self.checkpoint(head)
+        return True
+
+    async def checkpoint(self, head: ChainHead | None = None) -> bool:
+        """Append the audit chain's length and head to the checkpoint file, once a local day,
+        from the digest hour on (quiet days too); ``head`` as read by the digest, if given.
+
+        The file (``DSR_AUDIT_CHECKPOINT_FILE``) is outside the database, so a log cut
+        short or rewritten after a checkpoint no longer holds it (``aina-dsr audit verify``).
+        """
+        path = self._checkpoint_file
+        if path is None:
+            return False
+        now = self._clock.now()
+        today = self._calendar.local_date(now)
+        if self._checkpointed == today or now < self.policy.instant(today, self._calendar):
+            return False
+        try:
+            last = await asyncio.to_thread(last_checkpoint, path)
+            if last is not None and self._calendar.local_date(last.at) >= today:
+                self._checkpointed = today
+                return False
+            if head is None:
+                async with self._sessions() as session:
+                    head = await chain_head(session)
+            checkpoint = Checkpoint(now.astimezone(UTC), head.events, head.head, head.head_id)
+            await asyncio.to_thread(append_checkpoint, path, checkpoint)
+        except (OSError, CheckpointError) as exc:
+            if self._checkpoint_failed != today:
+                self._checkpoint_failed = today
+                log.error("audit checkpoint not written to %s: %s", path, exc)
+            return False
+        self._checkpointed = today
+        log.info("audit checkpoint: %d event(s), head %s", head.events, head.head[:16])
         return True
 
     def _previous_digest(self, today: date) -> datetime:

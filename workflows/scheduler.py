@@ -15,6 +15,9 @@ an hour: APScheduler's default of one second silently drops a job whose
 moment passed while the event loop was busy or the machine was suspended;
 within an hour it still runs, and anything older is caught by the reconcile.
 
+Once a day, from the digest hour, a reconcile appends the audit chain's head to
+the checkpoint file, when one is set (:meth:`Reminders.checkpoint`).
+
 Once a day, at ``RETENTION_AT`` local time (a quiet hour), the retention job
 drops what closed requests no longer need (:mod:`workflows.retention`); a run
 missed by more than the grace period waits for the next day, which purges the
@@ -33,6 +36,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import time
+from pathlib import Path
 from typing import Any
 
 from apscheduler.jobstores.base import JobLookupError  # type: ignore[import-untyped]
@@ -256,10 +260,12 @@ def scheduler_component(
     quiet_days: bool = True,
     reconcile_seconds: int = 300,
     retention_days: int | None = DEFAULT_RETENTION_DAYS,
+    audit_checkpoint_file: Path | None = None,
 ) -> DeadlineScheduler:
     """The scheduler for ``aina-dsr run``, from plain values (the settings').
 
-    ``retention_days`` ``None`` leaves out the daily retention purge.
+    ``retention_days`` ``None`` leaves out the daily retention purge;
+    ``audit_checkpoint_file`` gets the audit chain's daily checkpoint.
 
     On PostgreSQL it leads only while it holds the advisory lock; on SQLite it
     always leads (one process per file).
@@ -279,6 +285,7 @@ def scheduler_component(
         calendar,
         policy=policy,
         verification_days=verification_days,
+        audit_checkpoint_file=audit_checkpoint_file,
     )
     lock: LeaderLock = (
         AdvisoryLock(engine) if engine.dialect.name == "postgresql" else SingleProcessLock()

@@ -22,7 +22,8 @@ from sqlalchemy.orm import Session, SessionTransaction, SessionTransactionOrigin
 # For their session listeners: every session chains the audit events it writes (audit),
 # and a request changed through any session is planned again (notice_plan).
 import workflows.audit
-import workflows.notice_plan  # noqa: F401
+import workflows.notice_plan
+from workflows.vault import Vault
 
 # APScheduler keeps its own job table in our database; migrations leave it alone.
 FOREIGN_TABLES = frozenset({"apscheduler_jobs"})
@@ -69,7 +70,9 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
     return create_async_engine(parsed, **kwargs)
 
 
-def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+def make_sessionmaker(
+    engine: AsyncEngine, vault: Vault | None = None
+) -> async_sessionmaker[AsyncSession]:
     """The one session factory of a process.
 
     ``sessions.begin()`` (or ``session.begin()``) is a writer's transaction;
@@ -77,10 +80,14 @@ def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     writer takes the database's write lock at its start (``BEGIN IMMEDIATE``),
     so two writers queue instead of failing on a lock upgrade, while a reader
     takes none (``BEGIN``: a snapshot in WAL) and never waits behind a writer.
+
+    The sessions sign the audit events they write with ``vault``'s audit key
+    (:mod:`workflows.audit`); without a vault they can read but not audit.
     """
     if engine.dialect.name == "sqlite":
         engine = engine.execution_options(**{_ORM_BIND: True})
-    return async_sessionmaker(engine, expire_on_commit=False)
+    info = workflows.audit.signing_info(vault) if vault is not None else {}
+    return async_sessionmaker(engine, expire_on_commit=False, info=info)
 
 
 # Marks the connections of sessions, whose BEGIN the session event below issues.

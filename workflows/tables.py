@@ -203,6 +203,9 @@ class AuditEvent(Base):
     # The hash chain (see workflows.audit): the previous event's hash, and this one's.
     prev_hash: Mapped[str | None] = mapped_column(String(64))
     hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # The hash signed with the audit key (HMAC-SHA256), and which key signed it.
+    mac: Mapped[str | None] = mapped_column(String(64))
+    key_id: Mapped[str | None] = mapped_column(String(16))
 
 
 class Message(Base):

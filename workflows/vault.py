@@ -33,7 +33,9 @@ class Vault:
     reading (key rotation re-encrypts under the first). Blind indexes and
     one-time codes are keyed with subkeys of the first key alone, so a new
     first key gives new indexes: the rotation (``aina-dsr keys rotate``)
-    recomputes every ``*_index`` column from its decrypted value.
+    recomputes every ``*_index`` column from its decrypted value. The audit
+    chain's signing key is a subkey too (:attr:`audit_keys`): the first key's
+    signs, every key's verifies, and the rotation signs the log again.
     """
 
     def __init__(self, *keys: str | bytes) -> None:
@@ -44,6 +46,7 @@ class Vault:
         # Separate subkeys: the index key never encrypts, the code key never indexes.
         self._index_key = _derive(raw[0], b"aina-dsr blind index v1")
         self._code_key = _derive(raw[0], b"aina-dsr one-time codes v1")
+        self._audit_keys = tuple(_derive(key, b"aina-dsr audit chain v1") for key in raw)
 
     @staticmethod
     def generate_key() -> str:
@@ -54,6 +57,11 @@ class Vault:
     def code_key(self) -> bytes:
         """The key one-time codes are hashed with."""
         return self._code_key
+
+    @property
+    def audit_keys(self) -> tuple[bytes, ...]:
+        """The keys audit events are signed with: the first key's signs, each one's verifies."""
+        return self._audit_keys
 
     def encrypt(self, value: str | None) -> bytes | None:
         """Encrypt a text value; ``None`` stays ``None``."""
