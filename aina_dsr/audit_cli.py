@@ -12,8 +12,8 @@ import typer
 
 from aina_dsr.settings import SettingsError, load_settings
 from aina_dsr.wiring import open_core
-from workflows.audit import ChainReport, verify_chain
-from workflows.audit_checkpoint import (
+from workflows.privacy.audit import ChainReport, verify_chain
+from workflows.privacy.audit_checkpoint import (
     Checkpoint,
     CheckpointError,
     append_checkpoint,

@@ -47,7 +47,7 @@ from aina_dsr.settings import (
     load_settings,
 )
 from aina_dsr.wiring import open_core
-from workflows.masking import PersonalDataFilter
+from workflows.privacy.masking import PersonalDataFilter
 
 app = typer.Typer(
     name=PROG,
@@ -118,7 +118,7 @@ def _sqlite_single_process(settings: Settings) -> Iterator[None]:
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Bring the database schema to this version (Alembic migrations)."""
-    from workflows.storage import head_revision, upgrade_database
+    from workflows.persistence.engines import head_revision, upgrade_database
 
     settings = load_settings()
     _configure_logging(settings)
@@ -196,7 +196,7 @@ async def _timed(component: str, settings: Settings, probe: Callable[[], Awaitab
 async def _check_database(settings: Settings) -> Probe:
     from sqlalchemy import text
 
-    from workflows.storage import engine_revision, head_revision, make_engine
+    from workflows.persistence.engines import engine_revision, head_revision, make_engine
 
     where = safe_url(settings.database_url)
     path = settings.sqlite_path
@@ -255,8 +255,8 @@ async def _check_key(settings: Settings) -> Probe:
 async def _unreadable_value(settings: Settings) -> str | None:
     """Where the stored data does not read with the configured keys (see aina_dsr.preflight)."""
     from aina_dsr.preflight import unreadable_value
-    from workflows.storage import engine_revision, head_revision, make_engine
-    from workflows.vault import Vault
+    from workflows.persistence.engines import engine_revision, head_revision, make_engine
+    from workflows.privacy.vault import Vault
 
     path = settings.sqlite_path
     if path is not None and not path.is_file():
@@ -439,7 +439,7 @@ def _bind_and_release(host: str, port: int) -> None:
 async def _check_leaders(settings: Settings) -> list[Probe]:
     """Which process holds each singleton's advisory lock (the scheduler, the IMAP poller)."""
     from mail.channel import POLLER_LOCK
-    from workflows.scheduler_lock import SCHEDULER_LOCK
+    from workflows.deadlines.leader_lock import SCHEDULER_LOCK
 
     names = (("scheduler lock", SCHEDULER_LOCK), ("imap poller lock", POLLER_LOCK))
     if settings.is_sqlite:
@@ -448,8 +448,8 @@ async def _check_leaders(settings: Settings) -> list[Probe]:
     async def probe() -> list[str]:
         from sqlalchemy import text
 
-        from workflows.scheduler_lock import advisory_key
-        from workflows.storage import make_engine
+        from workflows.deadlines.leader_lock import advisory_key
+        from workflows.persistence.engines import make_engine
 
         engine = make_engine(settings.database_url)
         try:

@@ -26,7 +26,7 @@ from rich.table import Table
 from aina_dsr.failures import EXIT_WRONG_INPUT, CommandFailure
 from aina_dsr.settings import load_settings
 from aina_dsr.wiring import Core, open_core
-from workflows.directory import (
+from workflows.directory.store import (
     CustomerRecord,
     ImportFileError,
     ImportReport,
@@ -36,7 +36,7 @@ from workflows.directory import (
     import_purchases,
 )
 from workflows.identity import InvalidIdentifier
-from workflows.masking import mask_email, mask_iin, mask_phone
+from workflows.privacy.masking import mask_email, mask_iin, mask_phone
 
 customers_app = typer.Typer(
     help="The customer directory: import the shop's list, find a customer.",

@@ -27,7 +27,7 @@ import typer.core
 from sqlalchemy.engine import make_url
 
 from aina_dsr.settings import Settings, SettingsError, load_settings
-from workflows.vault import VaultError
+from workflows.privacy.vault import VaultError
 
 PROG = "aina-dsr"
 EXIT_FAILED = 1

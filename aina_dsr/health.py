@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from workflows.masking import mask_text
+from workflows.privacy.masking import mask_text
 
 CRASH_LIMIT = 3
 CRASH_WINDOW = 300.0

@@ -13,7 +13,7 @@ A rotation while the desk runs:
    means OLD can go: ``DSR_ENCRYPTION_KEY=NEW``, restart one by one.
 
 Blind indexes (``*_index``) and one-time code hashes are keyed with subkeys of
-the *first* key (:class:`workflows.vault.Vault`), so they change at step 2.
+the *first* key (:class:`workflows.privacy.vault.Vault`), so they change at step 2.
 Step 3 recomputes every index from its decrypted value, the lookup tables
 first (people, customers, verifications), so lookups by phone, e-mail or IIN
 miss only for the moment between the restart and that first pass. Keyed
@@ -22,7 +22,7 @@ one-time code sent before step 2 no longer matches (the person asks for a new
 one), the next customer import rewrites each row once (its row digest
 changed), and ``inbound_mail.sender_index`` of older mail matches no new mail.
 
-The audit log's signatures (:mod:`workflows.audit`) are keyed with a subkey of
+The audit log's signatures (:mod:`workflows.privacy.audit`) are keyed with a subkey of
 the first key too: events record which key signed them, so the log verifies
 under ``NEW,OLD`` throughout; step 3 signs every event signed with OLD again
 with NEW (after checking it), and step 4 counts those still signed with OLD.
@@ -42,9 +42,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aina_dsr.settings import SettingsError, encryption_keys_or_dev, load_settings
 from aina_dsr.wiring import open_core
-from workflows.audit import Resigned, resign_chain
-from workflows.tables import Base
-from workflows.vault import Vault
+from workflows.persistence.tables import Base
+from workflows.privacy.audit import Resigned, resign_chain
+from workflows.privacy.vault import Vault
 
 keys_app = typer.Typer(help="Encryption keys: make, rotate, check.", no_args_is_help=True)
 

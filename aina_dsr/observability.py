@@ -27,9 +27,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from aina_dsr.health import PartHealth
 from workflows.clock import Clock
-from workflows.masking import PersonalDataFilter, mask_text
 from workflows.metrics import TALLY, DeskFigures, Tally, read_figures
-from workflows.references import find_reference
+from workflows.privacy.masking import PersonalDataFilter, mask_text
+from workflows.requests.references import find_reference
 
 log = logging.getLogger(__name__)
 

@@ -29,9 +29,9 @@ from aina_dsr.failures import (
     wrong_key,
 )
 from aina_dsr.settings import Settings
-from workflows.storage import engine_revision, head_revision, upgrade_engine
-from workflows.tables import Base
-from workflows.vault import Vault, VaultError
+from workflows.persistence.engines import engine_revision, head_revision, upgrade_engine
+from workflows.persistence.tables import Base
+from workflows.privacy.vault import Vault, VaultError
 
 # Whole files and raw letters: reading one at start-up would cost more than it proves.
 BULKY = frozenset({"attachment.data_enc", "inbound_mail.raw_enc"})

@@ -18,8 +18,8 @@ from aina_dsr.settings import load_settings
 from aina_dsr.wiring import open_core
 from workflows.csv_export import SafeDictWriter
 from workflows.errors import RequestNotFound
-from workflows.states import Status
-from workflows.views import RequestView
+from workflows.requests.states import Status
+from workflows.snapshots import RequestView
 
 requests_app = typer.Typer(help="Read and export the register of requests.", no_args_is_help=True)
 

@@ -10,7 +10,7 @@ import typer
 
 from aina_dsr.settings import load_settings
 from aina_dsr.wiring import open_core
-from workflows.retention import PurgeReport, describe, purge_closed
+from workflows.privacy.retention import PurgeReport, describe, purge_closed
 
 retention_app = typer.Typer(
     help="Drop what closed requests no longer need after DSR_RETENTION_DAYS.",

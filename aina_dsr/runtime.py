@@ -20,9 +20,9 @@ from bot.config import BotConfig
 from bot.storage import make_events_isolation, make_fsm_storage
 from bot.texts import DeskInfo
 from mail.channel import build_mail_channel
-from workflows.fulfilment import Fulfilment, SqlDirectory
-from workflows.outbox_owners import ClaimOwners, claim_owners
-from workflows.scheduler import scheduler_component
+from workflows.deadlines.scheduler import scheduler_component
+from workflows.fulfilment.work import Fulfilment, SqlDirectory
+from workflows.outbox.owners import ClaimOwners, claim_owners
 
 log = logging.getLogger(__name__)
 

@@ -28,11 +28,15 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from mail.spam import DEFAULT_SPAM_HEADERS
-from workflows.calendar import CalendarFileError, WorkingCalendar
-from workflows.deadlines import DEFAULT_STAFF_MILESTONES, MilestoneError, parse_staff_milestones
+from workflows.deadlines.calendar import CalendarFileError, WorkingCalendar
+from workflows.deadlines.milestones import (
+    DEFAULT_STAFF_MILESTONES,
+    MilestoneError,
+    parse_staff_milestones,
+)
 from workflows.kinds import CLASSIFIED_KINDS
-from workflows.retention import DEFAULT_DIALOG_TTL_HOURS, DEFAULT_RETENTION_DAYS
-from workflows.service import FOUR_EYES_KINDS
+from workflows.privacy.retention import DEFAULT_DIALOG_TTL_HOURS, DEFAULT_RETENTION_DAYS
+from workflows.requests.service import FOUR_EYES_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -155,14 +159,14 @@ class Settings(BaseSettings):
     four_eyes_kinds: Annotated[frozenset[str], NoDecode] = FOUR_EYES_KINDS
     approvals_needed: int = Field(default=2, ge=1, le=5)
 
-    # Retention: days a closed request keeps more than its evidence (see workflows.retention).
+    # Retention: days a closed request keeps more than its evidence (workflows.privacy.retention).
     retention_days: int = Field(default=DEFAULT_RETENTION_DAYS, ge=30, le=36500)
     # Hours a dialog in Redis lives untouched (bot.redis_storage); at most the retention period.
     dialog_ttl_hours: int = Field(default=DEFAULT_DIALOG_TTL_HOURS, ge=1, le=36500 * 24)
-    # The audit chain's daily checkpoints, outside the database (see workflows.audit_checkpoint).
+    # The audit chain's daily checkpoints, outside the database (privacy.audit_checkpoint).
     audit_checkpoint_file: Path | None = None
 
-    # Limits per person and chat (see workflows.limits, bot.throttle, mail.intake).
+    # Limits per person and chat (see workflows.requests.limits, bot.throttle, mail.intake).
     limit_open_requests: int = Field(default=5, ge=1, le=100)
     limit_messages_per_minute: int = Field(default=20, ge=1, le=600)
     limit_codes_per_hour: int = Field(default=3, ge=1, le=60)

@@ -11,13 +11,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from aina_dsr.preflight import database_ready, key_reads_stored_data
 from aina_dsr.settings import Settings, encryption_keys_or_dev
-from workflows.audit import sign_unkeyed_chain
-from workflows.calendar import WorkingCalendar
 from workflows.clock import Clock, SystemClock
-from workflows.limits import Limits
-from workflows.service import RequestService
-from workflows.storage import make_engine, make_sessionmaker
-from workflows.vault import Vault
+from workflows.deadlines.calendar import WorkingCalendar
+from workflows.persistence.engines import make_engine, make_sessionmaker
+from workflows.privacy.audit import sign_unkeyed_chain
+from workflows.privacy.vault import Vault
+from workflows.requests.limits import Limits
+from workflows.requests.service import RequestService
 
 
 @dataclass(frozen=True)

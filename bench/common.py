@@ -22,13 +22,13 @@ from typing import Any
 from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from workflows.calendar import WorkingCalendar
-from workflows.deadlines import ReminderPolicy, milestones
+from workflows.deadlines.calendar import WorkingCalendar
+from workflows.deadlines.milestones import ReminderPolicy, milestones
 from workflows.kinds import DEFAULT_KINDS, DayUnit, RequestKind
-from workflows.states import Status
-from workflows.storage import make_engine, upgrade_engine
-from workflows.tables import DataSubject, ReferenceCounter, Request, ScheduledNotice
-from workflows.vault import Vault
+from workflows.persistence.engines import make_engine, upgrade_engine
+from workflows.persistence.tables import DataSubject, ReferenceCounter, Request, ScheduledNotice
+from workflows.privacy.vault import Vault
+from workflows.requests.states import Status
 
 # The PostgreSQL the benchmarks use: a schema of their own on the `test` database, dropped after.
 POSTGRES_URL = os.environ.get(

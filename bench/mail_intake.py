@@ -105,13 +105,13 @@ async def _desk(
     server: Any, smtp_port: int, url: str, total: int, profile: str | None, acks_per_hour: int
 ) -> dict[str, Any]:
     from mail.channel import build_mail_channel
-    from workflows.calendar import WorkingCalendar
     from workflows.clock import SystemClock
-    from workflows.outbox import Channel, OutboxStatus
-    from workflows.service import RequestService
-    from workflows.storage import make_engine, make_sessionmaker
-    from workflows.tables import InboundMail, OutboxItem, Request
-    from workflows.vault import Vault
+    from workflows.deadlines.calendar import WorkingCalendar
+    from workflows.outbox.queue import Channel, OutboxStatus
+    from workflows.persistence.engines import make_engine, make_sessionmaker
+    from workflows.persistence.tables import InboundMail, OutboxItem, Request
+    from workflows.privacy.vault import Vault
+    from workflows.requests.service import RequestService
 
     engine = make_engine(url)
     vault, clock = Vault(BENCH_KEY), SystemClock()

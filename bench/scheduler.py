@@ -52,7 +52,7 @@ from bench.common import (
     ratio,
     seed_requests,
 )
-from workflows.tables import Request
+from workflows.persistence.tables import Request
 
 TARGET_SECONDS = 2.0
 TARGET_MB = 300.0
@@ -62,8 +62,8 @@ TARGET_MB = 300.0
 
 
 async def _baseline(url: str) -> dict[str, Any]:
-    from workflows.storage import make_engine
-    from workflows.tables import Request, ScheduledNotice
+    from workflows.persistence.engines import make_engine
+    from workflows.persistence.tables import Request, ScheduledNotice
 
     engine = make_engine(url)
     idle = peak_rss_mb()
@@ -93,12 +93,12 @@ async def _baseline(url: str) -> dict[str, Any]:
 
 async def _reconcile(url: str, profile: str | None, mode: str) -> dict[str, Any]:
     from tests.clocks import FrozenClock
-    from workflows.calendar import WorkingCalendar
-    from workflows.scheduler import scheduler_component
-    from workflows.service import RequestService
-    from workflows.storage import make_engine, make_sessionmaker
-    from workflows.tables import OutboxItem, ScheduledNotice
-    from workflows.vault import Vault
+    from workflows.deadlines.calendar import WorkingCalendar
+    from workflows.deadlines.scheduler import scheduler_component
+    from workflows.persistence.engines import make_engine, make_sessionmaker
+    from workflows.persistence.tables import OutboxItem, ScheduledNotice
+    from workflows.privacy.vault import Vault
+    from workflows.requests.service import RequestService
 
     engine = make_engine(url)
     vault = Vault(BENCH_KEY)

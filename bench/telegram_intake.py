@@ -104,11 +104,11 @@ async def _desk(api_url: str, token: str, database_url: str, stop: asyncio.Event
     from bot.config import BotConfig
     from bot.storage import make_fsm_storage
     from tests.telegram_desk import NO_LIMITS
-    from workflows.calendar import WorkingCalendar
     from workflows.clock import SystemClock
-    from workflows.service import RequestService
-    from workflows.storage import make_engine, make_sessionmaker
-    from workflows.vault import Vault
+    from workflows.deadlines.calendar import WorkingCalendar
+    from workflows.persistence.engines import make_engine, make_sessionmaker
+    from workflows.privacy.vault import Vault
+    from workflows.requests.service import RequestService
 
     engine = make_engine(database_url)
 
@@ -454,8 +454,8 @@ async def _one_write(engine: Any, count: int = 300) -> float:
     """
     from sqlalchemy.dialects import postgresql, sqlite
 
-    from workflows.storage import make_sessionmaker
-    from workflows.tables import ConversationState
+    from workflows.persistence.engines import make_sessionmaker
+    from workflows.persistence.tables import ConversationState
 
     sessions = make_sessionmaker(engine)
     insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert

@@ -13,17 +13,17 @@ from bot.callbacks import KindMenu, KindPick, StaffAction
 from bot.config import BotConfig
 from bot.delivery import Rendered
 from bot.texts import Texts
-from workflows.calendar import WorkingCalendar
 from workflows.clock import Clock
+from workflows.deadlines.calendar import WorkingCalendar
 from workflows.errors import RequestNotFound
-from workflows.fulfilment import Fulfilment
+from workflows.fulfilment.work import Fulfilment
 from workflows.i18n import format_date, kind_name, render_notification, status_name
 from workflows.kinds import CLASSIFIED_KINDS, DEFAULT_KINDS, ClockStart, DayUnit, RequestKind
-from workflows.outbox import Audience, OutgoingMessage
+from workflows.outbox.queue import Audience, OutgoingMessage
 from workflows.requests.classification import likely_kinds, running_clock
-from workflows.service import RequestService
-from workflows.states import CLOSED, TRANSITIONS, Action, Status
-from workflows.views import RequestView
+from workflows.requests.service import RequestService
+from workflows.requests.states import CLOSED, TRANSITIONS, Action, Status
+from workflows.snapshots import RequestView
 
 WORDS_LIMIT = 600
 PREVIEW_LIMIT = 1500

@@ -40,11 +40,11 @@ from bot.reachability import ReachableAgain
 from bot.storage import FlushBeforeSending, UpdateCacheMiddleware, forget_unsealed_dialogs
 from bot.throttle import ChatThrottle
 from workflows.clock import Clock
-from workflows.fulfilment import Fulfilment, SqlDirectory
-from workflows.outbox import OutboundPort, OutboxDispatcher
-from workflows.outbox_owners import ClaimOwners
-from workflows.service import RequestService
-from workflows.vault import Vault
+from workflows.fulfilment.work import Fulfilment, SqlDirectory
+from workflows.outbox.owners import ClaimOwners
+from workflows.outbox.queue import OutboundPort, OutboxDispatcher
+from workflows.privacy.vault import Vault
+from workflows.requests.service import RequestService
 
 log = logging.getLogger(__name__)
 

@@ -38,14 +38,13 @@ from aiogram.types import (
     ReplyKeyboardRemove,
     ReplyParameters,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.reachability import mark_unreachable
 from bot.telegram_text import shorten, split
 from workflows.clock import Clock
 from workflows.metrics import count_telegram_error
-from workflows.outbox import (
+from workflows.outbox.queue import (
     Audience,
     Channel,
     DeliveryReceipt,
@@ -55,7 +54,8 @@ from workflows.outbox import (
     RetryLater,
     StaffGroupClosed,
 )
-from workflows.tables import StaffCard
+from workflows.persistence.tables import StaffCard
+from workflows.persistence.upsert import upsert
 
 log = logging.getLogger(__name__)
 
@@ -162,8 +162,7 @@ class SendRateLimiter:
 
 
 def _upsert(session: AsyncSession) -> Any:
-    dialect = session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(StaffCard)
+    return upsert(session, StaffCard)
 
 
 class TelegramPort:

@@ -50,10 +50,10 @@ from workflows.identity import (
     normalize_phone,
 )
 from workflows.kinds import CLASSIFIED_KINDS, RequestKind
-from workflows.limits import TooManyCodes, TooManyOpen
-from workflows.masking import mask_email
-from workflows.service import Evidence, RequestService, SharedContact
-from workflows.views import Actor, RequestView
+from workflows.privacy.masking import mask_email
+from workflows.requests.limits import TooManyCodes, TooManyOpen
+from workflows.requests.service import Evidence, RequestService, SharedContact
+from workflows.snapshots import Actor, RequestView
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from aiogram.fsm.storage.base import BaseStorage
 from aiogram.types import Chat, TelegramObject, User
 
 from bot.language import PREFS, prefs_key
-from workflows.service import RequestService
+from workflows.requests.service import RequestService
 
 log = logging.getLogger(__name__)
 

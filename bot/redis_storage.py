@@ -28,7 +28,7 @@ from aiogram.fsm.storage.base import KeyBuilder, StateType, StorageKey
 from aiogram.fsm.storage.redis import RedisStorage
 from redis.asyncio.client import Redis
 
-from workflows.vault import Vault, VaultError
+from workflows.privacy.vault import Vault, VaultError
 
 log = logging.getLogger(__name__)
 

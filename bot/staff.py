@@ -34,7 +34,7 @@ from workflows.errors import (
     OwnRequest,
     RequestNotFound,
 )
-from workflows.fulfilment import (
+from workflows.fulfilment.work import (
     DIRECTORY_FIELDS,
     Fulfilment,
     FulfilmentError,
@@ -43,9 +43,9 @@ from workflows.fulfilment import (
 )
 from workflows.i18n import format_date, kind_name, status_name
 from workflows.kinds import RequestKind
-from workflows.service import RequestService
-from workflows.states import Action, Status, next_status
-from workflows.views import Actor, RequestView
+from workflows.requests.service import RequestService
+from workflows.requests.states import Action, Status, next_status
+from workflows.snapshots import Actor, RequestView
 
 log = logging.getLogger(__name__)
 LIST_LIMIT = 30

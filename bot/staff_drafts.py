@@ -36,8 +36,8 @@ from bot.config import BotConfig
 from bot.texts import Texts
 from workflows.errors import ConcurrentChange, DomainError
 from workflows.i18n import status_name
-from workflows.service import RequestService
-from workflows.views import Actor
+from workflows.requests.service import RequestService
+from workflows.snapshots import Actor
 
 PROMPTS = "staff_prompts"  # prompt message id -> what its reply is for
 DRAFTS = "staff_drafts"  # preview message id -> the text waiting for Send

@@ -3,7 +3,7 @@
 An unclassified request's card carries its likely kinds as buttons; any open
 request's card has "Change kind", which answers with the list of the other
 kinds under the card. Either press goes through
-:meth:`~workflows.service.RequestService.change_kind`, which recomputes the
+:meth:`~workflows.requests.service.RequestService.change_kind`, which recomputes the
 deadline, tells the person and queues the card's refresh; only
 ``DSR_STAFF_USER_IDS`` may press them.
 """
@@ -28,8 +28,8 @@ from workflows.errors import (
 )
 from workflows.i18n import format_date, kind_name, status_name
 from workflows.kinds import CLASSIFIED_KINDS, RequestKind
-from workflows.service import RequestService
-from workflows.views import Actor, RequestView
+from workflows.requests.service import RequestService
+from workflows.snapshots import Actor, RequestView
 
 
 def setup(config: BotConfig) -> Router:

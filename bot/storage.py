@@ -44,13 +44,13 @@ from aiogram.methods import Response, TelegramMethod
 from aiogram.methods.base import TelegramType
 from aiogram.types import TelegramObject
 from sqlalchemy import delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from workflows.clock import Clock
-from workflows.retention import DEFAULT_DIALOG_TTL_HOURS, DEFAULT_RETENTION_DAYS
-from workflows.tables import ConversationState
-from workflows.vault import Vault
+from workflows.persistence.tables import ConversationState
+from workflows.persistence.upsert import upsert
+from workflows.privacy.retention import DEFAULT_DIALOG_TTL_HOURS, DEFAULT_RETENTION_DAYS
+from workflows.privacy.vault import Vault
 
 log = logging.getLogger(__name__)
 
@@ -386,9 +386,7 @@ class DatabaseStorage(BaseStorage):
         if empty:
             await session.execute(delete(ConversationState).where(ConversationState.key.in_(empty)))
         if full:
-            dialect = session.get_bind().dialect.name
-            insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-            statement = insert(ConversationState).values(full)
+            statement = upsert(session, ConversationState).values(full)
             await session.execute(
                 statement.on_conflict_do_update(
                     index_elements=[ConversationState.key],

@@ -4,7 +4,7 @@ The counts live in this process's memory (a sliding window of the updates
 let through, measured on the injected clock): a restart forgets them, and with
 several webhook replicas each counts the updates it received. That is enough
 for a per-minute rate; the limits that must hold across processes (open
-requests, codes sent) are counted in the database by ``workflows.limits``.
+requests, codes sent) are counted in the database by ``workflows.requests.limits``.
 """
 
 from __future__ import annotations

@@ -37,10 +37,10 @@ from typing import Any
 from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from workflows.tables import InboundMail, Verification
+from workflows.persistence.tables import InboundMail, Verification
 
 WINDOW = timedelta(hours=1)
-EMAIL_CODE = "email_code"  # workflows.service.VerificationMethod.EMAIL_CODE
+EMAIL_CODE = "email_code"  # workflows.requests.service.VerificationMethod.EMAIL_CODE
 
 DEFAULT_LETTERS_PER_SENDER = 20
 DEFAULT_ACKS_PER_MAILBOX = 3

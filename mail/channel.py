@@ -10,7 +10,7 @@ others try again every ``lock_retry_seconds`` and take over when the holder
 dies. Two pollers would not lose or double a letter (the intake dedupes), but
 they would race on the cursor and the flags for nothing. The sender runs in
 every process: outbox rows are claimed under its owner token (see
-:mod:`workflows.outbox`), so each is sent once.
+:mod:`workflows.outbox.queue`), so each is sent once.
 """
 
 from __future__ import annotations
@@ -34,11 +34,11 @@ from mail.poller import DEFAULT_CHUNK_BYTES, ImapSettings, MailPoller, Security
 from mail.sender import SmtpSender
 from mail.spam import SpamRules
 from workflows.clock import Clock
-from workflows.outbox import Channel, OutboxDispatcher
-from workflows.outbox_owners import ClaimOwners
-from workflows.scheduler_lock import AdvisoryLock, LeaderLock, SingleProcessLock
-from workflows.service import RequestService
-from workflows.vault import Vault
+from workflows.deadlines.leader_lock import AdvisoryLock, LeaderLock, SingleProcessLock
+from workflows.outbox.owners import ClaimOwners
+from workflows.outbox.queue import Channel, OutboxDispatcher
+from workflows.privacy.vault import Vault
+from workflows.requests.service import RequestService
 
 log = logging.getLogger(__name__)
 

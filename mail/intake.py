@@ -64,13 +64,13 @@ from workflows.clock import Clock
 from workflows.errors import IllegalTransition, NotAllowed, RequestNotFound
 from workflows.identity import CodeOutcome, mailbox_of
 from workflows.kinds import RequestKind
-from workflows.masking import mask_email
-from workflows.outbox import Audience, Channel, NewMessage, enqueue_many
-from workflows.service import EmailOpening, Evidence, RequestService
-from workflows.states import Status
-from workflows.tables import InboundMail
-from workflows.vault import Vault
-from workflows.views import Actor, RequestView
+from workflows.outbox.queue import Audience, Channel, NewMessage, enqueue_many
+from workflows.persistence.tables import InboundMail
+from workflows.privacy.masking import mask_email
+from workflows.privacy.vault import Vault
+from workflows.requests.service import EmailOpening, Evidence, RequestService
+from workflows.requests.states import Status
+from workflows.snapshots import Actor, RequestView
 
 log = logging.getLogger(__name__)
 

@@ -53,7 +53,7 @@ from mail.intake import DEFAULT_MAX_LETTER, MB, IntakeResult, MailIntake
 from workflows.clock import Clock
 from workflows.identity import mailbox_of
 from workflows.metrics import mark_imap_polled
-from workflows.tables import MailCursor
+from workflows.persistence.tables import MailCursor
 
 log = logging.getLogger(__name__)
 

@@ -28,8 +28,7 @@ from workflows.clock import Clock
 from workflows.errors import RequestNotFound
 from workflows.i18n import catalogue, format_date, pick_language, render_notification
 from workflows.identity import InvalidEmail, normalize_email
-from workflows.masking import mask_email
-from workflows.outbox import (
+from workflows.outbox.queue import (
     Audience,
     Channel,
     DeliveryReceipt,
@@ -37,7 +36,8 @@ from workflows.outbox import (
     PermanentFailure,
     RetryLater,
 )
-from workflows.service import MailThread, RequestService
+from workflows.privacy.masking import mask_email
+from workflows.requests.service import MailThread, RequestService
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ _KEEP_OPEN = timedelta(seconds=30)
 
 
 class SmtpSender:
-    """Delivers ``Channel.EMAIL`` outbox messages; an :class:`~workflows.outbox.OutboundPort`."""
+    """Delivers ``Channel.EMAIL`` outbox messages; the outbox port of mail."""
 
     channel = Channel.EMAIL
 

@@ -14,10 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from tests.botapi import BotAPI
 from tests.clocks import FrozenClock
 from tests.telegram_desk import Desk
-from workflows.calendar import WorkingCalendar
-from workflows.service import RequestService
-from workflows.storage import make_engine, make_sessionmaker, upgrade_engine
-from workflows.vault import Vault
+from workflows.deadlines.calendar import WorkingCalendar
+from workflows.persistence.engines import make_engine, make_sessionmaker, upgrade_engine
+from workflows.privacy.vault import Vault
+from workflows.requests.service import RequestService
 
 STAFF_ID = 5001
 STAFF_IDS = frozenset({STAFF_ID, 5002})

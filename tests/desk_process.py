@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import postgres_url
 from tests.mailservers import Dovecot, SmtpServer
-from workflows.storage import make_engine
+from workflows.persistence.engines import make_engine
 
 T = TypeVar("T")
 DESK_ADDRESS = "aina.app@mercury.kz"

@@ -18,9 +18,9 @@ from bot.storage import make_fsm_storage
 from bot.texts import DeskInfo, Texts
 from tests.botapi import BotAPI, Call, Person
 from tests.clocks import FrozenClock
-from workflows.fulfilment import Fulfilment
-from workflows.service import RequestService
-from workflows.vault import Vault
+from workflows.fulfilment.work import Fulfilment
+from workflows.privacy.vault import Vault
+from workflows.requests.service import RequestService
 
 STAFF_CHAT = -1001234567890
 # Generous limits: the rate limiter has its own tests; here it would only need clock moves.

@@ -32,12 +32,12 @@ from tests.test_telegram_bot import (
     text,
 )
 from workflows.kinds import RequestKind
-from workflows.limits import TooManyCodes, TooManyOpen
-from workflows.outbox import Channel, OutboxDispatcher
-from workflows.service import RequestService
-from workflows.tables import OutboxItem
-from workflows.vault import Vault
-from workflows.views import Actor
+from workflows.outbox.queue import Channel, OutboxDispatcher
+from workflows.persistence.tables import OutboxItem
+from workflows.privacy.vault import Vault
+from workflows.requests.limits import TooManyCodes, TooManyOpen
+from workflows.requests.service import RequestService
+from workflows.snapshots import Actor
 
 BOB_ID = 700200
 MB = 1024 * 1024

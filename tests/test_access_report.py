@@ -13,16 +13,16 @@ from typing import Any
 import pytest
 from pypdf import PdfReader
 
-from workflows.access_report import (
+from workflows.directory.store import CustomerRecord, PurchaseRecord
+from workflows.fulfilment.access_report import (
     POLICY_SECTIONS,
     AccessReport,
     build_access_report,
     mask_birth_date,
 )
-from workflows.directory import CustomerRecord, PurchaseRecord
 from workflows.i18n import LANGUAGES, catalogue
 from workflows.identity import iin_check_digit
-from workflows.masking import mask_email, mask_iin, mask_phone
+from workflows.privacy.masking import mask_email, mask_iin, mask_phone
 
 REFERENCE = "DSR-2026-000042"
 NOW = datetime(2026, 11, 25, 7, 30, tzinfo=UTC)  # 12:30 in Almaty

@@ -16,13 +16,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.conftest import STAFF_ID
 from tests.test_cli_frame import aina_dsr
-from workflows.audit import GENESIS, verify_chain
-from workflows.audit_checkpoint import read_checkpoints
-from workflows.service import RequestService
-from workflows.storage import make_engine, make_sessionmaker, upgrade_engine
-from workflows.tables import AuditEvent
-from workflows.vault import Vault
-from workflows.views import Actor
+from workflows.persistence.engines import make_engine, make_sessionmaker, upgrade_engine
+from workflows.persistence.tables import AuditEvent
+from workflows.privacy.audit import GENESIS, verify_chain
+from workflows.privacy.audit_checkpoint import read_checkpoints
+from workflows.privacy.vault import Vault
+from workflows.requests.service import RequestService
+from workflows.snapshots import Actor
 
 STAFF = Actor.staff(STAFF_ID, "Dana")
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from workflows.calendar import CalendarFileError, WorkingCalendar
+from workflows.deadlines.calendar import CalendarFileError, WorkingCalendar
 from workflows.kinds import CLASSIFIED_KINDS, DEFAULT_KINDS, ClockSpec, DayUnit, RequestKind
 
 CALENDAR = WorkingCalendar()

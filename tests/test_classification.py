@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from workflows.calendar import WorkingCalendar
+from workflows.deadlines.calendar import WorkingCalendar
 from workflows.kinds import CLASSIFIED_KINDS, DEFAULT_KINDS, ClockSpec, DayUnit, RequestKind
 from workflows.requests.classification import (
     clock_for_kind,

@@ -26,11 +26,11 @@ from tests.clocks import FrozenClock
 from tests.conftest import postgres_url
 from tests.mailservers import free_port
 from tests.test_cli_frame import aina_dsr
-from workflows.directory import import_customers
-from workflows.service import RequestService
-from workflows.storage import head_revision, make_engine
-from workflows.tables import Customer
-from workflows.vault import Vault
+from workflows.directory.store import import_customers
+from workflows.persistence.engines import head_revision, make_engine
+from workflows.persistence.tables import Customer
+from workflows.privacy.vault import Vault
+from workflows.requests.service import RequestService
 
 DATA = Path(__file__).parent / "data"
 # A reference of the right shape that no test database holds.

@@ -143,7 +143,7 @@ def test_check_exits_0_when_no_configured_part_fails(tmp_path: Path) -> None:
 
 
 def test_db_upgrade_brings_the_schema_to_head(tmp_path: Path) -> None:
-    from workflows.storage import database_revision, head_revision
+    from workflows.persistence.engines import database_revision, head_revision
 
     result = aina_dsr(tmp_path, "db", "upgrade", DSR_DATABASE_URL="sqlite:///desk.db")
 

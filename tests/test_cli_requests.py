@@ -13,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID
 from tests.test_cli_frame import aina_dsr
-from workflows.service import RequestService
-from workflows.views import Actor
+from workflows.requests.service import RequestService
+from workflows.snapshots import Actor
 
 CONTRACT = {
     "reference", "kind", "status", "channel", "language", "received_at", "due_at",

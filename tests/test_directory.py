@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from tests.test_cli_frame import aina_dsr
 from tests.test_encryption import everything_stored
-from workflows.directory import (
+from workflows.directory.store import (
     ImportFileError,
     Rejected,
     find_customer,
@@ -23,9 +23,9 @@ from workflows.directory import (
     import_purchases,
 )
 from workflows.identity import InvalidPhone, iin_check_digit
-from workflows.service import RequestService
-from workflows.tables import Customer, Purchase
-from workflows.vault import Vault
+from workflows.persistence.tables import Customer, Purchase
+from workflows.privacy.vault import Vault
+from workflows.requests.service import RequestService
 
 DATA = Path(__file__).parent / "data"
 CUSTOMERS = DATA / "customers.csv"

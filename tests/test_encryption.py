@@ -8,9 +8,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import STAFF_ID
-from workflows.service import Evidence, RequestService
-from workflows.tables import Base
-from workflows.views import Actor
+from workflows.persistence.tables import Base
+from workflows.requests.service import Evidence, RequestService
+from workflows.snapshots import Actor
 
 PHONE_DIGITS = "7011234567"
 EMAIL = "aigerim.secret@mail.kz"

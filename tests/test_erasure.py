@@ -25,13 +25,13 @@ from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID, STAFF_IDS
 from tests.test_cli_frame import aina_dsr
 from tests.test_keys_rotate import rotate
-from workflows.calendar import WorkingCalendar
-from workflows.directory import ImportReport, import_customers, import_purchases
-from workflows.fulfilment import ACCOUNT_FIELDS, Fulfilment, SqlDirectory
-from workflows.service import RequestService
-from workflows.tables import OutboxItem
-from workflows.vault import Vault
-from workflows.views import Actor
+from workflows.deadlines.calendar import WorkingCalendar
+from workflows.directory.store import ImportReport, import_customers, import_purchases
+from workflows.fulfilment.work import ACCOUNT_FIELDS, Fulfilment, SqlDirectory
+from workflows.persistence.tables import OutboxItem
+from workflows.privacy.vault import Vault
+from workflows.requests.service import RequestService
+from workflows.snapshots import Actor
 
 DATA = Path(__file__).parent / "data"
 CUSTOMERS = DATA / "customers.csv"

@@ -34,8 +34,8 @@ from tests.desk_process import (
     processes,
 )
 from tests.mailservers import Dovecot, RecordingHandler, SmtpServer, dovecot, smtp_server
-from workflows.scheduler_lock import SCHEDULER_LOCK, advisory_key
-from workflows.storage import make_engine, make_sessionmaker
+from workflows.deadlines.leader_lock import SCHEDULER_LOCK, advisory_key
+from workflows.persistence.engines import make_engine, make_sessionmaker
 
 __all__ = ["dovecot", "smtp_server"]
 

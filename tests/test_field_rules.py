@@ -10,11 +10,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID
-from workflows.directory import import_customers
-from workflows.fulfilment import Fulfilment, FulfilmentError, SqlDirectory, parse_corrections
-from workflows.service import RequestService
-from workflows.vault import Vault
-from workflows.views import Actor
+from workflows.directory.store import import_customers
+from workflows.fulfilment.work import Fulfilment, FulfilmentError, SqlDirectory, parse_corrections
+from workflows.privacy.vault import Vault
+from workflows.requests.service import RequestService
+from workflows.snapshots import Actor
 
 DATA = Path(__file__).parent / "data"
 DANA = Actor.staff(STAFF_ID, "Dana")

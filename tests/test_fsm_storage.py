@@ -31,9 +31,9 @@ from bot.storage import (
     make_fsm_storage,
 )
 from tests.clocks import FrozenClock
-from workflows.storage import make_engine, make_sessionmaker
-from workflows.tables import ConversationState
-from workflows.vault import Vault
+from workflows.persistence.engines import make_engine, make_sessionmaker
+from workflows.persistence.tables import ConversationState
+from workflows.privacy.vault import Vault
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 BOT_ID = 42

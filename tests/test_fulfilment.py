@@ -18,10 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID
 from tests.test_cli_frame import aina_dsr
-from workflows.calendar import WorkingCalendar
-from workflows.directory import CustomerRecord, import_customers, import_purchases
+from workflows.deadlines.calendar import WorkingCalendar
+from workflows.directory.store import CustomerRecord, import_customers, import_purchases
 from workflows.errors import ApprovalMismatch, IllegalTransition, NotAllowed, OwnRequest
-from workflows.fulfilment import (
+from workflows.fulfilment.work import (
     ACCOUNT_FIELDS,
     Flags,
     Fulfilment,
@@ -32,10 +32,10 @@ from workflows.fulfilment import (
     parse_corrections,
     suppressions_csv,
 )
-from workflows.service import RequestService
-from workflows.tables import AuditEvent, OutboxItem, Request
-from workflows.vault import Vault
-from workflows.views import Actor
+from workflows.persistence.tables import AuditEvent, OutboxItem, Request
+from workflows.privacy.vault import Vault
+from workflows.requests.service import RequestService
+from workflows.snapshots import Actor
 
 DATA = Path(__file__).parent / "data"
 DANA = Actor.staff(STAFF_ID, "Dana")

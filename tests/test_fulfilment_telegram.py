@@ -39,8 +39,8 @@ from tests.test_telegram_bot import (
     start_kind,
     text,
 )
-from workflows.directory import import_customers, import_purchases
-from workflows.fulfilment import (
+from workflows.directory.store import import_customers, import_purchases
+from workflows.fulfilment.work import (
     DIRECTORY_FIELDS,
     Flags,
     Fulfilment,
@@ -49,11 +49,11 @@ from workflows.fulfilment import (
 )
 from workflows.i18n import render_notification, status_name
 from workflows.kinds import RequestKind
-from workflows.outbox import Channel, OutboxDispatcher
-from workflows.service import RequestService
-from workflows.tables import OutboxItem
-from workflows.vault import Vault
-from workflows.views import Actor, RequestView
+from workflows.outbox.queue import Channel, OutboxDispatcher
+from workflows.persistence.tables import OutboxItem
+from workflows.privacy.vault import Vault
+from workflows.requests.service import RequestService
+from workflows.snapshots import Actor, RequestView
 
 DATA = Path(__file__).parent / "data"
 DANA = Person(STAFF_ID, first_name="Dana")

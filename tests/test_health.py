@@ -29,9 +29,9 @@ from tests.telegram_desk import STAFF_CHAT
 from tests.test_cli_frame import Crasher, Worker, recording_sleep
 from tests.test_mail_end_to_end import channel_for
 from tests.test_observability import scrape
-from workflows.service import RequestService
-from workflows.tables import OutboxItem
-from workflows.vault import Vault
+from workflows.persistence.tables import OutboxItem
+from workflows.privacy.vault import Vault
+from workflows.requests.service import RequestService
 
 __all__ = ["dovecot", "smtp_server"]
 

@@ -29,7 +29,7 @@ from workflows.i18n import (
     status_name,
 )
 from workflows.kinds import RequestKind
-from workflows.states import Status
+from workflows.requests.states import Status
 
 WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
 REFERENCE = "DSR-2026-000042"

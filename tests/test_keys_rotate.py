@@ -16,14 +16,14 @@ from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID, STAFF_IDS
 from tests.test_audit_chain import rewrite_and_rehash
 from tests.test_cli_frame import aina_dsr
-from workflows.audit import verify_chain
-from workflows.calendar import WorkingCalendar
-from workflows.directory import find_customer, import_customers
-from workflows.service import Evidence, RequestService
-from workflows.storage import make_sessionmaker
-from workflows.tables import AuditEvent, ConversationState, Message, Request
-from workflows.vault import Vault, VaultError
-from workflows.views import Actor
+from workflows.deadlines.calendar import WorkingCalendar
+from workflows.directory.store import find_customer, import_customers
+from workflows.persistence.engines import make_sessionmaker
+from workflows.persistence.tables import AuditEvent, ConversationState, Message, Request
+from workflows.privacy.audit import verify_chain
+from workflows.privacy.vault import Vault, VaultError
+from workflows.requests.service import Evidence, RequestService
+from workflows.snapshots import Actor
 
 DATA = Path(__file__).parent / "data"
 ALICE = 700100

@@ -14,14 +14,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID
-from workflows.calendar import WorkingCalendar
+from workflows.deadlines.calendar import WorkingCalendar
+from workflows.deadlines.reminders import Reminders
 from workflows.errors import IllegalTransition, KindUndecided, NotAllowed
 from workflows.kinds import CLASSIFIED_KINDS, DEFAULT_KINDS, RequestKind
-from workflows.reminders import Reminders
-from workflows.service import EmailOpening, RequestService
-from workflows.tables import OutboxItem, Request, ScheduledNotice
-from workflows.vault import Vault
-from workflows.views import Actor
+from workflows.persistence.tables import OutboxItem, Request, ScheduledNotice
+from workflows.privacy.vault import Vault
+from workflows.requests.service import EmailOpening, RequestService
+from workflows.snapshots import Actor
 
 ALICE = 700100
 EMAIL = "aigerim.nurlanovna@mail.kz"

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from workflows.calendar import WorkingCalendar
+from workflows.deadlines.calendar import WorkingCalendar
 from workflows.kinds import (
     CLASSIFIED_KINDS,
     DEFAULT_KINDS,

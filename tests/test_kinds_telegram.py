@@ -24,15 +24,15 @@ from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID
 from tests.mailservers import SmtpServer, smtp_server  # noqa: F401
 from tests.telegram_desk import STAFF_CHAT, Desk, buttons, message_id, words
-from workflows.calendar import WorkingCalendar
+from workflows.deadlines.calendar import WorkingCalendar
+from workflows.deadlines.reminders import Reminders
 from workflows.i18n import format_date, kind_name, render_notification
 from workflows.kinds import CLASSIFIED_KINDS, RequestKind
-from workflows.outbox import Channel, OutboxDispatcher
-from workflows.reminders import Reminders
-from workflows.service import EmailOpening, RequestService
-from workflows.tables import OutboxItem, Request
-from workflows.vault import Vault
-from workflows.views import Actor
+from workflows.outbox.queue import Channel, OutboxDispatcher
+from workflows.persistence.tables import OutboxItem, Request
+from workflows.privacy.vault import Vault
+from workflows.requests.service import EmailOpening, RequestService
+from workflows.snapshots import Actor
 
 ALICE_ID = 700100
 EMAIL = "aigerim.seitkali@mail.kz"

@@ -12,11 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from mail.intake import MailIntake, Outcome
 from tests.clocks import FrozenClock
 from tests.test_mail_corpus import CAP, EXPECTED, letter
-from workflows.audit import verify_chain
-from workflows.outbox import Audience
-from workflows.service import RequestService
-from workflows.tables import InboundMail, OutboxItem
-from workflows.vault import Vault
+from workflows.outbox.queue import Audience
+from workflows.persistence.tables import InboundMail, OutboxItem
+from workflows.privacy.audit import verify_chain
+from workflows.privacy.vault import Vault
+from workflows.requests.service import RequestService
 
 
 def request_letter(

@@ -24,10 +24,10 @@ from mail.intake import Outcome
 from tests.clocks import FrozenClock
 from tests.mailservers import Dovecot, SmtpServer, dovecot, smtp_server  # noqa: F401
 from workflows.identity import mailbox_of
-from workflows.outbox import Audience
-from workflows.service import RequestService
-from workflows.tables import InboundMail, OutboxItem
-from workflows.vault import Vault
+from workflows.outbox.queue import Audience
+from workflows.persistence.tables import InboundMail, OutboxItem
+from workflows.privacy.vault import Vault
+from workflows.requests.service import RequestService
 
 Build = Callable[..., MailChannel]
 

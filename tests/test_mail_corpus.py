@@ -15,10 +15,10 @@ from mail.parsing import parse_mail
 from mail.understanding import Disposition, understand
 from tests.clocks import FrozenClock
 from workflows.kinds import RequestKind
-from workflows.outbox import Audience
-from workflows.service import RequestService
-from workflows.tables import InboundMail, OutboxItem
-from workflows.vault import Vault
+from workflows.outbox.queue import Audience
+from workflows.persistence.tables import InboundMail, OutboxItem
+from workflows.privacy.vault import Vault
+from workflows.requests.service import RequestService
 
 CORPUS = Path(__file__).resolve().parent / "data" / "mail"
 EXPECTED: dict[str, dict[str, Any]] = tomllib.loads(

@@ -13,8 +13,8 @@ from mail.channel import MailChannel, build_mail_channel
 from mail.intake import Outcome
 from tests.clocks import FrozenClock
 from tests.mailservers import Dovecot, SmtpServer, dovecot, smtp_server  # noqa: F401
-from workflows.service import RequestService
-from workflows.vault import Vault
+from workflows.privacy.vault import Vault
+from workflows.requests.service import RequestService
 
 LETTERS = {
     "kk": (

@@ -13,10 +13,10 @@ from mail.intake import MailIntake, Outcome
 from mail.poller import PROCESSED_KEYWORD, ImapSettings, MailPoller, _uid_set, fair_order
 from tests.clocks import FrozenClock
 from tests.mailservers import Dovecot, dovecot  # noqa: F401
-from workflows.outbox import Audience
-from workflows.service import RequestService
-from workflows.tables import InboundMail, MailCursor, OutboxItem
-from workflows.vault import Vault
+from workflows.outbox.queue import Audience
+from workflows.persistence.tables import InboundMail, MailCursor, OutboxItem
+from workflows.privacy.vault import Vault
+from workflows.requests.service import RequestService
 
 FLOODER = "flood@example.kz"
 OTHERS = ("aigerim@example.kz", "bolat@example.kz", "dana@example.kz")

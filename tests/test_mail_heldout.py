@@ -18,8 +18,8 @@ from mail.training import HELD_OUT, HELD_OUT_HARD, Letter, read_letters
 from tests.clocks import FrozenClock
 from tests.mailservers import Dovecot, SmtpServer, dovecot, smtp_server  # noqa: F401
 from tests.test_mail_end_to_end import channel_for
-from workflows.service import RequestService
-from workflows.vault import Vault
+from workflows.privacy.vault import Vault
+from workflows.requests.service import RequestService
 
 # The acknowledgement's words for "reference" in each language.
 REFERENCE_WORDS = {"kk": "Өтініш нөмірі", "ru": "Номер обращения", "en": "Reference"}

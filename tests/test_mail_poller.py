@@ -15,9 +15,9 @@ from mail.intake import MailIntake, Outcome
 from mail.poller import PROCESSED_KEYWORD, ImapSettings, MailPoller
 from tests.clocks import FrozenClock
 from tests.mailservers import Dovecot, dovecot  # noqa: F401
-from workflows.service import RequestService
-from workflows.tables import MailCursor
-from workflows.vault import Vault
+from workflows.persistence.tables import MailCursor
+from workflows.privacy.vault import Vault
+from workflows.requests.service import RequestService
 
 
 def make_letter(number: int, text: str = "Прошу удалить мой аккаунт.") -> bytes:

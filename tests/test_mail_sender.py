@@ -10,11 +10,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from mail.sender import SmtpSender
 from tests.clocks import FrozenClock
 from tests.mailservers import SmtpServer, smtp_server  # noqa: F401
-from workflows.outbox import Channel, OutboxDispatcher, OutboxStatus
-from workflows.service import RequestService
-from workflows.tables import OutboxItem
-from workflows.vault import Vault
-from workflows.views import Actor
+from workflows.outbox.queue import Channel, OutboxDispatcher, OutboxStatus
+from workflows.persistence.tables import OutboxItem
+from workflows.privacy.vault import Vault
+from workflows.requests.service import RequestService
+from workflows.snapshots import Actor
 
 PERSON = "aigerim@example.kz"
 

@@ -25,10 +25,10 @@ from mail.sender import SmtpSender
 from tests.clocks import FrozenClock
 from tests.mailservers import Dovecot, SmtpServer, dovecot, smtp_server  # noqa: F401
 from tests.telegram_desk import STAFF_CHAT, Desk
-from workflows.outbox import Audience, Channel, OutboxDispatcher
-from workflows.service import RequestService
-from workflows.tables import InboundMail, OutboxItem
-from workflows.vault import Vault
+from workflows.outbox.queue import Audience, Channel, OutboxDispatcher
+from workflows.persistence.tables import InboundMail, OutboxItem
+from workflows.privacy.vault import Vault
+from workflows.requests.service import RequestService
 
 MB = 1024 * 1024
 BODY_MARK = b"THE-BIG-BODY-"

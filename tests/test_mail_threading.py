@@ -8,8 +8,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mail.intake import MailIntake, Outcome
 from tests.clocks import FrozenClock
-from workflows.service import RequestService
-from workflows.vault import Vault
+from workflows.privacy.vault import Vault
+from workflows.requests.service import RequestService
 
 OWNER = "aliya@example.kz"
 

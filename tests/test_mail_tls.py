@@ -34,10 +34,10 @@ from tests.mailservers import (  # noqa: F401
 )
 from tests.test_mail_poller import make_letter, make_poller, settings_for  # noqa: F401
 from tests.test_mail_sender import PERSON, open_by_mail
-from workflows.outbox import Channel, OutboxDispatcher, OutboxStatus
-from workflows.service import RequestService
-from workflows.tables import OutboxItem
-from workflows.vault import Vault
+from workflows.outbox.queue import Channel, OutboxDispatcher, OutboxStatus
+from workflows.persistence.tables import OutboxItem
+from workflows.privacy.vault import Vault
+from workflows.requests.service import RequestService
 
 
 def tls_poller(build: Any, server: Dovecot, security: str, trusted: Certificates | None) -> Any:

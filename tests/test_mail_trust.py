@@ -27,11 +27,11 @@ from tests.mailservers import Dovecot, SmtpServer, dovecot, smtp_server  # noqa:
 from tests.telegram_desk import STAFF_CHAT, Desk, buttons, message_id, words
 from tests.test_telegram_bot import answer_questions, start_kind, text
 from workflows.kinds import RequestKind
-from workflows.outbox import Audience, Channel, OutgoingMessage, PermanentFailure
-from workflows.service import RequestService
-from workflows.tables import InboundMail, StaffCard
-from workflows.vault import Vault
-from workflows.views import Actor
+from workflows.outbox.queue import Audience, Channel, OutgoingMessage, PermanentFailure
+from workflows.persistence.tables import InboundMail, StaffCard
+from workflows.privacy.vault import Vault
+from workflows.requests.service import RequestService
+from workflows.snapshots import Actor
 
 VICTIM = "aliya@example.kz"
 MALLORY = "mallory@evil.example"

@@ -8,7 +8,7 @@ import sqlite3
 
 import pytest
 
-from workflows.masking import (
+from workflows.privacy.masking import (
     Masked,
     PersonalDataFilter,
     mask_email,

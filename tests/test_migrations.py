@@ -8,7 +8,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from workflows.storage import (
+from workflows.persistence.engines import (
     alembic_config,
     downgrade_engine,
     engine_revision,
@@ -16,7 +16,7 @@ from workflows.storage import (
     make_engine,
     upgrade_engine,
 )
-from workflows.tables import Base
+from workflows.persistence.tables import Base
 
 
 async def test_stairway_up_down_up_for_every_revision(database_url: str) -> None:

@@ -12,15 +12,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID, STAFF_IDS
-from workflows.calendar import WorkingCalendar
-from workflows.deadlines import ReminderPolicy
-from workflows.notice_plan import adopt_basis, set_next_notices
-from workflows.reminders import Reminders
-from workflows.service import RequestService
-from workflows.storage import downgrade_engine, upgrade_engine
-from workflows.tables import OutboxItem, Request
-from workflows.vault import Vault
-from workflows.views import Actor
+from workflows.deadlines.calendar import WorkingCalendar
+from workflows.deadlines.milestones import ReminderPolicy
+from workflows.deadlines.notice_plan import adopt_basis, set_next_notices
+from workflows.deadlines.reminders import Reminders
+from workflows.persistence.engines import downgrade_engine, upgrade_engine
+from workflows.persistence.tables import OutboxItem, Request
+from workflows.privacy.vault import Vault
+from workflows.requests.service import RequestService
+from workflows.snapshots import Actor
 
 ALICE = 700100
 DANA = Actor.staff(STAFF_ID, "Dana (privacy officer)")
@@ -233,7 +233,7 @@ async def test_a_restart_with_an_earlier_milestone_sends_it_on_its_day_once(
     clock.set(almaty(date(2026, 11, 24), 18))
     policy = ReminderPolicy(staff=("2", "0"))
     after = Reminders(service, sessions, vault, clock, calendar, policy=policy)
-    with caplog.at_level(logging.INFO, logger="workflows.reminders"):
+    with caplog.at_level(logging.INFO, logger="workflows.deadlines.reminders"):
         plan = await after.run_due()
     request = await row(sessions, reference)
     assert plan.requests == {request.id: almaty(date(2026, 11, 25), 9)}
@@ -328,7 +328,7 @@ async def test_an_unchanged_restart_plans_nothing_again(
 
     # The same settings and calendar, built afresh (as a restart reads them).
     again = RequestService(sessions, vault, clock, WorkingCalendar(), staff_user_ids=STAFF_IDS)
-    with caplog.at_level(logging.INFO, logger="workflows.reminders"):
+    with caplog.at_level(logging.INFO, logger="workflows.deadlines.reminders"):
         plan = await Reminders(again, sessions, vault, clock, WorkingCalendar()).run_due()
 
     assert plan.requests == {}, "the pass after the restart reads no request"

@@ -25,16 +25,16 @@ from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID
 from tests.mailservers import SmtpServer, smtp_server  # noqa: F401
 from tests.telegram_desk import Desk
-from workflows.calendar import WorkingCalendar
-from workflows.deadlines import ReminderPolicy
+from workflows.deadlines.calendar import WorkingCalendar
+from workflows.deadlines.milestones import ReminderPolicy
+from workflows.deadlines.reminders import Reminders
 from workflows.i18n import LANGUAGES, format_date, render_notification
 from workflows.kinds import RequestKind
-from workflows.outbox import Channel, OutboxDispatcher
-from workflows.reminders import Reminders
-from workflows.service import EmailOpening, RequestService
-from workflows.tables import DataSubject, OutboxItem, Request
-from workflows.vault import Vault
-from workflows.views import Actor
+from workflows.outbox.queue import Channel, OutboxDispatcher
+from workflows.persistence.tables import DataSubject, OutboxItem, Request
+from workflows.privacy.vault import Vault
+from workflows.requests.service import EmailOpening, RequestService
+from workflows.snapshots import Actor
 
 ALICE = 700100
 BOB = 700200

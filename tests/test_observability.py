@@ -42,13 +42,13 @@ from tests.test_telegram_bot import (
     start_kind,
     text,
 )
+from workflows.deadlines.leader_lock import AdvisoryLock
 from workflows.kinds import RequestKind
 from workflows.metrics import TALLY
-from workflows.outbox import OutboxDispatcher, OutgoingMessage
-from workflows.scheduler_lock import AdvisoryLock
-from workflows.service import RequestService
-from workflows.storage import make_engine, make_sessionmaker
-from workflows.vault import Vault
+from workflows.outbox.queue import OutboxDispatcher, OutgoingMessage
+from workflows.persistence.engines import make_engine, make_sessionmaker
+from workflows.privacy.vault import Vault
+from workflows.requests.service import RequestService
 
 __all__ = ["dovecot", "smtp_server"]
 

@@ -13,7 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID
-from workflows.outbox import (
+from workflows.outbox.owners import OutboxOwnedElsewhere, claim_owners
+from workflows.outbox.queue import (
     Audience,
     Channel,
     DeliveryReceipt,
@@ -24,11 +25,10 @@ from workflows.outbox import (
     RetryLater,
     enqueue,
 )
-from workflows.outbox_owners import OutboxOwnedElsewhere, claim_owners
-from workflows.service import RequestService
-from workflows.tables import AuditEvent, OutboxItem
-from workflows.vault import Vault
-from workflows.views import Actor
+from workflows.persistence.tables import AuditEvent, OutboxItem
+from workflows.privacy.vault import Vault
+from workflows.requests.service import RequestService
+from workflows.snapshots import Actor
 
 ALICE = 700100
 
@@ -261,7 +261,7 @@ async def test_two_dispatchers_never_deliver_the_same_row(
 
 
 async def test_backoff_grows_and_is_capped() -> None:
-    from workflows.outbox import backoff
+    from workflows.outbox.queue import backoff
 
     waits = [backoff(n) for n in range(1, 15)]
     assert waits == sorted(waits)
@@ -300,7 +300,7 @@ async def test_a_delivery_whose_claim_was_taken_meanwhile_is_recorded_once_and_r
         assert await other.run_once() == 1
 
     slow = SlowPort(Channel.TELEGRAM, stuck_past_the_lease)
-    with caplog.at_level(logging.ERROR, logger="workflows.outbox"):
+    with caplog.at_level(logging.ERROR, logger="workflows.outbox.queue"):
         assert await dispatcher(sessions, vault, clock, slow).run_once() == 1
 
     # The person got it twice (it cannot be helped after a hang); the desk records it once,

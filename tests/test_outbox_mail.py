@@ -18,11 +18,11 @@ from mail.sender import SmtpSender
 from tests.clocks import FrozenClock
 from tests.mailservers import RecordingHandler, SmtpServer, smtp_server
 from tests.test_mail_sender import sender_for
-from workflows.outbox import Channel, OutboxDispatcher, OutboxStatus
-from workflows.outbox_owners import ClaimOwners, claim_owners
-from workflows.service import RequestService
-from workflows.tables import OutboxItem
-from workflows.vault import Vault
+from workflows.outbox.owners import ClaimOwners, claim_owners
+from workflows.outbox.queue import Channel, OutboxDispatcher, OutboxStatus
+from workflows.persistence.tables import OutboxItem
+from workflows.privacy.vault import Vault
+from workflows.requests.service import RequestService
 
 __all__ = ["smtp_server"]
 

@@ -11,12 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID
-from workflows.audit import verify_chain
-from workflows.calendar import WorkingCalendar
-from workflows.retention import PURGE_ACTION, purge_closed
-from workflows.scheduler import RETENTION_JOB, retention_job, scheduler_component
-from workflows.service import Evidence, RequestService
-from workflows.tables import (
+from workflows.deadlines.calendar import WorkingCalendar
+from workflows.deadlines.scheduler import RETENTION_JOB, retention_job, scheduler_component
+from workflows.persistence.tables import (
     Attachment,
     ConversationState,
     DataSubject,
@@ -26,8 +23,11 @@ from workflows.tables import (
     Request,
     Verification,
 )
-from workflows.vault import Vault
-from workflows.views import Actor
+from workflows.privacy.audit import verify_chain
+from workflows.privacy.retention import PURGE_ACTION, purge_closed
+from workflows.privacy.vault import Vault
+from workflows.requests.service import Evidence, RequestService
+from workflows.snapshots import Actor
 
 ALICE = 700100
 BOB = 700200

@@ -44,9 +44,9 @@ from tests.desk_process import (
 )
 from tests.mailservers import Dovecot, SmtpServer, dovecot, smtp_server
 from tests.telegram_desk import STAFF_CHAT, buttons, message_id, words
+from workflows.deadlines.leader_lock import SCHEDULER_LOCK, advisory_key
 from workflows.kinds import RequestKind
-from workflows.scheduler_lock import SCHEDULER_LOCK, advisory_key
-from workflows.storage import make_engine
+from workflows.persistence.engines import make_engine
 
 __all__ = ["dovecot", "smtp_server"]
 

@@ -21,21 +21,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID, STAFF_IDS
-from workflows.audit import verify_chain
-from workflows.audit_checkpoint import read_checkpoints
-from workflows.calendar import WorkingCalendar
-from workflows.deadlines import MilestoneError, ReminderPolicy, parse_staff_milestones
-from workflows.i18n import render_notification
-from workflows.outbox import (
-    Audience,
-    Channel,
-    DeliveryReceipt,
-    OutboxDispatcher,
-    OutgoingMessage,
-    RecipientUnreachable,
-)
-from workflows.reminders import Plan, Reminders
-from workflows.scheduler import (
+from workflows.deadlines.calendar import WorkingCalendar
+from workflows.deadlines.leader_lock import AdvisoryLock, SingleProcessLock
+from workflows.deadlines.milestones import MilestoneError, ReminderPolicy, parse_staff_milestones
+from workflows.deadlines.reminders import Plan, Reminders
+from workflows.deadlines.scheduler import (
     DIGEST_JOB,
     EXPIRY_JOB,
     MISFIRE_GRACE_SECONDS,
@@ -48,12 +38,28 @@ from workflows.scheduler import (
     reconcile_job,
     scheduler_component,
 )
-from workflows.scheduler_lock import AdvisoryLock, SingleProcessLock
-from workflows.service import RequestService
-from workflows.storage import make_engine, make_sessionmaker
-from workflows.tables import AuditEvent, DataSubject, OutboxItem, Request, ScheduledNotice
-from workflows.vault import Vault
-from workflows.views import Actor
+from workflows.i18n import render_notification
+from workflows.outbox.queue import (
+    Audience,
+    Channel,
+    DeliveryReceipt,
+    OutboxDispatcher,
+    OutgoingMessage,
+    RecipientUnreachable,
+)
+from workflows.persistence.engines import make_engine, make_sessionmaker
+from workflows.persistence.tables import (
+    AuditEvent,
+    DataSubject,
+    OutboxItem,
+    Request,
+    ScheduledNotice,
+)
+from workflows.privacy.audit import verify_chain
+from workflows.privacy.audit_checkpoint import read_checkpoints
+from workflows.privacy.vault import Vault
+from workflows.requests.service import RequestService
+from workflows.snapshots import Actor
 
 ALICE = 700100
 BOB = 700200
@@ -778,7 +784,7 @@ async def test_a_queue_longer_than_a_batch_is_planned_and_notified_whole_and_onc
     calendar: WorkingCalendar,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("workflows.reminders._BATCH", 2)
+    monkeypatch.setattr("workflows.deadlines.reminders._BATCH", 2)
     clock.set(almaty(date(2026, 11, 24), 10))
     references = [await open_verified(service, "access", user=ALICE + n) for n in range(5)]
     closed = references.pop()

@@ -13,10 +13,10 @@ from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID
 from workflows.errors import IdentityRefused, IllegalTransition, NotAllowed, RequestNotFound
 from workflows.identity import CodeOutcome
-from workflows.service import Evidence, RequestService, SharedContact, verification_cutoff
-from workflows.tables import AuditEvent, Customer, OutboxItem
-from workflows.vault import Vault
-from workflows.views import Actor
+from workflows.persistence.tables import AuditEvent, Customer, OutboxItem
+from workflows.privacy.vault import Vault
+from workflows.requests.service import Evidence, RequestService, SharedContact, verification_cutoff
+from workflows.snapshots import Actor
 
 ALICE = 700100
 PHONE = "+77011234567"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from workflows.storage import make_engine, make_sessionmaker, upgrade_engine
-from workflows.tables import ConversationState
+from workflows.persistence.engines import make_engine, make_sessionmaker, upgrade_engine
+from workflows.persistence.tables import ConversationState
 
 
 def _row(key: str) -> ConversationState:

@@ -8,10 +8,10 @@ import pytest
 
 from tests.conftest import STAFF_ID
 from workflows.errors import IllegalTransition
-from workflows.limits import Limits
-from workflows.service import RequestService
-from workflows.states import Action, Status
-from workflows.views import Actor
+from workflows.requests.limits import Limits
+from workflows.requests.service import RequestService
+from workflows.requests.states import Action, Status
+from workflows.snapshots import Actor
 
 ALICE = 424242
 PHONE = "+77011234567"
@@ -71,7 +71,7 @@ PATH: dict[str, list[str]] = {
 
 
 def test_the_table_in_the_code_is_the_designs() -> None:
-    from workflows.states import TRANSITIONS
+    from workflows.requests.states import TRANSITIONS
 
     assert {(f.value, a.value): t.value for (f, a), t in TRANSITIONS.items()} == ALLOWED
     assert set(PATH) == {s.value for s in Status}

@@ -23,10 +23,10 @@ from tests.conftest import STAFF_ID, STAFF_IDS
 from tests.telegram_desk import STAFF_CHAT, Desk, buttons, message_id, words
 from workflows.i18n import format_date, kind_name, render_notification, status_name
 from workflows.kinds import CLASSIFIED_KINDS, DEFAULT_KINDS, RequestKind
-from workflows.outbox import Channel
-from workflows.service import RequestService
-from workflows.tables import OutboxItem
-from workflows.vault import Vault
+from workflows.outbox.queue import Channel
+from workflows.persistence.tables import OutboxItem
+from workflows.privacy.vault import Vault
+from workflows.requests.service import RequestService
 
 ALICE_ID = 700100
 PHONE = "+77011234567"

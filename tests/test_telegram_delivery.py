@@ -15,7 +15,7 @@ from bot.delivery import RateLimits, Rendered, SendRateLimiter, TelegramPort
 from tests.botapi import BotAPI
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID
-from workflows.outbox import (
+from workflows.outbox.queue import (
     Audience,
     Channel,
     DeliveryReceipt,
@@ -23,10 +23,10 @@ from workflows.outbox import (
     OutgoingMessage,
     enqueue,
 )
-from workflows.service import RequestService
-from workflows.tables import DataSubject, OutboxItem, Request, StaffCard
-from workflows.vault import Vault
-from workflows.views import Actor
+from workflows.persistence.tables import DataSubject, OutboxItem, Request, StaffCard
+from workflows.privacy.vault import Vault
+from workflows.requests.service import RequestService
+from workflows.snapshots import Actor
 
 ALICE = 700100
 STAFF_CHAT = -1001234567890

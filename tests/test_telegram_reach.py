@@ -22,11 +22,11 @@ from tests.conftest import STAFF_ID
 from tests.telegram_desk import STAFF_CHAT, Desk, buttons, message_id, words
 from tests.test_telegram_bot import answer_questions, start_kind
 from workflows.kinds import RequestKind
-from workflows.masking import mask_email
-from workflows.service import Evidence, RequestService, SharedContact
-from workflows.tables import DataSubject, OutboxItem
-from workflows.vault import Vault
-from workflows.views import Actor
+from workflows.persistence.tables import DataSubject, OutboxItem
+from workflows.privacy.masking import mask_email
+from workflows.privacy.vault import Vault
+from workflows.requests.service import Evidence, RequestService, SharedContact
+from workflows.snapshots import Actor
 
 ALICE = Person(700100, first_name="Aigerim", language_code="ru")
 PHONE = "+77011234567"

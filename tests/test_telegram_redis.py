@@ -33,8 +33,8 @@ from tests.conftest import STAFF_IDS
 from tests.telegram_desk import STAFF_CHAT, Desk, buttons, message_id, words
 from tests.test_telegram_bot import ANSWERS, answer_questions, start_kind, text
 from workflows.kinds import RequestKind
-from workflows.service import RequestService
-from workflows.vault import Vault, VaultError
+from workflows.privacy.vault import Vault, VaultError
+from workflows.requests.service import RequestService
 
 redis_asyncio = pytest.importorskip("redis.asyncio", reason="aiogram[redis] is not installed")
 

@@ -20,8 +20,8 @@ from tests.botapi import BotAPI, Person
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_IDS
 from tests.telegram_desk import NO_LIMITS, STAFF_CHAT, words
-from workflows.service import RequestService
-from workflows.vault import Vault
+from workflows.privacy.vault import Vault
+from workflows.requests.service import RequestService
 
 ALICE = Person(700200, language_code="kk")
 

@@ -20,7 +20,7 @@ from importlib import resources
 from types import MappingProxyType
 from typing import Any
 
-from workflows.calendar import WorkingCalendar
+from workflows.deadlines.calendar import WorkingCalendar
 
 
 class KindTableError(ValueError):

@@ -16,10 +16,10 @@ from datetime import UTC, datetime
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from workflows.states import CLOSED
-from workflows.tables import MailCursor, OutboxItem, Request
+from workflows.persistence.tables import MailCursor, OutboxItem, Request
+from workflows.requests.states import CLOSED
 
-# The outbox's statuses (workflows.outbox imports this module to count its deliveries).
+# The outbox's statuses (workflows.outbox.queue imports this module to count its deliveries).
 _WAITING = ("pending", "sending")
 _FAILED = "failed"
 _CLOSED = sorted(status.value for status in CLOSED)

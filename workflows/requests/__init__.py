@@ -1,1 +1,1 @@
-"""The request service's use-cases that grew out of workflows/service.py, one idea a module."""
+"""A request's life: filing, verification, staff actions, and the service the channels call."""

@@ -26,11 +26,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from workflows.clock import Clock
 from workflows.errors import ApprovalMismatch, KindUndecided, NotAllowed, OwnRequest
 from workflows.kinds import RequestKind
+from workflows.persistence.tables import AuditEvent, DataSubject, Request
+from workflows.privacy.vault import Vault
 from workflows.requests.staff_actions import since_last_kind_change
-from workflows.states import Action, Status, next_status
-from workflows.tables import AuditEvent, DataSubject, Request
-from workflows.vault import Vault
-from workflows.views import Actor, RequestView
+from workflows.requests.states import Action, Status, next_status
+from workflows.snapshots import Actor, RequestView
 
 APPROVAL = "approval"
 

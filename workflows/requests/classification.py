@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from workflows.calendar import WorkingCalendar
+from workflows.deadlines.calendar import WorkingCalendar
 from workflows.kinds import CLASSIFIED_KINDS, ClockSpec, ClockStart, KindSpec, RequestKind
 
 

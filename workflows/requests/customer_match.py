@@ -16,7 +16,7 @@ from __future__ import annotations
 from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from workflows.tables import Customer, DataSubject, Request
+from workflows.persistence.tables import Customer, DataSubject, Request
 
 
 async def match_customer(session: AsyncSession, subject: DataSubject) -> int | None:

@@ -6,7 +6,7 @@ on the way leaves the request approved, where the card's Complete tries the
 work again. Without a word, nobody would know it waits: so the failure is an
 audit event (``fulfilment_failed``, by the staff member who tried, with the
 error's type) and an alert in the staff group naming the request and the
-reason (:class:`~workflows.fulfilment.Fulfilment` calls this).
+reason (:class:`~workflows.fulfilment.work.Fulfilment` calls this).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from workflows.states import Status
-from workflows.tables import AuditEvent, Request
-from workflows.views import Actor
+from workflows.persistence.tables import AuditEvent, Request
+from workflows.requests.states import Status
+from workflows.snapshots import Actor
 
 FULFILMENT_FAILED = "fulfilment_failed"
 

@@ -1,7 +1,7 @@
 """A person unreachable on Telegram is so only until they write again (a mixin of the service).
 
 Telegram's 403 (the person blocked the bot) marks them unreachable, so what
-follows goes by e-mail where an address is known (:func:`workflows.outbox.subject_route`).
+follows goes by e-mail where an address is known (:func:`workflows.outbox.queue.subject_route`).
 Their next message or button press shows they can be reached again: the bot
 calls :meth:`Reachability.telegram_reachable`, and Telegram is their channel
 once more.
@@ -14,7 +14,7 @@ from typing import Protocol
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from workflows.tables import DataSubject
+from workflows.persistence.tables import DataSubject
 
 
 class _Core(Protocol):

@@ -5,7 +5,7 @@ The new kind's clock is counted again from the receipt (see
 starts on confirmation), the change is an audit event naming both kinds and
 the staff member, the card is refreshed and the person is told the kind and
 the deadline in their language. The scheduler plans the request again (any
-change of the row sets its next notice instant back, :mod:`workflows.notice_plan`)
+change of the row sets its next notice instant back, :mod:`workflows.deadlines.notice_plan`)
 and keys the new clock's notices by the change, so reminders already sent for
 the old deadline do not stand in for the new one's.
 
@@ -22,14 +22,14 @@ from typing import Any, Protocol
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from workflows.calendar import WorkingCalendar
 from workflows.clock import Clock
+from workflows.deadlines.calendar import WorkingCalendar
 from workflows.errors import IllegalTransition, NotAllowed
 from workflows.kinds import KindSpec, RequestKind
+from workflows.persistence.tables import AuditEvent, DataSubject, Request
 from workflows.requests.classification import clock_for_kind
-from workflows.states import CLOSED, Status
-from workflows.tables import AuditEvent, DataSubject, Request
-from workflows.views import Actor, RequestView
+from workflows.requests.states import CLOSED, Status
+from workflows.snapshots import Actor, RequestView
 
 KIND_CHANGED = "kind_changed"
 

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 
-from workflows.calendar import WorkingCalendar
+from workflows.deadlines.calendar import WorkingCalendar
 
 HALF = "half"
 OVERDUE = "overdue"

@@ -19,11 +19,12 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import Session, SessionTransaction, SessionTransactionOrigin
 
+import workflows.deadlines.notice_plan
+
 # For their session listeners: every session chains the audit events it writes (audit),
 # and a request changed through any session is planned again (notice_plan).
-import workflows.audit
-import workflows.notice_plan
-from workflows.vault import Vault
+import workflows.privacy.audit
+from workflows.privacy.vault import Vault
 
 # APScheduler keeps its own job table in our database; migrations leave it alone.
 FOREIGN_TABLES = frozenset({"apscheduler_jobs"})
@@ -82,11 +83,11 @@ def make_sessionmaker(
     takes none (``BEGIN``: a snapshot in WAL) and never waits behind a writer.
 
     The sessions sign the audit events they write with ``vault``'s audit key
-    (:mod:`workflows.audit`); without a vault they can read but not audit.
+    (:mod:`workflows.privacy.audit`); without a vault they can read but not audit.
     """
     if engine.dialect.name == "sqlite":
         engine = engine.execution_options(**{_ORM_BIND: True})
-    info = workflows.audit.signing_info(vault) if vault is not None else {}
+    info = workflows.privacy.audit.signing_info(vault) if vault is not None else {}
     return async_sessionmaker(engine, expire_on_commit=False, info=info)
 
 
@@ -116,7 +117,7 @@ def _begin_session_transaction(
 def alembic_config() -> Config:
     """Alembic's configuration, pointing at the migrations shipped in the package."""
     config = Config()
-    location = resources.files("workflows") / "migrations"
+    location = resources.files("workflows.persistence") / "migrations"
     config.set_main_option("script_location", str(location))
     return config
 

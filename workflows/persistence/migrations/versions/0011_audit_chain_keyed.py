@@ -8,7 +8,7 @@ Create Date: 2026-12-05 10:00:00
 ``DSR_ENCRYPTION_KEY``, ``audit_event.key_id`` names that subkey (so events
 signed before and after a key rotation both verify). A migration has no key,
 so the events already there stay unsigned here; the first command run after
-the upgrade signs them once (``workflows.audit.sign_unkeyed_chain``), as far
+the upgrade signs them once (``workflows.privacy.audit.sign_unkeyed_chain``), as far
 as their links hold.
 """
 

@@ -25,21 +25,21 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from workflows.access_report import build_access_report
 from workflows.clock import Clock
 from workflows.csv_export import SafeWriter
-from workflows.directory import CustomerRecord, customer_record
+from workflows.directory.field_rules import InvalidField, account_value
+from workflows.directory.store import CustomerRecord, customer_record
 from workflows.errors import DomainError
-from workflows.field_rules import InvalidField, account_value
+from workflows.fulfilment.access_report import build_access_report
 from workflows.i18n import catalogue
 from workflows.identity import normalize_email, normalize_phone, validate_iin
 from workflows.kinds import RequestKind
-from workflows.masking import mask_text
-from workflows.service import CardFacts, Evidence, RequestService
-from workflows.states import Status
-from workflows.tables import Customer
-from workflows.vault import Vault
-from workflows.views import Actor, RequestView
+from workflows.persistence.tables import Customer
+from workflows.privacy.masking import mask_text
+from workflows.privacy.vault import Vault
+from workflows.requests.service import CardFacts, Evidence, RequestService
+from workflows.requests.states import Status
+from workflows.snapshots import Actor, RequestView
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ class SqlDirectory:
             row.erased_at = now
             row.erased_fields = sorted(set(row.erased_fields or []) | set(fields))
             # The import's row digest was a keyed hash of the erased values too; the next
-            # import stores one of what it may keep (workflows.import_holds).
+            # import stores one of what it may keep (workflows.directory.import_holds).
             row.source_digest = ""
             row.updated_at = now
         return erased
@@ -313,7 +313,7 @@ def parse_corrections(text: str, *, today: date) -> dict[str, str]:
     """Staff's corrections, one ``field: value`` per line, each value checked by the import's rule.
 
     ``today`` is the desk's local date (no birth date is after it). A refused
-    value is named by its line and the rule's words (:mod:`workflows.field_rules`).
+    value is named by its line and the rule's words (:mod:`workflows.directory.field_rules`).
     """
     changes: dict[str, str] = {}
     for number, line in enumerate(text.splitlines(), start=1):

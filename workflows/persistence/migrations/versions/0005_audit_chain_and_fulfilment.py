@@ -25,7 +25,7 @@ GENESIS = "0" * 64
 
 
 def _hash(prev: str, row: Any) -> str:
-    # A frozen copy of workflows.audit.event_hash: a migration must not change with the code.
+    # A frozen copy of privacy.audit.event_hash: a migration must not change with the code.
     at = row.at if isinstance(row.at, datetime) else datetime.fromisoformat(str(row.at))
     if at.tzinfo is None:
         at = at.replace(tzinfo=UTC)

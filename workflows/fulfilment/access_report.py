@@ -30,10 +30,10 @@ from babel.numbers import format_decimal
 from fpdf import FPDF
 from fpdf.enums import MethodReturnValue, XPos, YPos
 
-from workflows.calendar import DEFAULT_TIMEZONE
-from workflows.directory import CustomerRecord, PurchaseRecord
+from workflows.deadlines.calendar import DEFAULT_TIMEZONE
+from workflows.directory.store import CustomerRecord, PurchaseRecord
 from workflows.i18n import DEFAULT_MAIL_ADDRESS, catalogue, format_date, pick_language
-from workflows.masking import mask_email, mask_iin, mask_phone, mask_text
+from workflows.privacy.masking import mask_email, mask_iin, mask_phone, mask_text
 
 JSONValue = str | bool | None
 

@@ -6,7 +6,7 @@ and a reason that names the column and the problem, never the value, so the
 report holds no personal data. Re-importing a file changes nothing: each
 customer keeps a keyed digest of the row it came from. What the person had
 erased or withdrawn through a request is never written back
-(:mod:`workflows.import_holds`).
+(:mod:`workflows.directory.import_holds`).
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from workflows import field_rules
-from workflows.calendar import DEFAULT_TIMEZONE
-from workflows.field_rules import InvalidField
+from workflows.deadlines.calendar import DEFAULT_TIMEZONE
+from workflows.directory import field_rules
+from workflows.directory.field_rules import InvalidField
+from workflows.directory.import_holds import hold_for
 from workflows.identity import normalize_email, normalize_phone, validate_iin
-from workflows.import_holds import hold_for
-from workflows.tables import Customer, Purchase
-from workflows.vault import Vault
+from workflows.persistence.tables import Customer, Purchase
+from workflows.privacy.vault import Vault
 
 CUSTOMER_COLUMNS = (
     "id", "full_name", "phone", "email", "iin", "gender", "birth_date", "language",
@@ -73,7 +73,7 @@ class ImportReport:
     """What an import did, row by row counted.
 
     A ``withheld`` row is also counted as updated or unchanged: it is listed
-    because part of it (or all of it) was not written, see :mod:`workflows.import_holds`.
+    because part of it (or all of it) was not written, see :mod:`workflows.directory.import_holds`.
     """
 
     created: int = 0
@@ -263,7 +263,7 @@ class _CustomerRow:
 
 
 def _customer_value(column: str, value: str, today: date, tz: tzinfo) -> Any:
-    """One column's value as stored; the account's fields follow :mod:`workflows.field_rules`."""
+    """One column's value as stored; the account's fields follow :mod:`.field_rules`."""
     if column == "full_name":
         return field_rules.full_name(value)
     if not value:
@@ -488,7 +488,7 @@ async def import_customers(
     ``progress`` gets the number of rows read so far after each commit. Dates
     and times without an offset are local to ``tz`` (the desk's zone).
     What the person had erased or withdrawn is never written back; such rows
-    are listed in the report's ``withheld`` (:mod:`workflows.import_holds`).
+    are listed in the report's ``withheld`` (:mod:`workflows.directory.import_holds`).
     Raises :class:`ImportFileError` when the file as a whole cannot be read.
     """
     zone = tz or ZoneInfo(DEFAULT_TIMEZONE)

@@ -19,7 +19,7 @@ How a message is sent once, and nothing stays stuck:
   that is the one way to a double, and it is logged as an error when its
   recording finds the claim taken).
 - A claim whose owner is dead is taken back at once, not after the lease: see
-  :mod:`workflows.outbox_owners` (on SQLite one process owns the outbox, so a
+  :mod:`workflows.outbox.owners` (on SQLite one process owns the outbox, so a
   restarted desk takes back everything it did not claim itself; on PostgreSQL
   each owner holds an advisory lock that dies with its connection).
 - A delivery the database fails to record is recorded again a few times, then
@@ -39,14 +39,15 @@ from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
 from sqlalchemy import ColumnElement, and_, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from workflows.clock import Clock
 from workflows.metrics import count_delivery
-from workflows.outbox_owners import ClaimOwners, LeaseOnly
-from workflows.tables import AuditEvent, DataSubject, Message, OutboxItem, Request
-from workflows.vault import Vault
+from workflows.outbox.owners import ClaimOwners, LeaseOnly
+from workflows.persistence.tables import DataSubject, Message, OutboxItem, Request
+from workflows.persistence.upsert import upsert
+from workflows.privacy.audit import record_event
+from workflows.privacy.vault import Vault
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +135,7 @@ class PreparingPort(Protocol):
 
 
 def _insert(session: AsyncSession) -> Any:
-    dialect = session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(OutboxItem)
+    return upsert(session, OutboxItem)
 
 
 async def enqueue(
@@ -641,20 +641,18 @@ class OutboxDispatcher:
         the failed message was an alert), the staff group's notice naming the reason."""
         if message.request_id is None:
             return
-        session.add(
-            AuditEvent(
-                request_id=message.request_id,
-                reference=message.reference,
-                at=now,
-                actor="system",
-                channel=message.channel.value,
-                action="delivery_failed",
-                details={
-                    "template": message.template,
-                    "audience": message.audience.value,
-                    "reason": reason[:200],
-                },
-            )
+        record_event(
+            session,
+            request_id=message.request_id,
+            reference=message.reference,
+            at=now,
+            channel=message.channel.value,
+            action="delivery_failed",
+            details={
+                "template": message.template,
+                "audience": message.audience.value,
+                "reason": reason[:200],
+            },
         )
         if alert and message.template not in ALERTS:
             to_person = message.audience is Audience.SUBJECT

@@ -47,11 +47,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
 from workflows.clock import Clock
-from workflows.outbox import OutboxStatus
-from workflows.states import CLOSED
-from workflows.tables import (
+from workflows.outbox.queue import OutboxStatus
+from workflows.persistence.tables import (
     Attachment,
-    AuditEvent,
     ConversationState,
     DataSubject,
     InboundMail,
@@ -60,8 +58,10 @@ from workflows.tables import (
     Request,
     Verification,
 )
-from workflows.vault import Vault, VaultError
-from workflows.views import ActorKind
+from workflows.privacy.audit import record_event
+from workflows.privacy.vault import Vault, VaultError
+from workflows.requests.states import CLOSED
+from workflows.snapshots import ActorKind
 
 log = logging.getLogger(__name__)
 
@@ -315,18 +315,17 @@ async def _drop_request_data(
     if not dropped:
         return {}
     details["dropped"] = dict(dropped)
-    session.add(
-        AuditEvent(
-            request_id=request.id,
-            reference=request.reference,
-            at=now,
-            actor=ActorKind.SYSTEM.value,
-            channel="system",
-            action=PURGE_ACTION,
-            from_status=request.status,
-            to_status=request.status,
-            details=details,
-        )
+    record_event(
+        session,
+        request_id=request.id,
+        reference=request.reference,
+        at=now,
+        actor=ActorKind.SYSTEM.value,
+        channel="system",
+        action=PURGE_ACTION,
+        from_status=request.status,
+        to_status=request.status,
+        details=details,
     )
     await session.flush()
     return dropped

@@ -1,12 +1,12 @@
 """The audit log as a keyed hash chain: each event carries the hash of the one before it,
 and that hash signed with a key the database does not hold.
 
-Every :class:`~workflows.tables.AuditEvent` added through any session gets,
+Every :class:`~workflows.persistence.tables.AuditEvent` added through any session gets,
 when it is flushed, its ``prev_hash``, its ``hash`` (SHA-256 of the previous
 hash and its own content: the link) and its ``mac`` (HMAC-SHA256 of that hash
 under the audit key, a subkey of ``DSR_ENCRYPTION_KEY``) with the ``key_id``
 that says which key signed it. The sessions carry the key (see
-:func:`workflows.storage.make_sessionmaker`); a session without one cannot
+:func:`workflows.persistence.engines.make_sessionmaker`); a session without one cannot
 write an event. Appending is serialised so the chain never forks: on
 PostgreSQL by a transaction-level advisory lock, on SQLite by its single
 writer (``BEGIN IMMEDIATE``).
@@ -16,7 +16,7 @@ content or signature does not hold. Whoever can write to the database can
 change an event and hash every later one again, but cannot sign the new
 hashes; they can also delete the newest events and leave a shorter chain
 that holds, which only a record of the chain's length and head kept
-elsewhere shows: the checkpoints (:mod:`workflows.audit_checkpoint`), and the
+elsewhere shows: the checkpoints (:mod:`workflows.privacy.audit_checkpoint`), and the
 daily staff digest, which carry the hash, not the signature, so a key
 rotation leaves them true.
 
@@ -44,9 +44,9 @@ from sqlalchemy import event, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, UOWTransaction
 
-from workflows.audit_checkpoint import Checkpoint
-from workflows.tables import AuditEvent
-from workflows.vault import Vault
+from workflows.persistence.tables import AuditEvent
+from workflows.privacy.audit_checkpoint import Checkpoint
+from workflows.privacy.vault import Vault
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def signing_info(vault: Vault) -> dict[str, Any]:
 
 
 def keys_of(sessions: async_sessionmaker[AsyncSession]) -> ChainKeys:
-    """The keys the sessions sign with (given to :func:`workflows.storage.make_sessionmaker`)."""
+    """The keys the sessions sign with (given to ``make_sessionmaker``)."""
     keys = sessions.kw.get("info", {}).get(_KEYS)
     if keys is None:
         raise AuditKeyMissing("these sessions hold no audit key: give the vault to verify with")
@@ -116,6 +116,42 @@ def _instant(value: datetime) -> str:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def record_event(
+    session: AsyncSession | Session,
+    *,
+    request_id: int,
+    reference: str | None,
+    at: datetime,
+    action: str,
+    channel: str,
+    actor: str = "system",
+    actor_id: str | None = None,
+    actor_name: str | None = None,
+    from_status: str | None = None,
+    to_status: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Adds one event to the session: the one way anything writes the audit log.
+
+    The chain's hash is filled in at flush (see ``_chain_new_events``), so a caller only says
+    what happened, to which request, when and by whom."""
+    row = AuditEvent(
+        request_id=request_id,
+        reference=reference,
+        at=at,
+        actor=actor,
+        actor_id=actor_id,
+        actor_name=actor_name,
+        channel=channel,
+        action=action,
+        from_status=from_status,
+        to_status=to_status,
+        details=dict(details or {}),
+    )
+    session.add(row)
+    return row
 
 
 def event_hash(prev_hash: str, fields: dict[str, Any]) -> str:

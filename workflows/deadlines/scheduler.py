@@ -1,10 +1,10 @@
-"""The scheduler: APScheduler wakes :class:`~workflows.reminders.Reminders` on time.
+"""The scheduler: APScheduler wakes :class:`~workflows.deadlines.reminders.Reminders` on time.
 
 The database is the truth. On start-up, and then every ``reconcile_seconds``,
 the reconcile step sends whatever is due (a restart after downtime sends each
 missed notice once, marked late) and makes the APScheduler jobs match the
 database: one date job at the earliest instant any open request is next owed
-a notice (each request's instant is on its row, :mod:`workflows.notice_plan`),
+a notice (each request's instant is on its row, :mod:`workflows.deadlines.notice_plan`),
 one for the next staff digest, one for the next expiry. No job is remembered
 anywhere else (the job store is in memory), so a crash loses nothing the next
 reconcile would not rebuild.
@@ -19,12 +19,12 @@ Once a day, from the digest hour, a reconcile appends the audit chain's head to
 the checkpoint file, when one is set (:meth:`Reminders.checkpoint`).
 
 Once a day, at ``RETENTION_AT`` local time (a quiet hour), the retention job
-drops what closed requests no longer need (:mod:`workflows.retention`); a run
+drops what closed requests no longer need (:mod:`workflows.privacy.retention`); a run
 missed by more than the grace period waits for the next day, which purges the
 same rows.
 
 Only one process runs this: the holder of the leader lock
-(:mod:`workflows.scheduler_lock`); the others try again every
+(:mod:`workflows.deadlines.leader_lock`); the others try again every
 ``lock_retry_seconds`` and take over when the holder dies.
 """
 
@@ -43,14 +43,14 @@ from apscheduler.jobstores.base import JobLookupError  # type: ignore[import-unt
 from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from workflows.calendar import WorkingCalendar
 from workflows.clock import Clock
-from workflows.deadlines import DEFAULT_STAFF_MILESTONES, ReminderPolicy
-from workflows.reminders import Plan, Reminders
-from workflows.retention import DEFAULT_RETENTION_DAYS, purge_closed
-from workflows.scheduler_lock import AdvisoryLock, LeaderLock, SingleProcessLock
-from workflows.service import RequestService
-from workflows.vault import Vault
+from workflows.deadlines.calendar import WorkingCalendar
+from workflows.deadlines.leader_lock import AdvisoryLock, LeaderLock, SingleProcessLock
+from workflows.deadlines.milestones import DEFAULT_STAFF_MILESTONES, ReminderPolicy
+from workflows.deadlines.reminders import Plan, Reminders
+from workflows.privacy.retention import DEFAULT_RETENTION_DAYS, purge_closed
+from workflows.privacy.vault import Vault
+from workflows.requests.service import RequestService
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ from sqlalchemy import bindparam, make_url, text
 from sqlalchemy.dialects.postgresql import ARRAY, BIGINT
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from workflows.scheduler_lock import advisory_key
+from workflows.deadlines.leader_lock import advisory_key
 
 log = logging.getLogger(__name__)
 

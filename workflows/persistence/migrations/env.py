@@ -6,8 +6,8 @@ from typing import Any
 
 from alembic import context
 
-from workflows.storage import FOREIGN_TABLES
-from workflows.tables import Base
+from workflows.persistence.engines import FOREIGN_TABLES
+from workflows.persistence.tables import Base
 
 config = context.config
 target_metadata = Base.metadata
@@ -22,7 +22,7 @@ def include_object(
 def run_migrations_online() -> None:
     connection = config.attributes.get("connection")
     if connection is None:
-        raise RuntimeError("run migrations through workflows.storage (aina-dsr db upgrade)")
+        raise RuntimeError("run migrations through persistence.engines (aina-dsr db upgrade)")
     context.configure(
         connection=connection,
         target_metadata=target_metadata,

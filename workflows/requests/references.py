@@ -6,17 +6,16 @@ import re
 from typing import Any
 
 from sqlalchemy import update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from workflows.tables import ReferenceCounter
+from workflows.persistence.tables import ReferenceCounter
+from workflows.persistence.upsert import upsert
 
 REFERENCE_PATTERN = re.compile(r"\bDSR-(\d{4})-(\d{6})\b", re.IGNORECASE)
 
 
 def _insert(session: AsyncSession) -> Any:
-    dialect = session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(ReferenceCounter)
+    return upsert(session, ReferenceCounter)
 
 
 async def next_reference(session: AsyncSession, year: int) -> str:

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import Any
 
-from workflows.field_rules import ACCOUNT_FIELD_NAMES
-from workflows.tables import Customer
+from workflows.directory.field_rules import ACCOUNT_FIELD_NAMES
+from workflows.persistence.tables import Customer
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from workflows.errors import DomainError
-from workflows.states import OPEN
-from workflows.tables import Request, Verification
+from workflows.persistence.tables import Request, Verification
+from workflows.requests.states import OPEN
 
 CODE_WINDOW = timedelta(hours=1)
 

@@ -18,8 +18,8 @@ from sqlalchemy import and_, func, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
-from workflows.calendar import WorkingCalendar
 from workflows.clock import Clock
+from workflows.deadlines.calendar import WorkingCalendar
 from workflows.errors import (
     ConcurrentChange,
     IdentityRefused,
@@ -38,9 +38,7 @@ from workflows.identity import (
     tries_left,
 )
 from workflows.kinds import DEFAULT_KINDS, ClockStart, KindSpec, RequestKind
-from workflows.limits import Limits, ensure_can_open, ensure_can_send_code
-from workflows.masking import mask_email
-from workflows.outbox import (
+from workflows.outbox.queue import (
     Audience,
     Channel,
     NewMessage,
@@ -49,15 +47,7 @@ from workflows.outbox import (
     reroute_unreachable,
     subject_route,
 )
-from workflows.references import next_reference, next_references
-from workflows.requests.approvals import APPROVAL, Approvals
-from workflows.requests.classification import likely_kinds, opening_clock
-from workflows.requests.customer_match import match_customer
-from workflows.requests.fulfilment_failures import FulfilmentFailures
-from workflows.requests.reachability import Reachability
-from workflows.requests.staff_actions import KindChanges, since_last_kind_change
-from workflows.states import CLOSED, OPEN, Action, Status, next_status
-from workflows.tables import (
+from workflows.persistence.tables import (
     Attachment,
     AuditEvent,
     Customer,
@@ -66,8 +56,19 @@ from workflows.tables import (
     Request,
     Verification,
 )
-from workflows.vault import Vault
-from workflows.views import Actor, ActorKind, AuditView, RequestView
+from workflows.privacy.audit import record_event
+from workflows.privacy.masking import mask_email
+from workflows.privacy.vault import Vault
+from workflows.requests.approvals import APPROVAL, Approvals
+from workflows.requests.classification import likely_kinds, opening_clock
+from workflows.requests.customer_match import match_customer
+from workflows.requests.fulfilment_failures import FulfilmentFailures
+from workflows.requests.limits import Limits, ensure_can_open, ensure_can_send_code
+from workflows.requests.reachability import Reachability
+from workflows.requests.references import next_reference, next_references
+from workflows.requests.staff_actions import KindChanges, since_last_kind_change
+from workflows.requests.states import CLOSED, OPEN, Action, Status, next_status
+from workflows.snapshots import Actor, ActorKind, AuditView, RequestView
 
 LANGUAGES = ("kk", "ru", "en")
 # A person's words shown to staff stay well inside one Telegram message (4096 UTF-16
@@ -486,7 +487,7 @@ class RequestService(Approvals, KindChanges, Reachability, FulfilmentFailures):
         leaves the request unverified, with the refusal in its audit trail.
 
         A Telegram user with ``limits.max_open_requests`` open already gets
-        :class:`~workflows.limits.TooManyOpen`. An e-mail sender does not: a
+        :class:`~workflows.requests.limits.TooManyOpen`. An e-mail sender does not: a
         From address is not proven, so counting by it would let anyone fill a
         stranger's quota; the mail intake caps letters per sender instead.
         """
@@ -628,6 +629,7 @@ class RequestService(Approvals, KindChanges, Reachability, FulfilmentFailures):
                 if letter.evidence:
                     await self._attach(session, request, messages.get(request.id), letter.evidence)
                 event = self._event(
+                    session,
                     request,
                     Actor(ActorKind.PERSON, Channel.EMAIL.value),
                     "opened",
@@ -635,7 +637,6 @@ class RequestService(Approvals, KindChanges, Reachability, FulfilmentFailures):
                     Status.AWAITING_VERIFICATION,
                     _opened(request.kind, request.language, len(letter.evidence), candidates),
                 )
-                session.add(event)
                 events.append(event)
                 # A new request has no earlier code to retire (see _new_code).
                 code, stored = new_code(now, self._vault.code_key, randbelow=self._randbelow)
@@ -794,7 +795,7 @@ class RequestService(Approvals, KindChanges, Reachability, FulfilmentFailures):
 
         A new code replaces any code still pending for the request. At most
         ``limits.codes_per_hour`` are sent for one person in an hour; past that,
-        :class:`~workflows.limits.TooManyCodes` says when the next may go.
+        :class:`~workflows.requests.limits.TooManyCodes` says when the next may go.
         """
         normalised = normalize_email(email)
         async with self._unit() as session:
@@ -1298,13 +1299,13 @@ class RequestService(Approvals, KindChanges, Reachability, FulfilmentFailures):
         to_status: str | None,
         details: dict[str, Any],
     ) -> AuditEvent:
-        event = self._event(request, actor, action, from_status, to_status, details)
-        session.add(event)
+        event = self._event(session, request, actor, action, from_status, to_status, details)
         await session.flush()
         return event
 
     def _event(
         self,
+        session: AsyncSession,
         request: Request,
         actor: Actor,
         action: str,
@@ -1317,7 +1318,8 @@ class RequestService(Approvals, KindChanges, Reachability, FulfilmentFailures):
             actor_id = str(actor.staff_id)
         elif actor.kind is ActorKind.PERSON:
             actor_id = f"subject:{request.subject_id}"
-        return AuditEvent(
+        return record_event(
+            session,
             request_id=request.id,
             reference=request.reference,
             at=self._clock.now(),

@@ -7,7 +7,7 @@ the open requests whose instant has come or that have none (NULL: new, changed
 or never planned), so its cost follows what is due, not the length of the queue.
 
 Whatever changes a request through the ORM (its status, clock, assignee,
-verification, anything :mod:`workflows.deadlines` reads, or anything else)
+verification, anything :mod:`workflows.deadlines.milestones` reads, or anything else)
 sets the instant back to NULL in the same flush: one ``before_flush``
 listener, whoever writes (the service, the fulfilment, a channel), so no
 method can forget it. The scheduler's own write goes through
@@ -33,15 +33,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, event, inspect, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, UOWTransaction
 from sqlalchemy.orm.attributes import flag_modified
 
-from workflows.calendar import WorkingCalendar
-from workflows.deadlines import ReminderPolicy
+from workflows.deadlines.calendar import WorkingCalendar
+from workflows.deadlines.milestones import ReminderPolicy
 from workflows.kinds import KindSpec, RequestKind
-from workflows.tables import Request, SchedulerState
+from workflows.persistence.tables import Request, SchedulerState
+from workflows.persistence.upsert import upsert
 
 # The ``scheduler_state`` row holding the fingerprint the stored instants were planned from.
 PLAN_BASIS = "notice_plan_basis"
@@ -131,10 +131,8 @@ async def adopt_basis(session: AsyncSession, basis: str, now: datetime) -> int |
     if old == basis:
         return None
     if old is None:
-        dialect = session.get_bind().dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         written = await session.scalar(
-            insert(SchedulerState)
+            upsert(session, SchedulerState)
             .values(name=PLAN_BASIS, value=basis, updated_at=now)
             .on_conflict_do_nothing(index_elements=["name"])
             .returning(SchedulerState.name)

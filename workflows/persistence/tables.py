@@ -1,6 +1,6 @@
 """The database schema: every row the desk keeps.
 
-Columns ending in ``_enc`` hold Fernet tokens (see :mod:`workflows.vault`);
+Columns ending in ``_enc`` hold Fernet tokens (see :mod:`workflows.privacy.vault`);
 columns ending in ``_index`` hold keyed blind indexes for lookup. Rows never
 leave the data layer: the service turns them into frozen dataclasses.
 """
@@ -165,7 +165,7 @@ class Request(Base):
     updated_at: Mapped[datetime]
     version: Mapped[int] = mapped_column(Integer, default=1)
     # When the scheduler next owes anyone a notice about this request (UTC). NULL: not
-    # planned yet, or changed since (see workflows.notice_plan): the next pass plans it.
+    # planned yet, or changed since (see workflows.deadlines.notice_plan): the next pass plans it.
     next_notice_at: Mapped[datetime | None] = mapped_column(index=True)
     # The kinds an unclassified request most likely is (kind values), as it was opened;
     # NULL for a request opened with its kind (see workflows.requests.classification).
@@ -200,7 +200,7 @@ class AuditEvent(Base):
     from_status: Mapped[str | None] = mapped_column(String(32))
     to_status: Mapped[str | None] = mapped_column(String(32))
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    # The hash chain (see workflows.audit): the previous event's hash, and this one's.
+    # The hash chain (see workflows.privacy.audit): the previous event's hash, and this one's.
     prev_hash: Mapped[str | None] = mapped_column(String(64))
     hash: Mapped[str | None] = mapped_column(String(64), unique=True)
     # The hash signed with the audit key (HMAC-SHA256), and which key signed it.
@@ -384,7 +384,7 @@ class SchedulerState(Base):
     """What the scheduler keeps between runs, by name.
 
     ``notice_plan_basis`` is the fingerprint of everything the requests' stored
-    next notice instants were computed from (:mod:`workflows.notice_plan`).
+    next notice instants were computed from (:mod:`workflows.deadlines.notice_plan`).
     """
 
     __tablename__ = "scheduler_state"

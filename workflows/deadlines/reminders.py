@@ -1,7 +1,7 @@
 """The deadline workflow's work, read from the database each time it runs.
 
 :class:`Reminders` looks at the requests as they are now, works out what each
-one is owed (:mod:`workflows.deadlines`), and sends what is due and not yet
+one is owed (:mod:`workflows.deadlines.milestones`), and sends what is due and not yet
 recorded: the person's and staff's notices, the staff digest, and the expiry
 of requests never verified. Each notice is recorded under its idempotency key
 (request and milestone) in the same transaction as its audit event and its
@@ -11,11 +11,11 @@ The requests owed something at once are dealt with a batch to a transaction
 (one lock of the audit chain a batch), falling back to one transaction per
 request when a batch fails.
 
-Each request's next notice instant is kept on its row (:mod:`workflows.notice_plan`),
+Each request's next notice instant is kept on its row (:mod:`workflows.deadlines.notice_plan`),
 so a pass reads only the requests that are due or were changed since they
 were planned; and when the settings, calendar or kinds they were planned from
 are not the ones this process runs with, its first pass plans every open
-request again. The APScheduler side (:mod:`workflows.scheduler`) only decides
+request again. The APScheduler side (:mod:`workflows.deadlines.scheduler`) only decides
 when to call it.
 
 When staff change a request's kind (:mod:`workflows.requests.staff_actions`),
@@ -37,28 +37,28 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from sqlalchemy import func, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from workflows.audit import ChainHead, chain_head
-from workflows.audit_checkpoint import (
+from workflows.clock import Clock
+from workflows.deadlines.calendar import WorkingCalendar
+from workflows.deadlines.milestones import PERSON_SERIES, Milestone, ReminderPolicy, milestones
+from workflows.deadlines.notice_plan import BasisChanged, adopt_basis, plan_basis, set_next_notices
+from workflows.errors import ConcurrentChange, IllegalTransition, RequestNotFound
+from workflows.i18n import LANGUAGES, render_notification
+from workflows.outbox.queue import Audience, Channel, enqueue, subject_route
+from workflows.persistence.tables import DataSubject, Request, ScheduledNotice
+from workflows.persistence.upsert import upsert
+from workflows.privacy.audit import ChainHead, chain_head, record_event
+from workflows.privacy.audit_checkpoint import (
     Checkpoint,
     CheckpointError,
     append_checkpoint,
     last_checkpoint,
 )
-from workflows.calendar import WorkingCalendar
-from workflows.clock import Clock
-from workflows.deadlines import PERSON_SERIES, Milestone, ReminderPolicy, milestones
-from workflows.errors import ConcurrentChange, IllegalTransition, RequestNotFound
-from workflows.i18n import LANGUAGES, render_notification
-from workflows.notice_plan import BasisChanged, adopt_basis, plan_basis, set_next_notices
-from workflows.outbox import Audience, Channel, enqueue, subject_route
-from workflows.service import RequestService, verification_cutoff
-from workflows.states import CLOSED, Status
-from workflows.tables import AuditEvent, DataSubject, Request, ScheduledNotice
-from workflows.vault import Vault
-from workflows.views import ActorKind
+from workflows.privacy.vault import Vault
+from workflows.requests.service import RequestService, verification_cutoff
+from workflows.requests.states import CLOSED, Status
+from workflows.snapshots import ActorKind
 
 log = logging.getLogger(__name__)
 
@@ -716,16 +716,15 @@ class Reminders:
         now: datetime,
         details: dict[str, Any],
     ) -> None:
-        session.add(
-            AuditEvent(
-                request_id=request.id,
-                reference=request.reference,
-                at=now,
-                actor=ActorKind.SYSTEM.value,
-                channel=channel,
-                action=action,
-                details=dict(details),
-            )
+        record_event(
+            session,
+            request_id=request.id,
+            reference=request.reference,
+            at=now,
+            actor=ActorKind.SYSTEM.value,
+            channel=channel,
+            action=action,
+            details=details,
         )
 
 
@@ -832,12 +831,10 @@ async def _claim_many(
         }
         for request, item in work
     ]
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     claimed: set[str] = set()
     for start in range(0, len(rows), _CLAIM_CHUNK):
         statement = (
-            insert(ScheduledNotice)
+            upsert(session, ScheduledNotice)
             .values(rows[start : start + _CLAIM_CHUNK])
             .on_conflict_do_nothing(index_elements=["key"])
             .returning(ScheduledNotice.key)
@@ -862,10 +859,8 @@ async def _claim(
     On PostgreSQL a second scheduler inserting the same key waits for the
     first one's transaction and then inserts nothing.
     """
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     statement = (
-        insert(ScheduledNotice)
+        upsert(session, ScheduledNotice)
         .values(
             key=key,
             request_id=request_id,

@@ -1,0 +1,1 @@
+"""Messages written with their cause and delivered later by the channels, each exactly once."""

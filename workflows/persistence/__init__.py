@@ -1,0 +1,1 @@
+"""Where the desk's rows live: the schema, the engines, the migrations, one upsert."""

@@ -1,0 +1,1 @@
+"""Personal data kept as the law asks: encrypted, masked in logs, audited, purged on time."""
