@@ -51,8 +51,10 @@ from workflows.identity import (
 )
 from workflows.kinds import CLASSIFIED_KINDS, RequestKind
 from workflows.privacy.masking import mask_email
+from workflows.requests.intake import SharedContact
 from workflows.requests.limits import TooManyCodes, TooManyOpen
-from workflows.requests.service import Evidence, RequestService, SharedContact
+from workflows.requests.records import Evidence
+from workflows.requests.service import RequestService
 from workflows.snapshots import Actor, RequestView
 
 log = logging.getLogger(__name__)

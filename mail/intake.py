@@ -68,7 +68,9 @@ from workflows.outbox.queue import Audience, Channel, NewMessage, enqueue_many
 from workflows.persistence.tables import InboundMail
 from workflows.privacy.masking import mask_email
 from workflows.privacy.vault import Vault
-from workflows.requests.service import EmailOpening, Evidence, RequestService
+from workflows.requests.intake import EmailOpening
+from workflows.requests.records import Evidence
+from workflows.requests.service import RequestService
 from workflows.requests.states import Status
 from workflows.snapshots import Actor, RequestView
 

@@ -37,7 +37,8 @@ from workflows.outbox.queue import (
     RetryLater,
 )
 from workflows.privacy.masking import mask_email
-from workflows.requests.service import MailThread, RequestService
+from workflows.requests.queries import MailThread
+from workflows.requests.service import RequestService
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import STAFF_ID
 from workflows.persistence.tables import Base
-from workflows.requests.service import Evidence, RequestService
+from workflows.requests.records import Evidence
+from workflows.requests.service import RequestService
 from workflows.snapshots import Actor
 
 PHONE_DIGITS = "7011234567"

@@ -22,7 +22,8 @@ from workflows.persistence.engines import make_sessionmaker
 from workflows.persistence.tables import AuditEvent, ConversationState, Message, Request
 from workflows.privacy.audit import verify_chain
 from workflows.privacy.vault import Vault, VaultError
-from workflows.requests.service import Evidence, RequestService
+from workflows.requests.records import Evidence
+from workflows.requests.service import RequestService
 from workflows.snapshots import Actor
 
 DATA = Path(__file__).parent / "data"

@@ -20,7 +20,8 @@ from workflows.errors import IllegalTransition, KindUndecided, NotAllowed
 from workflows.kinds import CLASSIFIED_KINDS, DEFAULT_KINDS, RequestKind
 from workflows.persistence.tables import OutboxItem, Request, ScheduledNotice
 from workflows.privacy.vault import Vault
-from workflows.requests.service import EmailOpening, RequestService
+from workflows.requests.intake import EmailOpening
+from workflows.requests.service import RequestService
 from workflows.snapshots import Actor
 
 ALICE = 700100

@@ -31,7 +31,8 @@ from workflows.kinds import CLASSIFIED_KINDS, RequestKind
 from workflows.outbox.queue import Channel, OutboxDispatcher
 from workflows.persistence.tables import OutboxItem, Request
 from workflows.privacy.vault import Vault
-from workflows.requests.service import EmailOpening, RequestService
+from workflows.requests.intake import EmailOpening
+from workflows.requests.service import RequestService
 from workflows.snapshots import Actor
 
 ALICE_ID = 700100

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from email.message import EmailMessage
-from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -18,9 +17,17 @@ from workflows.privacy.audit import verify_chain
 from workflows.privacy.vault import Vault
 from workflows.requests.service import RequestService
 
+# A file whose storing fails, for a letter that cannot be stored with the others.
+POISON = b"%PDF-1.4 poison"
+
 
 def request_letter(
-    number: int, *, attachment: str | None = None, sender: int | None = None, **headers: str
+    number: int,
+    *,
+    attachment: str | None = None,
+    payload: bytes = b"%PDF-1.4 scan",
+    sender: int | None = None,
+    **headers: str,
 ) -> bytes:
     message = EmailMessage()
     who = number if sender is None else sender
@@ -32,7 +39,7 @@ def request_letter(
         message[name.replace("_", "-")] = value
     message.set_content("Прошу удалить мой аккаунт.")
     if attachment is not None:
-        message.add_attachment(b"%PDF-1.4 scan", "application", "pdf", filename=attachment)
+        message.add_attachment(payload, "application", "pdf", filename=attachment)
     return bytes(message)
 
 
@@ -84,17 +91,18 @@ async def test_a_poisoned_letter_is_quarantined_alone_and_the_others_answered_on
     clock: FrozenClock,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    storing = service._attach
+    storing = vault.encrypt_bytes
 
-    async def attach(session: AsyncSession, request: Any, message: Any, evidence: Any) -> None:
-        if any(item.filename == "poison.pdf" for item in evidence):
+    def encrypt_bytes(value: bytes) -> bytes:
+        if value == POISON:
             raise ValueError("this file breaks the database")
-        await storing(session, request, message, evidence)
+        return storing(value)
 
-    monkeypatch.setattr(service, "_attach", attach)
+    monkeypatch.setattr(vault, "encrypt_bytes", encrypt_bytes)
     intake = MailIntake(service, sessions, vault, clock)
     letters = [
-        (n, request_letter(n, attachment="poison.pdf" if n == 3 else None)) for n in (1, 2, 3, 4)
+        (n, request_letter(n, attachment="poison.pdf" if n == 3 else None, payload=POISON))
+        for n in (1, 2, 3, 4)
     ]
 
     results = await intake.handle_batch(letters)

@@ -33,7 +33,8 @@ from workflows.kinds import RequestKind
 from workflows.outbox.queue import Channel, OutboxDispatcher
 from workflows.persistence.tables import DataSubject, OutboxItem, Request
 from workflows.privacy.vault import Vault
-from workflows.requests.service import EmailOpening, RequestService
+from workflows.requests.intake import EmailOpening
+from workflows.requests.service import RequestService
 from workflows.snapshots import Actor
 
 ALICE = 700100

@@ -26,7 +26,8 @@ from workflows.persistence.tables import (
 from workflows.privacy.audit import verify_chain
 from workflows.privacy.retention import PURGE_ACTION, purge_closed
 from workflows.privacy.vault import Vault
-from workflows.requests.service import Evidence, RequestService
+from workflows.requests.records import Evidence
+from workflows.requests.service import RequestService
 from workflows.snapshots import Actor
 
 ALICE = 700100

@@ -15,7 +15,10 @@ from workflows.errors import IdentityRefused, IllegalTransition, NotAllowed, Req
 from workflows.identity import CodeOutcome
 from workflows.persistence.tables import AuditEvent, Customer, OutboxItem
 from workflows.privacy.vault import Vault
-from workflows.requests.service import Evidence, RequestService, SharedContact, verification_cutoff
+from workflows.requests.intake import SharedContact
+from workflows.requests.records import Evidence
+from workflows.requests.service import RequestService
+from workflows.requests.verification import verification_cutoff
 from workflows.snapshots import Actor
 
 ALICE = 700100

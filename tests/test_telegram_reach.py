@@ -25,7 +25,9 @@ from workflows.kinds import RequestKind
 from workflows.persistence.tables import DataSubject, OutboxItem
 from workflows.privacy.masking import mask_email
 from workflows.privacy.vault import Vault
-from workflows.requests.service import Evidence, RequestService, SharedContact
+from workflows.requests.intake import SharedContact
+from workflows.requests.records import Evidence
+from workflows.requests.service import RequestService
 from workflows.snapshots import Actor
 
 ALICE = Person(700100, first_name="Aigerim", language_code="ru")

@@ -56,8 +56,9 @@ from workflows.privacy.audit_checkpoint import (
     last_checkpoint,
 )
 from workflows.privacy.vault import Vault
-from workflows.requests.service import RequestService, verification_cutoff
+from workflows.requests.service import RequestService
 from workflows.requests.states import CLOSED, Status
+from workflows.requests.verification import verification_cutoff
 from workflows.snapshots import ActorKind
 
 log = logging.getLogger(__name__)

@@ -37,7 +37,9 @@ from workflows.kinds import RequestKind
 from workflows.persistence.tables import Customer
 from workflows.privacy.masking import mask_text
 from workflows.privacy.vault import Vault
-from workflows.requests.service import CardFacts, Evidence, RequestService
+from workflows.requests.queries import CardFacts
+from workflows.requests.records import Evidence
+from workflows.requests.service import RequestService
 from workflows.requests.states import Status
 from workflows.snapshots import Actor, RequestView
 

@@ -18,75 +18,17 @@ phone number that they proved in their own dialog with the bot
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from workflows.clock import Clock
 from workflows.errors import ApprovalMismatch, KindUndecided, NotAllowed, OwnRequest
 from workflows.kinds import RequestKind
 from workflows.persistence.tables import AuditEvent, DataSubject, Request
-from workflows.privacy.vault import Vault
-from workflows.requests.staff_actions import since_last_kind_change
+from workflows.requests.records import APPROVAL, Records, since_last_kind_change
 from workflows.requests.states import Action, Status, next_status
 from workflows.snapshots import Actor, RequestView
-
-APPROVAL = "approval"
-
-
-class _Core(Protocol):
-    """What of the request service approving uses (it is a mixin of it)."""
-
-    _sessions: async_sessionmaker[AsyncSession]
-    _vault: Vault
-    _clock: Clock
-    _four_eyes: frozenset[RequestKind]
-    _approvals_needed: int
-
-    def _unit(self) -> Any: ...
-
-    async def _load(self, session: AsyncSession, reference: str) -> Request: ...
-
-    def _check_staff(self, staff: Actor) -> None: ...
-
-    async def _approvers(self, session: AsyncSession, request: Request) -> dict[str, str]: ...
-
-    async def _audit(
-        self,
-        session: AsyncSession,
-        request: Request,
-        actor: Actor,
-        action: str,
-        from_status: str | None,
-        to_status: str | None,
-        details: dict[str, Any],
-    ) -> AuditEvent: ...
-
-    async def _move(
-        self,
-        session: AsyncSession,
-        request: Request,
-        action: Action,
-        actor: Actor,
-        details: dict[str, Any],
-        to: Status | None = None,
-    ) -> AuditEvent: ...
-
-    async def _to_staff(
-        self, session: AsyncSession, request: Request, event: AuditEvent, template: str
-    ) -> None: ...
-
-    async def _view(
-        self,
-        session: AsyncSession,
-        request: Request,
-        *,
-        with_events: bool = False,
-        fresh: bool = False,
-    ) -> RequestView: ...
-
-    async def _may_approve(self, session: AsyncSession, request: Request, staff: Actor) -> None: ...
 
 
 def work_names(work: Mapping[str, Any]) -> list[str]:
@@ -110,10 +52,10 @@ def _mismatch(earlier: Mapping[str, Any]) -> ApprovalMismatch:
     )
 
 
-class Approvals:
+class Approvals(Records):
     """The request service's use-case of staff approving a request (a mixin)."""
 
-    async def may_approve(self: _Core, reference: str, staff: Actor) -> None:
+    async def may_approve(self, reference: str, staff: Actor) -> None:
         """Raise what :meth:`approve` would refuse this staff member, before any work is asked.
 
         A channel asks this before it asks staff for fields or values, so nobody
@@ -123,9 +65,7 @@ class Approvals:
             request = await self._load(session, reference)
             await self._may_approve(session, request, staff)
 
-    async def _may_approve(
-        self: _Core, session: AsyncSession, request: Request, staff: Actor
-    ) -> None:
+    async def _may_approve(self, session: AsyncSession, request: Request, staff: Actor) -> None:
         self._check_staff(staff)
         next_status(Status(request.status), Action.APPROVE)
         if request.kind == RequestKind.UNCLASSIFIED.value:
@@ -135,7 +75,7 @@ class Approvals:
         if four_eyes and str(staff.staff_id) in await self._approvers(session, request):
             raise NotAllowed("a second, different staff member must approve this")
 
-    async def approval_details(self: _Core, reference: str) -> list[dict[str, Any]]:
+    async def approval_details(self, reference: str) -> list[dict[str, Any]]:
         """What each approval recorded so far (four eyes), oldest first."""
         async with self._sessions() as session:
             request = await self._load(session, reference)
@@ -150,7 +90,7 @@ class Approvals:
             )
             return [dict(row or {}) for row in rows]
 
-    async def approved_work(self: _Core, reference: str) -> dict[str, Any]:
+    async def approved_work(self, reference: str) -> dict[str, Any]:
         """The work the approvals of this request agreed to (``fields``, ``corrections``).
 
         Empty for kinds whose work follows from the kind alone. A request
@@ -172,7 +112,7 @@ class Approvals:
             return {"fields": list(fields)} if fields else {}
 
     async def approve(
-        self: _Core,
+        self,
         reference: str,
         staff: Actor,
         *,
@@ -226,7 +166,7 @@ class Approvals:
 
 
 async def _same_work(
-    core: _Core, session: AsyncSession, request: Request, agreed: Mapping[str, Any]
+    core: Records, session: AsyncSession, request: Request, agreed: Mapping[str, Any]
 ) -> None:
     """Refuse a later approval whose work is not what the first approval agreed to."""
     kept = core._vault.decrypt_json(request.approved_work_enc)

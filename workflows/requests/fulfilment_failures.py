@@ -12,50 +12,20 @@ reason (:class:`~workflows.fulfilment.work.Fulfilment` calls this).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from workflows.persistence.tables import AuditEvent, Request
+from workflows.requests.records import Records
 from workflows.requests.states import Status
 from workflows.snapshots import Actor
 
 FULFILMENT_FAILED = "fulfilment_failed"
 
 
-class _Core(Protocol):
-    """What of the request service recording a failure uses (it is a mixin of it)."""
-
-    def _unit(self) -> Any: ...
-
-    async def _load(self, session: AsyncSession, reference: str) -> Request: ...
-
-    async def _audit(
-        self,
-        session: AsyncSession,
-        request: Request,
-        actor: Actor,
-        action: str,
-        from_status: str | None,
-        to_status: str | None,
-        details: dict[str, Any],
-    ) -> AuditEvent: ...
-
-    async def _to_staff(
-        self,
-        session: AsyncSession,
-        request: Request,
-        event: AuditEvent,
-        template: str,
-        extra: Mapping[str, Any] | None = None,
-    ) -> None: ...
-
-
-class FulfilmentFailures:
+class FulfilmentFailures(Records):
     """The request service's use-case of an approved request's work failing (a mixin)."""
 
     async def fulfilment_failed(
-        self: _Core,
+        self,
         reference: str,
         staff: Actor,
         *,

@@ -9,22 +9,16 @@ once more.
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from sqlalchemy import update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from workflows.persistence.tables import DataSubject
+from workflows.requests.records import Records
 
 
-class _Core(Protocol):
-    _sessions: async_sessionmaker[AsyncSession]
-
-
-class Reachability:
+class Reachability(Records):
     """The request service's use-case of a person coming back to the bot (a mixin)."""
 
-    async def telegram_reachable(self: _Core, telegram_user_id: int) -> bool:
+    async def telegram_reachable(self, telegram_user_id: int) -> bool:
         """The person wrote to the bot: Telegram reaches them again. True if they were marked."""
         async with self._sessions.begin() as session:
             result = await session.execute(

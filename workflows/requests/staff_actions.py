@@ -1,106 +1,200 @@
-"""Staff set the kind of an open request: an unclassified one's, or one the desk got wrong.
+"""What staff do on a request's card, from taking it to completing it, and the other ways it closes.
 
-The new kind's clock is counted again from the receipt (see
+Staff take a request, start its clock when the confirming documents are in,
+reject it or ask for more, complete it once approved (approving is
+:mod:`workflows.requests.approvals`), and set its kind. The person may cancel
+their own request; the scheduler expires one never verified.
+
+A change of kind counts the new kind's clock again from the receipt (see
 :func:`~workflows.requests.classification.clock_for_kind` for kinds whose clock
 starts on confirmation), the change is an audit event naming both kinds and
 the staff member, the card is refreshed and the person is told the kind and
 the deadline in their language. The scheduler plans the request again (any
 change of the row sets its next notice instant back, :mod:`workflows.deadlines.notice_plan`)
 and keys the new clock's notices by the change, so reminders already sent for
-the old deadline do not stand in for the new one's.
-
-Approvals given before a change count for nothing after it: four eyes approve
-what the request is now, not what it was (:func:`since_last_kind_change`).
+the old deadline do not stand in for the new one's. Approvals given before a
+change count for nothing after it: four eyes approve what the request is now,
+not what it was (:func:`~workflows.requests.records.since_last_kind_change`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from workflows.clock import Clock
-from workflows.deadlines.calendar import WorkingCalendar
-from workflows.errors import IllegalTransition, NotAllowed
-from workflows.kinds import KindSpec, RequestKind
-from workflows.persistence.tables import AuditEvent, DataSubject, Request
+from workflows.errors import IllegalTransition, KindUndecided, NotAllowed
+from workflows.kinds import ClockStart, RequestKind
+from workflows.persistence.tables import DataSubject, Message, Request
 from workflows.requests.classification import clock_for_kind
-from workflows.requests.states import CLOSED, Status
-from workflows.snapshots import Actor, RequestView
-
-KIND_CHANGED = "kind_changed"
-
-
-def since_last_kind_change(request_id: int) -> ColumnElement[bool]:
-    """A condition on :class:`AuditEvent`: recorded after the request's last change of kind."""
-    last = (
-        select(func.coalesce(func.max(AuditEvent.id), 0))
-        .where(AuditEvent.request_id == request_id, AuditEvent.action == KIND_CHANGED)
-        .scalar_subquery()
-    )
-    return AuditEvent.id > last
-
-
-class _Core(Protocol):
-    """What of the request service a change of kind uses (it is a mixin of it)."""
-
-    _kinds: Mapping[RequestKind, KindSpec]
-    _calendar: WorkingCalendar
-    _clock: Clock
-
-    def _unit(self) -> Any: ...
-
-    async def _load(self, session: AsyncSession, reference: str) -> Request: ...
-
-    def _check_staff(self, staff: Actor) -> None: ...
-
-    async def _audit(
-        self,
-        session: AsyncSession,
-        request: Request,
-        actor: Actor,
-        action: str,
-        from_status: str | None,
-        to_status: str | None,
-        details: dict[str, Any],
-    ) -> AuditEvent: ...
-
-    async def _to_subject(
-        self,
-        session: AsyncSession,
-        request: Request,
-        subject: DataSubject,
-        event: AuditEvent,
-        template: str,
-        params: dict[str, Any] | None = None,
-    ) -> None: ...
-
-    async def _to_staff(
-        self, session: AsyncSession, request: Request, event: AuditEvent, template: str
-    ) -> None: ...
-
-    async def _view(
-        self,
-        session: AsyncSession,
-        request: Request,
-        *,
-        with_events: bool = False,
-        fresh: bool = False,
-    ) -> RequestView: ...
+from workflows.requests.records import KIND_CHANGED, Evidence, Records
+from workflows.requests.states import CLOSED, Action, Status
+from workflows.snapshots import Actor, ActorKind, RequestView
 
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-class KindChanges:
-    """The request service's staff use-case of setting a request's kind (a mixin)."""
+def _ensure_classified(request: Request) -> None:
+    if request.kind == RequestKind.UNCLASSIFIED.value:
+        raise KindUndecided(request.reference)
+
+
+class StaffActions(Records):
+    """The request service's use cases of moving a request on (a mixin)."""
+
+    async def take(self, reference: str, staff: Actor) -> RequestView:
+        """A staff member takes the request (or takes it over)."""
+        async with self._unit() as session:
+            request = await self._load(session, reference)
+            self._check_staff(staff)
+            event = await self._move(session, request, Action.TAKE, staff, {})
+            request.assignee_id, request.assignee_name = staff.staff_id, staff.name
+            await self._to_staff(session, request, event, "staff_card")
+            if Status(event.from_status or "") is Status.VERIFIED:
+                subject = await session.get_one(DataSubject, request.subject_id)
+                await self._to_subject(session, request, subject, event, "request_taken")
+            return await self._view(session, request)
+
+    async def confirm_evidence(self, reference: str, staff: Actor) -> RequestView:
+        """Staff record that the confirming documents are in: the clock starts now.
+
+        Only for kinds whose clock starts on confirmation (``rectify``,
+        ``destroy_unlawful``); a clock that runs already is left alone.
+        """
+        async with self._unit() as session:
+            request = await self._load(session, reference)
+            self._check_staff(staff)
+            spec = self._kinds.get(RequestKind(request.kind))
+            if (
+                spec is None  # unclassified: its clock runs from receipt
+                or spec.starts is not ClockStart.CONFIRMATION
+                or request.clock_started_at is not None
+            ):
+                raise IllegalTransition(request.status, "start the clock of")
+            if Status(request.status) in CLOSED:
+                raise IllegalTransition(request.status, "start the clock of")
+            now = self._clock.now()
+            request.clock_started_at = now
+            request.due_at = spec.due_at(now, self._calendar)
+            request.updated_at = now
+            event = await self._audit(
+                session,
+                request,
+                staff,
+                "clock_started",
+                request.status,
+                None,
+                {"due_at": request.due_at.isoformat()},
+            )
+            await self._to_staff(session, request, event, "staff_card")
+            subject = await session.get_one(DataSubject, request.subject_id)
+            await self._to_subject(session, request, subject, event, "clock_started")
+            return await self._view(session, request)
+
+    async def reject(self, reference: str, staff: Actor, reason: str) -> RequestView:
+        """Staff refuse the request with a reason the person receives."""
+        if not reason.strip():
+            raise ValueError("a rejection needs a reason")
+        async with self._unit() as session:
+            request = await self._load(session, reference)
+            self._check_staff(staff)
+            event = await self._move(session, request, Action.REJECT, staff, {})
+            await self._outbound_text(session, request, staff.channel, reason)
+            subject = await session.get_one(DataSubject, request.subject_id)
+            params = {**self._params(request), "reason": reason}
+            await self._to_subject(session, request, subject, event, "request_rejected", params)
+            await self._to_staff(session, request, event, "staff_card")
+            return await self._view(session, request)
+
+    async def ask_info(self, reference: str, staff: Actor, question: str) -> RequestView:
+        """Staff ask the person for more information; the clock keeps running."""
+        if not question.strip():
+            raise ValueError("a question needs words")
+        async with self._unit() as session:
+            request = await self._load(session, reference)
+            self._check_staff(staff)
+            event = await self._move(session, request, Action.ASK_INFO, staff, {})
+            if request.assignee_id is None:
+                request.assignee_id, request.assignee_name = staff.staff_id, staff.name
+            await self._outbound_text(session, request, staff.channel, question)
+            subject = await session.get_one(DataSubject, request.subject_id)
+            params = {**self._params(request), "question": question}
+            await self._to_subject(session, request, subject, event, "info_requested", params)
+            await self._to_staff(session, request, event, "staff_card")
+            return await self._view(session, request)
+
+    async def complete(
+        self,
+        reference: str,
+        staff: Actor,
+        note: str | None = None,
+        *,
+        template: str = "request_completed",
+        params: Mapping[str, Any] | None = None,
+        details: Mapping[str, Any] | None = None,
+        documents: Sequence[Evidence] = (),
+    ) -> RequestView:
+        """Staff close an approved request as done; the person is told.
+
+        The fulfilment passes what it did: the notice to send (``template`` with
+        ``params``), what the audit event records (``details``: field names,
+        never values) and the files to send with the notice (``documents``).
+        """
+        async with self._unit() as session:
+            request = await self._load(session, reference)
+            self._check_staff(staff)
+            _ensure_classified(request)
+            event = await self._move(session, request, Action.COMPLETE, staff, dict(details or {}))
+            subject = await session.get_one(DataSubject, request.subject_id)
+            notice = {**self._params(request), "note": note or "", **(params or {})}
+            if documents:
+                message = Message(
+                    request_id=request.id,
+                    direction="out",
+                    channel=request.channel,
+                    body_enc=None,
+                    created_at=self._clock.now(),
+                )
+                session.add(message)
+                await session.flush()
+                rows = [await self._document(session, request, message, item) for item in documents]
+                notice["documents"] = [row.id for row in rows]
+            await self._to_subject(session, request, subject, event, template, notice)
+            await self._to_staff(session, request, event, "staff_card")
+            return await self._view(session, request)
+
+    async def cancel(self, reference: str, actor: Actor) -> RequestView:
+        """The person withdraws their own request."""
+        async with self._unit() as session:
+            request = await self._load(session, reference)
+            subject = await session.get_one(DataSubject, request.subject_id)
+            if actor.kind is not ActorKind.PERSON:
+                raise NotAllowed("only the person who asked can cancel a request")
+            self._check_owner(actor, subject)
+            was_verified = request.verified_at is not None
+            event = await self._move(session, request, Action.CANCEL, actor, {})
+            await self._to_subject(session, request, subject, event, "request_cancelled")
+            if was_verified:
+                await self._to_staff(session, request, event, "staff_card")
+            return await self._view(session, request)
+
+    async def expire(self, reference: str) -> RequestView:
+        """Close a request that was never verified; the person is told how to file again."""
+        async with self._unit() as session:
+            request = await self._load(session, reference)
+            event = await self._move(session, request, Action.EXPIRE, Actor.system(), {})
+            subject = await session.get_one(DataSubject, request.subject_id)
+            await self._to_subject(session, request, subject, event, "request_expired")
+            return await self._view(session, request)
+
+
+class KindChanges(Records):
+    """The request service's staff use case of setting a request's kind (a mixin)."""
 
     async def change_kind(
-        self: _Core, reference: str, staff: Actor, kind: RequestKind | str
+        self, reference: str, staff: Actor, kind: RequestKind | str
     ) -> RequestView:
         """Staff set the kind of an open request; the deadline is recomputed and the person told.
 

@@ -1,0 +1,448 @@
+"""Filing requests, by Telegram or by e-mail, one or a batch, along one path; and adding to them.
+
+Opening one request is a batch of one: :meth:`Intake.open_request` and
+:meth:`Intake.open_by_email` both file through :meth:`Intake._file` (the
+request rows, the person's message and files, the ``opened`` events) and
+:meth:`Intake._acknowledge` (the confirmation codes and the acknowledgements).
+What only one of them does stays with it: the Telegram sender's open-request
+limit and the contact card shared in the dialog; the letters' one transaction
+with the mail intake's own rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from workflows.errors import IllegalTransition
+from workflows.i18n import LANGUAGES
+from workflows.identity import normalize_email
+from workflows.kinds import RequestKind
+from workflows.outbox.queue import Channel, NewMessage, enqueue_many
+from workflows.persistence.tables import AuditEvent, DataSubject, Message, Request, Verification
+from workflows.privacy.masking import mask_email
+from workflows.requests.classification import likely_kinds, opening_clock
+from workflows.requests.limits import ensure_can_open
+from workflows.requests.records import Evidence
+from workflows.requests.references import next_references
+from workflows.requests.states import CLOSED, Action, Status
+from workflows.requests.subjects import email_subjects, telegram_subject
+from workflows.requests.verification import IdentityChecks
+from workflows.snapshots import Actor, ActorKind, RequestView
+
+# A person's words shown to staff stay well inside one Telegram message (4096 UTF-16
+# units after the markup is read), whatever the letters: 1,500 characters at most.
+STAFF_WORDS_LIMIT = 1500
+
+
+@dataclass(frozen=True)
+class SharedContact:
+    """A contact card shared in the Telegram dialog: whose card it is, and its number."""
+
+    user_id: int | None
+    phone: str
+
+
+@dataclass(frozen=True)
+class EmailOpening:
+    """One letter that opens a request (:meth:`Intake.open_by_email`).
+
+    A letter of kind ``unclassified`` carries the kinds it most likely is in
+    ``candidates`` (none: any kind), as :meth:`Intake.open_request` takes them.
+    """
+
+    kind: RequestKind | str
+    language: str | None
+    fields: Mapping[str, Any]
+    email: str
+    body: str | None
+    external_id: str | None
+    evidence: Sequence[Evidence] = ()
+    candidates: tuple[RequestKind, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Filing:
+    """One request to file, as a channel gave it, its values checked and normalised."""
+
+    kind: RequestKind
+    likely: tuple[RequestKind, ...]
+    channel: Channel
+    language: str
+    fields: Mapping[str, Any]
+    email: str | None
+    body: str | None
+    external_id: str | None
+    evidence: Sequence[Evidence]
+    code: bool  # the acknowledgement to ``email`` carries a confirmation code
+
+    def opened(self) -> dict[str, Any]:
+        """The ``opened`` audit event's details (an unclassified request's likely kinds too)."""
+        details: dict[str, Any] = {
+            "kind": self.kind.value,
+            "language": self.language,
+            "evidence": len(self.evidence),
+        }
+        if self.likely:
+            details["candidates"] = [candidate.value for candidate in self.likely]
+        return details
+
+
+def _language(value: str | None) -> str:
+    return value if value in LANGUAGES else "en"
+
+
+def shorten(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, an ellipsis saying so."""
+    text = text.strip()
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def _letter(letter: EmailOpening) -> _Filing:
+    """What :meth:`Intake.open_by_email` files of one letter."""
+    kind = RequestKind(letter.kind)
+    return _Filing(
+        kind=kind,
+        likely=likely_kinds(kind, letter.candidates),
+        channel=Channel.EMAIL,
+        language=_language(letter.language),
+        fields=letter.fields,
+        email=normalize_email(letter.email),
+        body=letter.body,
+        external_id=letter.external_id,
+        evidence=letter.evidence,
+        code=True,
+    )
+
+
+class Intake(IdentityChecks):
+    """The request service's use cases of filing a request and adding to it (a mixin).
+
+    It builds on :class:`~workflows.requests.verification.IdentityChecks`: a
+    contact card shared while filing verifies at once, and a letter's
+    acknowledgement carries a confirmation code.
+    """
+
+    async def open_request(
+        self,
+        *,
+        kind: RequestKind | str,
+        channel: Channel | str,
+        language: str | None,
+        fields: Mapping[str, Any] | None = None,
+        telegram_user_id: int | None = None,
+        email: str | None = None,
+        body: str | None = None,
+        external_id: str | None = None,
+        evidence: Sequence[Evidence] = (),
+        send_code_to_email: bool = False,
+        contact: SharedContact | None = None,
+        candidates: Sequence[RequestKind | str] = (),
+    ) -> RequestView:
+        """Record a new request, unverified, with its clock where it starts on receipt.
+
+        A request of kind ``unclassified`` (only by e-mail: the Telegram dialog
+        always knows the kind) keeps ``candidates``, the kinds it most likely
+        is (none: any kind), and runs on the shortest of their clocks, each
+        counted from now (:mod:`workflows.requests.classification`).
+
+        With ``send_code_to_email`` the acknowledgement to ``email`` carries a
+        confirmation code (the e-mail channel's proof of the mailbox).
+
+        With ``contact``, the contact card the Telegram sender shared in the
+        dialog, the request is verified in the same transaction, as
+        :meth:`verify_by_contact` would, and the person gets the one message
+        that it is registered and verified. A card that is not the sender's own
+        leaves the request unverified, with the refusal in its audit trail.
+
+        A Telegram user with ``limits.max_open_requests`` open already gets
+        :class:`~workflows.requests.limits.TooManyOpen`. An e-mail sender does not: a
+        From address is not proven, so counting by it would let anyone fill a
+        stranger's quota; the mail intake caps letters per sender instead.
+        """
+        filing = _one(
+            RequestKind(kind),
+            Channel(channel),
+            language,
+            fields,
+            telegram_user_id,
+            email,
+            body,
+            external_id,
+            evidence,
+            send_code_to_email,
+            candidates,
+        )
+        async with self._unit() as session:
+            if telegram_user_id is not None:
+                subject = await telegram_subject(
+                    session, telegram_user_id, filing.language, self._clock.now()
+                )
+                await ensure_can_open(session, subject.id, self.limits)
+            else:
+                assert filing.email is not None
+                (subject,) = await email_subjects(
+                    session, self._vault, [filing.email], [filing.language], self._clock.now()
+                )
+            (request,), (event,) = await self._file(session, [filing], [subject])
+            if contact is not None and telegram_user_id is not None:
+                if contact.user_id == telegram_user_id:
+                    await self._verify_contact(
+                        session, request, subject, telegram_user_id, contact.phone
+                    )
+                    return await self._view(session, request, fresh=True)
+                await self._refuse_contact(session, request, telegram_user_id)
+            await self._acknowledge(session, [filing], [request], [subject], [event])
+            return await self._view(session, request, fresh=True)
+
+    async def open_by_email(
+        self,
+        letters: Sequence[EmailOpening],
+        *,
+        within: Callable[[AsyncSession, list[RequestView]], Awaitable[None]] | None = None,
+    ) -> list[RequestView]:
+        """:meth:`open_request` with ``send_code_to_email`` for many letters, in one transaction.
+
+        Each request is what ``open_request`` makes of its letter alone, in the
+        letters' order (references, audit events, codes, acknowledgements), with
+        a few statements for the whole batch instead of a dozen per letter.
+        ``within`` runs in the same transaction with the new requests' views, so
+        the caller's own rows commit with the requests or not at all.
+        """
+        filings = [_letter(letter) for letter in letters]
+        if not filings:
+            return []
+        async with self._unit() as session:
+            emails = [filing.email or "" for filing in filings]
+            languages = [filing.language for filing in filings]
+            subjects = await email_subjects(
+                session, self._vault, emails, languages, self._clock.now()
+            )
+            requests, events = await self._file(session, filings, subjects)
+            await self._acknowledge(session, filings, requests, subjects, events)
+            views = [await self._view(session, request, fresh=True) for request in requests]
+            if within is not None:
+                await within(session, views)
+            return views
+
+    async def attach(
+        self,
+        reference: str,
+        actor: Actor,
+        *,
+        body: str | None = None,
+        external_id: str | None = None,
+        evidence: Sequence[Evidence] = (),
+        fields: Mapping[str, Any] | None = None,
+        words: str | None = None,
+    ) -> RequestView:
+        """Add a person's message, files or missing fields to an open request.
+
+        When the request is waiting for the person's information, this is that
+        information: the request goes back to staff and they are told.
+
+        With ``words`` (a reply by e-mail: the person's own words, without the
+        quote) the message is kept whatever the request's status, a closed one
+        too, and staff read the words in the group, under the request's card:
+        a reply may be the only sign that a request was filed in someone
+        else's name ("that was not me").
+        """
+        async with self._unit() as session:
+            request = await self._load(session, reference)
+            subject = await session.get_one(DataSubject, request.subject_id)
+            self._check_owner(actor, subject)
+            closed = Status(request.status) in CLOSED
+            if closed and words is None:
+                raise IllegalTransition(request.status, "attach")
+            message = await self._inbound(session, request, actor.channel, body, external_id)
+            await self._attach(session, request, message, evidence)
+            if fields and not closed:
+                merged = dict(self._vault.decrypt_json(request.fields_enc) or {})
+                merged.update({k: v for k, v in fields.items() if v not in (None, "")})
+                request.fields_enc = self._vault.encrypt_json(merged)
+            if Status(request.status) is Status.AWAITING_INFO:
+                to = Status.IN_REVIEW if request.assignee_id is not None else Status.VERIFIED
+                event = await self._move(
+                    session, request, Action.INFO_RECEIVED, actor, {"evidence": len(evidence)}, to
+                )
+                await self._to_staff(session, request, event, "staff_info_received")
+            else:
+                event = await self._audit(
+                    session,
+                    request,
+                    actor,
+                    "message_added",
+                    request.status,
+                    None,
+                    {"evidence": len(evidence), "fields": sorted(fields or {})},
+                )
+                if request.verified_at is not None and words is None:
+                    await self._to_staff(session, request, event, "staff_message_added")
+            if words is not None:
+                said = {
+                    "words": shorten(words, STAFF_WORDS_LIMIT),
+                    "sender": mask_email(actor.email),
+                }
+                await self._to_staff(session, request, event, "staff_mail_reply", said)
+            request.updated_at = self._clock.now()
+            return await self._view(session, request)
+
+    # -- the one filing path -------------------------------------------------------
+
+    async def _file(
+        self, session: AsyncSession, filings: Sequence[_Filing], subjects: Sequence[DataSubject]
+    ) -> tuple[list[Request], list[AuditEvent]]:
+        """The requests' rows, the people's messages and files, and the ``opened`` events.
+
+        Rows go in as one multi-row INSERT per table, matched back by a key of their
+        own (not by order, which the database does not promise).
+        """
+        now = self._clock.now()
+        references = await next_references(
+            session, self._calendar.local_date(now).year, len(filings)
+        )
+        rows = [
+            self._request_row(filing, subject, reference, now)
+            for filing, subject, reference in zip(filings, subjects, references, strict=True)
+        ]
+        made = await session.execute(insert(Request).values(rows).returning(Request.id))
+        loaded = await session.scalars(select(Request).where(Request.id.in_(list(made.scalars()))))
+        by_reference = {request.reference: request for request in loaded}
+        requests = [by_reference[reference] for reference in references]
+        messages = await self._inbound_many(session, filings, requests, now)
+        events: list[AuditEvent] = []
+        for filing, request in zip(filings, requests, strict=True):
+            if filing.evidence:
+                await self._attach(session, request, messages.get(request.id), filing.evidence)
+            person = Actor(ActorKind.PERSON, filing.channel.value)
+            opened = Status.AWAITING_VERIFICATION
+            events.append(
+                self._event(session, request, person, "opened", None, opened, filing.opened())
+            )
+        await session.flush()  # the audit events: their ids name the acknowledgements
+        return requests, events
+
+    def _request_row(
+        self, filing: _Filing, subject: DataSubject, reference: str, now: datetime
+    ) -> dict[str, Any]:
+        """A new request's row: unverified, its clock running where it starts on receipt."""
+        started, due = opening_clock(filing.kind, filing.likely, now, self._kinds, self._calendar)
+        return {
+            "reference": reference,
+            "kind": filing.kind.value,
+            "status": Status.AWAITING_VERIFICATION.value,
+            "channel": filing.channel.value,
+            "language": filing.language,
+            "subject_id": subject.id,
+            "received_at": now,
+            "clock_started_at": started,
+            "due_at": due,
+            "fields_enc": self._vault.encrypt_json(dict(filing.fields)),
+            "updated_at": now,
+            "version": 1,
+            "candidates": [k.value for k in filing.likely] if filing.likely else None,
+            "kind_changes": 0,
+        }
+
+    async def _inbound_many(
+        self,
+        session: AsyncSession,
+        filings: Sequence[_Filing],
+        requests: Sequence[Request],
+        now: datetime,
+    ) -> dict[int, Message]:
+        """Each person's message row in one INSERT; the rows by request id where files need them."""
+        rows = [
+            {
+                "request_id": request.id,
+                "direction": "in",
+                "channel": filing.channel.value,
+                "body_enc": self._vault.encrypt(filing.body),
+                "external_id": filing.external_id,
+                "created_at": now,
+            }
+            for filing, request in zip(filings, requests, strict=True)
+            if filing.body is not None or filing.external_id is not None
+        ]
+        if not rows:
+            return {}
+        await session.execute(insert(Message).values(rows))
+        with_files = [r.id for r, filing in zip(requests, filings, strict=True) if filing.evidence]
+        if not with_files:
+            return {}
+        found = await session.scalars(select(Message).where(Message.request_id.in_(with_files)))
+        return {message.request_id: message for message in found}
+
+    async def _acknowledge(
+        self,
+        session: AsyncSession,
+        filings: Sequence[_Filing],
+        requests: Sequence[Request],
+        subjects: Sequence[DataSubject],
+        events: Sequence[AuditEvent],
+    ) -> None:
+        """Tell each person their request is in, with a confirmation code where one is due."""
+        now = self._clock.now()
+        codes: dict[int, str] = {}
+        rows: list[dict[str, Any]] = []
+        for filing, request in zip(filings, requests, strict=True):
+            if filing.code and filing.email is not None:
+                # A new request has no earlier code to retire (see _new_code).
+                codes[request.id], row = self._first_code(request, filing.email, now)
+                rows.append(row)
+        if rows:
+            await session.execute(insert(Verification).values(rows))
+        acknowledgements: list[NewMessage] = []
+        for request, subject, event in zip(requests, subjects, events, strict=True):
+            params = self._params(request)
+            template = "request_received"
+            if request.id in codes:
+                params["code"] = codes[request.id]
+                template = "request_received_code"
+            message = await self._subject_message(
+                session, request, subject, event, template, params
+            )
+            if message is not None:
+                acknowledgements.append(message)
+        await enqueue_many(session, self._vault, now, acknowledgements)
+
+
+def _one(
+    kind: RequestKind,
+    channel: Channel,
+    language: str | None,
+    fields: Mapping[str, Any] | None,
+    telegram_user_id: int | None,
+    email: str | None,
+    body: str | None,
+    external_id: str | None,
+    evidence: Sequence[Evidence],
+    send_code_to_email: bool,
+    candidates: Sequence[RequestKind | str],
+) -> _Filing:
+    """What :meth:`Intake.open_request` files, its arguments checked."""
+    likely = likely_kinds(kind, candidates)
+    if channel is Channel.TELEGRAM and telegram_user_id is None:
+        raise ValueError("a Telegram request needs the sender's user id")
+    if channel is Channel.TELEGRAM and kind is RequestKind.UNCLASSIFIED:
+        raise ValueError("the Telegram dialog files a request of a known kind")
+    normalised_email = normalize_email(email) if email is not None else None
+    if channel is Channel.EMAIL and normalised_email is None:
+        raise ValueError("an e-mail request needs the sender's address")
+    return _Filing(
+        kind=kind,
+        likely=likely,
+        channel=channel,
+        language=_language(language),
+        fields=dict(fields or {}),
+        email=normalised_email,
+        body=body,
+        external_id=external_id,
+        evidence=evidence,
+        code=send_code_to_email and normalised_email is not None,
+    )
