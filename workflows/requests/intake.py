@@ -179,16 +179,7 @@ class Intake(IdentityChecks):
             candidates,
         )
         async with self._unit() as session:
-            if telegram_user_id is not None:
-                subject = await telegram_subject(
-                    session, telegram_user_id, filing.language, self._clock.now()
-                )
-                await ensure_can_open(session, subject.id, self.limits)
-            else:
-                assert filing.email is not None
-                (subject,) = await email_subjects(
-                    session, self._vault, [filing.email], [filing.language], self._clock.now()
-                )
+            subject = await self._sender(session, filing, telegram_user_id)
             (request,), (event,) = await self._file(session, [filing], [subject])
             if contact is not None and telegram_user_id is not None:
                 if contact.user_id == telegram_user_id:
@@ -291,6 +282,22 @@ class Intake(IdentityChecks):
                 await self._to_staff(session, request, event, "staff_mail_reply", said)
             request.updated_at = self._clock.now()
             return await self._view(session, request)
+
+    async def _sender(
+        self, session: AsyncSession, filing: _Filing, telegram_user_id: int | None
+    ) -> DataSubject:
+        """Who files one request: a Telegram user, within their open-request limit, or a mailbox."""
+        if telegram_user_id is None:
+            assert filing.email is not None  # an e-mail request has its sender's address
+            (subject,) = await email_subjects(
+                session, self._vault, [filing.email], [filing.language], self._clock.now()
+            )
+            return subject
+        subject = await telegram_subject(
+            session, telegram_user_id, filing.language, self._clock.now()
+        )
+        await ensure_can_open(session, subject.id, self.limits)
+        return subject
 
     # -- the one filing path -------------------------------------------------------
 
