@@ -306,8 +306,8 @@ class Intake(IdentityChecks):
     ) -> tuple[list[Request], list[AuditEvent]]:
         """The requests' rows, the people's messages and files, and the ``opened`` events.
 
-        Rows go in as one multi-row INSERT per table, matched back by a key of their
-        own (not by order, which the database does not promise).
+        Rows go in as one multi-row INSERT per table, the requests matched back by
+        their references (not by order, which the database does not promise).
         """
         now = self._clock.now()
         references = await next_references(
@@ -317,9 +317,8 @@ class Intake(IdentityChecks):
             self._request_row(filing, subject, reference, now)
             for filing, subject, reference in zip(filings, subjects, references, strict=True)
         ]
-        made = await session.execute(insert(Request).values(rows).returning(Request.id))
-        loaded = await session.scalars(select(Request).where(Request.id.in_(list(made.scalars()))))
-        by_reference = {request.reference: request for request in loaded}
+        made = await session.scalars(insert(Request).returning(Request), rows)
+        by_reference = {request.reference: request for request in made}
         requests = [by_reference[reference] for reference in references]
         messages = await self._inbound_many(session, filings, requests, now)
         events: list[AuditEvent] = []
@@ -378,7 +377,7 @@ class Intake(IdentityChecks):
         ]
         if not rows:
             return {}
-        await session.execute(insert(Message).values(rows))
+        await session.execute(insert(Message), rows)
         with_files = [r.id for r, filing in zip(requests, filings, strict=True) if filing.evidence]
         if not with_files:
             return {}
@@ -403,7 +402,7 @@ class Intake(IdentityChecks):
                 codes[request.id], row = self._first_code(request, filing.email, now)
                 rows.append(row)
         if rows:
-            await session.execute(insert(Verification).values(rows))
+            await session.execute(insert(Verification), rows)
         acknowledgements: list[NewMessage] = []
         for request, subject, event in zip(requests, subjects, events, strict=True):
             params = self._params(request)

@@ -63,11 +63,8 @@ async def email_subjects(
                 "email_index": index,
             }
     if new:
-        made = await session.scalars(
-            insert(DataSubject).values(list(new.values())).returning(DataSubject.id)
-        )
-        loaded = await session.scalars(select(DataSubject).where(DataSubject.id.in_(list(made))))
-        found.update({row.email_index: row for row in loaded})
+        made = await session.scalars(insert(DataSubject).returning(DataSubject), list(new.values()))
+        found.update({row.email_index: row for row in made})
     subjects = [found[index] for index in indexes]
     for subject, language in zip(subjects, languages, strict=True):
         subject.language = language
