@@ -782,9 +782,8 @@ async def test_a_queue_longer_than_a_batch_is_planned_and_notified_whole_and_onc
     vault: Vault,
     clock: FrozenClock,
     calendar: WorkingCalendar,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("workflows.deadlines.reminders._BATCH", 2)
+    reminders.read_batch = 2
     clock.set(almaty(date(2026, 11, 24), 10))
     references = [await open_verified(service, "access", user=ALICE + n) for n in range(5)]
     closed = references.pop()
