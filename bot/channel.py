@@ -41,8 +41,9 @@ from bot.storage import FlushBeforeSending, UpdateCacheMiddleware, forget_unseal
 from bot.throttle import ChatThrottle
 from workflows.clock import Clock
 from workflows.fulfilment.work import Fulfilment, SqlDirectory
+from workflows.outbox.dispatcher import OutboxDispatcher
 from workflows.outbox.owners import ClaimOwners
-from workflows.outbox.queue import OutboundPort, OutboxDispatcher
+from workflows.outbox.queue import OutboundPort
 from workflows.privacy.vault import Vault
 from workflows.requests.service import RequestService
 

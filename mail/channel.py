@@ -35,8 +35,9 @@ from mail.sender import SmtpSender
 from mail.spam import SpamRules
 from workflows.clock import Clock
 from workflows.deadlines.leader_lock import AdvisoryLock, LeaderLock, SingleProcessLock
+from workflows.outbox.dispatcher import OutboxDispatcher
 from workflows.outbox.owners import ClaimOwners
-from workflows.outbox.queue import Channel, OutboxDispatcher
+from workflows.outbox.queue import Channel
 from workflows.privacy.vault import Vault
 from workflows.requests.service import RequestService
 

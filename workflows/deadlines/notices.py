@@ -257,7 +257,7 @@ class RequestNotices:
             details["reason"] = item.skip_reason
             _audit(session, request, "notice_skipped", "system", now, details)
             return
-        params = self._params(request)
+        params = self.params(request)
         template = milestone.template
         if milestone.to_staff:
             assert request.due_at is not None
@@ -297,7 +297,8 @@ class RequestNotices:
         )
         log.info("%s: %s%s", request.reference, milestone.name, " (late)" if item.late else "")
 
-    def _params(self, request: Request) -> dict[str, Any]:
+    def params(self, request: Request) -> dict[str, Any]:
+        """What a request's notice says about it: reference, kind, status and due date."""
         due = request.due_at
         return {
             "reference": request.reference,
