@@ -131,7 +131,7 @@ async def _watch(
     try:
         while not await wait_or_stop(stop, seconds):
             if not await lock.alive():
-                log.warning("%s: the leader lock is lost; another process may take over", name)
+                log.warning("the %s lock is lost; another process may take over", name)
                 return
     finally:
         step_down.set()
