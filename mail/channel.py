@@ -10,7 +10,7 @@ others try again every ``lock_retry_seconds`` and take over when the holder
 dies. Two pollers would not lose or double a letter (the intake dedupes), but
 they would race on the cursor and the flags for nothing. The sender runs in
 every process: outbox rows are claimed under its owner token (see
-:mod:`workflows.outbox.queue`), so each is sent once.
+:mod:`workflows.outbox.claims`), so each is sent once.
 """
 
 from __future__ import annotations
