@@ -6,7 +6,7 @@ import asyncio
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -23,10 +23,10 @@ from mail.channel import build_mail_channel
 from workflows.deadlines.scheduler import scheduler_component
 from workflows.fulfilment.work import Fulfilment, SqlDirectory
 from workflows.outbox.owners import ClaimOwners, claim_owners
+from workflows.running import Backoff, Sleep, wait_or_stop
 
 log = logging.getLogger(__name__)
 
-Sleep = Callable[[float], Awaitable[None]]
 Monotonic = Callable[[], float]
 
 # The loops a channel supervises itself (mail/channel.py, bot/channel.py), reported on /healthz
@@ -206,18 +206,6 @@ def telegram_channel(
     )
 
 
-async def _pause(delay: float, stop: asyncio.Event, sleep: Sleep) -> None:
-    """Sleep ``delay`` seconds, or less if ``stop`` is set meanwhile."""
-    sleeper = asyncio.ensure_future(sleep(delay))
-    stopper = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (sleeper, stopper):
-            task.cancel()
-        await asyncio.gather(sleeper, stopper, return_exceptions=True)
-
-
 async def _keep_running(
     component: Component,
     stop: asyncio.Event,
@@ -228,7 +216,7 @@ async def _keep_running(
     first_delay: float,
     max_delay: float,
 ) -> None:
-    delay = first_delay
+    pauses = Backoff(first_delay, max_delay)
     while not stop.is_set():
         started = monotonic()
         health.started(component.name)
@@ -236,7 +224,7 @@ async def _keep_running(
             await component.run(stop)
         except Exception as exc:
             health.crashed(component.name, exc)
-            log.exception("%s crashed; starting it again in %g s", component.name, delay)
+            log.exception("%s crashed; starting it again in %g s", component.name, pauses.delay)
         else:
             health.stopped(component.name)
             if stop.is_set():
@@ -244,9 +232,8 @@ async def _keep_running(
             log.warning("%s returned without being stopped; starting it again", component.name)
         # A part that ran for a good while before failing gets a fresh, short pause.
         if monotonic() - started >= max_delay:
-            delay = first_delay
-        await _pause(delay, stop, sleep)
-        delay = min(delay * 2, max_delay)
+            pauses.reset()
+        await wait_or_stop(stop, pauses.next(), sleep=sleep)
 
 
 async def serve(

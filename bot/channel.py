@@ -41,10 +41,12 @@ from bot.storage import FlushBeforeSending, UpdateCacheMiddleware, forget_unseal
 from bot.throttle import ChatThrottle
 from workflows.clock import Clock
 from workflows.fulfilment.work import Fulfilment, SqlDirectory
+from workflows.outbox.dispatcher import OutboxDispatcher
 from workflows.outbox.owners import ClaimOwners
-from workflows.outbox.queue import OutboundPort, OutboxDispatcher
+from workflows.outbox.queue import OutboundPort
 from workflows.privacy.vault import Vault
 from workflows.requests.service import RequestService
+from workflows.running import wait_or_stop
 
 log = logging.getLogger(__name__)
 
@@ -191,18 +193,7 @@ class TelegramChannel:
                         return
             except Exception:
                 log.exception("outbox delivery failed; trying again shortly")
-            with contextlib.suppress(TimeoutError):
-                waiter = asyncio.ensure_future(wake.wait())
-                stopper = asyncio.ensure_future(stop.wait())
-                try:
-                    await asyncio.wait(
-                        {waiter, stopper},
-                        timeout=self._interval,
-                        return_when=asyncio.FIRST_COMPLETED,
-                    )
-                finally:
-                    waiter.cancel()
-                    stopper.cancel()
+            await wait_or_stop(stop, self._interval, wake=wake)
 
     async def _commands(self) -> None:
         with contextlib.suppress(Exception):

@@ -10,7 +10,7 @@ others try again every ``lock_retry_seconds`` and take over when the holder
 dies. Two pollers would not lose or double a letter (the intake dedupes), but
 they would race on the cursor and the flags for nothing. The sender runs in
 every process: outbox rows are claimed under its owner token (see
-:mod:`workflows.outbox.queue`), so each is sent once.
+:mod:`workflows.outbox.claims`), so each is sent once.
 """
 
 from __future__ import annotations
@@ -35,26 +35,16 @@ from mail.sender import SmtpSender
 from mail.spam import SpamRules
 from workflows.clock import Clock
 from workflows.deadlines.leader_lock import AdvisoryLock, LeaderLock, SingleProcessLock
+from workflows.outbox.dispatcher import OutboxDispatcher
 from workflows.outbox.owners import ClaimOwners
-from workflows.outbox.queue import Channel, OutboxDispatcher
+from workflows.outbox.queue import Channel
 from workflows.privacy.vault import Vault
 from workflows.requests.service import RequestService
+from workflows.running import lead, wait_or_stop
 
 log = logging.getLogger(__name__)
 
 POLLER_LOCK = "imap-poller"
-
-
-async def _pause(seconds: float, stop: asyncio.Event, wake: asyncio.Event | None = None) -> None:
-    waiters = [asyncio.ensure_future(stop.wait())]
-    if wake is not None:
-        waiters.append(asyncio.ensure_future(wake.wait()))
-    try:
-        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-        await asyncio.gather(*waiters, return_exceptions=True)
 
 
 class MailChannel:
@@ -110,40 +100,26 @@ class MailChannel:
                 await part(stop)
             except Exception:
                 log.exception("%s crashed; starting it again in %g s", name, self._restart_seconds)
-                await _pause(self._restart_seconds, stop)
+                await wait_or_stop(stop, self._restart_seconds)
 
     async def _poll_when_leading(self, stop: asyncio.Event) -> None:
         """Poll while this process holds the mailbox lock; else try for it again later."""
-        while not stop.is_set():
-            if not await self.lock.acquire():
-                await _pause(self._lock_retry_seconds, stop)
-                continue
-            log.info("this process now reads the mailbox (lock %s)", POLLER_LOCK)
-            try:
-                await self._poll_while_held(stop)
-            finally:
-                await self.lock.release()
+        await lead(
+            self.lock,
+            stop,
+            self._poll_while_held,
+            name="mailbox",
+            retry_seconds=self._lock_retry_seconds,
+            check_seconds=self._lock_check_seconds,
+        )
 
-    async def _poll_while_held(self, stop: asyncio.Event) -> None:
-        held = asyncio.Event()  # set when this process must stop polling
-        watcher = asyncio.create_task(self._watch_lock(stop, held))
+    async def _poll_while_held(self, step_down: asyncio.Event) -> None:
+        log.info("this process now reads the mailbox (lock %s)", POLLER_LOCK)
         self.polling = True
         try:
-            await self.poller.run(held)
+            await self.poller.run(step_down)
         finally:
             self.polling = False
-            watcher.cancel()
-            await asyncio.gather(watcher, return_exceptions=True)
-
-    async def _watch_lock(self, stop: asyncio.Event, held: asyncio.Event) -> None:
-        try:
-            while not stop.is_set():
-                await _pause(self._lock_check_seconds, stop)
-                if not stop.is_set() and not await self.lock.alive():
-                    log.warning("the mailbox lock is lost; another process may read the mail")
-                    return
-        finally:
-            held.set()
 
     async def _send_loop(self, stop: asyncio.Event) -> None:
         try:
@@ -154,7 +130,7 @@ class MailChannel:
                     continue
                 if self.sender is not None:
                     await self.sender.close()  # nothing to send: let the SMTP server go
-                await _pause(self._outbox_seconds, stop, self._wake)
+                await wait_or_stop(stop, self._outbox_seconds, wake=self._wake)
         finally:
             if self.sender is not None:
                 await self.sender.close()

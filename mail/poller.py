@@ -29,7 +29,6 @@ chunk, and the intake's dedupe makes the replay harmless.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import imaplib
 import logging
 import re
@@ -54,6 +53,7 @@ from workflows.clock import Clock
 from workflows.identity import mailbox_of
 from workflows.metrics import mark_imap_polled
 from workflows.persistence.tables import MailCursor
+from workflows.running import Backoff, wait_or_stop
 
 log = logging.getLogger(__name__)
 
@@ -460,26 +460,24 @@ class MailPoller:
             seconds = min(self._settings.idle_seconds, self._settings.poll_seconds * 10, 1740)
             await self._in_thread(self._connection.wait_for_mail, seconds, self._stop_thread)
             return
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=self._settings.poll_seconds)
-        except TimeoutError:
-            return
+        await wait_or_stop(stop, self._settings.poll_seconds)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll until ``stop``; a lost connection is retried with backoff, never a crash loop."""
-        delay = self._first_backoff
+        pauses = Backoff(self._first_backoff, self._max_backoff)
         self._stop_thread.clear()
         watcher = asyncio.create_task(self._relay_stop(stop))
         try:
             while not stop.is_set():
                 try:
                     await self.poll_once()
-                    delay = self._first_backoff
+                    pauses.reset()
                     if stop.is_set():
                         break
                     if not self.more_waiting:
                         await self._wait(stop)
                 except (TimeoutError, OSError, imaplib.IMAP4.error, MailboxLoginError) as exc:
+                    delay = pauses.next()
                     log.warning(
                         "IMAP %s:%s unavailable (%s); reconnecting in %.0f s",
                         self._settings.host,
@@ -488,9 +486,7 @@ class MailPoller:
                         delay,
                     )
                     await self._drop()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), timeout=delay)
-                    delay = min(delay * 2, self._max_backoff)
+                    await wait_or_stop(stop, delay)
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)

@@ -32,7 +32,8 @@ from tests.test_telegram_bot import (
     text,
 )
 from workflows.kinds import RequestKind
-from workflows.outbox.queue import Channel, OutboxDispatcher
+from workflows.outbox.dispatcher import OutboxDispatcher
+from workflows.outbox.queue import Channel
 from workflows.persistence.tables import OutboxItem
 from workflows.privacy.vault import Vault
 from workflows.requests.limits import TooManyCodes, TooManyOpen

@@ -49,7 +49,8 @@ from workflows.fulfilment.work import (
 )
 from workflows.i18n import render_notification, status_name
 from workflows.kinds import RequestKind
-from workflows.outbox.queue import Channel, OutboxDispatcher
+from workflows.outbox.dispatcher import OutboxDispatcher
+from workflows.outbox.queue import Channel
 from workflows.persistence.tables import OutboxItem
 from workflows.privacy.vault import Vault
 from workflows.requests.service import RequestService

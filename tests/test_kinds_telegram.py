@@ -28,7 +28,8 @@ from workflows.deadlines.calendar import WorkingCalendar
 from workflows.deadlines.reminders import Reminders
 from workflows.i18n import format_date, kind_name, render_notification
 from workflows.kinds import CLASSIFIED_KINDS, RequestKind
-from workflows.outbox.queue import Channel, OutboxDispatcher
+from workflows.outbox.dispatcher import OutboxDispatcher
+from workflows.outbox.queue import Channel
 from workflows.persistence.tables import OutboxItem, Request
 from workflows.privacy.vault import Vault
 from workflows.requests.intake import EmailOpening

@@ -10,7 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from mail.sender import SmtpSender
 from tests.clocks import FrozenClock
 from tests.mailservers import SmtpServer, smtp_server  # noqa: F401
-from workflows.outbox.queue import Channel, OutboxDispatcher, OutboxStatus
+from workflows.outbox.dispatcher import OutboxDispatcher
+from workflows.outbox.queue import Channel, OutboxStatus
 from workflows.persistence.tables import OutboxItem
 from workflows.privacy.vault import Vault
 from workflows.requests.service import RequestService

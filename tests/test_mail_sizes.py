@@ -25,7 +25,8 @@ from mail.sender import SmtpSender
 from tests.clocks import FrozenClock
 from tests.mailservers import Dovecot, SmtpServer, dovecot, smtp_server  # noqa: F401
 from tests.telegram_desk import STAFF_CHAT, Desk
-from workflows.outbox.queue import Audience, Channel, OutboxDispatcher
+from workflows.outbox.dispatcher import OutboxDispatcher
+from workflows.outbox.queue import Audience, Channel
 from workflows.persistence.tables import InboundMail, OutboxItem
 from workflows.privacy.vault import Vault
 from workflows.requests.service import RequestService

@@ -34,7 +34,8 @@ from tests.mailservers import (  # noqa: F401
 )
 from tests.test_mail_poller import make_letter, make_poller, settings_for  # noqa: F401
 from tests.test_mail_sender import PERSON, open_by_mail
-from workflows.outbox.queue import Channel, OutboxDispatcher, OutboxStatus
+from workflows.outbox.dispatcher import OutboxDispatcher
+from workflows.outbox.queue import Channel, OutboxStatus
 from workflows.persistence.tables import OutboxItem
 from workflows.privacy.vault import Vault
 from workflows.requests.service import RequestService

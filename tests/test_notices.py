@@ -30,7 +30,8 @@ from workflows.deadlines.milestones import ReminderPolicy
 from workflows.deadlines.reminders import Reminders
 from workflows.i18n import LANGUAGES, format_date, render_notification
 from workflows.kinds import RequestKind
-from workflows.outbox.queue import Channel, OutboxDispatcher
+from workflows.outbox.dispatcher import OutboxDispatcher
+from workflows.outbox.queue import Channel
 from workflows.persistence.tables import DataSubject, OutboxItem, Request
 from workflows.privacy.vault import Vault
 from workflows.requests.intake import EmailOpening

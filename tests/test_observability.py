@@ -45,7 +45,8 @@ from tests.test_telegram_bot import (
 from workflows.deadlines.leader_lock import AdvisoryLock
 from workflows.kinds import RequestKind
 from workflows.metrics import TALLY
-from workflows.outbox.queue import OutboxDispatcher, OutgoingMessage
+from workflows.outbox.dispatcher import OutboxDispatcher
+from workflows.outbox.queue import OutgoingMessage
 from workflows.persistence.engines import make_engine, make_sessionmaker
 from workflows.privacy.vault import Vault
 from workflows.requests.service import RequestService

@@ -13,12 +13,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID
+from workflows.outbox.dispatcher import OutboxDispatcher
 from workflows.outbox.owners import OutboxOwnedElsewhere, claim_owners
 from workflows.outbox.queue import (
     Audience,
     Channel,
     DeliveryReceipt,
-    OutboxDispatcher,
     OutgoingMessage,
     PermanentFailure,
     RecipientUnreachable,
@@ -261,7 +261,7 @@ async def test_two_dispatchers_never_deliver_the_same_row(
 
 
 async def test_backoff_grows_and_is_capped() -> None:
-    from workflows.outbox.queue import backoff
+    from workflows.running import backoff
 
     waits = [backoff(n) for n in range(1, 15)]
     assert waits == sorted(waits)
@@ -300,7 +300,7 @@ async def test_a_delivery_whose_claim_was_taken_meanwhile_is_recorded_once_and_r
         assert await other.run_once() == 1
 
     slow = SlowPort(Channel.TELEGRAM, stuck_past_the_lease)
-    with caplog.at_level(logging.ERROR, logger="workflows.outbox.queue"):
+    with caplog.at_level(logging.ERROR, logger="workflows.outbox.dispatcher"):
         assert await dispatcher(sessions, vault, clock, slow).run_once() == 1
 
     # The person got it twice (it cannot be helped after a hang); the desk records it once,

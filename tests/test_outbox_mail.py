@@ -18,8 +18,9 @@ from mail.sender import SmtpSender
 from tests.clocks import FrozenClock
 from tests.mailservers import RecordingHandler, SmtpServer, smtp_server
 from tests.test_mail_sender import sender_for
+from workflows.outbox.dispatcher import OutboxDispatcher
 from workflows.outbox.owners import ClaimOwners, claim_owners
-from workflows.outbox.queue import Channel, OutboxDispatcher, OutboxStatus
+from workflows.outbox.queue import Channel, OutboxStatus
 from workflows.persistence.tables import OutboxItem
 from workflows.privacy.vault import Vault
 from workflows.requests.service import RequestService

@@ -24,6 +24,7 @@ from tests.conftest import STAFF_ID, STAFF_IDS
 from workflows.deadlines.calendar import WorkingCalendar
 from workflows.deadlines.leader_lock import AdvisoryLock, SingleProcessLock
 from workflows.deadlines.milestones import MilestoneError, ReminderPolicy, parse_staff_milestones
+from workflows.deadlines.notices import RequestNotices
 from workflows.deadlines.reminders import Plan, Reminders
 from workflows.deadlines.scheduler import (
     DIGEST_JOB,
@@ -39,11 +40,11 @@ from workflows.deadlines.scheduler import (
     scheduler_component,
 )
 from workflows.i18n import render_notification
+from workflows.outbox.dispatcher import OutboxDispatcher
 from workflows.outbox.queue import (
     Audience,
     Channel,
     DeliveryReceipt,
-    OutboxDispatcher,
     OutgoingMessage,
     RecipientUnreachable,
 )
@@ -782,9 +783,8 @@ async def test_a_queue_longer_than_a_batch_is_planned_and_notified_whole_and_onc
     vault: Vault,
     clock: FrozenClock,
     calendar: WorkingCalendar,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("workflows.deadlines.reminders._BATCH", 2)
+    reminders.read_batch = 2
     clock.set(almaty(date(2026, 11, 24), 10))
     references = [await open_verified(service, "access", user=ALICE + n) for n in range(5)]
     closed = references.pop()
@@ -845,14 +845,14 @@ async def test_a_fault_in_one_request_costs_the_others_none_of_their_notices(
     clock.set(almaty(date(2026, 11, 24), 10))
     references = [await open_verified(service, "access", user=ALICE + n) for n in range(5)]
     broken = references[2]
-    params = Reminders._params
+    params = RequestNotices.params
 
-    def failing(self: Reminders, request: Any) -> dict[str, Any]:
+    def failing(self: RequestNotices, request: Any) -> dict[str, Any]:
         if request.reference == broken:
             raise RuntimeError("a request the notices cannot be written for")
         return params(self, request)
 
-    monkeypatch.setattr(Reminders, "_params", failing)
+    monkeypatch.setattr(RequestNotices, "params", failing)
     clock.set(almaty(date(2026, 11, 26), 10))
     await reminders.run_due()
 
@@ -868,7 +868,7 @@ async def test_a_fault_in_one_request_costs_the_others_none_of_their_notices(
     assert staff.count("staff_reminder") == 4
 
     # Mended: the next pass sends the one that failed, once, and the others nothing more.
-    monkeypatch.setattr(Reminders, "_params", params)
+    monkeypatch.setattr(RequestNotices, "params", params)
     clock.advance(minutes=5)
     await reminders.run_due()
     await reminders.run_due()

@@ -15,14 +15,8 @@ from bot.delivery import RateLimits, Rendered, SendRateLimiter, TelegramPort
 from tests.botapi import BotAPI
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID
-from workflows.outbox.queue import (
-    Audience,
-    Channel,
-    DeliveryReceipt,
-    OutboxDispatcher,
-    OutgoingMessage,
-    enqueue,
-)
+from workflows.outbox.dispatcher import OutboxDispatcher
+from workflows.outbox.queue import Audience, Channel, DeliveryReceipt, OutgoingMessage, enqueue
 from workflows.persistence.tables import DataSubject, OutboxItem, Request, StaffCard
 from workflows.privacy.vault import Vault
 from workflows.requests.service import RequestService

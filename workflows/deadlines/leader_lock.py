@@ -72,23 +72,17 @@ class AdvisoryLock:
         try:
             schema = str(await connection.scalar(text("SELECT current_schema()")))
             key = advisory_key(self._name, schema)
-            # The server notices a holder gone without a goodbye within about 25 s.
-            for setting, value in (
-                ("tcp_keepalives_idle", 10),
-                ("tcp_keepalives_interval", 5),
-                ("tcp_keepalives_count", 3),
-            ):
-                await connection.execute(text(f"SET {setting} = {value}"))
+            await keep_alive(connection)
             held = bool(
                 await connection.scalar(text("SELECT pg_try_advisory_lock(:key)"), {"key": key})
             )
             await connection.commit()
         except Exception:
             log.warning("cannot try the lock %r", self._name, exc_info=True)
-            await _discard(connection)
+            await discard(connection)
             return False
         if not held:
-            await _discard(connection)
+            await discard(connection)
             return False
         self._connection, self.key = connection, key
         log.info("this process now holds %r (advisory lock %s)", self._name, key)
@@ -107,7 +101,7 @@ class AdvisoryLock:
                 "the connection of lock %r is gone; stepping down", self._name, exc_info=True
             )
             self._connection = None
-            await _discard(connection)
+            await discard(connection)
             return False
         return True
 
@@ -120,11 +114,22 @@ class AdvisoryLock:
             await connection.commit()
         except Exception:
             log.debug("unlock failed; closing the connection drops the lock", exc_info=True)
-        await _discard(connection)
+        await discard(connection)
 
 
-async def _discard(connection: AsyncConnection) -> None:
-    # Never hand a connection that may hold the lock back to the pool.
+async def keep_alive(connection: AsyncConnection) -> None:
+    """TCP keepalives on a lock's connection: the server notices a holder gone without a
+    goodbye (its machine vanished) within about 25 s, and drops its locks."""
+    for setting, value in (
+        ("tcp_keepalives_idle", 10),
+        ("tcp_keepalives_interval", 5),
+        ("tcp_keepalives_count", 3),
+    ):
+        await connection.execute(text(f"SET {setting} = {value}"))
+
+
+async def discard(connection: AsyncConnection) -> None:
+    """Close a connection that may hold a lock; never hand it back to the pool."""
     try:
         await connection.invalidate()
     except Exception:

@@ -24,8 +24,9 @@ missed by more than the grace period waits for the next day, which purges the
 same rows.
 
 Only one process runs this: the holder of the leader lock
-(:mod:`workflows.deadlines.leader_lock`); the others try again every
-``lock_retry_seconds`` and take over when the holder dies.
+(:mod:`workflows.deadlines.leader_lock`, held by :func:`workflows.running.lead`);
+the others try again every ``lock_retry_seconds`` and take over when the holder
+dies.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from workflows.deadlines.reminders import Plan, Reminders
 from workflows.privacy.retention import DEFAULT_RETENTION_DAYS, purge_closed
 from workflows.privacy.vault import Vault
 from workflows.requests.service import RequestService
+from workflows.running import lead
 
 log = logging.getLogger(__name__)
 
@@ -145,16 +147,16 @@ class DeadlineScheduler:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Lead when the lock is ours, else try again every ``lock_retry_seconds``."""
-        while not stop.is_set():
-            if await self._lock.acquire():
-                try:
-                    await self._lead(stop)
-                finally:
-                    await self._lock.release()
-            else:
-                await _wait(stop, self._lock_retry_seconds)
+        await lead(
+            self._lock,
+            stop,
+            self._lead,
+            name=self.name,
+            retry_seconds=self._lock_retry_seconds,
+            check_seconds=self._lock_check_seconds,
+        )
 
-    async def _lead(self, stop: asyncio.Event) -> None:
+    async def _lead(self, step_down: asyncio.Event) -> None:
         scheduler = self.build_scheduler()
         _LEADERS[self.id] = self
         self.leading = True
@@ -163,10 +165,7 @@ class DeadlineScheduler:
         scheduler.start()
         try:
             await self.reconcile()
-            while not stop.is_set():
-                await _wait(stop, self._lock_check_seconds)
-                if not stop.is_set() and not await self._lock.alive():
-                    return
+            await step_down.wait()
         finally:
             self.leading = False
             _LEADERS.pop(self.id, None)
@@ -237,11 +236,6 @@ class DeadlineScheduler:
         if job is not None and getattr(job, "next_run_time", None) == at:
             return  # already set for that instant
         scheduler.add_job(func, "date", run_date=at, id=job_id, args=list(args), **JOB_OPTIONS)
-
-
-async def _wait(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
 
 
 def scheduler_component(

@@ -37,7 +37,7 @@ from sqlalchemy import bindparam, make_url, text
 from sqlalchemy.dialects.postgresql import ARRAY, BIGINT
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from workflows.deadlines.leader_lock import advisory_key
+from workflows.deadlines.leader_lock import advisory_key, discard, keep_alive
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ class AdvisoryOwners:
             if connection is not None and due and not await _alive(connection):
                 # Its locks went with it: others may already have taken our claims back.
                 log.warning("the outbox owners' lock connection is gone; locking again")
-                await _discard(connection)
+                await discard(connection)
                 connection = self._connection = None
             if connection is None:
                 self._connection = await self._connect({*self._tokens, token})
@@ -150,16 +150,11 @@ class AdvisoryOwners:
     async def _connect(self, tokens: Collection[str]) -> AsyncConnection:
         connection = await self._engine.connect()
         try:
-            for setting, value in (
-                ("tcp_keepalives_idle", 10),
-                ("tcp_keepalives_interval", 5),
-                ("tcp_keepalives_count", 3),
-            ):
-                await connection.execute(text(f"SET {setting} = {value}"))
+            await keep_alive(connection)
             for token in sorted(tokens):
                 await self._lock(connection, token)
         except BaseException:
-            await _discard(connection)
+            await discard(connection)
             raise
         return connection
 
@@ -201,7 +196,7 @@ class AdvisoryOwners:
                     log.warning("cannot let go of an outbox owner lock", exc_info=True)
                 return
             self._connection = None
-            await _discard(connection)  # the last token: closing drops the lock
+            await discard(connection)  # the last token: closing drops the lock
 
 
 async def _alive(connection: AsyncConnection) -> bool:
@@ -212,18 +207,6 @@ async def _alive(connection: AsyncConnection) -> bool:
         log.debug("the owners' lock connection failed its check", exc_info=True)
         return False
     return True
-
-
-async def _discard(connection: AsyncConnection) -> None:
-    # Never hand a connection that may hold a lock back to the pool.
-    try:
-        await connection.invalidate()
-    except Exception:
-        log.debug("invalidating the owners' lock connection failed", exc_info=True)
-    try:
-        await connection.close()
-    except Exception:
-        log.debug("closing the owners' lock connection failed", exc_info=True)
 
 
 def claim_owners(engine: AsyncEngine) -> ClaimOwners:
