@@ -26,7 +26,7 @@ from tests.conftest import STAFF_ID, STAFF_IDS
 from tests.test_cli_frame import aina_dsr
 from tests.test_keys_rotate import rotate
 from workflows.deadlines.calendar import WorkingCalendar
-from workflows.directory.store import ImportReport, import_customers, import_purchases
+from workflows.directory.csv_import import ImportReport, import_customers, import_purchases
 from workflows.fulfilment.work import ACCOUNT_FIELDS, Fulfilment, SqlDirectory
 from workflows.persistence.tables import OutboxItem
 from workflows.privacy.vault import Vault

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID
-from workflows.directory.store import import_customers
+from workflows.directory.csv_import import import_customers
 from workflows.fulfilment.work import Fulfilment, FulfilmentError, SqlDirectory, parse_corrections
 from workflows.privacy.vault import Vault
 from workflows.requests.service import RequestService

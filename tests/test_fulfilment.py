@@ -19,7 +19,8 @@ from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID
 from tests.test_cli_frame import aina_dsr
 from workflows.deadlines.calendar import WorkingCalendar
-from workflows.directory.store import CustomerRecord, import_customers, import_purchases
+from workflows.directory.csv_import import import_customers, import_purchases
+from workflows.directory.store import CustomerRecord
 from workflows.errors import ApprovalMismatch, IllegalTransition, NotAllowed, OwnRequest
 from workflows.fulfilment.work import (
     ACCOUNT_FIELDS,

@@ -39,7 +39,7 @@ from tests.test_telegram_bot import (
     start_kind,
     text,
 )
-from workflows.directory.store import import_customers, import_purchases
+from workflows.directory.csv_import import import_customers, import_purchases
 from workflows.fulfilment.work import (
     DIRECTORY_FIELDS,
     Flags,
