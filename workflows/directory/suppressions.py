@@ -29,6 +29,8 @@ class Suppression:
 
 
 def suppressions_json(items: Sequence[Suppression]) -> str:
+    """The suppression list as JSON, for programs: dates in ISO 8601, ``null`` when unset."""
+
     def iso(value: datetime | None) -> str | None:
         return value.isoformat() if value is not None else None
 

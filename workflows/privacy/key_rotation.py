@@ -45,8 +45,6 @@ from workflows.persistence.tables import Base
 from workflows.privacy.audit import Resigned, resign_chain
 from workflows.privacy.vault import Vault, VaultError
 
-# Whole files and raw letters: reading one at start-up would cost more than it proves.
-BULKY = frozenset({"attachment.data_enc", "inbound_mail.raw_enc"})
 DEFAULT_BATCH = 100
 # Rows with files in them: fewer per batch, so a batch stays small in memory and short to write.
 LARGE_TABLES = {"attachment": 10, "inbound_mail": 10}
@@ -343,6 +341,9 @@ async def check_keys(
 
 
 # -- at start-up ---------------------------------------------------------------
+
+# Whole files and raw letters: reading one at start-up would cost more than it proves.
+BULKY = frozenset({"attachment.data_enc", "inbound_mail.raw_enc"})
 
 
 def _checked_tables() -> list[tuple[Table, list[str]]]:
