@@ -61,7 +61,7 @@ class Fulfilment:
         return self._clock.now().astimezone(ZoneInfo(self._timezone)).date()
 
     def parse_corrections(self, text: str) -> dict[str, str]:
-        """:func:`parse_corrections` against the desk's own date."""
+        """:func:`~workflows.fulfilment.corrections.parse_corrections`, on the desk's date."""
         return parse_corrections(text, today=self._today())
 
     async def customer(self, view: RequestView) -> CustomerRecord | None:
