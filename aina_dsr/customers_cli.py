@@ -26,15 +26,9 @@ from rich.table import Table
 from aina_dsr.failures import EXIT_WRONG_INPUT, CommandFailure
 from aina_dsr.settings import load_settings
 from aina_dsr.wiring import Core, open_core
-from workflows.directory.store import (
-    CustomerRecord,
-    ImportFileError,
-    ImportReport,
-    check_file,
-    find_customer,
-    import_customers,
-    import_purchases,
-)
+from workflows.directory.csv_file import ImportFileError, check_file
+from workflows.directory.csv_import import ImportReport, import_customers, import_purchases
+from workflows.directory.store import CustomerRecord, find_customer
 from workflows.identity import InvalidIdentifier
 from workflows.privacy.masking import mask_email, mask_iin, mask_phone
 

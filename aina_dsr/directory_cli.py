@@ -12,7 +12,8 @@ import typer
 
 from aina_dsr.settings import load_settings
 from aina_dsr.wiring import open_core
-from workflows.fulfilment.work import SqlDirectory, Suppression, suppressions_csv, suppressions_json
+from workflows.directory.sql_directory import SqlDirectory
+from workflows.directory.suppressions import Suppression, suppressions_csv, suppressions_json
 
 directory_app = typer.Typer(
     help="The customer directory's fulfilment side: the suppression list.",

@@ -9,7 +9,8 @@ core is opened only after three checks, each failing in one line
 - the database answers (within :data:`~aina_dsr.failures.PROBE_TIMEOUT`);
 - its schema is at this version's revision (SQLite is first brought there);
 - the newest row of each table with encrypted columns reads with one of the
-  configured keys. An empty database has nothing to doubt.
+  configured keys (:func:`workflows.privacy.key_rotation.unreadable_value`).
+  An empty database has nothing to doubt.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
-from sqlalchemy import Integer, Table, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aina_dsr.failures import (
@@ -30,11 +30,8 @@ from aina_dsr.failures import (
 )
 from aina_dsr.settings import Settings
 from workflows.persistence.engines import engine_revision, head_revision, upgrade_engine
-from workflows.persistence.tables import Base
-from workflows.privacy.vault import Vault, VaultError
-
-# Whole files and raw letters: reading one at start-up would cost more than it proves.
-BULKY = frozenset({"attachment.data_enc", "inbound_mail.raw_enc"})
+from workflows.privacy.key_rotation import unreadable_value
+from workflows.privacy.vault import Vault
 
 
 def open_sqlite_file(path: Path) -> None:
@@ -75,42 +72,6 @@ async def database_ready(engine: AsyncEngine, settings: Settings, *, upgrade_sql
             f"the database schema is at revision {current or 'none'}, this version needs "
             f"{head}: run `aina-dsr db upgrade` first"
         )
-
-
-def _checked_tables() -> list[tuple[Table, list[str]]]:
-    """Tables with encrypted columns and a growing integer id: their newest row is checked."""
-    found = []
-    for table in Base.metadata.sorted_tables:
-        keys = list(table.primary_key.columns)
-        if len(keys) != 1 or not isinstance(keys[0].type, Integer):
-            continue
-        columns = [
-            column.name
-            for column in table.columns
-            if column.name.endswith("_enc") and f"{table.name}.{column.name}" not in BULKY
-        ]
-        if columns:
-            found.append((table, columns))
-    return found
-
-
-async def unreadable_value(engine: AsyncEngine, vault: Vault) -> str | None:
-    """``table.column`` of a newest stored value no configured key reads, else ``None``."""
-    async with engine.connect() as connection:
-        for table, columns in _checked_tables():
-            [key] = table.primary_key.columns
-            query = select(*(table.c[name] for name in columns)).order_by(key.desc()).limit(1)
-            row = (await connection.execute(query)).first()
-            if row is None:
-                continue
-            for name, token in zip(columns, row, strict=True):
-                if token is None:
-                    continue
-                try:
-                    vault.decrypt_bytes(token)
-                except VaultError:
-                    return f"{table.name}.{name}"
-    return None
 
 
 async def key_reads_stored_data(engine: AsyncEngine, vault: Vault) -> None:

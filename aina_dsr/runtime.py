@@ -21,7 +21,8 @@ from bot.storage import make_events_isolation, make_fsm_storage
 from bot.texts import DeskInfo
 from mail.channel import build_mail_channel
 from workflows.deadlines.scheduler import scheduler_component
-from workflows.fulfilment.work import Fulfilment, SqlDirectory
+from workflows.directory.sql_directory import SqlDirectory
+from workflows.fulfilment.work import Fulfilment
 from workflows.outbox.owners import ClaimOwners, claim_owners
 from workflows.running import Backoff, Sleep, wait_or_stop
 

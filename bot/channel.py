@@ -40,7 +40,8 @@ from bot.reachability import ReachableAgain
 from bot.storage import FlushBeforeSending, UpdateCacheMiddleware, forget_unsealed_dialogs
 from bot.throttle import ChatThrottle
 from workflows.clock import Clock
-from workflows.fulfilment.work import Fulfilment, SqlDirectory
+from workflows.directory.sql_directory import SqlDirectory
+from workflows.fulfilment.work import Fulfilment
 from workflows.outbox.dispatcher import OutboxDispatcher
 from workflows.outbox.owners import ClaimOwners
 from workflows.outbox.queue import OutboundPort

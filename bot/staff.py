@@ -25,6 +25,7 @@ from bot.config import BotConfig
 from bot.staff_drafts import WORDING, PromptReply, ask, ask_for_words, forget_prompt
 from bot.texts import Texts
 from workflows.clock import Clock
+from workflows.directory.customer_directory import DIRECTORY_FIELDS
 from workflows.errors import (
     ConcurrentChange,
     DomainError,
@@ -34,13 +35,9 @@ from workflows.errors import (
     OwnRequest,
     RequestNotFound,
 )
-from workflows.fulfilment.work import (
-    DIRECTORY_FIELDS,
-    Fulfilment,
-    FulfilmentError,
-    FulfilmentFailed,
-    parse_field_names,
-)
+from workflows.fulfilment.corrections import parse_field_names
+from workflows.fulfilment.failures import FulfilmentError, FulfilmentFailed
+from workflows.fulfilment.work import Fulfilment
 from workflows.i18n import format_date, kind_name, status_name
 from workflows.kinds import RequestKind
 from workflows.requests.service import RequestService

@@ -26,7 +26,7 @@ from tests.clocks import FrozenClock
 from tests.conftest import postgres_url
 from tests.mailservers import free_port
 from tests.test_cli_frame import aina_dsr
-from workflows.directory.store import import_customers
+from workflows.directory.csv_import import import_customers
 from workflows.persistence.engines import head_revision, make_engine
 from workflows.persistence.tables import Customer
 from workflows.privacy.vault import Vault

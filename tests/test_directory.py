@@ -15,13 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from tests.test_cli_frame import aina_dsr
 from tests.test_encryption import everything_stored
-from workflows.directory.store import (
-    ImportFileError,
-    Rejected,
-    find_customer,
-    import_customers,
-    import_purchases,
-)
+from workflows.directory.csv_file import ImportFileError, Rejected
+from workflows.directory.csv_import import import_customers, import_purchases
+from workflows.directory.store import find_customer
 from workflows.identity import InvalidPhone, iin_check_digit
 from workflows.persistence.tables import Customer, Purchase
 from workflows.privacy.vault import Vault

@@ -26,8 +26,10 @@ from tests.conftest import STAFF_ID, STAFF_IDS
 from tests.test_cli_frame import aina_dsr
 from tests.test_keys_rotate import rotate
 from workflows.deadlines.calendar import WorkingCalendar
-from workflows.directory.store import ImportReport, import_customers, import_purchases
-from workflows.fulfilment.work import ACCOUNT_FIELDS, Fulfilment, SqlDirectory
+from workflows.directory.csv_import import ImportReport, import_customers, import_purchases
+from workflows.directory.customer_directory import ACCOUNT_FIELDS
+from workflows.directory.sql_directory import SqlDirectory
+from workflows.fulfilment.work import Fulfilment
 from workflows.persistence.tables import OutboxItem
 from workflows.privacy.vault import Vault
 from workflows.requests.service import RequestService

@@ -10,8 +10,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID
-from workflows.directory.store import import_customers
-from workflows.fulfilment.work import Fulfilment, FulfilmentError, SqlDirectory, parse_corrections
+from workflows.directory.csv_import import import_customers
+from workflows.directory.sql_directory import SqlDirectory
+from workflows.fulfilment.corrections import parse_corrections
+from workflows.fulfilment.failures import FulfilmentError
+from workflows.fulfilment.work import Fulfilment
 from workflows.privacy.vault import Vault
 from workflows.requests.service import RequestService
 from workflows.snapshots import Actor

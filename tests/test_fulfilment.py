@@ -19,19 +19,15 @@ from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID
 from tests.test_cli_frame import aina_dsr
 from workflows.deadlines.calendar import WorkingCalendar
-from workflows.directory.store import CustomerRecord, import_customers, import_purchases
+from workflows.directory.csv_import import import_customers, import_purchases
+from workflows.directory.customer_directory import ACCOUNT_FIELDS, Flags
+from workflows.directory.sql_directory import SqlDirectory
+from workflows.directory.store import CustomerRecord
+from workflows.directory.suppressions import Suppression, suppressions_csv
 from workflows.errors import ApprovalMismatch, IllegalTransition, NotAllowed, OwnRequest
-from workflows.fulfilment.work import (
-    ACCOUNT_FIELDS,
-    Flags,
-    Fulfilment,
-    FulfilmentError,
-    FulfilmentFailed,
-    SqlDirectory,
-    Suppression,
-    parse_corrections,
-    suppressions_csv,
-)
+from workflows.fulfilment.corrections import parse_corrections
+from workflows.fulfilment.failures import FulfilmentError, FulfilmentFailed
+from workflows.fulfilment.work import Fulfilment
 from workflows.persistence.tables import AuditEvent, OutboxItem, Request
 from workflows.privacy.vault import Vault
 from workflows.requests.service import RequestService

@@ -39,14 +39,11 @@ from tests.test_telegram_bot import (
     start_kind,
     text,
 )
-from workflows.directory.store import import_customers, import_purchases
-from workflows.fulfilment.work import (
-    DIRECTORY_FIELDS,
-    Flags,
-    Fulfilment,
-    SqlDirectory,
-    field_names,
-)
+from workflows.directory.csv_import import import_customers, import_purchases
+from workflows.directory.customer_directory import DIRECTORY_FIELDS, Flags
+from workflows.directory.sql_directory import SqlDirectory
+from workflows.fulfilment.corrections import field_names
+from workflows.fulfilment.work import Fulfilment
 from workflows.i18n import render_notification, status_name
 from workflows.kinds import RequestKind
 from workflows.outbox.dispatcher import OutboxDispatcher

@@ -17,7 +17,8 @@ from tests.conftest import STAFF_ID, STAFF_IDS
 from tests.test_audit_chain import rewrite_and_rehash
 from tests.test_cli_frame import aina_dsr
 from workflows.deadlines.calendar import WorkingCalendar
-from workflows.directory.store import find_customer, import_customers
+from workflows.directory.csv_import import import_customers
+from workflows.directory.store import find_customer
 from workflows.persistence.engines import make_sessionmaker
 from workflows.persistence.tables import AuditEvent, ConversationState, Message, Request
 from workflows.privacy.audit import verify_chain

@@ -4,7 +4,8 @@ One function per field takes a value as a file or a person writes it and
 returns it as the directory stores it, or raises :class:`InvalidField` with
 a message that names the field and the problem, never the value (so a report
 or a chat reply holding it holds no personal data). The customer import and
-staff's corrections both go through :func:`account_value`, so a value one
+staff's corrections both go through :func:`account_value` (corrections through
+:func:`corrected_value`, which is it without the blank), so a value one
 refuses the other refuses in the same words, and both store ``ж`` as ``f``.
 """
 
@@ -125,3 +126,15 @@ def account_value(name: str, value: str, *, today: date) -> str | None:
     except KeyError:
         raise InvalidField(f"{name}: not a field of the account") from None
     return rule(value, today)
+
+
+def corrected_value(name: str, value: str, *, today: date) -> str:
+    """:func:`account_value` for a correction, where a value is never blank.
+
+    Only a blank name comes back empty from the rules: erasing is a destruction,
+    not a correction.
+    """
+    stored = account_value(name, value, today=today)
+    if stored is None:
+        raise InvalidField(f"{name}: empty")
+    return stored
