@@ -111,12 +111,15 @@ class DatabaseStorage(BaseStorage):
         update = this_update()
         if update is not None and name in update.rows:
             return update.rows[name]
-        also = [self._key(dataclasses.replace(key, destiny=d)) for d in self._together]
-        state, data = await self._store.load(name, also=also)
+        state, data = await self._store.load(name, also=lambda: self._together_with(key))
         loaded = {"state": state, "data": data}
         if update is not None:
             update.rows[name] = loaded
         return loaded
+
+    def _together_with(self, key: StorageKey) -> list[str]:
+        """The person's records of the ``together`` destinies, read with ``key``'s."""
+        return [self._key(dataclasses.replace(key, destiny=d)) for d in self._together]
 
     async def get_state(self, key: StorageKey) -> str | None:
         state: str | None = (await self._load(key))["state"]

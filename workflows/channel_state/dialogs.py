@@ -58,16 +58,21 @@ class DialogStore:
         )
         self._writer: GroupCommit[DialogRow] = GroupCommit(self._write_rows)
 
-    async def load(self, name: str, *, also: Iterable[str] = ()) -> DialogRow:
+    async def load(
+        self, name: str, *, also: Callable[[], Iterable[str]] | None = None
+    ) -> DialogRow:
         """The dialog under ``name``: remembered, or read in one query.
 
-        A store that remembers reads the dialogs ``also`` in the same query and
-        keeps them for the updates to come (a person's dialog and their
-        remembered choices, say), so a new person costs one query, not one per record.
+        A store that remembers reads the dialogs named by ``also()`` in the same
+        query and keeps them for the updates to come (a person's dialog and their
+        remembered choices, say), so a new person costs one query, not one per
+        record. ``also`` is called only when there is a query to make.
         """
         row = self._memory.recall(name) if self._memory is not None else None
         if row is None:
-            names = [name, *also] if self._memory is not None else [name]
+            names = [name]
+            if self._memory is not None and also is not None:
+                names.extend(also())
             row = (await self._read(dict.fromkeys(names)))[name]
         return DialogRow(row.state, copy.deepcopy(row.data))
 
