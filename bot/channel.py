@@ -37,8 +37,9 @@ from bot.delivery import RateLimits, TelegramPort
 from bot.failures import update_failed
 from bot.language import LanguageMiddleware
 from bot.reachability import ReachableAgain
-from bot.storage import FlushBeforeSending, UpdateCacheMiddleware, forget_unsealed_dialogs
+from bot.storage import forget_unsealed_dialogs
 from bot.throttle import ChatThrottle
+from bot.update_cache import FlushBeforeSending, UpdateCacheMiddleware
 from workflows.clock import Clock
 from workflows.directory.sql_directory import SqlDirectory
 from workflows.fulfilment.work import Fulfilment

@@ -16,7 +16,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from aiogram import Bot
 from aiogram.enums import ParseMode
@@ -42,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.reachability import mark_unreachable
 from bot.telegram_text import shorten, split
+from workflows.channel_state.staff_cards import StaffCards
 from workflows.clock import Clock
 from workflows.metrics import count_telegram_error
 from workflows.outbox.queue import (
@@ -54,8 +54,6 @@ from workflows.outbox.queue import (
     RetryLater,
     StaffGroupClosed,
 )
-from workflows.persistence.tables import StaffCard
-from workflows.persistence.upsert import upsert
 
 log = logging.getLogger(__name__)
 
@@ -161,10 +159,6 @@ class SendRateLimiter:
                         del table[chat_id]
 
 
-def _upsert(session: AsyncSession) -> Any:
-    return upsert(session, StaffCard)
-
-
 class TelegramPort:
     """The outbox's way out to Telegram: people in private chats, and the staff group."""
 
@@ -184,8 +178,7 @@ class TelegramPort:
         self._bot = bot
         self._render = render
         self._staff_chat_id = staff_chat_id
-        self._sessions = sessions
-        self._clock = clock
+        self._cards = StaffCards(sessions, clock)
         self._limiter = SendRateLimiter(clock, limits)
         # The dialog storage, where a person's next update finds that they were unreachable.
         self._storage = storage
@@ -283,21 +276,18 @@ class TelegramPort:
     async def _card_message(self, chat_id: int, request_id: int | None) -> int | None:
         if request_id is None:
             return None
-        async with self._sessions() as session:
-            card = await session.get(StaffCard, request_id)
-            if card is None or card.chat_id != chat_id:
-                return None
-            return card.message_id
+        card = await self._cards.find(request_id)
+        if card is None or card.chat_id != chat_id:
+            return None
+        return card.message_id
 
     async def _card(self, chat_id: int, request_id: int, rendered: Rendered) -> int:
         # A card is one message, edited in place: if the renderer's own fitting fell
         # short, it is cut here rather than refused.
         text = shorten(rendered.text)
-        async with self._sessions() as session:
-            card = await session.get(StaffCard, request_id)
-            where = (card.chat_id, card.message_id) if card is not None else None
-        if where is not None and where[0] == chat_id:
-            message_id = where[1]
+        card = await self._cards.find(request_id)
+        if card is not None and card.chat_id == chat_id:
+            message_id = card.message_id
             markup = rendered.reply_markup
             try:
                 await self._bot.edit_message_text(
@@ -316,18 +306,5 @@ class TelegramPort:
                     raise
                 log.warning("card of request %s was deleted; posting a new one", request_id)
         message_id = await self._send(chat_id, text, rendered.reply_markup)
-        await self._remember(request_id, chat_id, message_id)
+        await self._cards.remember(request_id, chat_id, message_id)
         return message_id
-
-    async def _remember(self, request_id: int, chat_id: int, message_id: int) -> None:
-        now = self._clock.now()
-        async with self._sessions.begin() as session:
-            statement = _upsert(session).values(
-                request_id=request_id, chat_id=chat_id, message_id=message_id, updated_at=now
-            )
-            await session.execute(
-                statement.on_conflict_do_update(
-                    index_elements=["request_id"],
-                    set_={"chat_id": chat_id, "message_id": message_id, "updated_at": now},
-                )
-            )

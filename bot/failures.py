@@ -4,7 +4,7 @@ Polling moves past an update whatever became of it, so a handler that hits a
 database error would drop the person's words without a trace. Nothing of it
 is kept half-done: each call of the request service is one transaction that
 rolls back, and the update's dialog writes are committed only once it is
-handled (:mod:`bot.storage`). What is left is to say so, in the sender's
+handled (:mod:`bot.update_cache`). What is left is to say so, in the sender's
 language: a message is answered in its chat, a button press with an alert.
 The log names the update by its id and the error by its type and its place in
 the code, never by a message that could carry what the person wrote.

@@ -24,12 +24,8 @@ from aiogram.types import Chat, Message, Update, User
 from sqlalchemy import event, make_url, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from bot.storage import (
-    DatabaseStorage,
-    UpdateCacheMiddleware,
-    make_events_isolation,
-    make_fsm_storage,
-)
+from bot.storage import DatabaseStorage, make_events_isolation, make_fsm_storage
+from bot.update_cache import UpdateCacheMiddleware
 from tests.clocks import FrozenClock
 from workflows.persistence.engines import make_engine, make_sessionmaker
 from workflows.persistence.tables import ConversationState

@@ -1,0 +1,97 @@
+"""One update reads its dialog once and writes it once, before its first reply.
+
+A handler reads and writes its dialog several times (state, data, a merge);
+each would be a query of its own. Here an update keeps the rows it touched in
+a view of its own and owes the writes, committed before its first call to the
+Bot API and at its end: a reply the person sees never runs ahead of the
+dialog state it belongs to, and the update pays one transaction, shared by the
+group commit with whatever other updates write at that moment. One person's
+updates are handled one at a time (events isolation), so nothing else changes
+the row during an update.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from typing import Any
+
+from aiogram import BaseMiddleware, Bot
+from aiogram.client.session.middlewares.base import (
+    BaseRequestMiddleware,
+    NextRequestMiddlewareType,
+)
+from aiogram.methods import Response, TelegramMethod
+from aiogram.methods.base import TelegramType
+from aiogram.types import TelegramObject
+
+from workflows.channel_state.dialogs import DialogRow, DialogStore
+
+
+class UpdateDialogs:
+    """One update's view of the dialog rows it touched, and the writes it still owes."""
+
+    def __init__(self) -> None:
+        # By storage key: {"state": ..., "data": ...}, as the handlers changed them.
+        self.rows: dict[str, dict[str, Any]] = {}
+        # By storage key: the store the row is to be written to.
+        self.owed: dict[str, DialogStore] = {}
+
+    async def flush(self) -> None:
+        """Commits what this update wrote so far (one transaction per store)."""
+        while self.owed:
+            owed, self.owed = self.owed, {}
+            by_store: dict[int, tuple[DialogStore, dict[str, DialogRow]]] = {}
+            for key, store in owed.items():
+                row = self.rows[key]
+                entry = by_store.setdefault(id(store), (store, {}))
+                entry[1][key] = DialogRow(row["state"], copy.deepcopy(row["data"]))
+            for store, rows in by_store.values():
+                await store.save(rows)
+
+
+_THIS_UPDATE: ContextVar[UpdateDialogs | None] = ContextVar("aina_dsr_fsm_rows", default=None)
+
+
+def this_update() -> UpdateDialogs | None:
+    """The dialogs of the update being handled; None outside an update."""
+    return _THIS_UPDATE.get()
+
+
+class UpdateCacheMiddleware(BaseMiddleware):
+    """An outer ``update`` middleware: gives each update its own view of dialog rows.
+
+    What the update wrote is committed at its end, and before its first call
+    to the Bot API by :class:`FlushBeforeSending`.
+    """
+
+    async def __call__(
+        self,
+        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
+        event: TelegramObject,
+        data: dict[str, Any],
+    ) -> Any:
+        rows = UpdateDialogs()
+        token = _THIS_UPDATE.set(rows)
+        try:
+            result = await handler(event, data)
+            await rows.flush()
+            return result
+        finally:
+            _THIS_UPDATE.reset(token)
+
+
+class FlushBeforeSending(BaseRequestMiddleware):
+    """A Bot API request middleware: the update's dialog writes are committed first."""
+
+    async def __call__(
+        self,
+        make_request: NextRequestMiddlewareType[TelegramType],
+        bot: Bot,
+        method: TelegramMethod[TelegramType],
+    ) -> Response[TelegramType]:
+        rows = _THIS_UPDATE.get()
+        if rows is not None and rows.owed:
+            await rows.flush()
+        return await make_request(bot, method)
