@@ -13,7 +13,7 @@ from email.message import EmailMessage
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from mail.intake import Outcome
+from mail.outcomes import Outcome
 from mail.training import HELD_OUT, HELD_OUT_HARD, Letter, read_letters
 from tests.clocks import FrozenClock
 from tests.mailservers import Dovecot, SmtpServer, dovecot, smtp_server  # noqa: F401

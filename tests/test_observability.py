@@ -26,7 +26,7 @@ from aina_dsr.settings import load_settings
 from aina_dsr.wiring import open_core
 from bot.callbacks import StaffAction, SummaryChoice
 from bot.delivery import Rendered, TelegramPort
-from mail.intake import Outcome
+from mail.outcomes import Outcome
 from tests.botapi import BotAPI, Person
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID, STAFF_IDS, postgres_url

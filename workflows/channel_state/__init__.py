@@ -1,0 +1,1 @@
+"""What the channels keep between updates: dialog states, staff cards, mail cursors."""
