@@ -215,6 +215,7 @@ class BatchPlanner:
         return held
 
     def hold(self, letter: Letter, held: Held) -> None:
+        """The letter is held back by ``held``: kept, unanswered, staff told on the first."""
         letter.plan, letter.notify = Plan.HELD, held.first
         limit = self._caps.limit(held.cap)
         reason = {
