@@ -20,6 +20,7 @@ from bot.config import BotConfig
 from bot.storage import make_events_isolation, make_fsm_storage
 from bot.texts import DeskInfo
 from mail.channel import build_mail_channel
+from mail.settings import MailSettings
 from workflows.deadlines.scheduler import scheduler_component
 from workflows.directory.sql_directory import SqlDirectory
 from workflows.fulfilment.work import Fulfilment
@@ -112,6 +113,19 @@ def deadline_scheduler(settings: Settings, core: Core) -> Component:
 
 def mail_channel(settings: Settings, core: Core, owners: ClaimOwners | None = None) -> Component:
     """The IMAP poller (one replica at a time) and the SMTP sender of the outbox's e-mail."""
+    return build_mail_channel(
+        mail_settings(settings),
+        service=core.service,
+        sessions=core.sessions,
+        vault=core.vault,
+        clock=core.clock,
+        engine=core.engine,  # on PostgreSQL one replica reads the mailbox (advisory lock)
+        claim_owners=owners,
+    )
+
+
+def mail_settings(settings: Settings) -> MailSettings:
+    """The e-mail channel's settings, read from the environment's in this one place."""
     imap_host, imap_user, imap_password = (
         settings.imap_host,
         settings.imap_user,
@@ -120,7 +134,8 @@ def mail_channel(settings: Settings, core: Core, owners: ClaimOwners | None = No
     smtp_host, imap_port, smtp_port = settings.smtp_host, settings.imap_port, settings.smtp_port
     if not (imap_host and imap_user and imap_password and smtp_host and imap_port and smtp_port):
         raise ValueError("the e-mail channel is not configured")
-    return build_mail_channel(
+    mb = 1024 * 1024
+    return MailSettings(
         imap_host=imap_host,
         imap_port=imap_port,
         imap_user=imap_user,
@@ -128,6 +143,7 @@ def mail_channel(settings: Settings, core: Core, owners: ClaimOwners | None = No
         imap_security=settings.imap_security,
         imap_folder=settings.imap_folder,
         poll_seconds=settings.imap_poll_seconds,
+        processed_folder=settings.imap_processed_folder,
         smtp_host=smtp_host,
         smtp_port=smtp_port,
         smtp_user=settings.smtp_user,
@@ -136,21 +152,14 @@ def mail_channel(settings: Settings, core: Core, owners: ClaimOwners | None = No
         ),
         smtp_security=settings.smtp_security,
         mail_from=str(settings.mail_from),
-        service=core.service,
-        sessions=core.sessions,
-        vault=core.vault,
-        clock=core.clock,
-        processed_folder=settings.imap_processed_folder,
-        max_attachment_bytes=settings.mail_max_attachment_mb * 1024 * 1024,
+        max_attachment_bytes=settings.mail_max_attachment_mb * mb,
         max_per_sender_per_hour=settings.limit_mail_per_sender_per_hour,
         spam_headers=settings.mail_spam_headers,
         authserv_id=settings.mail_authserv_id,
         max_acks_per_mailbox_per_hour=settings.limit_acks_per_mailbox_per_hour,
         max_acks_per_hour=settings.limit_acks_per_hour,
-        chunk_bytes=settings.mail_chunk_mb * 1024 * 1024,
-        max_letter_bytes=settings.mail_max_letter_mb * 1024 * 1024,
-        engine=core.engine,  # on PostgreSQL one replica reads the mailbox (advisory lock)
-        claim_owners=owners,
+        chunk_bytes=settings.mail_chunk_mb * mb,
+        max_letter_bytes=settings.mail_max_letter_mb * mb,
     )
 
 

@@ -105,6 +105,7 @@ async def _desk(
     server: Any, smtp_port: int, url: str, total: int, profile: str | None, acks_per_hour: int
 ) -> dict[str, Any]:
     from mail.channel import build_mail_channel
+    from mail.settings import MailSettings
     from workflows.clock import SystemClock
     from workflows.deadlines.calendar import WorkingCalendar
     from workflows.outbox.queue import Channel, OutboxStatus
@@ -118,25 +119,27 @@ async def _desk(
     sessions = make_sessionmaker(engine, vault)
     service = RequestService(sessions, vault, clock, WorkingCalendar())
     channel = build_mail_channel(
-        imap_host=server.host,
-        imap_port=server.port,
-        imap_user=server.user,
-        imap_password=server.password,
-        imap_security="none",
-        imap_folder="INBOX",
-        poll_seconds=1,
-        smtp_host="127.0.0.1",
-        smtp_port=smtp_port,
-        smtp_user=None,
-        smtp_password=None,
-        smtp_security="none",
-        mail_from="aina.app@mercury.kz",
+        MailSettings(
+            imap_host=server.host,
+            imap_port=server.port,
+            imap_user=server.user,
+            imap_password=server.password,
+            imap_security="none",
+            imap_folder="INBOX",
+            poll_seconds=1,
+            smtp_host="127.0.0.1",
+            smtp_port=smtp_port,
+            smtp_user=None,
+            smtp_password=None,
+            smtp_security="none",
+            mail_from="aina.app@mercury.kz",
+            timeout=30.0,
+            max_acks_per_hour=acks_per_hour,
+        ),
         service=service,
         sessions=sessions,
         vault=vault,
         clock=clock,
-        timeout=30.0,
-        max_acks_per_hour=acks_per_hour,
     )
 
     async def counts() -> tuple[int, int, int, int]:

@@ -17,21 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from mail.caps import DEFAULT_ACKS_IN_TOTAL, DEFAULT_ACKS_PER_MAILBOX
-from mail.intake import (
-    DEFAULT_MAX_ATTACHMENT,
-    DEFAULT_MAX_LETTER,
-    DEFAULT_MAX_PER_SENDER,
-    IntakeResult,
-    MailIntake,
-)
-from mail.poller import DEFAULT_CHUNK_BYTES, ImapSettings, MailPoller, Security
+from mail.imap import ImapSettings
+from mail.intake import MailIntake
+from mail.outcomes import IntakeResult
+from mail.poller import MailPoller
 from mail.sender import SmtpSender
+from mail.settings import MailSettings
 from mail.spam import SpamRules
 from workflows.clock import Clock
 from workflows.deadlines.leader_lock import AdvisoryLock, LeaderLock, SingleProcessLock
@@ -137,99 +132,75 @@ class MailChannel:
 
 
 def build_mail_channel(
+    settings: MailSettings,
     *,
-    imap_host: str,
-    imap_port: int,
-    imap_user: str,
-    imap_password: str,
-    imap_security: Security,
-    imap_folder: str,
-    poll_seconds: float,
-    smtp_host: str,
-    smtp_port: int,
-    smtp_user: str | None,
-    smtp_password: str | None,
-    smtp_security: Security,
-    mail_from: str,
     service: RequestService,
     sessions: async_sessionmaker[AsyncSession],
     vault: Vault,
     clock: Clock,
-    processed_folder: str | None = None,
-    max_attachment_bytes: int = DEFAULT_MAX_ATTACHMENT,
-    max_per_sender_per_hour: int = DEFAULT_MAX_PER_SENDER,
-    authserv_id: str | None = None,
-    max_acks_per_mailbox_per_hour: int = DEFAULT_ACKS_PER_MAILBOX,
-    max_acks_per_hour: int = DEFAULT_ACKS_IN_TOTAL,
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-    max_letter_bytes: int = DEFAULT_MAX_LETTER,
-    timeout: float = 30.0,
-    imap_ssl_context: ssl.SSLContext | None = None,
-    smtp_ssl_context: ssl.SSLContext | None = None,
     engine: AsyncEngine | None = None,
-    spam_headers: Mapping[str, Sequence[str]] | None = None,
     claim_owners: ClaimOwners | None = None,
 ) -> MailChannel:
-    """The e-mail channel from plain values (the composition root reads the settings).
+    """The e-mail channel from its settings and the core's parts.
 
     Given a PostgreSQL ``engine``, only the process holding the ``imap-poller``
     advisory lock reads the mailbox; without one (or on SQLite) this one does.
-    ``authserv_id`` names our own mail server in Authentication-Results (see
-    :mod:`mail.authentication`); without it no such header is trusted.
     ``claim_owners`` are the process's owners of outbox claims (one per process,
     shared by its dispatchers); without them a dead process's claims wait out
     their lease.
     """
+    s = settings
     intake = MailIntake(
         service,
         sessions,
         vault,
         clock,
-        max_attachment_bytes=max_attachment_bytes,
-        max_per_sender_per_hour=max_per_sender_per_hour,
-        spam=None if spam_headers is None else SpamRules.of(spam_headers),
-        authserv_id=authserv_id,
-        max_acks_per_mailbox_per_hour=max_acks_per_mailbox_per_hour,
-        max_acks_per_hour=max_acks_per_hour,
-        max_letter_bytes=max_letter_bytes,
+        max_attachment_bytes=s.max_attachment_bytes,
+        max_per_sender_per_hour=s.max_per_sender_per_hour,
+        spam=None if s.spam_headers is None else SpamRules.of(s.spam_headers),
+        authserv_id=s.authserv_id,
+        max_acks_per_mailbox_per_hour=s.max_acks_per_mailbox_per_hour,
+        max_acks_per_hour=s.max_acks_per_hour,
+        max_letter_bytes=s.max_letter_bytes,
     )
     sender = SmtpSender(
-        host=smtp_host,
-        port=smtp_port,
-        security=smtp_security,
-        username=smtp_user,
-        password=smtp_password,
-        from_address=mail_from,
+        host=s.smtp_host,
+        port=s.smtp_port,
+        security=s.smtp_security,
+        username=s.smtp_user,
+        password=s.smtp_password,
+        from_address=s.mail_from,
         service=service,
         clock=clock,
-        timeout=timeout,
-        ssl_context=smtp_ssl_context,
+        timeout=s.timeout,
+        ssl_context=s.smtp_ssl_context,
     )
     dispatcher = OutboxDispatcher(
         sessions, vault, clock, {Channel.EMAIL: sender}, owners=claim_owners
     )
-    poller = MailPoller(
-        ImapSettings(
-            host=imap_host,
-            port=imap_port,
-            username=imap_user,
-            password=imap_password,
-            security=imap_security,
-            folder=imap_folder,
-            processed_folder=processed_folder or None,
-            poll_seconds=poll_seconds,
-            timeout=timeout,
-            ssl_context=imap_ssl_context,
-            chunk_bytes=chunk_bytes,
-            max_letter_bytes=max_letter_bytes,
-        ),
-        intake,
-        sessions,
-        clock,
-    )
+    poller = MailPoller(imap_settings(s), intake, sessions, clock)
     lock: LeaderLock = SingleProcessLock()
     if engine is not None and engine.dialect.name == "postgresql":
         lock = AdvisoryLock(engine, name=POLLER_LOCK)
     channel = MailChannel(poller, dispatcher, lock=lock, sender=sender)
     poller.on_mail = channel.nudge
     return channel
+
+
+def imap_settings(settings: MailSettings) -> ImapSettings:
+    """What the poller's IMAP connection is told of the channel's settings."""
+    s = settings
+    return ImapSettings(
+        host=s.imap_host,
+        port=s.imap_port,
+        username=s.imap_user,
+        password=s.imap_password,
+        security=s.imap_security,
+        folder=s.imap_folder,
+        processed_folder=s.processed_folder or None,
+        poll_seconds=s.poll_seconds,
+        timeout=s.timeout,
+        ssl_context=s.imap_ssl_context,
+        chunk_bytes=s.chunk_bytes,
+        max_letter_bytes=s.max_letter_bytes,
+    )

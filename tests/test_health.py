@@ -24,10 +24,10 @@ from mail.channel import MailChannel
 from tests.botapi import BotAPI
 from tests.clocks import FrozenClock
 from tests.desk_process import DeskProcess, base_env, eventually, mail_env, processes
+from tests.mail_desk import mail_channel
 from tests.mailservers import Dovecot, SmtpServer, dovecot, free_port, smtp_server
 from tests.telegram_desk import STAFF_CHAT
 from tests.test_cli_frame import Crasher, Worker, recording_sleep
-from tests.test_mail_end_to_end import channel_for
 from tests.test_observability import scrape
 from workflows.persistence.tables import OutboxItem
 from workflows.privacy.vault import Vault
@@ -155,7 +155,7 @@ async def test_the_mail_sender_crash_looping_makes_healthz_503(
 ) -> None:
     # Another replica, started with another key, queued letters this one cannot read: each
     # batch the sender claims crashes it, and the mail channel starts it again.
-    built = channel_for(dovecot, smtp_server, service, sessions, vault, clock)
+    built = mail_channel(dovecot, smtp_server, service, sessions, vault, clock)
     mail = MailChannel(built.poller, built.dispatcher, sender=built.sender, restart_seconds=0.01)
     stranger = Vault(Vault.generate_key())
     async with sessions.begin() as session:

@@ -8,7 +8,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from mail.intake import MailIntake, Outcome
+from mail.intake import MailIntake
+from mail.outcomes import Outcome
 from tests.clocks import FrozenClock
 from tests.test_mail_corpus import CAP, EXPECTED, letter
 from workflows.outbox.queue import Audience

@@ -19,9 +19,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from mail.channel import MailChannel, build_mail_channel
-from mail.intake import Outcome
+from mail.channel import MailChannel
+from mail.outcomes import Outcome
 from tests.clocks import FrozenClock
+from tests.mail_desk import mail_channel
 from tests.mailservers import Dovecot, SmtpServer, dovecot, smtp_server  # noqa: F401
 from workflows.identity import mailbox_of
 from workflows.outbox.queue import Audience
@@ -62,27 +63,7 @@ async def build(
     made: list[MailChannel] = []
 
     def make(**limits: Any) -> MailChannel:
-        channel = build_mail_channel(
-            imap_host=dovecot.host,
-            imap_port=dovecot.port,
-            imap_user=dovecot.user,
-            imap_password=dovecot.password,
-            imap_security="none",
-            imap_folder="INBOX",
-            poll_seconds=5,
-            smtp_host=smtp_server.host,
-            smtp_port=smtp_server.port,
-            smtp_user=None,
-            smtp_password=None,
-            smtp_security="none",
-            mail_from="aina.app@mercury.kz",
-            service=service,
-            sessions=sessions,
-            vault=vault,
-            clock=clock,
-            timeout=10.0,
-            **limits,
-        )
+        channel = mail_channel(dovecot, smtp_server, service, sessions, vault, clock, **limits)
         made.append(channel)
         return channel
 

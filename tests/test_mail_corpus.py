@@ -10,7 +10,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from mail.intake import MailIntake, Outcome
+from mail.intake import MailIntake
+from mail.outcomes import Outcome
 from mail.parsing import parse_mail
 from mail.understanding import Disposition, understand
 from tests.clocks import FrozenClock

@@ -9,9 +9,9 @@ from email.message import EmailMessage
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from mail.channel import MailChannel, build_mail_channel
-from mail.intake import Outcome
+from mail.outcomes import Outcome
 from tests.clocks import FrozenClock
+from tests.mail_desk import mail_channel
 from tests.mailservers import Dovecot, SmtpServer, dovecot, smtp_server  # noqa: F401
 from workflows.privacy.vault import Vault
 from workflows.requests.service import RequestService
@@ -39,36 +39,6 @@ LETTERS = {
 }
 
 
-def channel_for(
-    imap: Dovecot,
-    smtp: SmtpServer,
-    service: RequestService,
-    sessions: async_sessionmaker[AsyncSession],
-    vault: Vault,
-    clock: FrozenClock,
-) -> MailChannel:
-    return build_mail_channel(
-        imap_host=imap.host,
-        imap_port=imap.port,
-        imap_user=imap.user,
-        imap_password=imap.password,
-        imap_security="none",
-        imap_folder="INBOX",
-        poll_seconds=5,
-        smtp_host=smtp.host,
-        smtp_port=smtp.port,
-        smtp_user=None,
-        smtp_password=None,
-        smtp_security="none",
-        mail_from="aina.app@mercury.kz",
-        service=service,
-        sessions=sessions,
-        vault=vault,
-        clock=clock,
-        timeout=10.0,
-    )
-
-
 def person_letter(address: str, subject: str, text: str, number: int, **headers: str) -> bytes:
     letter = EmailMessage()
     letter["From"] = address
@@ -93,7 +63,7 @@ async def test_a_letter_becomes_a_request_and_the_code_in_a_reply_verifies_it(
 ) -> None:
     subject, text, kind, due_words = LETTERS[language]
     address = f"person.{language}@example.kz"
-    channel = channel_for(dovecot, smtp_server, service, sessions, vault, clock)
+    channel = mail_channel(dovecot, smtp_server, service, sessions, vault, clock)
     try:
         dovecot.append(person_letter(address, subject, text, 1))
         [taken] = await channel.poller.poll_once()
@@ -150,7 +120,7 @@ async def test_auto_replies_get_no_answer_and_the_component_runs_until_stopped(
     vault: Vault,
     clock: FrozenClock,
 ) -> None:
-    channel = channel_for(dovecot, smtp_server, service, sessions, vault, clock)
+    channel = mail_channel(dovecot, smtp_server, service, sessions, vault, clock)
     stop = asyncio.Event()
     task = asyncio.create_task(channel.run(stop))
     try:

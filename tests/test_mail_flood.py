@@ -9,8 +9,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from mail.intake import MailIntake, Outcome
-from mail.poller import PROCESSED_KEYWORD, ImapSettings, MailPoller, _uid_set, fair_order
+from mail.imap import PROCESSED_KEYWORD, ImapSettings, uid_set
+from mail.intake import MailIntake
+from mail.outcomes import Outcome
+from mail.poller import MailPoller, fair_order
 from tests.clocks import FrozenClock
 from tests.mailservers import Dovecot, dovecot  # noqa: F401
 from workflows.outbox.queue import Audience
@@ -143,4 +145,4 @@ def test_senders_take_turns_and_keep_their_own_order() -> None:
     senders = {1: "a", 2: "a", 3: "a", 4: "b", 5: "a", 6: "c", 7: "b"}
     assert fair_order(list(senders), senders) == [1, 4, 6, 2, 7, 3, 5]
     assert fair_order([3, 1, 2], {}) == [1, 2, 3]
-    assert _uid_set([1, 2, 3, 7, 9, 10]) == "1:3,7,9:10"
+    assert uid_set([1, 2, 3, 7, 9, 10]) == "1:3,7,9:10"

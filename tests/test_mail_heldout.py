@@ -13,11 +13,11 @@ from email.message import EmailMessage
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from mail.intake import Outcome
+from mail.outcomes import Outcome
 from mail.training import HELD_OUT, HELD_OUT_HARD, Letter, read_letters
 from tests.clocks import FrozenClock
+from tests.mail_desk import mail_channel
 from tests.mailservers import Dovecot, SmtpServer, dovecot, smtp_server  # noqa: F401
-from tests.test_mail_end_to_end import channel_for
 from workflows.privacy.vault import Vault
 from workflows.requests.service import RequestService
 
@@ -46,7 +46,7 @@ async def test_every_held_out_letter_opens_a_request_of_its_kind_and_is_answered
     letters = read_letters([HELD_OUT, HELD_OUT_HARD])
     for number, letter in enumerate(letters):
         dovecot.append(as_mail(letter, number))
-    channel = channel_for(dovecot, smtp_server, service, sessions, vault, clock)
+    channel = mail_channel(dovecot, smtp_server, service, sessions, vault, clock)
     try:
         results = await channel.poller.poll_once()
         for _ in range(len(letters)):

@@ -11,8 +11,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from mail.intake import MailIntake, Outcome
-from mail.poller import PROCESSED_KEYWORD, ImapSettings, MailPoller
+from mail.imap import PROCESSED_KEYWORD, ImapSettings
+from mail.intake import MailIntake
+from mail.outcomes import Outcome
+from mail.poller import MailPoller
 from tests.clocks import FrozenClock
 from tests.mailservers import Dovecot, dovecot  # noqa: F401
 from workflows.persistence.tables import MailCursor
@@ -223,7 +225,7 @@ async def test_a_crash_between_storing_and_moving_the_cursor_replays_without_dou
         raise ConnectionResetError("the process died here")
 
     # The batch is stored and committed; the process dies before the cursor moves.
-    monkeypatch.setattr(before, "_advance", dies)
+    monkeypatch.setattr(before.cursors, "advance", dies)
     with pytest.raises(ConnectionResetError):
         await before.poll_once()
     assert len(await service.list_requests()) == 4
@@ -249,10 +251,11 @@ async def test_a_mailbox_fuller_than_one_batch_is_read_without_waiting_in_betwee
 ) -> None:
     # Regression: after a full batch the poller went into IDLE, and letters already in the
     # mailbox waited out the IDLE time (10 s a batch in the benchmark), as nothing new arrived.
-    monkeypatch.setattr("mail.poller._MAX_BATCH", 3)
     for number in range(1, 8):
         dovecot.append(make_letter(number))
-    poller: MailPoller = make_poller(dovecot, idle_seconds=600.0)  # type: ignore[operator]
+    poller: MailPoller = make_poller(  # type: ignore[operator]
+        dovecot, idle_seconds=600.0, max_batch=3
+    )
     stop = asyncio.Event()
     waited_with: list[int] = []
 
@@ -260,7 +263,7 @@ async def test_a_mailbox_fuller_than_one_batch_is_read_without_waiting_in_betwee
         waited_with.append(len(await service.list_requests()))
         stop.set()
 
-    monkeypatch.setattr(poller, "_wait", wait)
+    monkeypatch.setattr(poller, "wait_for_mail", wait)
     await asyncio.wait_for(poller.run(stop), timeout=20)
 
     assert waited_with == [7]

@@ -19,8 +19,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from mail.intake import IntakeResult, MailIntake, Outcome
-from mail.poller import PROCESSED_KEYWORD, ImapSettings, MailPoller
+from mail.imap import PROCESSED_KEYWORD, ImapSettings
+from mail.intake import MailIntake
+from mail.outcomes import IntakeResult, Outcome
+from mail.poller import MailPoller
 from mail.sender import SmtpSender
 from tests.clocks import FrozenClock
 from tests.mailservers import Dovecot, SmtpServer, dovecot, smtp_server  # noqa: F401

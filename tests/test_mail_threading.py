@@ -6,7 +6,8 @@ from email.message import EmailMessage
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from mail.intake import MailIntake, Outcome
+from mail.intake import MailIntake
+from mail.outcomes import Outcome
 from tests.clocks import FrozenClock
 from workflows.privacy.vault import Vault
 from workflows.requests.service import RequestService

@@ -17,8 +17,10 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from mail.intake import IntakeResult, MailIntake, Outcome
-from mail.poller import PROCESSED_KEYWORD, MailPoller
+from mail.imap import PROCESSED_KEYWORD
+from mail.intake import MailIntake
+from mail.outcomes import IntakeResult, Outcome
+from mail.poller import MailPoller
 from mail.sender import SmtpSender
 from tests.clocks import FrozenClock
 from tests.mailservers import (  # noqa: F401

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import html
 import re
-from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -17,12 +16,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.callbacks import SummaryChoice
 from mail.authentication import dmarc_failed, parse_authentication_results
-from mail.channel import MailChannel, build_mail_channel
-from mail.intake import IntakeResult, Outcome
+from mail.channel import MailChannel
+from mail.outcomes import IntakeResult, Outcome
 from mail.parsing import parse_mail
 from mail.sender import SmtpSender
 from tests.botapi import Person
 from tests.clocks import FrozenClock
+from tests.mail_desk import mail_channel
 from tests.mailservers import Dovecot, SmtpServer, dovecot, smtp_server  # noqa: F401
 from tests.telegram_desk import STAFF_CHAT, Desk, buttons, message_id, words
 from tests.test_telegram_bot import answer_questions, start_kind, text
@@ -36,38 +36,6 @@ from workflows.snapshots import Actor
 VICTIM = "aliya@example.kz"
 MALLORY = "mallory@evil.example"
 OUR_MX = "mx.mercury.kz"
-
-
-def mail_channel(
-    imap: Dovecot,
-    smtp: SmtpServer,
-    service: RequestService,
-    sessions: async_sessionmaker[AsyncSession],
-    vault: Vault,
-    clock: FrozenClock,
-    **options: Any,
-) -> MailChannel:
-    return build_mail_channel(
-        imap_host=imap.host,
-        imap_port=imap.port,
-        imap_user=imap.user,
-        imap_password=imap.password,
-        imap_security="none",
-        imap_folder="INBOX",
-        poll_seconds=5,
-        smtp_host=smtp.host,
-        smtp_port=smtp.port,
-        smtp_user=None,
-        smtp_password=None,
-        smtp_security="none",
-        mail_from="aina.app@mercury.kz",
-        service=service,
-        sessions=sessions,
-        vault=vault,
-        clock=clock,
-        timeout=10.0,
-        **options,
-    )
 
 
 def raw_letter(

@@ -26,14 +26,15 @@ from aina_dsr.settings import load_settings
 from aina_dsr.wiring import open_core
 from bot.callbacks import StaffAction, SummaryChoice
 from bot.delivery import Rendered, TelegramPort
-from mail.intake import Outcome
+from mail.outcomes import Outcome
 from tests.botapi import BotAPI, Person
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID, STAFF_IDS, postgres_url
+from tests.mail_desk import mail_channel
 from tests.mailservers import Dovecot, SmtpServer, dovecot, free_port, smtp_server
 from tests.telegram_desk import STAFF_CHAT, Desk, buttons, message_id, words
 from tests.test_cli_frame import aina_dsr
-from tests.test_mail_end_to_end import channel_for, person_letter
+from tests.test_mail_end_to_end import person_letter
 from tests.test_telegram_bot import (
     PHONE,
     answer_questions,
@@ -170,7 +171,7 @@ async def test_a_letter_through_intake_leaves_no_personal_data_in_the_log(
     vault: Vault,
     clock: FrozenClock,
 ) -> None:
-    channel = channel_for(dovecot, smtp_server, service, sessions, vault, clock)
+    channel = mail_channel(dovecot, smtp_server, service, sessions, vault, clock)
     try:
         dovecot.append(
             person_letter(

@@ -1,4 +1,4 @@
-"""What the e-mail intake may act on and answer within an hour: three caps, read per batch.
+"""What the e-mail intake may act on and answer within an hour: three caps, counted per batch.
 
 A From address proves nothing: anyone can write "from" a stranger, under as
 many spellings of the stranger's address as they like (``victim+1@``,
@@ -40,7 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from workflows.persistence.tables import InboundMail, Verification
 
 WINDOW = timedelta(hours=1)
-EMAIL_CODE = "email_code"  # workflows.requests.service.VerificationMethod.EMAIL_CODE
+EMAIL_CODE = "email_code"  # VerificationMethod.EMAIL_CODE of the request service
 
 DEFAULT_LETTERS_PER_SENDER = 20
 DEFAULT_ACKS_PER_MAILBOX = 3
