@@ -34,9 +34,9 @@ from workflows.deadlines.milestones import (
     MilestoneError,
     parse_staff_milestones,
 )
-from workflows.kinds import CLASSIFIED_KINDS
+from workflows.kinds import CLASSIFIED_KINDS, DEFAULT_KINDS
+from workflows.kinds import four_eyes_kinds as four_eyes_in_table
 from workflows.privacy.retention import DEFAULT_DIALOG_TTL_HOURS, DEFAULT_RETENTION_DAYS
-from workflows.requests.service import FOUR_EYES_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ class Settings(BaseSettings):
     scheduler_reconcile_seconds: int = Field(default=300, ge=30, le=3600)
 
     # Fulfilment
-    four_eyes_kinds: Annotated[frozenset[str], NoDecode] = FOUR_EYES_KINDS
+    four_eyes_kinds: Annotated[frozenset[str], NoDecode] = four_eyes_in_table(DEFAULT_KINDS)
     approvals_needed: int = Field(default=2, ge=1, le=5)
 
     # Retention: days a closed request keeps more than its evidence (workflows.privacy.retention).

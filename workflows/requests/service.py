@@ -28,6 +28,7 @@ from workflows.errors import (
     NotAllowed,
     RequestNotFound,
 )
+from workflows.i18n import LANGUAGES
 from workflows.identity import (
     CodeOutcome,
     StoredCode,
@@ -37,7 +38,7 @@ from workflows.identity import (
     normalize_email,
     tries_left,
 )
-from workflows.kinds import DEFAULT_KINDS, ClockStart, KindSpec, RequestKind
+from workflows.kinds import DEFAULT_KINDS, ClockStart, KindSpec, RequestKind, four_eyes_kinds
 from workflows.outbox.queue import (
     Audience,
     Channel,
@@ -70,12 +71,9 @@ from workflows.requests.staff_actions import KindChanges, since_last_kind_change
 from workflows.requests.states import CLOSED, OPEN, Action, Status, next_status
 from workflows.snapshots import Actor, ActorKind, AuditView, RequestView
 
-LANGUAGES = ("kk", "ru", "en")
 # A person's words shown to staff stay well inside one Telegram message (4096 UTF-16
 # units after the markup is read), whatever the letters: 1,500 characters at most.
 STAFF_WORDS_LIMIT = 1500
-# Destructive kinds need two different staff members' approvals.
-FOUR_EYES_KINDS = frozenset({"delete_account", "destroy_unlawful"})
 
 
 class VerificationMethod:
@@ -176,12 +174,14 @@ class RequestService(Approvals, KindChanges, Reachability, FulfilmentFailures):
         kinds: Mapping[RequestKind, KindSpec] = DEFAULT_KINDS,
         staff_user_ids: frozenset[int] | None = None,
         randbelow: Callable[[int], int] = secrets.randbelow,
-        four_eyes: frozenset[str] = FOUR_EYES_KINDS,
+        four_eyes: frozenset[str] | None = None,  # None: as the kinds table says
         approvals_needed: int = 2,
         limits: Limits | None = None,
     ) -> None:
         self.limits = limits or Limits()
-        self._four_eyes = frozenset(RequestKind(kind) for kind in four_eyes)
+        self._four_eyes = frozenset(
+            map(RequestKind, four_eyes_kinds(kinds) if four_eyes is None else four_eyes)
+        )
         self._approvals_needed = max(1, approvals_needed)
         self._sessions = sessions
         self._vault = vault
