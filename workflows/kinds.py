@@ -121,6 +121,10 @@ class KindSpec:
         """The clock whose deadline comes first for a start at ``started_at``."""
         return min(self.clocks, key=lambda clock: clock.deadline(started_at, calendar))
 
+    def question(self, field: str) -> str | None:
+        """The message id of the dialog's question for ``field``, if the kind asks it."""
+        return next((q.ask for q in self.questions if q.field == field), None)
+
     def missing_fields(self, fields: Mapping[str, Any]) -> list[str]:
         """Required fields absent or blank; a one-of group is named ``a|b|c``."""
 
