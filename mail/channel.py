@@ -35,6 +35,7 @@ from mail.sender import SmtpSender
 from mail.spam import SpamRules
 from workflows.clock import Clock
 from workflows.deadlines.leader_lock import AdvisoryLock, LeaderLock, SingleProcessLock
+from workflows.i18n import DeskInfo
 from workflows.outbox.owners import ClaimOwners
 from workflows.outbox.queue import Channel, OutboxDispatcher
 from workflows.privacy.vault import Vault
@@ -193,6 +194,7 @@ def build_mail_channel(
     engine: AsyncEngine | None = None,
     spam_headers: Mapping[str, Sequence[str]] | None = None,
     claim_owners: ClaimOwners | None = None,
+    info: DeskInfo | None = None,
 ) -> MailChannel:
     """The e-mail channel from plain values (the composition root reads the settings).
 
@@ -202,7 +204,8 @@ def build_mail_channel(
     :mod:`mail.authentication`); without it no such header is trusted.
     ``claim_owners`` are the process's owners of outbox claims (one per process,
     shared by its dispatchers); without them a dead process's claims wait out
-    their lease.
+    their lease. ``info`` is the desk's details the letters name (the composition root
+    builds it once for both channels); without it, ``mail_from`` is the address named.
     """
     intake = MailIntake(
         service,
@@ -228,6 +231,7 @@ def build_mail_channel(
         clock=clock,
         timeout=timeout,
         ssl_context=smtp_ssl_context,
+        info=info,
     )
     dispatcher = OutboxDispatcher(
         sessions, vault, clock, {Channel.EMAIL: sender}, owners=claim_owners

@@ -23,7 +23,6 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.callbacks import StaffAction
-from bot.texts import DeskInfo
 from mail.sender import SmtpSender
 from tests.botapi import BotAPI, Call, Person
 from tests.clocks import FrozenClock
@@ -47,7 +46,7 @@ from workflows.fulfilment.work import (
     SqlDirectory,
     field_names,
 )
-from workflows.i18n import render_notification, status_name
+from workflows.i18n import DeskInfo, render_notification, status_name
 from workflows.kinds import RequestKind
 from workflows.outbox.queue import Channel, OutboxDispatcher
 from workflows.persistence.tables import OutboxItem
