@@ -36,8 +36,12 @@ STEPS = (start, about, language, status, cancel, kind, fields, evidence, identit
 
 
 def setup() -> Router:
-    """The dialog's routers under one for private chats; a router is attached once, so each
-    dispatcher gets its own."""
+    """The dialog's routers, made anew, under one router for private chats.
+
+    Made per call because aiogram attaches a router to one parent only, and a process
+    may build several dispatchers (the tests, replicas side by side); each step
+    module's ``setup()`` only registers its module-level handlers.
+    """
     router = Router(name=__name__)
     router.message.filter(F.chat.type == "private")
     router.callback_query.filter(F.message.chat.type == "private")
