@@ -18,12 +18,12 @@ from aina_dsr.wiring import Core
 from bot.channel import TelegramChannel, Webhook, make_bot
 from bot.config import BotConfig
 from bot.storage import make_events_isolation, make_fsm_storage
-from bot.texts import DeskInfo
 from mail.channel import build_mail_channel
 from mail.settings import MailSettings
 from workflows.deadlines.scheduler import scheduler_component
 from workflows.directory.sql_directory import SqlDirectory
 from workflows.fulfilment.work import Fulfilment
+from workflows.i18n import DeskInfo
 from workflows.outbox.owners import ClaimOwners, claim_owners
 from workflows.running import Backoff, Sleep, wait_or_stop
 
@@ -66,15 +66,21 @@ def build_components(
     # One owner of outbox claims per process, shared by both channels' dispatchers: on
     # SQLite it holds the outbox's file lock, on PostgreSQL one lock connection.
     owners = claim_owners(core.engine)
+    info = desk_info(settings)  # one for both channels: the texts name the same desk
     if settings.telegram_configured:
-        components.append(telegram_channel(settings, core, owners))
+        components.append(telegram_channel(settings, core, owners, info))
     if settings.mail_configured:
-        components.append(mail_channel(settings, core, owners))
+        components.append(mail_channel(settings, core, owners, info))
     if components:
         components.append(deadline_scheduler(settings, core))
     if components and settings.metrics_port is not None:
         components.append(metrics_server(settings, core, health or PartHealth()))
     return components
+
+
+def desk_info(settings: Settings) -> DeskInfo:
+    """Who runs the desk and where people write, as the settings say: both channels name it."""
+    return DeskInfo(mail_address=str(settings.mail_from), policy_url=settings.policy_url)
 
 
 def metrics_server(settings: Settings, core: Core, health: PartHealth) -> Component:
@@ -111,7 +117,12 @@ def deadline_scheduler(settings: Settings, core: Core) -> Component:
     )
 
 
-def mail_channel(settings: Settings, core: Core, owners: ClaimOwners | None = None) -> Component:
+def mail_channel(
+    settings: Settings,
+    core: Core,
+    owners: ClaimOwners | None = None,
+    info: DeskInfo | None = None,
+) -> Component:
     """The IMAP poller (one replica at a time) and the SMTP sender of the outbox's e-mail."""
     return build_mail_channel(
         mail_settings(settings),
@@ -121,6 +132,7 @@ def mail_channel(settings: Settings, core: Core, owners: ClaimOwners | None = No
         clock=core.clock,
         engine=core.engine,  # on PostgreSQL one replica reads the mailbox (advisory lock)
         claim_owners=owners,
+        info=info or desk_info(settings),
     )
 
 
@@ -164,7 +176,10 @@ def mail_settings(settings: Settings) -> MailSettings:
 
 
 def telegram_channel(
-    settings: Settings, core: Core, owners: ClaimOwners | None = None
+    settings: Settings,
+    core: Core,
+    owners: ClaimOwners | None = None,
+    info: DeskInfo | None = None,
 ) -> Component:
     """The bot, its staff group and its outbox loop, from the settings."""
     assert settings.telegram_bot_token is not None
@@ -174,7 +189,7 @@ def telegram_channel(
         staff_chat_id=settings.staff_chat_id,
         staff_user_ids=settings.staff_user_ids,
         staff_language=settings.staff_language,
-        info=DeskInfo(mail_address=str(settings.mail_from), policy_url=settings.policy_url),
+        info=info or desk_info(settings),
         messages_per_minute=settings.limit_messages_per_minute,
     )
     webhook = None

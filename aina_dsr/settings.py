@@ -34,9 +34,10 @@ from workflows.deadlines.milestones import (
     MilestoneError,
     parse_staff_milestones,
 )
-from workflows.kinds import CLASSIFIED_KINDS
+from workflows.i18n import DEFAULT_MAIL_ADDRESS, DEFAULT_POLICY_URL
+from workflows.kinds import CLASSIFIED_KINDS, DEFAULT_KINDS
+from workflows.kinds import four_eyes_kinds as four_eyes_in_table
 from workflows.privacy.retention import DEFAULT_DIALOG_TTL_HOURS, DEFAULT_RETENTION_DAYS
-from workflows.requests.service import FOUR_EYES_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class Settings(BaseSettings):
     staff_chat_id: int | None = None
     staff_user_ids: Annotated[frozenset[int], NoDecode] = frozenset()
     staff_language: Literal["kk", "ru", "en"] = "ru"
-    policy_url: str = "https://aina-fashion.kz"
+    policy_url: str = DEFAULT_POLICY_URL
 
     # E-mail in
     imap_host: str | None = None
@@ -140,7 +141,7 @@ class Settings(BaseSettings):
     smtp_user: str | None = None
     smtp_password: SecretStr | None = None
     smtp_security: Security = "starttls"
-    mail_from: EmailStr = "aina.app@mercury.kz"
+    mail_from: EmailStr = DEFAULT_MAIL_ADDRESS
 
     # Calendar and clocks
     timezone: str = "Asia/Almaty"
@@ -156,7 +157,7 @@ class Settings(BaseSettings):
     scheduler_reconcile_seconds: int = Field(default=300, ge=30, le=3600)
 
     # Fulfilment
-    four_eyes_kinds: Annotated[frozenset[str], NoDecode] = FOUR_EYES_KINDS
+    four_eyes_kinds: Annotated[frozenset[str], NoDecode] = four_eyes_in_table(DEFAULT_KINDS)
     approvals_needed: int = Field(default=2, ge=1, le=5)
 
     # Retention: days a closed request keeps more than its evidence (workflows.privacy.retention).

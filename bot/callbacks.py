@@ -72,16 +72,16 @@ class KindPick(CallbackData, prefix="kp"):
     menu: bool = False
 
 
+async def unknown(query: CallbackQuery, texts: Texts) -> None:
+    log.info("a button nobody handles was pressed in chat %s", _chat_id(query))
+    await query.answer(texts("limits.button_unknown"))
+
+
 def stray_buttons() -> Router:
     """The last router: a press nobody understood (garbage, an old format, a forged or stale
     button, a button in the wrong chat) is answered, so its spinner stops, and changes nothing."""
     router = Router(name=__name__)
-
-    @router.callback_query()
-    async def unknown(query: CallbackQuery, texts: Texts) -> None:
-        log.info("a button nobody handles was pressed in chat %s", _chat_id(query))
-        await query.answer(texts("limits.button_unknown"))
-
+    router.callback_query.register(unknown)
     return router
 
 

@@ -287,7 +287,8 @@ class OutboxRenderer:
         view, attachments = facts.view, facts.attachments
         texts = Texts(self._config.staff_language, self._config.info)
         preview = None
-        if view.kind == RequestKind.ACCESS.value and view.status in PREVIEWED:
+        spec = self._service.kinds.get(RequestKind(view.kind))
+        if spec is not None and spec.preview and view.status in PREVIEWED:
             preview = await self._fulfilment.preview_of(facts)
         text = card_text(
             view,

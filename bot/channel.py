@@ -118,7 +118,7 @@ def build_dispatcher(
         dispatcher.include_router(staff.setup(config, renderer, clock))
         dispatcher.include_router(staff_drafts.setup(config))
         dispatcher.include_router(staff_kinds.setup(config))
-    dispatcher.include_router(dialog.setup(config))
+    dispatcher.include_router(dialog.setup())
     dispatcher.include_router(stray_buttons())
     # A failed update is answered ("send it again"), never dropped in silence.
     dispatcher.errors.register(update_failed)

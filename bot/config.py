@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from bot.texts import DeskInfo
+from workflows.i18n import DeskInfo
 
 
 @dataclass

@@ -39,7 +39,7 @@ from workflows.fulfilment.corrections import parse_field_names
 from workflows.fulfilment.failures import FulfilmentError, FulfilmentFailed
 from workflows.fulfilment.work import Fulfilment
 from workflows.i18n import format_date, kind_name, status_name
-from workflows.kinds import RequestKind
+from workflows.kinds import STAFF_INPUTS, RequestKind
 from workflows.requests.service import RequestService
 from workflows.requests.states import Action, Status, next_status
 from workflows.snapshots import Actor, RequestView
@@ -47,11 +47,6 @@ from workflows.snapshots import Actor, RequestView
 log = logging.getLogger(__name__)
 LIST_LIMIT = 30
 
-# Kinds whose work needs words from staff before it is done: corrected values, or field names.
-INPUT_BY_KIND = {
-    RequestKind.RECTIFY.value: "correct",
-    RequestKind.DESTROY_UNLAWFUL.value: "destroy",
-}
 # Telegram shows at most 200 characters in a button's alert.
 ALERT_LIMIT = 200
 
@@ -141,7 +136,8 @@ async def pressed(
         if action == "approve":
             # Refused before anything is asked: nobody types values only to be told no.
             await service.may_approve(reference, actor)
-            needs = INPUT_BY_KIND.get((await service.get(reference)).kind)
+            spec = service.kinds.get(RequestKind((await service.get(reference)).kind))
+            needs = spec.staff_input if spec is not None else None
             if needs is not None:
                 await query.answer()
                 if isinstance(query.message, Message):
@@ -218,7 +214,7 @@ def setup(config: BotConfig, renderer: OutboxRenderer, clock: Clock) -> Router:
     router.message.filter(F.chat.id == config.staff_chat_id)
     router.callback_query.filter(F.message.chat.id == config.staff_chat_id)
     router.callback_query.register(pressed, StaffAction.filter())
-    router.message.register(work_given, PromptReply(*INPUT_BY_KIND.values()))
+    router.message.register(work_given, PromptReply(*STAFF_INPUTS))
 
     def _staff_only(message: Message) -> bool:
         return message.from_user is not None and config.is_staff(message.from_user.id)

@@ -30,6 +30,7 @@ from mail.settings import MailSettings
 from mail.spam import SpamRules
 from workflows.clock import Clock
 from workflows.deadlines.leader_lock import AdvisoryLock, LeaderLock, SingleProcessLock
+from workflows.i18n import DeskInfo
 from workflows.outbox.dispatcher import OutboxDispatcher
 from workflows.outbox.owners import ClaimOwners
 from workflows.outbox.queue import Channel
@@ -140,6 +141,7 @@ def build_mail_channel(
     clock: Clock,
     engine: AsyncEngine | None = None,
     claim_owners: ClaimOwners | None = None,
+    info: DeskInfo | None = None,
 ) -> MailChannel:
     """The e-mail channel from its settings and the core's parts.
 
@@ -147,7 +149,8 @@ def build_mail_channel(
     advisory lock reads the mailbox; without one (or on SQLite) this one does.
     ``claim_owners`` are the process's owners of outbox claims (one per process,
     shared by its dispatchers); without them a dead process's claims wait out
-    their lease.
+    their lease. ``info`` is the desk's details the letters name (the composition root
+    builds it once for both channels); without it, ``mail_from`` is the address named.
     """
     s = settings
     intake = MailIntake(
@@ -174,6 +177,7 @@ def build_mail_channel(
         clock=clock,
         timeout=s.timeout,
         ssl_context=s.smtp_ssl_context,
+        info=info,
     )
     dispatcher = OutboxDispatcher(
         sessions, vault, clock, {Channel.EMAIL: sender}, owners=claim_owners

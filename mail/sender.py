@@ -26,7 +26,7 @@ import aiosmtplib
 
 from workflows.clock import Clock
 from workflows.errors import RequestNotFound
-from workflows.i18n import catalogue, format_date, pick_language, render_notification
+from workflows.i18n import DeskInfo, catalogue, format_date, pick_language, render_notification
 from workflows.identity import InvalidEmail, normalize_email
 from workflows.outbox.queue import (
     Audience,
@@ -80,12 +80,14 @@ class SmtpSender:
         timeout: float = 30.0,
         ssl_context: ssl.SSLContext | None = None,
         from_name: str = "AINA Privacy Desk",
+        info: DeskInfo | None = None,  # the desk's details the texts name; else our own address
     ) -> None:
         self._host = host
         self._port = port
         self._security = security
         self._from = from_address
         self._from_name = from_name
+        self._info = info or DeskInfo(mail_address=from_address)
         self._service = service
         self._clock = clock
         self._username = username
@@ -203,7 +205,9 @@ class SmtpSender:
     async def compose(self, message: OutgoingMessage) -> tuple[EmailMessage, str]:
         """The letter for ``message`` and its plain text."""
         language = pick_language(message.language)
-        rendered = render_notification(message.template, language, message.params)
+        rendered = render_notification(
+            message.template, language, message.params, context=self._info.context(language)
+        )
         thread: MailThread | None = None
         if message.reference:
             # Taken once: a second letter of the batch about the same request reads the

@@ -15,10 +15,11 @@ from bot.channel import TelegramChannel, make_bot
 from bot.config import BotConfig
 from bot.delivery import RateLimits
 from bot.storage import make_fsm_storage
-from bot.texts import DeskInfo, Texts
+from bot.texts import Texts
 from tests.botapi import BotAPI, Call, Person
 from tests.clocks import FrozenClock
 from workflows.fulfilment.work import Fulfilment
+from workflows.i18n import DeskInfo
 from workflows.privacy.vault import Vault
 from workflows.requests.service import RequestService
 

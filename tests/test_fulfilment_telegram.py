@@ -23,7 +23,6 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.callbacks import StaffAction
-from bot.texts import DeskInfo
 from mail.sender import SmtpSender
 from tests.botapi import BotAPI, Call, Person
 from tests.clocks import FrozenClock
@@ -44,7 +43,7 @@ from workflows.directory.customer_directory import DIRECTORY_FIELDS, Flags
 from workflows.directory.sql_directory import SqlDirectory
 from workflows.fulfilment.corrections import field_names
 from workflows.fulfilment.work import Fulfilment
-from workflows.i18n import render_notification, status_name
+from workflows.i18n import DeskInfo, render_notification, status_name
 from workflows.kinds import RequestKind
 from workflows.outbox.dispatcher import OutboxDispatcher
 from workflows.outbox.queue import Channel

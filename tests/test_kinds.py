@@ -18,6 +18,7 @@ from workflows.kinds import (
     DayUnit,
     KindTableError,
     RequestKind,
+    four_eyes_kinds,
     parse_kinds,
 )
 
@@ -89,6 +90,10 @@ def _table() -> dict[str, Any]:
         (lambda t: t["complaint"].pop("policy"), "complaint: needs a law or a policy clock"),
         (lambda t: t["rectify"].update(starts="whenever"), "rectify.starts"),
         (lambda t: t["block"].update(required="text"), "block.required"),
+        (lambda t: t["block"].update(questions=[{"field": "text"}]), "block.questions"),
+        (lambda t: t["rectify"].update(evidence="yes"), "rectify.evidence"),
+        (lambda t: t["rectify"].update(staff_input="guess"), "rectify.staff_input"),
+        (lambda t: t["access"].update(four_eyes=1), "access.four_eyes"),
         # Its clock is its likely kinds': a row of its own would be a second truth.
         (
             lambda t: t.update(unclassified={"law": {"length": 1, "unit": "working"}}),
@@ -106,3 +111,23 @@ def test_a_broken_table_is_refused_with_the_place_named(change: Any, words: str)
 def test_the_table_has_every_kind_but_unclassified() -> None:
     assert set(DEFAULT_KINDS) == set(RequestKind) - {RequestKind.UNCLASSIFIED}
     assert set(CLASSIFIED_KINDS) == set(DEFAULT_KINDS)
+
+
+def test_the_table_says_what_else_each_kind_needs() -> None:
+    by = {kind.value: spec for kind, spec in DEFAULT_KINDS.items()}
+    # Documents confirm a correction or an unlawful processing; staff then enter the
+    # corrected values or the fields destroyed; destructive kinds need two approvals.
+    assert {k for k, s in by.items() if s.evidence} == {"rectify", "destroy_unlawful"}
+    assert {k: s.staff_input for k, s in by.items() if s.staff_input} == {
+        "rectify": "correct",
+        "destroy_unlawful": "destroy",
+    }
+    assert four_eyes_kinds(DEFAULT_KINDS) == {"delete_account", "destroy_unlawful"}
+    assert {k for k, s in by.items() if s.preview} == {"access"}
+    assert [q.field for q in by["withdraw_consent"].questions] == [
+        "full_name",
+        "data_concerned",
+        "contact",
+    ]
+    assert by["rectify"].question("correction") == "ask.correction"
+    assert by["access"].questions == ()

@@ -17,7 +17,6 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.callbacks import KindMenu, KindPick, StaffAction
-from bot.texts import DeskInfo
 from mail.sender import SmtpSender
 from tests.botapi import Call, Person
 from tests.clocks import FrozenClock
@@ -26,7 +25,7 @@ from tests.mailservers import SmtpServer, smtp_server  # noqa: F401
 from tests.telegram_desk import STAFF_CHAT, Desk, buttons, message_id, words
 from workflows.deadlines.calendar import WorkingCalendar
 from workflows.deadlines.reminders import Reminders
-from workflows.i18n import format_date, kind_name, render_notification
+from workflows.i18n import DeskInfo, format_date, kind_name, render_notification
 from workflows.kinds import CLASSIFIED_KINDS, RequestKind
 from workflows.outbox.dispatcher import OutboxDispatcher
 from workflows.outbox.queue import Channel

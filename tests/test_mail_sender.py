@@ -10,8 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from mail.sender import SmtpSender
 from tests.clocks import FrozenClock
 from tests.mailservers import SmtpServer, smtp_server  # noqa: F401
+from workflows.i18n import DeskInfo
 from workflows.outbox.dispatcher import OutboxDispatcher
-from workflows.outbox.queue import Channel, OutboxStatus
+from workflows.outbox.queue import Audience, Channel, OutboxStatus, OutgoingMessage
 from workflows.persistence.tables import OutboxItem
 from workflows.privacy.vault import Vault
 from workflows.requests.service import RequestService
@@ -239,3 +240,34 @@ async def test_two_letters_of_one_request_in_a_batch_thread_onto_each_other(
     assert second["In-Reply-To"] == "<first-letter@example.kz>"
     assert str(first["Message-ID"]) in str(second["References"])
     assert "Срок нашего ответа" in first.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+
+
+async def test_a_letter_names_the_desks_address_from_the_settings_not_a_default(
+    service: RequestService, clock: FrozenClock
+) -> None:
+    # DSR_MAIL_FROM reaches the letters' words as it reaches the bot's (one DeskInfo).
+    sender = SmtpSender(
+        host="127.0.0.1",
+        port=25,
+        security="none",
+        from_address="privacy@example.kz",
+        service=service,
+        clock=clock,
+        info=DeskInfo(mail_address="privacy@example.kz"),
+    )
+    expired = OutgoingMessage(
+        id=1,
+        idempotency_key="expired-1",
+        reference=None,
+        channel=Channel.EMAIL,
+        audience=Audience.SUBJECT,
+        address=PERSON,
+        template="request_expired",
+        language="en",
+        params={"kind": "access"},
+        attempt=0,
+    )
+
+    _, text = await sender.compose(expired)
+
+    assert "by e-mail to privacy@example.kz" in text

@@ -18,7 +18,6 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.texts import DeskInfo
 from mail.sender import SmtpSender
 from tests.botapi import Call
 from tests.clocks import FrozenClock
@@ -28,7 +27,7 @@ from tests.telegram_desk import Desk
 from workflows.deadlines.calendar import WorkingCalendar
 from workflows.deadlines.milestones import ReminderPolicy
 from workflows.deadlines.reminders import Reminders
-from workflows.i18n import LANGUAGES, format_date, render_notification
+from workflows.i18n import LANGUAGES, DeskInfo, format_date, render_notification
 from workflows.kinds import RequestKind
 from workflows.outbox.dispatcher import OutboxDispatcher
 from workflows.outbox.queue import Channel

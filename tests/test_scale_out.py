@@ -24,7 +24,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aina_dsr.settings import Settings
 from bot.callbacks import KindChoice, SummaryChoice
-from bot.dialog import QUESTIONS
 from mail.channel import POLLER_LOCK
 from tests.botapi import BotAPI, Call, Person
 from tests.conftest import STAFF_IDS, postgres_url
@@ -45,7 +44,7 @@ from tests.desk_process import (
 from tests.mailservers import Dovecot, SmtpServer, dovecot, smtp_server
 from tests.telegram_desk import STAFF_CHAT, buttons, message_id, words
 from workflows.deadlines.leader_lock import SCHEDULER_LOCK, advisory_key
-from workflows.kinds import RequestKind
+from workflows.kinds import DEFAULT_KINDS, RequestKind
 from workflows.persistence.engines import make_engine
 
 __all__ = ["dovecot", "smtp_server"]
@@ -146,7 +145,7 @@ async def whole_dialog(
     since = len(api.calls())
     choice = KindChoice(kind=kind.value).pack()
     await lb.post(replica(next(steps)), api.callback_query(who, who.id, message_id(menu), choice))
-    for name, question in QUESTIONS[kind]:
+    for name, question in DEFAULT_KINDS[kind].questions:
         await reply(api, who.id, since, said(language, question), question)
         since = len(api.calls())
         await lb.post(replica(next(steps)), api.private_message(who, ANSWERS[name]))

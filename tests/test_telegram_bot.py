@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.callbacks import KindChoice, LanguageChoice, StaffAction, SummaryChoice
-from bot.dialog import EVIDENCE_KINDS, QUESTIONS, Dialog
+from bot.dialog.states import Dialog
 from bot.storage import DatabaseStorage
 from tests.botapi import BotAPI, Call, Person
 from tests.clocks import FrozenClock
@@ -63,11 +63,11 @@ async def start_kind(desk: Desk, who: Person, kind: RequestKind, language: str) 
 async def answer_questions(desk: Desk, who: Person, kind: RequestKind, language: str) -> int:
     """Answers every question the kind asks; returns the mark before the identity question."""
     since = desk.mark()
-    for name, question in QUESTIONS[kind]:
+    for name, question in DEFAULT_KINDS[kind].questions:
         await desk.expect(who.id, since, lambda c, q=question: text(c) == words(language, q))
         since = desk.mark()
         await desk.send(who, ANSWERS[name])
-    if kind in EVIDENCE_KINDS:
+    if DEFAULT_KINDS[kind].evidence:
         asked = await desk.expect(
             who.id, since, lambda c: text(c) == words(language, "ask.evidence")
         )
@@ -127,7 +127,7 @@ async def test_every_kind_can_be_filed_in_every_language(
 
 def test_the_questions_cover_what_each_kind_requires() -> None:
     for kind, spec in DEFAULT_KINDS.items():
-        asked = {name for name, _ in QUESTIONS[kind]}
+        asked = {name for name, _ in spec.questions}
         contact_fields = {"phone", "email", "postal_address"} if "contact" in asked else set()
         assert set(spec.required_fields) <= asked, kind
         for group in spec.one_of_fields:

@@ -25,7 +25,7 @@ from aiogram.fsm.storage.base import StorageKey
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.callbacks import LanguageChoice, SummaryChoice
-from bot.dialog import Dialog
+from bot.dialog.states import Dialog
 from bot.storage import make_fsm_storage
 from tests.botapi import BotAPI, Call, Person
 from tests.clocks import FrozenClock

@@ -16,7 +16,7 @@ import functools
 import gettext
 import logging
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from io import BytesIO
 from pathlib import Path
@@ -38,7 +38,19 @@ _BABEL_LOCALES = {"kk": "kk_KZ", "ru": "ru_RU", "en": "en_GB"}
 # are better served in Russian than in English.
 _ALIASES = {"kk": "kk", "ru": "ru", "be": "ru", "uk": "ru"}
 _CONTEXT_MSGIDS = ("company", "authority", "akimat")
+# The desk's published details; the settings (DSR_MAIL_FROM, DSR_POLICY_URL) default to these.
 DEFAULT_MAIL_ADDRESS = "aina.app@mercury.kz"
+DEFAULT_POLICY_URL = "https://aina-fashion.kz"
+COMPANY = {
+    "kk": "«Mercury Properties» ЖШС",
+    "ru": "ТОО «Mercury Properties»",
+    "en": "Mercury Properties LLP",
+}
+POSTAL_ADDRESS = {
+    "kk": "Алматы қ., Бостандық ауданы, Байзақов к-сі, 280 ғимарат, 050400",
+    "ru": "г. Алматы, Бостандыкский район, ул. Байзакова, здание 280, 050400",
+    "en": "280 Baizakov St, Bostandyk District, Almaty 050400, Kazakhstan",
+}
 
 
 class MissingMessage(KeyError):
@@ -234,6 +246,28 @@ class Catalogue:
         if params.get("due_date"):
             derived["due"] = format_date(language, date.fromisoformat(str(params["due_date"])))
         return derived
+
+
+@dataclass(frozen=True)
+class DeskInfo:
+    """Who runs the desk and where people can write, as both channels' texts name them.
+
+    Built once from the settings by the composition root and handed to both channels.
+    """
+
+    mail_address: str = DEFAULT_MAIL_ADDRESS
+    policy_url: str = DEFAULT_POLICY_URL
+    company: dict[str, str] = field(default_factory=lambda: dict(COMPANY))
+    postal_address: dict[str, str] = field(default_factory=lambda: dict(POSTAL_ADDRESS))
+
+    def context(self, language: str) -> dict[str, str]:
+        """The values the catalogue's texts may name, in ``language``."""
+        return {
+            "company": self.company.get(language, self.company["en"]),
+            "postal_address": self.postal_address.get(language, self.postal_address["en"]),
+            "mail_address": self.mail_address,
+            "policy_url": self.policy_url,
+        }
 
 
 @dataclass(frozen=True)

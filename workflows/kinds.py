@@ -2,7 +2,11 @@
 
 Each kind carries the law's clock and the policy's clock; the shorter one runs,
 because a promise cannot extend a statutory duty. The table also says what
-starts the clock and which fields a request of that kind cannot go without.
+starts the clock and which fields a request of that kind cannot go without,
+and everything else the desk knows of a kind: the questions the Telegram
+dialog asks, whether the person may bring documents, what staff must enter
+before the work is done, whether two staff members must approve, and whether
+the staff card shows a preview of the answer.
 
 One kind has no row: ``unclassified``, a request whose kind the desk could not
 tell. It has no clock of its own; it runs on the shortest clock of its likely
@@ -18,7 +22,7 @@ from datetime import datetime
 from enum import StrEnum
 from importlib import resources
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 from workflows.deadlines.calendar import WorkingCalendar
 
@@ -75,6 +79,20 @@ class ClockSpec:
         return f"{self.length} {self.unit.value} days"
 
 
+class Question(NamedTuple):
+    """One question of the dialog: the field it fills and the catalogue's message id asking it."""
+
+    field: str
+    ask: str
+
+
+# The field of a question taking a phone, an e-mail or a postal address, whichever is given.
+CONTACT_QUESTION = "contact"
+# What staff may have to enter before the work of a kind is done (``KindSpec.staff_input``):
+# the corrected values, or the names of the fields destroyed.
+STAFF_INPUTS = ("correct", "destroy")
+
+
 @dataclass(frozen=True)
 class KindSpec:
     kind: RequestKind
@@ -85,6 +103,11 @@ class KindSpec:
     one_of_fields: tuple[tuple[str, ...], ...] = ()
     law_ref: str = ""
     policy_ref: str = ""
+    questions: tuple[Question, ...] = ()
+    evidence: bool = False
+    staff_input: str | None = None
+    four_eyes: bool = False
+    preview: bool = False
 
     @property
     def clocks(self) -> tuple[ClockSpec, ...]:
@@ -97,6 +120,10 @@ class KindSpec:
     def running_clock(self, started_at: datetime, calendar: WorkingCalendar) -> ClockSpec:
         """The clock whose deadline comes first for a start at ``started_at``."""
         return min(self.clocks, key=lambda clock: clock.deadline(started_at, calendar))
+
+    def question(self, field: str) -> str | None:
+        """The message id of the dialog's question for ``field``, if the kind asks it."""
+        return next((q.ask for q in self.questions if q.field == field), None)
 
     def missing_fields(self, fields: Mapping[str, Any]) -> list[str]:
         """Required fields absent or blank; a one-of group is named ``a|b|c``."""
@@ -125,6 +152,35 @@ def _clock(kind: str, key: str, value: Any) -> ClockSpec | None:
     return ClockSpec(length, unit)
 
 
+def _questions(kind: str, value: Any) -> tuple[Question, ...]:
+    if not isinstance(value, list):
+        raise KindTableError(f"{kind}.questions: a list of {{ field = ..., ask = ... }}")
+    questions = []
+    for item in value:
+        if (
+            not isinstance(item, dict)
+            or set(item) != {"field", "ask"}
+            or not all(isinstance(v, str) and v for v in item.values())
+        ):
+            raise KindTableError(f'{kind}.questions: give {{ field = "name", ask = "msgid" }}')
+        questions.append(Question(item["field"], item["ask"]))
+    return tuple(questions)
+
+
+def _flag(kind: str, key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise KindTableError(f"{kind}.{key}: true or false")
+    return value
+
+
+def _staff_input(kind: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str) and value in STAFF_INPUTS:
+        return value
+    raise KindTableError(f"{kind}.staff_input: one of {', '.join(STAFF_INPUTS)}")
+
+
 def _names(kind: str, key: str, value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise KindTableError(f"{kind}.{key}: a list of field names")
@@ -149,6 +205,7 @@ def parse_kinds(data: Mapping[str, Any]) -> Mapping[RequestKind, KindSpec]:
         raise KindTableError(f"kind {missing[0]!r} is missing from the table")
     table: dict[RequestKind, KindSpec] = {}
     allowed = {"law", "policy", "starts", "required", "one_of", "law_ref", "policy_ref"}
+    allowed |= {"questions", "evidence", "staff_input", "four_eyes", "preview"}
     for name, entry in data.items():
         if not isinstance(entry, dict):
             raise KindTableError(f"{name}: a table of settings")
@@ -175,6 +232,11 @@ def parse_kinds(data: Mapping[str, Any]) -> Mapping[RequestKind, KindSpec]:
             one_of_fields=tuple(_names(name, "one_of", g) for g in groups),
             law_ref=str(entry.get("law_ref", "")),
             policy_ref=str(entry.get("policy_ref", "")),
+            questions=_questions(name, entry.get("questions", [])),
+            evidence=_flag(name, "evidence", entry.get("evidence", False)),
+            staff_input=_staff_input(name, entry.get("staff_input")),
+            four_eyes=_flag(name, "four_eyes", entry.get("four_eyes", False)),
+            preview=_flag(name, "preview", entry.get("preview", False)),
         )
     return MappingProxyType({kind: table[kind] for kind in CLASSIFIED_KINDS})
 
@@ -182,6 +244,11 @@ def parse_kinds(data: Mapping[str, Any]) -> Mapping[RequestKind, KindSpec]:
 def load_default_kinds() -> Mapping[RequestKind, KindSpec]:
     text = resources.files("workflows").joinpath("kinds.toml").read_text(encoding="utf-8")
     return parse_kinds(tomllib.loads(text))
+
+
+def four_eyes_kinds(kinds: Mapping[RequestKind, KindSpec]) -> frozenset[str]:
+    """The kinds two different staff members must approve, as the table says."""
+    return frozenset(kind.value for kind, spec in kinds.items() if spec.four_eyes)
 
 
 DEFAULT_KINDS: Mapping[RequestKind, KindSpec] = load_default_kinds()

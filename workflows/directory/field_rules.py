@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import date
 
+from workflows.i18n import LANGUAGES
 from workflows.identity import (
     InvalidEmail,
     InvalidIdentifier,
@@ -21,8 +22,6 @@ from workflows.identity import (
     normalize_phone,
     validate_iin,
 )
-
-LANGUAGES = ("kk", "ru", "en")
 
 _GENDERS = {
     "m": "m", "male": "m", "м": "m", "муж": "m", "мужской": "m", "ер": "m",

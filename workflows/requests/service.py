@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from workflows.clock import Clock
 from workflows.deadlines.calendar import WorkingCalendar
-from workflows.kinds import DEFAULT_KINDS, KindSpec, RequestKind
+from workflows.kinds import DEFAULT_KINDS, KindSpec, RequestKind, four_eyes_kinds
 from workflows.privacy.vault import Vault
 from workflows.requests.approvals import Approvals
 from workflows.requests.fulfilment_failures import FulfilmentFailures
@@ -29,9 +29,6 @@ from workflows.requests.queries import Queries
 from workflows.requests.reachability import Reachability
 from workflows.requests.staff_actions import KindChanges, StaffActions
 from workflows.requests.verification import IdentityChecks
-
-# Destructive kinds need two different staff members' approvals.
-FOUR_EYES_KINDS = frozenset({"delete_account", "destroy_unlawful"})
 
 
 class RequestService(
@@ -60,12 +57,14 @@ class RequestService(
         kinds: Mapping[RequestKind, KindSpec] = DEFAULT_KINDS,
         staff_user_ids: frozenset[int] | None = None,
         randbelow: Callable[[int], int] = secrets.randbelow,
-        four_eyes: frozenset[str] = FOUR_EYES_KINDS,
+        four_eyes: frozenset[str] | None = None,  # None: as the kinds table says
         approvals_needed: int = 2,
         limits: Limits | None = None,
     ) -> None:
         self.limits = limits or Limits()
-        self._four_eyes = frozenset(RequestKind(kind) for kind in four_eyes)
+        self._four_eyes = frozenset(
+            map(RequestKind, four_eyes_kinds(kinds) if four_eyes is None else four_eyes)
+        )
         self._approvals_needed = max(1, approvals_needed)
         self._sessions = sessions
         self._vault = vault
