@@ -38,17 +38,17 @@ async def reject(
     query: CallbackQuery, callback_data: StaffAction, state: FSMContext, texts: Texts
 ) -> None:
     """Reject pressed on a card: the prompt for the reason, as a reply to the card."""
-    await ask_for_words(query, state, texts, "reject", callback_data.reference)
+    await _ask_for_words(query, state, texts, "reject", callback_data.reference)
 
 
 async def ask_info(
     query: CallbackQuery, callback_data: StaffAction, state: FSMContext, texts: Texts
 ) -> None:
     """Ask for info pressed on a card: the prompt for the question, as a reply to the card."""
-    await ask_for_words(query, state, texts, "ask", callback_data.reference)
+    await _ask_for_words(query, state, texts, "ask", callback_data.reference)
 
 
-async def ask_for_words(
+async def _ask_for_words(
     query: CallbackQuery, state: FSMContext, texts: Texts, action: str, reference: str
 ) -> None:
     await query.answer()
