@@ -29,14 +29,14 @@ from aiogram.webhook.aiohttp_server import SimpleRequestHandler, setup_applicati
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot import dialog, staff, staff_drafts, staff_kinds
+from bot import dialog, staff
 from bot.callbacks import stray_buttons
-from bot.cards import OutboxRenderer
 from bot.config import BotConfig
 from bot.delivery import RateLimits, TelegramPort
 from bot.failures import update_failed
 from bot.language import LanguageMiddleware
 from bot.reachability import ReachableAgain
+from bot.staff.renderer import OutboxRenderer
 from bot.storage import forget_unsealed_dialogs
 from bot.throttle import ChatThrottle
 from bot.update_cache import FlushBeforeSending, UpdateCacheMiddleware
@@ -113,11 +113,9 @@ def build_dispatcher(
     dispatcher.update.outer_middleware(ReachableAgain())
     # After the language, so the one answer to a chat over its limit is in its words.
     dispatcher.update.outer_middleware(ChatThrottle(config, clock))
-    renderer = OutboxRenderer(service, config, clock, fulfilment)
     if config.staff_chat_id is not None:
-        dispatcher.include_router(staff.setup(config, renderer, clock))
-        dispatcher.include_router(staff_drafts.setup(config))
-        dispatcher.include_router(staff_kinds.setup(config))
+        dispatcher["renderer"] = OutboxRenderer(service, config, clock, fulfilment)
+        dispatcher.include_router(staff.router())
     dispatcher.include_router(dialog.setup())
     dispatcher.include_router(stray_buttons())
     # A failed update is answered ("send it again"), never dropped in silence.

@@ -1,8 +1,7 @@
-"""The staff card of a request, and how every outbox message becomes a Telegram message."""
+"""The staff card of a request: its words (within one Telegram message) and its buttons."""
 
 from __future__ import annotations
 
-import contextlib
 import html
 from datetime import datetime
 
@@ -10,19 +9,13 @@ from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot import telegram_text
 from bot.callbacks import KindMenu, KindPick, StaffAction
-from bot.config import BotConfig
-from bot.delivery import Rendered
 from bot.texts import Texts
-from workflows.clock import Clock
 from workflows.deadlines.calendar import WorkingCalendar
-from workflows.errors import RequestNotFound
-from workflows.fulfilment.work import Fulfilment
-from workflows.i18n import format_date, kind_name, render_notification, status_name
-from workflows.kinds import CLASSIFIED_KINDS, DEFAULT_KINDS, ClockStart, DayUnit, RequestKind
-from workflows.outbox.queue import Audience, OutgoingMessage
-from workflows.requests.classification import likely_kinds, running_clock
-from workflows.requests.service import RequestService
-from workflows.requests.states import CLOSED, TRANSITIONS, Action, Status
+from workflows.i18n import format_date, kind_name, status_name
+from workflows.kinds import CLASSIFIED_KINDS, RequestKind
+from workflows.requests.classification import likely_kinds
+from workflows.requests.staff_view import Left, days_left, evidence_confirmable, kind_changeable
+from workflows.requests.states import TRANSITIONS, Action, Status
 from workflows.snapshots import RequestView
 
 WORDS_LIMIT = 600
@@ -45,12 +38,6 @@ PREVIEWED = frozenset({Status.VERIFIED.value, Status.IN_REVIEW.value, Status.AWA
 NEEDS_A_KIND = frozenset({"approve", "complete"})
 
 
-def kind_changeable(view: RequestView) -> bool:
-    """Staff may still set the kind: open, and its work (which follows the kind) not begun."""
-    status = Status(view.status)
-    return status not in CLOSED and status is not Status.APPROVED
-
-
 def candidate_kinds(view: RequestView) -> tuple[RequestKind, ...]:
     """The kinds an unclassified request most likely is (every kind, when none was named)."""
     return likely_kinds(RequestKind.UNCLASSIFIED, view.candidates)
@@ -61,26 +48,24 @@ def shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-def days_left(
+# What is left of a request's clock, in the card's words (``n``: the days).
+LEFT_WORDS = {
+    Left.CLOSED: "staff.left.closed",
+    Left.OVERDUE: "staff.left.overdue",
+    Left.TODAY: "staff.left.today",
+    Left.WORKING: "staff.left.working",
+    Left.CALENDAR: "staff.left.calendar",
+}
+
+
+def due_and_left(
     view: RequestView, calendar: WorkingCalendar, now: datetime, texts: Texts
 ) -> tuple[str, str]:
     """The due date and what is left of the clock, in the card's words."""
-    if view.due_at is None:
+    left = days_left(view, calendar, now)
+    if left.due is None:
         return texts("staff.no_due"), ""
-    due_day = calendar.local_date(view.due_at)
-    due = format_date(texts.language, due_day)
-    if not view.is_open:
-        return due, texts("staff.left.closed")
-    today = calendar.local_date(now)
-    if due_day < today:
-        return due, texts("staff.left.overdue", n=(today - due_day).days)
-    if due_day == today:
-        return due, texts("staff.left.today")
-    started = view.clock_started_at or view.received_at
-    clock = running_clock(RequestKind(view.kind), view.candidates, started, DEFAULT_KINDS, calendar)
-    if clock.unit is DayUnit.WORKING:
-        return due, texts("staff.left.working", n=calendar.working_days_between(today, due_day))
-    return due, texts("staff.left.calendar", n=(due_day - today).days)
+    return format_date(texts.language, left.due), texts(LEFT_WORDS[left.left], n=left.days)
 
 
 def card_text(
@@ -151,7 +136,7 @@ def _card_text(
     name_limit: int,
 ) -> str:
     language = texts.language
-    due, left = days_left(view, calendar, now, texts)
+    due, left = due_and_left(view, calendar, now, texts)
     verified = view.verified_by or "none"
     lines = [
         texts(
@@ -227,13 +212,7 @@ def card_keyboard(view: RequestView, texts: Texts) -> InlineKeyboardMarkup | Non
                 callback_data=StaffAction(action=action, reference=view.reference).pack(),
             )
         )
-    spec = DEFAULT_KINDS.get(RequestKind(view.kind))
-    if (
-        spec is not None
-        and spec.starts is ClockStart.CONFIRMATION
-        and view.clock_started_at is None
-        and status in (Status.VERIFIED, Status.IN_REVIEW)
-    ):
+    if evidence_confirmable(view):
         row.insert(
             0,
             InlineKeyboardButton(
@@ -264,63 +243,3 @@ def card_keyboard(view: RequestView, texts: Texts) -> InlineKeyboardMarkup | Non
     rows = [picks[i : i + 2] for i in range(0, len(picks), 2)]
     rows += [row[i : i + 2] for i in range(0, len(row), 2)]
     return InlineKeyboardMarkup(inline_keyboard=rows)
-
-
-class OutboxRenderer:
-    """Turns an outbox row into the Telegram message that delivers it."""
-
-    def __init__(
-        self,
-        service: RequestService,
-        config: BotConfig,
-        clock: Clock,
-        fulfilment: Fulfilment,
-    ) -> None:
-        self._service = service
-        self._config = config
-        self._clock = clock
-        self._fulfilment = fulfilment
-
-    async def card(self, reference: str) -> Rendered:
-        # One read of the request for the whole card (names of files only, never the files).
-        facts = await self._service.card_facts(reference)
-        view, attachments = facts.view, facts.attachments
-        texts = Texts(self._config.staff_language, self._config.info)
-        preview = None
-        spec = self._service.kinds.get(RequestKind(view.kind))
-        if spec is not None and spec.preview and view.status in PREVIEWED:
-            preview = await self._fulfilment.preview_of(facts)
-        text = card_text(
-            view,
-            texts,
-            self._service.calendar,
-            self._clock.now(),
-            attachments,
-            approvals_needed=needed_approvals(view),
-            preview=preview,
-            # The person is on the staff list: not theirs to approve (workflows.requests.approvals).
-            filed_by_staff=self._config.is_staff(view.subject_telegram_user_id),
-        )
-        return Rendered(text, card_keyboard(view, texts), card_request_id=view.id)
-
-    async def __call__(self, message: OutgoingMessage) -> Rendered:
-        if message.template == "staff_card" and message.reference:
-            return await self.card(message.reference)
-        if message.audience is Audience.SUBJECT:
-            language = message.language
-        else:
-            language = self._config.staff_language
-        context = self._config.info.context(language)
-        note = render_notification(
-            message.template, language, message.params, escape=html.escape, context=context
-        )
-        thread = None
-        if message.audience is Audience.STAFF_GROUP and message.reference:
-            with contextlib.suppress(RequestNotFound):
-                thread = (await self._service.get(message.reference)).id
-        documents: tuple[tuple[str, bytes], ...] = ()
-        ids = message.params.get("documents")
-        if ids and message.reference:
-            files = await self._service.documents(message.reference, [int(i) for i in ids])
-            documents = tuple((item.filename, item.data) for item in files)
-        return Rendered(note.text, thread_request_id=thread, documents=documents)

@@ -16,8 +16,8 @@ from aiogram import F, Router
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 
 from bot.callbacks import KindMenu, KindPick
-from bot.cards import kind_changeable
 from bot.config import BotConfig
+from bot.staff.answers import actor
 from bot.texts import Texts
 from workflows.errors import (
     ConcurrentChange,
@@ -29,16 +29,8 @@ from workflows.errors import (
 from workflows.i18n import format_date, kind_name, status_name
 from workflows.kinds import CLASSIFIED_KINDS, RequestKind
 from workflows.requests.service import RequestService
-from workflows.snapshots import Actor, RequestView
-
-
-def setup(config: BotConfig) -> Router:
-    """The kind buttons' router, for presses in the staff group only."""
-    router = Router(name=__name__)
-    router.callback_query.filter(F.message.chat.id == config.staff_chat_id)
-    router.callback_query.register(offer_kinds, KindMenu.filter())
-    router.callback_query.register(kind_picked, KindPick.filter())
-    return router
+from workflows.requests.staff_view import kind_changeable
+from workflows.snapshots import RequestView
 
 
 def kind_menu(view: RequestView, texts: Texts) -> InlineKeyboardMarkup:
@@ -62,12 +54,8 @@ async def offer_kinds(
     callback_data: KindMenu,
     texts: Texts,
     service: RequestService,
-    config: BotConfig,
 ) -> None:
     """Change kind: the list of kinds, as a reply to the card."""
-    if not config.is_staff(query.from_user.id):
-        await query.answer(texts("staff.not_allowed"), show_alert=True)
-        return
     reference = callback_data.reference
     try:
         view = await service.get(reference)
@@ -88,6 +76,13 @@ async def offer_kinds(
         await query.message.reply(prompt, reply_markup=kind_menu(view, texts))
 
 
+async def kind_kept(query: CallbackQuery, callback_data: KindPick, texts: Texts) -> None:
+    """Cancel in the list of kinds: the kind stays, and the list says so."""
+    await query.answer()
+    if callback_data.menu and isinstance(query.message, Message):
+        await query.message.edit_text(texts("staff.kind.kept", reference=callback_data.reference))
+
+
 async def kind_picked(
     query: CallbackQuery,
     callback_data: KindPick,
@@ -95,34 +90,22 @@ async def kind_picked(
     service: RequestService,
     config: BotConfig,
 ) -> None:
-    """A kind pressed on the card or in the list: set it (or, Cancel, leave it)."""
-    if not config.is_staff(query.from_user.id):
-        await query.answer(texts("staff.not_allowed"), show_alert=True)
-        return
+    """A kind pressed on the card or in the list: set it."""
     reference = callback_data.reference
-    listed = callback_data.menu and isinstance(query.message, Message)
-    if not callback_data.kind:
-        await query.answer()
-        if listed:
-            assert isinstance(query.message, Message)
-            await query.message.edit_text(texts("staff.kind.kept", reference=reference))
-        return
     try:
         kind = RequestKind(callback_data.kind)
     except ValueError:
         await query.answer(texts("limits.button_unknown"))
         return
-    actor = Actor.staff(query.from_user.id, query.from_user.full_name)
     try:
-        view = await service.change_kind(reference, actor, kind)
+        view = await service.change_kind(reference, actor(query.from_user), kind)
     except DomainError as exc:
         refusal = await _refusal(exc, texts, service, reference, kind)
         await query.answer(html.unescape(refusal), show_alert=True)
         return
     config.outbox_wake.set()
     outcome = _changed(texts, service, view)
-    if listed:
-        assert isinstance(query.message, Message)
+    if callback_data.menu and isinstance(query.message, Message):
         await query.answer()
         await query.message.edit_text(outcome)
     else:
@@ -151,3 +134,12 @@ async def _refusal(
     if isinstance(exc, NotAllowed) and current.kind == kind.value:
         return texts("staff.kind.same")
     return texts("staff.work.failed", reason=html.escape(str(exc)))
+
+
+def router() -> Router:
+    """The kind buttons' router: Change kind, a kind picked, and Cancel in the list."""
+    kinds = Router(name=__name__)
+    kinds.callback_query.register(offer_kinds, KindMenu.filter())
+    kinds.callback_query.register(kind_kept, KindPick.filter(F.kind == ""))
+    kinds.callback_query.register(kind_picked, KindPick.filter())
+    return kinds
