@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from workflows.persistence.tables import MailCursor, OutboxItem, Request
 from workflows.requests.states import CLOSED
 
-# The outbox's statuses (workflows.outbox.queue imports this module to count its deliveries).
+# The outbox's statuses (workflows.outbox.dispatcher imports this module to count its deliveries).
 _WAITING = ("pending", "sending")
 _FAILED = "failed"
 _CLOSED = sorted(status.value for status in CLOSED)
