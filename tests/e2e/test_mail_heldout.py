@@ -16,8 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from mail.intake import Outcome
 from mail.training import HELD_OUT, HELD_OUT_HARD, Letter, read_letters
 from tests.clocks import FrozenClock
+from tests.e2e.test_mail_end_to_end import channel_for
 from tests.mailservers import Dovecot, SmtpServer, dovecot, smtp_server  # noqa: F401
-from tests.test_mail_end_to_end import channel_for
 from workflows.privacy.vault import Vault
 from workflows.requests.service import RequestService
 

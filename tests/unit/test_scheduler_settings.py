@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from aina_dsr.settings import SettingsError, load_settings
+from tests.paths import REPO
 
-EXAMPLE = Path(__file__).resolve().parent.parent / ".env.example"
+EXAMPLE = REPO / ".env.example"
 
 
 @pytest.fixture(autouse=True)

@@ -9,10 +9,11 @@ import sys
 from pathlib import Path
 
 from tests.mailservers import Dovecot, SmtpServer, dovecot, smtp_server
+from tests.paths import MAIL_CORPUS
 
 __all__ = ["dovecot", "smtp_server"]
 
-LETTER = Path(__file__).parent / "data" / "mail" / "ru_qp_utf8_access.eml"
+LETTER = MAIL_CORPUS / "ru_qp_utf8_access.eml"
 
 
 async def test_run_takes_a_letter_and_acknowledges_it(

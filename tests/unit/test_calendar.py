@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.paths import REPO
 from workflows.deadlines.calendar import CalendarFileError, WorkingCalendar
 from workflows.kinds import CLASSIFIED_KINDS, DEFAULT_KINDS, ClockSpec, DayUnit, RequestKind
 
@@ -65,8 +66,7 @@ def test_the_local_date_decides_not_the_utc_date() -> None:
 
 
 def test_the_example_calendar_file_in_the_repository_loads() -> None:
-    root = Path(__file__).resolve().parent.parent
-    WorkingCalendar.from_file(root / "calendar.example.toml")
+    WorkingCalendar.from_file(REPO / "calendar.example.toml")
 
 
 @pytest.mark.parametrize(

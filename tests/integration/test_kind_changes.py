@@ -1,7 +1,7 @@
 """Unclassified requests and staff's changes of kind, at the request service and the scheduler.
 
 The Telegram side (the card's buttons, the person's notice through the bot and
-by e-mail) is in tests/test_kinds_telegram.py.
+by e-mail) is in tests/e2e/test_kinds_telegram.py.
 """
 
 from __future__ import annotations

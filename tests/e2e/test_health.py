@@ -24,11 +24,11 @@ from mail.channel import MailChannel
 from tests.botapi import BotAPI
 from tests.clocks import FrozenClock
 from tests.desk_process import DeskProcess, base_env, eventually, mail_env, processes
+from tests.e2e.test_cli_frame import Crasher, Worker, recording_sleep
+from tests.e2e.test_mail_end_to_end import channel_for
+from tests.e2e.test_observability import scrape
 from tests.mailservers import Dovecot, SmtpServer, dovecot, free_port, smtp_server
 from tests.telegram_desk import STAFF_CHAT
-from tests.test_cli_frame import Crasher, Worker, recording_sleep
-from tests.test_mail_end_to_end import channel_for
-from tests.test_observability import scrape
 from workflows.persistence.tables import OutboxItem
 from workflows.privacy.vault import Vault
 from workflows.requests.service import RequestService

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import tomllib
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,13 +13,13 @@ from mail.intake import MailIntake, Outcome
 from mail.parsing import parse_mail
 from mail.understanding import Disposition, understand
 from tests.clocks import FrozenClock
+from tests.paths import MAIL_CORPUS as CORPUS
 from workflows.kinds import RequestKind
 from workflows.outbox.queue import Audience
 from workflows.persistence.tables import InboundMail, OutboxItem
 from workflows.privacy.vault import Vault
 from workflows.requests.service import RequestService
 
-CORPUS = Path(__file__).resolve().parent / "data" / "mail"
 EXPECTED: dict[str, dict[str, Any]] = tomllib.loads(
     (CORPUS / "expected.toml").read_text(encoding="utf-8")
 )

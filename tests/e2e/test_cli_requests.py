@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID
-from tests.test_cli_frame import aina_dsr
+from tests.e2e.test_cli_frame import aina_dsr
 from workflows.requests.service import RequestService
 from workflows.snapshots import Actor
 

@@ -13,8 +13,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from tests.test_cli_frame import aina_dsr
-from tests.test_encryption import everything_stored
+from tests.e2e.test_cli_frame import aina_dsr
+from tests.integration.test_encryption import everything_stored
+from tests.paths import DATA
 from workflows.directory.store import (
     ImportFileError,
     Rejected,
@@ -27,7 +28,6 @@ from workflows.persistence.tables import Customer, Purchase
 from workflows.privacy.vault import Vault
 from workflows.requests.service import RequestService
 
-DATA = Path(__file__).parent / "data"
 CUSTOMERS = DATA / "customers.csv"
 PURCHASES = DATA / "purchases.csv"
 NOW = datetime(2026, 11, 24, 6, 0, tzinfo=UTC)

@@ -19,8 +19,6 @@ from typer.testing import CliRunner
 from aina_dsr import cli, runtime
 from aina_dsr.runtime import Component, serve
 
-REPO = Path(__file__).resolve().parent.parent
-
 
 def aina_dsr(
     cwd: Path, *args: str, timeout: float = 60, **env: str

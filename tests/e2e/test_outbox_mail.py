@@ -16,8 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from mail.sender import SmtpSender
 from tests.clocks import FrozenClock
+from tests.integration.test_mail_sender import sender_for
 from tests.mailservers import RecordingHandler, SmtpServer, smtp_server
-from tests.test_mail_sender import sender_for
 from workflows.outbox.owners import ClaimOwners, claim_owners
 from workflows.outbox.queue import Channel, OutboxDispatcher, OutboxStatus
 from workflows.persistence.tables import OutboxItem

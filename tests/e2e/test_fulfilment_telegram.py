@@ -28,10 +28,8 @@ from mail.sender import SmtpSender
 from tests.botapi import BotAPI, Call, Person
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID, STAFF_IDS
-from tests.mailservers import SmtpServer, smtp_server  # noqa: F401
-from tests.telegram_desk import STAFF_CHAT, Desk, message_id, words
-from tests.test_cli_frame import aina_dsr
-from tests.test_telegram_bot import (
+from tests.e2e.test_cli_frame import aina_dsr
+from tests.e2e.test_telegram_bot import (
     ALICE_ID,
     ANSWERS,
     answer_questions,
@@ -39,6 +37,9 @@ from tests.test_telegram_bot import (
     start_kind,
     text,
 )
+from tests.mailservers import SmtpServer, smtp_server  # noqa: F401
+from tests.paths import DATA
+from tests.telegram_desk import STAFF_CHAT, Desk, message_id, words
 from workflows.directory.store import import_customers, import_purchases
 from workflows.fulfilment.work import (
     DIRECTORY_FIELDS,
@@ -55,7 +56,6 @@ from workflows.privacy.vault import Vault
 from workflows.requests.service import RequestService
 from workflows.snapshots import Actor, RequestView
 
-DATA = Path(__file__).parent / "data"
 DANA = Person(STAFF_ID, first_name="Dana")
 ARMAN = Person(5002, first_name="Arman")
 # C-1001 in tests/data/customers.csv; the person shares +77011234567, the same phone.

@@ -30,11 +30,9 @@ from mail.intake import Outcome
 from tests.botapi import BotAPI, Person
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID, STAFF_IDS, postgres_url
-from tests.mailservers import Dovecot, SmtpServer, dovecot, free_port, smtp_server
-from tests.telegram_desk import STAFF_CHAT, Desk, buttons, message_id, words
-from tests.test_cli_frame import aina_dsr
-from tests.test_mail_end_to_end import channel_for, person_letter
-from tests.test_telegram_bot import (
+from tests.e2e.test_cli_frame import aina_dsr
+from tests.e2e.test_mail_end_to_end import channel_for, person_letter
+from tests.e2e.test_telegram_bot import (
     PHONE,
     answer_questions,
     code_in_outbox,
@@ -42,6 +40,8 @@ from tests.test_telegram_bot import (
     start_kind,
     text,
 )
+from tests.mailservers import Dovecot, SmtpServer, dovecot, free_port, smtp_server
+from tests.telegram_desk import STAFF_CHAT, Desk, buttons, message_id, words
 from workflows.deadlines.leader_lock import AdvisoryLock
 from workflows.kinds import RequestKind
 from workflows.metrics import TALLY

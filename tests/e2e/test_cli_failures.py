@@ -24,15 +24,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from aina_dsr import cli
 from tests.clocks import FrozenClock
 from tests.conftest import postgres_url
+from tests.e2e.test_cli_frame import aina_dsr
 from tests.mailservers import free_port
-from tests.test_cli_frame import aina_dsr
+from tests.paths import DATA
 from workflows.directory.store import import_customers
 from workflows.persistence.engines import head_revision, make_engine
 from workflows.persistence.tables import Customer
 from workflows.privacy.vault import Vault
 from workflows.requests.service import RequestService
 
-DATA = Path(__file__).parent / "data"
 # A reference of the right shape that no test database holds.
 SOME_REFERENCE = "DSR-2026-000001"
 # Options a command needs to reach the database at all (an identifier to look up).

@@ -10,13 +10,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID
+from tests.paths import DATA
 from workflows.directory.store import import_customers
 from workflows.fulfilment.work import Fulfilment, FulfilmentError, SqlDirectory, parse_corrections
 from workflows.privacy.vault import Vault
 from workflows.requests.service import RequestService
 from workflows.snapshots import Actor
 
-DATA = Path(__file__).parent / "data"
 DANA = Actor.staff(STAFF_ID, "Dana")
 PHONE = "+77011234567"  # C-1001 in tests/data/customers.csv
 ALICE = 700100

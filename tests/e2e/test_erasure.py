@@ -23,8 +23,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID, STAFF_IDS
-from tests.test_cli_frame import aina_dsr
-from tests.test_keys_rotate import rotate
+from tests.e2e.test_cli_frame import aina_dsr
+from tests.e2e.test_keys_rotate import rotate
+from tests.paths import DATA
 from workflows.deadlines.calendar import WorkingCalendar
 from workflows.directory.store import ImportReport, import_customers, import_purchases
 from workflows.fulfilment.work import ACCOUNT_FIELDS, Fulfilment, SqlDirectory
@@ -33,7 +34,6 @@ from workflows.privacy.vault import Vault
 from workflows.requests.service import RequestService
 from workflows.snapshots import Actor
 
-DATA = Path(__file__).parent / "data"
 CUSTOMERS = DATA / "customers.csv"
 PURCHASES = DATA / "purchases.csv"
 DANA = Actor.staff(STAFF_ID, "Dana")

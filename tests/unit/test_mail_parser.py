@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -12,8 +10,9 @@ from mail.decoding import decode_bytes, html_to_text
 from mail.parsing import parse_mail
 from mail.quoting import split_reply
 from mail.understanding import find_codes, understand
+from tests.paths import MAIL_CORPUS
 
-CORPUS = sorted((Path(__file__).resolve().parent / "data" / "mail").glob("*.eml"))
+CORPUS = sorted(MAIL_CORPUS.glob("*.eml"))
 SEEDS = [path.read_bytes()[:20_000] for path in CORPUS]
 
 

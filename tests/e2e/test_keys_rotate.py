@@ -14,8 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from aina_dsr.settings import SettingsError, encryption_keys_or_dev, load_settings
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID, STAFF_IDS
-from tests.test_audit_chain import rewrite_and_rehash
-from tests.test_cli_frame import aina_dsr
+from tests.e2e.test_audit_chain import rewrite_and_rehash
+from tests.e2e.test_cli_frame import aina_dsr
+from tests.paths import DATA
 from workflows.deadlines.calendar import WorkingCalendar
 from workflows.directory.store import find_customer, import_customers
 from workflows.persistence.engines import make_sessionmaker
@@ -25,7 +26,6 @@ from workflows.privacy.vault import Vault, VaultError
 from workflows.requests.service import Evidence, RequestService
 from workflows.snapshots import Actor
 
-DATA = Path(__file__).parent / "data"
 ALICE = 700100
 PHONE = "+77011234567"  # C-1001 in tests/data/customers.csv
 EMAIL = "aigerim.seitkali@mail.kz"

@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID
-from tests.test_cli_frame import aina_dsr
+from tests.e2e.test_cli_frame import aina_dsr
+from tests.paths import DATA
 from workflows.deadlines.calendar import WorkingCalendar
 from workflows.directory.store import CustomerRecord, import_customers, import_purchases
 from workflows.errors import ApprovalMismatch, IllegalTransition, NotAllowed, OwnRequest
@@ -37,7 +38,6 @@ from workflows.privacy.vault import Vault
 from workflows.requests.service import RequestService
 from workflows.snapshots import Actor
 
-DATA = Path(__file__).parent / "data"
 DANA = Actor.staff(STAFF_ID, "Dana")
 ARMAN = Actor.staff(5002, "Arman")
 PHONE = "+77011234567"  # C-1001 in tests/data/customers.csv

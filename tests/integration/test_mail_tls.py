@@ -21,6 +21,8 @@ from mail.intake import IntakeResult, MailIntake, Outcome
 from mail.poller import PROCESSED_KEYWORD, MailPoller
 from mail.sender import SmtpSender
 from tests.clocks import FrozenClock
+from tests.integration.test_mail_poller import make_letter, make_poller, settings_for  # noqa: F401
+from tests.integration.test_mail_sender import PERSON, open_by_mail
 from tests.mailservers import (  # noqa: F401
     PASSWORD,
     USER,
@@ -32,8 +34,6 @@ from tests.mailservers import (  # noqa: F401
     dovecot_tls,
     free_port,
 )
-from tests.test_mail_poller import make_letter, make_poller, settings_for  # noqa: F401
-from tests.test_mail_sender import PERSON, open_by_mail
 from workflows.outbox.queue import Channel, OutboxDispatcher, OutboxStatus
 from workflows.persistence.tables import OutboxItem
 from workflows.privacy.vault import Vault

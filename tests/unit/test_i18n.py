@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from babel.messages.pofile import read_po
 
+from tests.paths import REPO
 from workflows.i18n import (
     DEFAULT_LANGUAGE,
     LANGUAGES,
@@ -31,7 +32,7 @@ from workflows.i18n import (
 from workflows.kinds import RequestKind
 from workflows.requests.states import Status
 
-WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
+WORKFLOWS = REPO / "workflows"
 REFERENCE = "DSR-2026-000042"
 
 PERSON_TEMPLATES: dict[str, dict[str, Any]] = {
