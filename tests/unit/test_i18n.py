@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import gettext
 import html
 import re
 import string
@@ -106,8 +108,14 @@ def placeholders(text: str) -> set[str]:
     return {field for _, field, _, _ in string.Formatter().parse(text) if field is not None}
 
 
+@functools.cache
+def compiled() -> dict[str, gettext.GNUTranslations]:
+    # Compiling the catalogue takes a while; once per process, not once per message.
+    return catalogue().translations()
+
+
 def raw(language: str, msgid: str) -> str:
-    return catalogue().translations()[language].gettext(msgid)
+    return compiled()[language].gettext(msgid)
 
 
 def templates_used_by_the_core() -> set[str]:
