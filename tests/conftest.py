@@ -37,6 +37,16 @@ def postgres_url() -> str | None:
 
 BACKENDS = ["sqlite"] + (["postgresql"] if postgres_url() else [])
 
+LAYERS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its folder's layer, so ``-m "not e2e"`` works as ``tests/unit`` does."""
+    for item in items:
+        layer = item.path.parent.name
+        if layer in LAYERS:
+            item.add_marker(getattr(pytest.mark, layer))
+
 
 @pytest.fixture(params=BACKENDS)
 async def database_url(request: pytest.FixtureRequest, tmp_path: object) -> AsyncIterator[str]:
