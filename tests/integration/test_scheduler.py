@@ -699,9 +699,10 @@ async def test_two_scheduler_components_on_postgresql_one_leads_the_other_takes_
             lock_retry_seconds=0.05,
             lock_check_seconds=0.05,
         )
+        second_lock = RefusalsCounted(other_engine)
         second = DeadlineScheduler(
             Reminders(service, other_sessions, vault, clock, calendar),
-            AdvisoryLock(other_engine),
+            second_lock,
             calendar,
             lock_retry_seconds=0.05,
             lock_check_seconds=0.05,
@@ -709,7 +710,8 @@ async def test_two_scheduler_components_on_postgresql_one_leads_the_other_takes_
         one = asyncio.create_task(first.run(stop_first))
         await _until(lambda: first.leading)
         two = asyncio.create_task(second.run(stop_second))
-        await asyncio.sleep(0.3)
+        # The second has asked for the lock and been refused, twice: it waits, it does not lead.
+        await _until(lambda: second_lock.refusals >= 2)
         assert first.leading
         assert not second.leading
 
@@ -722,6 +724,18 @@ async def test_two_scheduler_components_on_postgresql_one_leads_the_other_takes_
         stop_first.set()
         stop_second.set()
         await other_engine.dispose()
+
+
+class RefusalsCounted(AdvisoryLock):
+    """The advisory lock, counting the times it was asked for and refused."""
+
+    refusals = 0
+
+    async def acquire(self) -> bool:
+        held = await super().acquire()
+        if not held:
+            self.refusals += 1
+        return held
 
 
 async def _until(condition: Any) -> None:
