@@ -284,10 +284,16 @@ async def test_a_part_that_ran_a_long_while_restarts_after_a_short_pause() -> No
 async def test_stop_interrupts_the_pause_before_a_restart() -> None:
     stop = asyncio.Event()
     crasher = Crasher(crashes=1_000)
+    pausing = asyncio.Event()
 
-    served = asyncio.create_task(serve([crasher], install_signals=False, stop=stop))
-    await asyncio.wait_for(crasher.crashed.wait(), 5)
-    await asyncio.sleep(0.05)
+    async def real_sleep(seconds: float) -> None:
+        pausing.set()
+        await asyncio.sleep(seconds)
+
+    served = asyncio.create_task(
+        serve([crasher], install_signals=False, stop=stop, sleep=real_sleep)
+    )
+    await asyncio.wait_for(pausing.wait(), 5)
     # Now it waits 1 s (real time) before starting again; stop must not wait for that.
     stop.set()
 
