@@ -207,10 +207,16 @@ async def test_the_database_going_away_for_a_while_is_waited_out(
 
                 # The database goes away: every connection of the desk is cut and new
                 # ones are refused, as while a server restarts or fails over.
+                crashes = desk.log().count("mail poller crashed")
                 await pg.refuse_logins(True)
                 assert await pg.terminate_connections() > 0
                 dovecot.append(access_letter(2))  # arrives while the database is away
-                await asyncio.sleep(5)
+
+                async def letter_met_the_outage() -> bool:
+                    # The poller read the letter, could not store it, and is started again.
+                    return desk.log().count("mail poller crashed") > crashes
+
+                await eventually(letter_met_the_outage, timeout=60, what="the poller failing")
                 assert desk.running, desk.log()
                 assert await count(engine, "SELECT count(*) FROM request") == 1
                 for key in keys:
@@ -250,9 +256,14 @@ async def test_imap_and_smtp_restarted_under_it_are_reconnected(
             await _acknowledged(engine, smtp_server, 1)
 
             # Both servers go down together, and come back one after the other.
+            outages_seen = desk.log().count("unavailable")
             dovecot.stop()
             smtp_server.stop()
-            await asyncio.sleep(3)
+
+            async def imap_outage_seen() -> bool:
+                return desk.log().count("unavailable") > outages_seen
+
+            await eventually(imap_outage_seen, timeout=60, what="the desk seeing IMAP down")
             assert desk.running, desk.log()
             dovecot.start()
             dovecot.append(access_letter(2))  # taken while SMTP is still down
@@ -261,7 +272,16 @@ async def test_imap_and_smtp_restarted_under_it_are_reconnected(
                 return await count(engine, "SELECT count(*) FROM request") == 2
 
             await eventually(taken, timeout=60, what="the letter after the IMAP restart taken")
-            await asyncio.sleep(1)  # its acknowledgement fails once and waits to be retried
+
+            async def acknowledgement_refused() -> bool:
+                # Its acknowledgement failed once and waits to be retried.
+                sql = (
+                    "SELECT count(*) FROM outbox WHERE channel = 'email' AND status = 'pending' "
+                    "AND last_error IS NOT NULL"
+                )
+                return bool(await count(engine, sql))
+
+            await eventually(acknowledgement_refused, timeout=60, what="a refused acknowledgement")
             smtp_server.start()
             await _acknowledged(engine, smtp_server, 2, timeout=60)
             assert await desk.stop() == 0, desk.log()
