@@ -137,7 +137,8 @@ async def test_an_email_sender_is_not_counted_by_an_unproven_address(
     service: RequestService,
 ) -> None:
     # A From address proves nothing: counting by it would let anyone block a stranger.
-    for i in range(service.limits.max_open_requests + 1):
+    beyond_the_limit = service.limits.max_open_requests + 1
+    for i in range(beyond_the_limit):
         await service.open_request(
             kind="complaint",
             channel="email",
@@ -145,6 +146,8 @@ async def test_an_email_sender_is_not_counted_by_an_unproven_address(
             email="victim@example.kz",
             body=f"letter {i}",
         )
+
+    assert len(await service.list_requests()) == beyond_the_limit
 
 
 async def test_start_at_the_open_limit_says_so_and_offers_no_kinds(
