@@ -38,6 +38,20 @@ def _diff(connection: Connection) -> list[object]:
     return [d for d in compare_metadata(context, Base.metadata) if "apscheduler" not in str(d)]
 
 
-async def test_the_migrations_build_exactly_the_models(engine: AsyncEngine) -> None:
+async def test_the_migrations_build_exactly_the_models(database_url: str) -> None:
+    engine = make_engine(database_url)
+    try:
+        await upgrade_engine(engine)
+        async with engine.connect() as connection:
+            assert await connection.run_sync(_diff) == []
+    finally:
+        await engine.dispose()
+
+
+async def test_the_copy_every_test_starts_from_is_at_head_and_matches_the_models(
+    engine: AsyncEngine,
+) -> None:
+    # tests/migrated.py copies a database migrated once instead of migrating per test.
+    assert await engine_revision(engine) == head_revision()
     async with engine.connect() as connection:
         assert await connection.run_sync(_diff) == []
