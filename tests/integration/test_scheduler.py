@@ -660,12 +660,21 @@ async def test_only_one_postgresql_process_leads_and_another_takes_over_when_it_
         assert not await second.acquire()
         assert await first.alive()
 
-        # The holder's process dies: its connection goes, and the lock with it.
-        holder = first._connection  # the test reaches in to find the backend to kill
-        assert holder is not None
-        pid = await holder.scalar(text("SELECT pg_backend_pid()"))
-        await holder.commit()
+        # The holder's process dies: its connection goes, and the lock with it. The
+        # server's lock table names the backend that holds the lock's key.
+        assert first.key is not None
+        key = first.key & 0xFFFFFFFFFFFFFFFF
         async with other_engine.connect() as admin:
+            (pid,) = (
+                await admin.scalars(
+                    text(
+                        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                        "AND classid::text::bigint = :high AND objid::text::bigint = :low "
+                        "AND objsubid = 1"
+                    ),
+                    {"high": key >> 32, "low": key & 0xFFFFFFFF},
+                )
+            ).all()
             await admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
             await admin.commit()
         assert not await first.alive()
