@@ -13,9 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from tests.botapi import BotAPI
 from tests.clocks import FrozenClock
+from tests.migrated import MigratedTemplate
 from tests.telegram_desk import Desk
 from workflows.deadlines.calendar import WorkingCalendar
-from workflows.persistence.engines import make_engine, make_sessionmaker, upgrade_engine
+from workflows.persistence.engines import make_engine, make_sessionmaker
 from workflows.privacy.vault import Vault
 from workflows.requests.service import RequestService
 
@@ -35,6 +36,16 @@ def postgres_url() -> str | None:
 
 
 BACKENDS = ["sqlite"] + (["postgresql"] if postgres_url() else [])
+
+LAYERS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its folder's layer, so ``-m "not e2e"`` works as ``tests/unit`` does."""
+    for item in items:
+        layer = item.path.parent.name
+        if layer in LAYERS:
+            item.add_marker(getattr(pytest.mark, layer))
 
 
 @pytest.fixture(params=BACKENDS)
@@ -57,10 +68,19 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: object) -> Asyn
         await admin.dispose()
 
 
+@pytest.fixture(scope="session")
+def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> MigratedTemplate:
+    """The database at head, migrated once per test process (once per xdist worker)."""
+    return MigratedTemplate(tmp_path_factory.mktemp("migrated"))
+
+
 @pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+async def engine(
+    database_url: str, migrated_template: MigratedTemplate
+) -> AsyncIterator[AsyncEngine]:
+    """The test's database, at head: a copy of the migrated template."""
+    await migrated_template.fill(database_url)
     engine = make_engine(database_url)
-    await upgrade_engine(engine)
     try:
         yield engine
     finally:

@@ -1,0 +1,1 @@
+"""The Alembic migrations: one file a revision, applied by ``aina-dsr db upgrade``."""
