@@ -34,6 +34,7 @@ DEFAULT_LANGUAGE = "en"
 LOCALES = Path(__file__).resolve().parent / "locales"
 
 _BABEL_LOCALES = {"kk": "kk_KZ", "ru": "ru_RU", "en": "en_GB"}
+_DATE_PATTERNS = {"kk": "y 'жылғы' d MMMM"}
 # Telegram gives a user's interface language; Belarusian and Ukrainian speakers
 # are better served in Russian than in English.
 _ALIASES = {"kk": "kk", "ru": "ru", "be": "ru", "uk": "ru"}
@@ -285,8 +286,12 @@ def catalogue() -> Catalogue:
 
 
 def format_date(language: str, day: date) -> str:
-    """A date as people write it in ``language``: "17 декабря 2026 г.", "17 December 2026"."""
-    return babel_format_date(day, "long", locale=_BABEL_LOCALES[pick_language(language)])
+    """A date as people write it in ``language``: "2026 жылғы 17 желтоқсан",
+    "17 декабря 2026 г.", "17 December 2026"."""
+    language = pick_language(language)
+    # CLDR's long Kazakh date abbreviates the year ("2026 ж."); in a letter it is spelt out.
+    pattern = _DATE_PATTERNS.get(language, "long")
+    return babel_format_date(day, pattern, locale=_BABEL_LOCALES[language])
 
 
 def kind_name(language: str, kind: str) -> str:
