@@ -12,7 +12,13 @@ from tests.clocks import FrozenClock
 from tests.mailservers import SmtpServer, smtp_server  # noqa: F401
 from workflows.i18n import DeskInfo
 from workflows.outbox.dispatcher import OutboxDispatcher
-from workflows.outbox.queue import Audience, Channel, OutboxStatus, OutgoingMessage
+from workflows.outbox.queue import (
+    Audience,
+    Channel,
+    DeliveryReceipt,
+    OutboxStatus,
+    OutgoingMessage,
+)
 from workflows.persistence.tables import OutboxItem
 from workflows.privacy.vault import Vault
 from workflows.requests.service import RequestService
@@ -172,12 +178,23 @@ async def test_a_redelivery_keeps_its_message_id(
 ) -> None:
     await open_by_mail(service, "kk")
     sender = sender_for(smtp_server, service, clock)
-    dispatcher = OutboxDispatcher(sessions, vault, clock, {Channel.EMAIL: sender})
-    claimed = await dispatcher._claim()
-    message = await dispatcher._load(claimed[0])
+    delivered: list[tuple[OutgoingMessage, DeliveryReceipt]] = []
 
-    first = await sender.deliver(message)
-    second = await sender.deliver(message)
+    class Watching:
+        """The sender as the dispatcher sees it, keeping what it delivered."""
+
+        channel = Channel.EMAIL
+
+        async def deliver(self, message: OutgoingMessage) -> DeliveryReceipt:
+            receipt = await sender.deliver(message)
+            delivered.append((message, receipt))
+            return receipt
+
+    dispatcher = OutboxDispatcher(sessions, vault, clock, {Channel.EMAIL: Watching()})
+    assert await dispatcher.run_once() == 1
+    [(message, first)] = delivered
+
+    second = await sender.deliver(message)  # delivered again, as after a lost receipt
 
     assert first.external_id == second.external_id
     ids = {str(r.message["Message-ID"]) for r in smtp_server.letters}
