@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Mapping
 from datetime import datetime
 
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
@@ -12,7 +13,7 @@ from bot.callbacks import KindMenu, KindPick, StaffAction
 from bot.texts import Texts
 from workflows.deadlines.calendar import WorkingCalendar
 from workflows.i18n import format_date, kind_name, status_name
-from workflows.kinds import CLASSIFIED_KINDS, RequestKind
+from workflows.kinds import CLASSIFIED_KINDS, KindSpec, RequestKind
 from workflows.requests.classification import likely_kinds
 from workflows.requests.staff_view import Left, days_left, evidence_confirmable, kind_changeable
 from workflows.requests.states import TRANSITIONS, Action, Status
@@ -59,10 +60,14 @@ LEFT_WORDS = {
 
 
 def due_and_left(
-    view: RequestView, calendar: WorkingCalendar, now: datetime, texts: Texts
+    view: RequestView,
+    calendar: WorkingCalendar,
+    now: datetime,
+    texts: Texts,
+    kinds: Mapping[RequestKind, KindSpec],
 ) -> tuple[str, str]:
     """The due date and what is left of the clock, in the card's words."""
-    left = days_left(view, calendar, now)
+    left = days_left(view, calendar, now, kinds)
     if left.due is None:
         return texts("staff.no_due"), ""
     return format_date(texts.language, left.due), texts(LEFT_WORDS[left.left], n=left.days)
@@ -75,6 +80,7 @@ def card_text(
     now: datetime,
     attachments: list[str],
     *,
+    kinds: Mapping[RequestKind, KindSpec],
     approvals_needed: int | None = None,
     preview: str | None = None,
     filed_by_staff: bool = False,
@@ -94,6 +100,7 @@ def card_text(
             calendar,
             now,
             attachments,
+            kinds=kinds,
             approvals_needed=approvals_needed,
             preview=preview,
             filed_by_staff=filed_by_staff,
@@ -128,6 +135,7 @@ def _card_text(
     now: datetime,
     attachments: list[str],
     *,
+    kinds: Mapping[RequestKind, KindSpec],
     approvals_needed: int | None,
     preview: str | None,
     filed_by_staff: bool,
@@ -136,7 +144,7 @@ def _card_text(
     name_limit: int,
 ) -> str:
     language = texts.language
-    due, left = due_and_left(view, calendar, now, texts)
+    due, left = due_and_left(view, calendar, now, texts, kinds)
     verified = view.verified_by or "none"
     lines = [
         texts(
@@ -195,7 +203,9 @@ def needed_approvals(view: RequestView) -> int | None:
     return None
 
 
-def card_keyboard(view: RequestView, texts: Texts) -> InlineKeyboardMarkup | None:
+def card_keyboard(
+    view: RequestView, texts: Texts, kinds: Mapping[RequestKind, KindSpec]
+) -> InlineKeyboardMarkup | None:
     status = Status(view.status)
     unclassified = view.kind == RequestKind.UNCLASSIFIED.value
     row: list[InlineKeyboardButton] = []
@@ -212,7 +222,7 @@ def card_keyboard(view: RequestView, texts: Texts) -> InlineKeyboardMarkup | Non
                 callback_data=StaffAction(action=action, reference=view.reference).pack(),
             )
         )
-    if evidence_confirmable(view):
+    if evidence_confirmable(view, kinds):
         row.insert(
             0,
             InlineKeyboardButton(

@@ -48,12 +48,15 @@ class OutboxRenderer:
             self._service.calendar,
             self._clock.now(),
             attachments,
+            kinds=self._service.kinds,
             approvals_needed=needed_approvals(view),
             preview=preview,
             # The person is on the staff list: not theirs to approve (workflows.requests.approvals).
             filed_by_staff=self._config.is_staff(view.subject_telegram_user_id),
         )
-        return Rendered(text, card_keyboard(view, texts), card_request_id=view.id)
+        return Rendered(
+            text, card_keyboard(view, texts, self._service.kinds), card_request_id=view.id
+        )
 
     async def __call__(self, message: OutgoingMessage) -> Rendered:
         if message.template == "staff_card" and message.reference:

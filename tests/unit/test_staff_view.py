@@ -9,6 +9,7 @@ import pytest
 
 from workflows.deadlines.calendar import WorkingCalendar
 from workflows.errors import IllegalTransition, KindUndecided
+from workflows.kinds import DEFAULT_KINDS
 from workflows.requests.staff_view import (
     Left,
     approvable,
@@ -51,19 +52,19 @@ def request(kind: str = "complaint", status: str = "in_review", **changes: objec
 
 def test_the_days_left_are_counted_in_the_unit_of_the_kinds_clock() -> None:
     due = NOW + timedelta(days=5)  # Monday 2026-12-14
-    calendar_days = days_left(request("complaint", due_at=due), CALENDAR, NOW)
-    working_days = days_left(request("rectify", due_at=due), CALENDAR, NOW)
+    calendar_days = days_left(request("complaint", due_at=due), CALENDAR, NOW, DEFAULT_KINDS)
+    working_days = days_left(request("rectify", due_at=due), CALENDAR, NOW, DEFAULT_KINDS)
     assert (calendar_days.left, calendar_days.days) == (Left.CALENDAR, 5)
     assert (working_days.left, working_days.days) == (Left.WORKING, 3)  # Thu, Fri, Mon
 
 
 def test_a_due_day_passed_today_or_closed_says_so() -> None:
-    overdue = days_left(request(due_at=NOW - timedelta(days=2)), CALENDAR, NOW)
+    overdue = days_left(request(due_at=NOW - timedelta(days=2)), CALENDAR, NOW, DEFAULT_KINDS)
     assert (overdue.left, overdue.days) == (Left.OVERDUE, 2)
-    assert days_left(request(due_at=NOW), CALENDAR, NOW).left is Left.TODAY
+    assert days_left(request(due_at=NOW), CALENDAR, NOW, DEFAULT_KINDS).left is Left.TODAY
     closed = request(status="completed", due_at=NOW - timedelta(days=2), closed_at=NOW)
-    assert days_left(closed, CALENDAR, NOW).left is Left.CLOSED
-    assert days_left(request(), CALENDAR, NOW).left is Left.NO_DUE
+    assert days_left(closed, CALENDAR, NOW, DEFAULT_KINDS).left is Left.CLOSED
+    assert days_left(request(), CALENDAR, NOW, DEFAULT_KINDS).left is Left.NO_DUE
 
 
 def test_the_queue_figures_count_open_due_this_week_overdue_and_the_median_days() -> None:
@@ -84,9 +85,9 @@ def test_what_staff_may_still_do_follows_the_state() -> None:
     assert kind_changeable(request(status="in_review"))
     assert not kind_changeable(request(status="approved"))
     assert not kind_changeable(request(status="completed"))
-    assert evidence_confirmable(request("rectify", status="verified"))
-    assert not evidence_confirmable(request("rectify", clock_started_at=NOW))
-    assert not evidence_confirmable(request("complaint", status="verified"))
+    assert evidence_confirmable(request("rectify", status="verified"), DEFAULT_KINDS)
+    assert not evidence_confirmable(request("rectify", clock_started_at=NOW), DEFAULT_KINDS)
+    assert not evidence_confirmable(request("complaint", status="verified"), DEFAULT_KINDS)
     assert waiting_for_approvals(request("delete_account", approvals=("Alice",)))
     assert not waiting_for_approvals(request("delete_account", status="approved", approvals=("A",)))
 

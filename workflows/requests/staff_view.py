@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import enum
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Protocol
 
 from workflows.deadlines.calendar import WorkingCalendar
 from workflows.errors import KindUndecided
-from workflows.kinds import DEFAULT_KINDS, ClockStart, DayUnit, RequestKind
+from workflows.kinds import ClockStart, DayUnit, KindSpec, RequestKind
 from workflows.requests.classification import running_clock
 from workflows.requests.states import CLOSED, Action, Status, next_status
 from workflows.snapshots import Actor, RequestView
@@ -42,7 +42,12 @@ class DaysLeft:
     days: int = 0
 
 
-def days_left(view: RequestView, calendar: WorkingCalendar, now: datetime) -> DaysLeft:
+def days_left(
+    view: RequestView,
+    calendar: WorkingCalendar,
+    now: datetime,
+    kinds: Mapping[RequestKind, KindSpec],
+) -> DaysLeft:
     """The due day and the days left, counted in the unit of the kind's running clock."""
     if view.due_at is None:
         return DaysLeft(None, Left.NO_DUE)
@@ -55,7 +60,7 @@ def days_left(view: RequestView, calendar: WorkingCalendar, now: datetime) -> Da
     if due == today:
         return DaysLeft(due, Left.TODAY)
     started = view.clock_started_at or view.received_at
-    clock = running_clock(RequestKind(view.kind), view.candidates, started, DEFAULT_KINDS, calendar)
+    clock = running_clock(RequestKind(view.kind), view.candidates, started, kinds, calendar)
     if clock.unit is DayUnit.WORKING:
         return DaysLeft(due, Left.WORKING, calendar.working_days_between(today, due))
     return DaysLeft(due, Left.CALENDAR, (due - today).days)
@@ -102,9 +107,9 @@ def kind_changeable(view: RequestView) -> bool:
     return status not in CLOSED and status is not Status.APPROVED
 
 
-def evidence_confirmable(view: RequestView) -> bool:
+def evidence_confirmable(view: RequestView, kinds: Mapping[RequestKind, KindSpec]) -> bool:
     """The kind's clock starts when staff confirm the documents, and they have not yet."""
-    spec = DEFAULT_KINDS.get(RequestKind(view.kind))
+    spec = kinds.get(RequestKind(view.kind))
     return (
         spec is not None
         and spec.starts is ClockStart.CONFIRMATION
