@@ -80,7 +80,12 @@ def build_components(
 
 def desk_info(settings: Settings) -> DeskInfo:
     """Who runs the desk and where people write, as the settings say: both channels name it."""
-    return DeskInfo(mail_address=str(settings.mail_from), policy_url=settings.policy_url)
+    return DeskInfo(
+        mail_address=str(settings.mail_from),
+        policy_url=settings.policy_url,
+        authority=settings.authority_names(),
+        authority_address=settings.authority_addresses(),
+    )
 
 
 def metrics_server(settings: Settings, core: Core, health: PartHealth) -> Component:

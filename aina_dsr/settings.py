@@ -34,7 +34,7 @@ from workflows.deadlines.milestones import (
     MilestoneError,
     parse_staff_milestones,
 )
-from workflows.i18n import DEFAULT_MAIL_ADDRESS, DEFAULT_POLICY_URL
+from workflows.i18n import DEFAULT_MAIL_ADDRESS, DEFAULT_POLICY_URL, LANGUAGES
 from workflows.kinds import CLASSIFIED_KINDS, DEFAULT_KINDS
 from workflows.kinds import four_eyes_kinds as four_eyes_in_table
 from workflows.privacy.retention import DEFAULT_DIALOG_TTL_HOURS, DEFAULT_RETENTION_DAYS
@@ -113,6 +113,14 @@ class Settings(BaseSettings):
     staff_user_ids: Annotated[frozenset[int], NoDecode] = frozenset()
     staff_language: Literal["kk", "ru", "en"] = "ru"
     policy_url: str = DEFAULT_POLICY_URL
+    # The authorised body for personal data protection, as refusals, complaint answers, the
+    # overdue notice, /privacy and the access report name it; unset: today's name (catalogue).
+    authority_name_kk: str | None = Field(default=None, min_length=3)
+    authority_name_ru: str | None = Field(default=None, min_length=3)
+    authority_name_en: str | None = Field(default=None, min_length=3)
+    authority_address_kk: str | None = Field(default=None, min_length=3)
+    authority_address_ru: str | None = Field(default=None, min_length=3)
+    authority_address_en: str | None = Field(default=None, min_length=3)
 
     # E-mail in
     imap_host: str | None = None
@@ -363,6 +371,18 @@ class Settings(BaseSettings):
             and self.imap_password is not None
             and self.smtp_host is not None
         )
+
+    def authority_names(self) -> dict[str, str]:
+        """The authorised body's name per language, for the languages the settings give."""
+        return self._per_language("authority_name")
+
+    def authority_addresses(self) -> dict[str, str]:
+        """Where the authorised body takes appeals, per language the settings give."""
+        return self._per_language("authority_address")
+
+    def _per_language(self, prefix: str) -> dict[str, str]:
+        values = {language: getattr(self, f"{prefix}_{language}") for language in LANGUAGES}
+        return {language: value.strip() for language, value in values.items() if value}
 
     @property
     def is_sqlite(self) -> bool:

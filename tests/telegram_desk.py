@@ -47,6 +47,7 @@ class Desk:
         storage: Callable[[], BaseStorage] | None = None,
         *,
         fulfilment: Fulfilment | None = None,
+        info: DeskInfo | None = None,
     ) -> None:
         self.api = api
         self.fulfilment = fulfilment  # None: the desk's own directory, as in production
@@ -54,7 +55,9 @@ class Desk:
         self.sessions = sessions
         self.vault = vault
         self.clock = clock
-        self.config = BotConfig(staff_chat_id=STAFF_CHAT, staff_user_ids=staff_user_ids)
+        self.config = BotConfig(
+            staff_chat_id=STAFF_CHAT, staff_user_ids=staff_user_ids, info=info or DeskInfo()
+        )
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self.channel: TelegramChannel | None = None

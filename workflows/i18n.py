@@ -38,7 +38,7 @@ _DATE_PATTERNS = {"kk": "y 'жылғы' d MMMM"}
 # Telegram gives a user's interface language; Belarusian and Ukrainian speakers
 # are better served in Russian than in English.
 _ALIASES = {"kk": "kk", "ru": "ru", "be": "ru", "uk": "ru"}
-_CONTEXT_MSGIDS = ("company", "authority", "akimat")
+_CONTEXT_MSGIDS = ("company", "authority", "authority_address", "akimat")
 # The desk's published details; the settings (DSR_MAIL_FROM, DSR_POLICY_URL) default to these.
 DEFAULT_MAIL_ADDRESS = "aina.app@mercury.kz"
 DEFAULT_POLICY_URL = "https://aina-fashion.kz"
@@ -260,14 +260,24 @@ class DeskInfo:
     policy_url: str = DEFAULT_POLICY_URL
     company: dict[str, str] = field(default_factory=lambda: dict(COMPANY))
     postal_address: dict[str, str] = field(default_factory=lambda: dict(POSTAL_ADDRESS))
+    # The authorised body for personal data protection and where it takes appeals, per
+    # language; a language left out reads the catalogue's ``context.authority`` (today's name).
+    authority: dict[str, str] = field(default_factory=dict)
+    authority_address: dict[str, str] = field(default_factory=dict)
 
     def context(self, language: str) -> dict[str, str]:
         """The values the catalogue's texts may name, in ``language``."""
+        language = pick_language(language)
+        texts = catalogue()
         return {
             "company": self.company.get(language, self.company["en"]),
             "postal_address": self.postal_address.get(language, self.postal_address["en"]),
             "mail_address": self.mail_address,
             "policy_url": self.policy_url,
+            "authority": self.authority.get(language) or texts.text(language, "context.authority"),
+            "authority_address": self.authority_address.get(language)
+            or texts.text(language, "context.authority_address"),
+            "akimat": texts.text(language, "context.akimat"),
         }
 
 

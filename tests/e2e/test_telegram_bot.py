@@ -14,6 +14,8 @@ from aiogram.fsm.storage.base import StorageKey
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from aina_dsr.runtime import desk_info
+from aina_dsr.settings import load_settings
 from bot.callbacks import KindChoice, LanguageChoice, StaffAction, SummaryChoice
 from bot.dialog.states import Dialog
 from bot.storage import DatabaseStorage
@@ -419,6 +421,34 @@ async def test_ask_for_info_and_the_answer_returns_to_staff(
     view = await service.get(reference)
     assert (view.status, view.assignee_name) == ("in_review", "Dana")
     assert any(body == "Order 12345" for _, _, body in await service.messages(reference))
+
+
+async def test_a_refusal_names_the_authorised_body_the_settings_give(
+    api: BotAPI,
+    service: RequestService,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+) -> None:
+    settings = load_settings(
+        authority_name_kk="Дербес деректерді қорғау комитеті",
+        authority_address_kk="Астана қ., Мәңгілік Ел д-лы, 8",
+    )
+    desk = Desk(api, service, sessions, vault, clock, STAFF_IDS, info=desk_info(settings))
+    await desk.start()
+    try:
+        reference = await file_access(desk, service, "kk")
+        card = await the_card(desk, reference)
+        since = await staff_presses(desk, DANA, card, "reject", reference)
+        prompt = await prompt_for(desk, since, "staff.reason.prompt", reference)
+        preview = await answer_prompt(desk, DANA, prompt, "Негіз жоқ")
+        since = desk.mark()
+        await press_draft(desk, DANA, preview, "staff.draft.send")
+        rejected = text(await desk.expect(ALICE_ID, since, lambda c: "Негіз жоқ" in text(c)))
+    finally:
+        await desk.stop()
+    assert "Дербес деректерді қорғау комитеті (Астана қ., Мәңгілік Ел д-лы, 8)" in rejected
+    assert "Жасанды интеллект" not in rejected  # the default name is replaced, not added to
 
 
 async def test_a_line_typed_after_reject_without_replying_to_the_prompt_is_not_the_reason(

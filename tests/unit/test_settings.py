@@ -289,3 +289,24 @@ def test_a_dialog_ttl_of_the_whole_retention_period_is_accepted(
     monkeypatch.setenv("DSR_DIALOG_TTL_HOURS", "720")
     monkeypatch.setenv("DSR_RETENTION_DAYS", "30")
     assert load_settings().dialog_ttl_hours == 720
+
+
+def test_the_authorised_body_comes_from_the_settings_in_each_language(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from aina_dsr.runtime import desk_info
+    from workflows.i18n import render_notification
+
+    monkeypatch.setenv("DSR_AUTHORITY_NAME_EN", "the Personal Data Protection Committee")
+    monkeypatch.setenv("DSR_AUTHORITY_ADDRESS_EN", "8 Mangilik El Ave, Astana")
+    monkeypatch.setenv("DSR_AUTHORITY_NAME_RU", "")  # empty: today's name stays
+    info = desk_info(load_settings())
+    params = {"reference": "DSR-1", "kind": "access", "due_date": "2026-12-17"}
+
+    overdue = render_notification("deadline_missed", "en", params, context=info.context("en"))
+    assert "- the Personal Data Protection Committee (8 Mangilik El Ave, Astana);" in overdue.text
+    assert "Artificial Intelligence" not in overdue.text
+    # A language the settings leave out keeps today's name and where it takes appeals.
+    russian = render_notification("deadline_missed", "ru", params, context=info.context("ru"))
+    assert "Министерство искусственного интеллекта и цифрового развития" in russian.text
+    assert "eotinish.kz" in russian.text
