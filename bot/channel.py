@@ -24,13 +24,13 @@ from aiogram.enums import ParseMode
 from aiogram.fsm.storage.base import BaseEventIsolation, BaseStorage
 from aiogram.methods import Response, TelegramMethod
 from aiogram.methods.base import TelegramType
-from aiogram.types import BotCommand
 from aiogram.webhook.aiohttp_server import SimpleRequestHandler, setup_application
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import dialog, staff
 from bot.callbacks import stray_buttons
+from bot.commands import command_menus
 from bot.config import BotConfig
 from bot.delivery import RateLimits, TelegramPort
 from bot.failures import update_failed
@@ -196,17 +196,12 @@ class TelegramChannel:
             await wait_or_stop(stop, self._interval, wake=wake)
 
     async def _commands(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.bot.set_my_commands(
-                [
-                    BotCommand(command="start", description="New request / Жаңа сұрау салу"),
-                    BotCommand(command="status", description="My requests / Мои запросы"),
-                    BotCommand(command="cancel", description="Cancel a request / Отменить"),
-                    BotCommand(command="language", description="Language / Тіл / Язык"),
-                    BotCommand(command="privacy", description="Privacy policy / Политика"),
-                    BotCommand(command="help", description="Help / Анықтама / Справка"),
-                ]
-            )
+        """The command menu, one list per language (a failure only costs the menu)."""
+        for code, commands in command_menus(self.config.info):
+            try:
+                await self.bot.set_my_commands(commands, language_code=code)
+            except Exception:
+                log.warning("could not set the command menu for %s", code or "the default")
 
     async def run(self, stop: asyncio.Event) -> None:
         await forget_unsealed_dialogs(self._storage)

@@ -25,6 +25,7 @@ from typing import Any
 from babel.dates import format_date as babel_format_date
 from babel.messages.catalog import Catalog, Message
 from babel.messages.mofile import write_mo
+from babel.messages.plurals import get_plural
 from babel.messages.pofile import read_po
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,16 @@ def _translated(message: Message) -> bool:
     return not message.fuzzy and bool(forms) and all(forms)
 
 
+@functools.cache
+def _plural_rule(language: str) -> Callable[[int], int]:
+    return gettext.c2py(get_plural(_BABEL_LOCALES[language]).plural_expr)
+
+
+def _plural_index(language: str, n: int) -> int:
+    """Which of a plural message's forms (0, 1, ...) reads right with the number ``n``."""
+    return int(_plural_rule(language)(n))
+
+
 class Catalogue:
     """Every message in every language, read once from the .po files."""
 
@@ -154,6 +165,23 @@ class Catalogue:
             return template.format_map(params)
         except KeyError as error:
             raise MissingParameter(msgid, pick_language(language), str(error.args[0])) from None
+
+    def plural(self, language: str, msgid: str, n: int, /, **params: object) -> str:
+        """The form of ``msgid`` (a message with ``msgid_plural``) for the number ``n``.
+
+        The form is picked by the language's plural rule (CLDR, as gettext numbers
+        the forms: Russian has three, Kazakh and English two); ``{n}`` is filled in.
+        """
+        language = pick_language(language)
+        message = self._messages[language].get(msgid)
+        if message is None or not _translated(message):
+            raise MissingMessage(msgid, language)
+        forms = _forms(message)
+        template = forms[min(_plural_index(language, n), len(forms) - 1)]
+        try:
+            return template.format_map({**params, "n": n})
+        except KeyError as error:
+            raise MissingParameter(msgid, language, str(error.args[0])) from None
 
     def has(self, msgid: str) -> bool:
         """Whether any language defines ``msgid``."""

@@ -20,7 +20,11 @@ def texts(language: str) -> dict[str, str]:
     found: dict[str, str] = {}
     for path in sorted((LOCALES / language / "LC_MESSAGES").glob("*.po")):
         with path.open("rb") as file:
-            found.update({m.id: m.string for m in read_po(file) if m.id and m.string})
+            for m in read_po(file):
+                if m.id and m.string:
+                    # A plural message: its first id, every form read.
+                    msgid = m.id if isinstance(m.id, str) else m.id[0]
+                    found[msgid] = m.string if isinstance(m.string, str) else "\n".join(m.string)
     assert len(found) > 250, "the catalogue was not found"
     return found
 
