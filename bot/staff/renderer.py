@@ -54,9 +54,7 @@ class OutboxRenderer:
             # The person is on the staff list: not theirs to approve (workflows.requests.approvals).
             filed_by_staff=self._config.is_staff(view.subject_telegram_user_id),
         )
-        return Rendered(
-            text, card_keyboard(view, texts, self._service.kinds), card_request_id=view.id
-        )
+        return Rendered(text, card_keyboard(view, texts), card_request_id=view.id)
 
     async def __call__(self, message: OutgoingMessage) -> Rendered:
         if message.template == "staff_card" and message.reference:

@@ -27,6 +27,7 @@ from workflows.outbox.queue import Channel, NewMessage, enqueue_many
 from workflows.persistence.tables import AuditEvent, DataSubject, Message, Request, Verification
 from workflows.privacy.masking import mask_email
 from workflows.requests.classification import likely_kinds, opening_clock
+from workflows.requests.documents import DocumentClock
 from workflows.requests.limits import ensure_can_open
 from workflows.requests.records import Evidence
 from workflows.requests.references import next_references
@@ -120,7 +121,7 @@ def _letter(letter: EmailOpening) -> _Filing:
     )
 
 
-class Intake(IdentityChecks):
+class Intake(IdentityChecks, DocumentClock):
     """The request service's use cases of filing a request and adding to it (a mixin).
 
     It builds on :class:`~workflows.requests.verification.IdentityChecks`: a
@@ -235,7 +236,10 @@ class Intake(IdentityChecks):
         """Add a person's message, files or missing fields to an open request.
 
         When the request is waiting for the person's information, this is that
-        information: the request goes back to staff and they are told.
+        information: the request goes back to staff and they are told. Files
+        are documents: for a kind whose clock waits for them, their arrival
+        starts it, or starts it again when staff had asked for more
+        (:mod:`workflows.requests.documents`).
 
         With ``words`` (a reply by e-mail: the person's own words, without the
         quote) the message is kept whatever the request's status, a closed one
@@ -248,6 +252,7 @@ class Intake(IdentityChecks):
             subject = await session.get_one(DataSubject, request.subject_id)
             self._check_owner(actor, subject)
             closed = Status(request.status) in CLOSED
+            asked = Status(request.status) is Status.AWAITING_INFO
             if closed and words is None:
                 raise IllegalTransition(request.status, "attach")
             message = await self._inbound(session, request, actor.channel, body, external_id)
@@ -280,6 +285,9 @@ class Intake(IdentityChecks):
                     "sender": mask_email(actor.email),
                 }
                 await self._to_staff(session, request, event, "staff_mail_reply", said)
+            await self._documents_arrived(
+                session, request, subject, actor, len(evidence), asked=asked
+            )
             request.updated_at = self._clock.now()
             return await self._view(session, request)
 
@@ -337,7 +345,14 @@ class Intake(IdentityChecks):
         self, filing: _Filing, subject: DataSubject, reference: str, now: datetime
     ) -> dict[str, Any]:
         """A new request's row: unverified, its clock running where it starts on receipt."""
-        started, due = opening_clock(filing.kind, filing.likely, now, self._kinds, self._calendar)
+        started, due = opening_clock(
+            filing.kind,
+            filing.likely,
+            now,
+            self._kinds,
+            self._calendar,
+            documents=bool(filing.evidence),
+        )
         return {
             "reference": reference,
             "kind": filing.kind.value,
