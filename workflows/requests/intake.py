@@ -1,4 +1,4 @@
-"""Filing requests, by Telegram or by e-mail, one or a batch, along one path; and adding to them.
+"""Filing requests, by Telegram, e-mail or post, one or a batch, along one path; and adding to them.
 
 Opening one request is a batch of one: :meth:`Intake.open_request` and
 :meth:`Intake.open_by_email` both file through :meth:`Intake._file` (the
@@ -81,6 +81,7 @@ class _Filing:
     external_id: str | None
     evidence: Sequence[Evidence]
     code: bool  # the acknowledgement to ``email`` carries a confirmation code
+    received: datetime | None = None  # when it came, if not now (a letter by post)
 
     def opened(self) -> dict[str, Any]:
         """The ``opened`` audit event's details (an unclassified request's likely kinds too)."""
@@ -91,10 +92,13 @@ class _Filing:
         }
         if self.likely:
             details["candidates"] = [candidate.value for candidate in self.likely]
+        if self.received is not None:
+            details["received_at"] = self.received.isoformat()
         return details
 
 
-def _language(value: str | None) -> str:
+def language_or_default(value: str | None) -> str:
+    """One of the desk's languages: ``value``, or English for none or another."""
     return value if value in LANGUAGES else "en"
 
 
@@ -111,7 +115,7 @@ def _letter(letter: EmailOpening) -> _Filing:
         kind=kind,
         likely=likely_kinds(kind, letter.candidates),
         channel=Channel.EMAIL,
-        language=_language(letter.language),
+        language=language_or_default(letter.language),
         fields=letter.fields,
         email=normalize_email(letter.email),
         body=letter.body,
@@ -344,14 +348,19 @@ class Intake(IdentityChecks, DocumentClock):
     def _request_row(
         self, filing: _Filing, subject: DataSubject, reference: str, now: datetime
     ) -> dict[str, Any]:
-        """A new request's row: unverified, its clock running where it starts on receipt."""
+        """A new request's row: unverified, its clock running where it starts on receipt.
+
+        A letter by post runs from its date of receipt, whatever its kind: what
+        the letter encloses came with it.
+        """
+        received = filing.received or now
         started, due = opening_clock(
             filing.kind,
             filing.likely,
-            now,
+            received,
             self._kinds,
             self._calendar,
-            documents=bool(filing.evidence),
+            documents=bool(filing.evidence) or filing.channel is Channel.POST,
         )
         return {
             "reference": reference,
@@ -360,7 +369,7 @@ class Intake(IdentityChecks, DocumentClock):
             "channel": filing.channel.value,
             "language": filing.language,
             "subject_id": subject.id,
-            "received_at": now,
+            "received_at": received,
             "clock_started_at": started,
             "due_at": due,
             "fields_enc": self._vault.encrypt_json(dict(filing.fields)),
@@ -459,7 +468,7 @@ def _one(
         kind=kind,
         likely=likely,
         channel=channel,
-        language=_language(language),
+        language=language_or_default(language),
         fields=dict(fields or {}),
         email=normalised_email,
         body=body,
