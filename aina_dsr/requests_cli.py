@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TextIO
@@ -14,10 +14,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from aina_dsr.runtime import desk_info
 from aina_dsr.settings import load_settings
 from aina_dsr.wiring import open_core
 from workflows.csv_export import SafeDictWriter
 from workflows.errors import RequestNotFound
+from workflows.outbox.queue import Channel
+from workflows.requests.post import LetterRefused, PostLetter, letter_kind
 from workflows.requests.states import Status
 from workflows.snapshots import RequestView
 
@@ -79,9 +82,25 @@ def list_requests(
     Console().print(table)
 
 
-async def _show(reference: str) -> tuple[RequestView, Any]:
-    async with open_core(load_settings()) as core:
-        return await core.service.get(reference, with_events=True), core.timezone
+async def _show(reference: str) -> tuple[RequestView, Any, list[dict[str, Any]]]:
+    settings = load_settings()
+    async with open_core(settings) as core:
+        view = await core.service.get(reference, with_events=True)
+        letters = await core.service.letters_to_post(reference)
+        info = desk_info(settings)
+        posted = [
+            {
+                "at": letter.at.astimezone(core.timezone).isoformat(),
+                "template": letter.template,
+                "status": letter.status,
+                "handed_to_staff_at": letter.handed_at.astimezone(core.timezone).isoformat()
+                if letter.handed_at is not None
+                else None,
+                "text": letter.text(info),
+            }
+            for letter in letters
+        ]
+        return view, core.timezone, posted
 
 
 @requests_app.command("show")
@@ -89,14 +108,16 @@ def show_request(
     reference: Annotated[str, typer.Argument(help="DSR-YYYY-NNNNNN")],
     as_json: Annotated[bool, typer.Option("--json", help="JSON for other programs.")] = False,
 ) -> None:
-    """One request with its audit trail."""
+    """One request with its audit trail (and, for a letter by post, the letters to post)."""
     try:
-        view, tz = asyncio.run(_show(reference))
+        view, tz, letters = asyncio.run(_show(reference))
     except RequestNotFound:
         typer.echo(f"aina-dsr: no request {reference}", err=True)
         raise typer.Exit(1) from None
     data = view.as_dict(tz, with_events=True)
     if as_json:
+        if view.channel == Channel.POST.value:
+            data["letters_to_post"] = letters
         typer.echo(json.dumps(data, ensure_ascii=False, indent=2))
         return
     console = Console()
@@ -119,6 +140,16 @@ def show_request(
             e.to_status or "",
         )
     console.print(events)
+    show_letters(console, letters)
+
+
+def show_letters(console: Console, letters: list[dict[str, Any]]) -> None:
+    """The notices of a request by post, each with its text, to print and send."""
+    for number, letter in enumerate(letters, start=1):
+        handed = letter["handed_to_staff_at"]
+        where = f"in the staff group since {handed}" if handed else "waiting for the staff group"
+        console.rule(f"letter to post {number}: {letter['template']}, {letter['at']} ({where})")
+        console.print(letter["text"], markup=False, highlight=False)
 
 
 REGISTER_COLUMNS = (
@@ -184,3 +215,88 @@ def export_register(
     with output.open("w", encoding="utf-8", newline="") as out:
         write_register(views, tz, fmt, out)
     typer.echo(f"{len(views)} request(s) written to {output}", err=True)
+
+
+class FilingChannel(StrEnum):
+    POST = "post"
+
+
+def _received_on(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        typer.echo(f"aina-dsr: --received {value!r}: give the date as YYYY-MM-DD", err=True)
+        raise typer.Exit(2) from None
+
+
+def _fields(pairs: list[str]) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            typer.echo(f"aina-dsr: --field {pair!r}: give it as NAME=VALUE", err=True)
+            raise typer.Exit(2)
+        fields[name.strip()] = value.strip()
+    return fields
+
+
+async def _file(letter: PostLetter, by: str | None) -> tuple[RequestView, Any]:
+    async with open_core(load_settings()) as core:
+        return await core.service.file_by_post(letter, by), core.timezone
+
+
+@requests_app.command("file")
+def file_request(
+    channel: Annotated[FilingChannel, typer.Option("--channel", help="post: a paper letter.")],
+    kind: Annotated[str, typer.Option("--kind", help="The request's kind (access, rectify, ...).")],
+    received: Annotated[
+        str, typer.Option("--received", help="The date the letter arrived, YYYY-MM-DD.")
+    ],
+    name: Annotated[str, typer.Option("--name", help="The person's name, as signed.")],
+    address: Annotated[str, typer.Option("--address", help="The postal address to answer to.")],
+    language: Annotated[
+        str, typer.Option("--language", help="The letter's language: kk, ru or en.")
+    ],
+    text: Annotated[str | None, typer.Option("--text", help="What the letter asks.")] = None,
+    phone: Annotated[str | None, typer.Option("--phone", help="A phone, if given.")] = None,
+    email: Annotated[str | None, typer.Option("--email", help="An e-mail, if given.")] = None,
+    field: Annotated[
+        list[str] | None,
+        typer.Option("--field", help="Another field of the kind, NAME=VALUE (repeatable)."),
+    ] = None,
+    by: Annotated[str | None, typer.Option("--by", help="Who registers the letter.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON for other programs.")] = False,
+) -> None:
+    """Register a request received by post: its clock runs from the date of receipt.
+
+    The letter is registered as checked (verified by post); its card goes to the
+    staff group, and every answer to the person is a letter to post, handed to
+    the staff group with the postal address and listed by `requests show`.
+    """
+    del channel  # post is the one channel filed by hand
+    try:
+        letter_kind(kind)
+    except LetterRefused as exc:
+        typer.echo(f"aina-dsr: {exc}", err=True)
+        raise typer.Exit(2) from None
+    letter = PostLetter(
+        kind=kind,
+        received_on=_received_on(received),
+        full_name=name,
+        postal_address=address,
+        language=language,
+        text=text,
+        phone=phone,
+        email=email,
+        fields=_fields(field or []),
+    )
+    try:
+        view, tz = asyncio.run(_file(letter, by))
+    except LetterRefused as exc:
+        typer.echo(f"aina-dsr: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if as_json:
+        typer.echo(json.dumps(view.as_dict(tz), ensure_ascii=False, indent=2))
+        return
+    due = view.due_at.astimezone(tz).date().isoformat() if view.due_at else "—"
+    typer.echo(f"{view.reference}: {view.kind}, received {letter.received_on}, due {due}")

@@ -36,6 +36,7 @@ from bot.delivery import RateLimits, TelegramPort
 from bot.failures import update_failed
 from bot.language import LanguageMiddleware
 from bot.reachability import ReachableAgain
+from bot.staff.post import PostPort
 from bot.staff.renderer import OutboxRenderer
 from bot.storage import forget_unsealed_dialogs
 from bot.throttle import ChatThrottle
@@ -168,7 +169,9 @@ class TelegramChannel:
             limits=limits or RateLimits(),
             storage=storage,
         )
-        ports = {port.channel: port for port in (self.port, *extra_ports)}
+        # Letters to post go to the staff group through the same port (bot.staff.post).
+        every: tuple[OutboundPort, ...] = (self.port, PostPort(self.port), *extra_ports)
+        ports = {port.channel: port for port in every}
         # The process's owners of outbox claims, shared with its other dispatchers.
         self.outbox = OutboxDispatcher(sessions, vault, clock, ports, owners=claim_owners)
         self._storage = storage

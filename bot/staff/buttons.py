@@ -39,23 +39,6 @@ async def take(
     await done(query, texts, config, view)
 
 
-async def confirm_evidence(
-    query: CallbackQuery,
-    callback_data: StaffAction,
-    texts: Texts,
-    config: BotConfig,
-    service: RequestService,
-) -> None:
-    """Confirm documents: the kind's clock, which waited for them, starts."""
-    reference = callback_data.reference
-    try:
-        view = await service.confirm_evidence(reference, actor(query.from_user))
-    except DomainError as exc:
-        await refused(query, exc, texts, service, reference, "evidence")
-        return
-    await done(query, texts, config, view)
-
-
 async def complete(
     query: CallbackQuery,
     callback_data: StaffAction,
@@ -84,7 +67,6 @@ def router() -> Router:
     """The card buttons' router; its last handler takes any action the others did not."""
     buttons = Router(name=__name__)
     buttons.callback_query.register(take, StaffAction.filter(F.action == "take"))
-    buttons.callback_query.register(confirm_evidence, StaffAction.filter(F.action == "evidence"))
     buttons.callback_query.register(complete, StaffAction.filter(F.action == "complete"))
     buttons.callback_query.register(unknown_action, StaffAction.filter())
     return buttons

@@ -15,7 +15,7 @@ from workflows.deadlines.calendar import WorkingCalendar
 from workflows.i18n import format_date, kind_name, status_name
 from workflows.kinds import CLASSIFIED_KINDS, KindSpec, RequestKind
 from workflows.requests.classification import likely_kinds
-from workflows.requests.staff_view import Left, days_left, evidence_confirmable, kind_changeable
+from workflows.requests.staff_view import Left, days_left, kind_changeable
 from workflows.requests.states import TRANSITIONS, Action, Status
 from workflows.snapshots import RequestView
 
@@ -203,9 +203,7 @@ def needed_approvals(view: RequestView) -> int | None:
     return None
 
 
-def card_keyboard(
-    view: RequestView, texts: Texts, kinds: Mapping[RequestKind, KindSpec]
-) -> InlineKeyboardMarkup | None:
+def card_keyboard(view: RequestView, texts: Texts) -> InlineKeyboardMarkup | None:
     status = Status(view.status)
     unclassified = view.kind == RequestKind.UNCLASSIFIED.value
     row: list[InlineKeyboardButton] = []
@@ -221,14 +219,6 @@ def card_keyboard(
                 text=texts(msgid),
                 callback_data=StaffAction(action=action, reference=view.reference).pack(),
             )
-        )
-    if evidence_confirmable(view, kinds):
-        row.insert(
-            0,
-            InlineKeyboardButton(
-                text=texts("staff.confirm_evidence"),
-                callback_data=StaffAction(action="evidence", reference=view.reference).pack(),
-            ),
         )
     picks: list[InlineKeyboardButton] = []
     if kind_changeable(view):

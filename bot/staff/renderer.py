@@ -8,13 +8,14 @@ import html
 from bot.config import BotConfig
 from bot.delivery import Rendered
 from bot.staff.cards import PREVIEWED, card_keyboard, card_text, needed_approvals
+from bot.staff.post import post_letter
 from bot.texts import Texts
 from workflows.clock import Clock
 from workflows.errors import RequestNotFound
 from workflows.fulfilment.work import Fulfilment
 from workflows.i18n import render_notification
 from workflows.kinds import RequestKind
-from workflows.outbox.queue import Audience, OutgoingMessage
+from workflows.outbox.queue import Audience, Channel, OutgoingMessage
 from workflows.requests.service import RequestService
 
 
@@ -54,13 +55,16 @@ class OutboxRenderer:
             # The person is on the staff list: not theirs to approve (workflows.requests.approvals).
             filed_by_staff=self._config.is_staff(view.subject_telegram_user_id),
         )
-        return Rendered(
-            text, card_keyboard(view, texts, self._service.kinds), card_request_id=view.id
-        )
+        return Rendered(text, card_keyboard(view, texts), card_request_id=view.id)
 
     async def __call__(self, message: OutgoingMessage) -> Rendered:
         if message.template == "staff_card" and message.reference:
             return await self.card(message.reference)
+        if message.channel is Channel.POST and message.reference:
+            view = await self._service.get(message.reference)
+            texts = Texts(self._config.staff_language, self._config.info)
+            documents = await self._documents(message)
+            return post_letter(message, view, texts, self._config.info, documents)
         if message.audience is Audience.SUBJECT:
             language = message.language
         else:
@@ -73,9 +77,13 @@ class OutboxRenderer:
         if message.audience is Audience.STAFF_GROUP and message.reference:
             with contextlib.suppress(RequestNotFound):
                 thread = (await self._service.get(message.reference)).id
-        documents: tuple[tuple[str, bytes], ...] = ()
-        ids = message.params.get("documents")
-        if ids and message.reference:
-            files = await self._service.documents(message.reference, [int(i) for i in ids])
-            documents = tuple((item.filename, item.data) for item in files)
+        documents = await self._documents(message)
         return Rendered(note.text, thread_request_id=thread, documents=documents)
+
+    async def _documents(self, message: OutgoingMessage) -> tuple[tuple[str, bytes], ...]:
+        """The files that go with a message (an access report), as Telegram sends them."""
+        ids = message.params.get("documents")
+        if not ids or not message.reference:
+            return ()
+        files = await self._service.documents(message.reference, [int(i) for i in ids])
+        return tuple((item.filename, item.data) for item in files)

@@ -7,6 +7,7 @@ end in the group; the outbox tells the person, in their language.
 from __future__ import annotations
 
 import html
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
@@ -650,9 +651,11 @@ async def test_unexpected_input_gets_an_answer(desk: Desk) -> None:
     await desk.send(who, "x" * 2001, expect=words("en", "too_long", limit=2000))
 
 
-async def test_documents_for_a_correction_are_kept_as_evidence(
-    desk: Desk, service: RequestService
+async def test_documents_for_a_correction_are_kept_as_evidence_and_start_its_clock(
+    desk: Desk, service: RequestService, clock: FrozenClock
 ) -> None:
+    # Tuesday 15 December 2026, noon in Almaty: the next day is Independence Day.
+    clock.set(datetime(2026, 12, 15, 7, 0, tzinfo=UTC))
     who = person("ru")
     await start_kind(desk, who, RequestKind.RECTIFY, "ru")
     since = desk.mark()
@@ -684,26 +687,21 @@ async def test_documents_for_a_correction_are_kept_as_evidence(
         "certificate.pdf",
         b"%PDF-1.4 marriage certificate",
     )
-    # The clock of a correction starts when staff confirm the documents: the card says so.
+    # The documents came in the dialog: the clock runs from their arrival, one working
+    # day over the holiday, with nothing for staff to press; the card and the person say so.
     card = await the_card(desk, view.reference)
     assert "certificate.pdf" in text(card)
-    assert words("ru", "staff.confirm_evidence") in buttons(card)
-    since = desk.mark()
-    await desk.api.offer(
-        desk.api.callback_query(
-            DANA,
-            STAFF_CHAT,
-            message_id(card),
-            StaffAction(action="evidence", reference=view.reference).pack(),
+    assert format_date("ru", date(2026, 12, 17)) in text(card)
+    assert words("ru", "staff.left.working", n=1) in text(card)
+    pressed = StaffAction(action="evidence", reference=view.reference).pack()
+    assert pressed not in buttons(card).values()
+    assert service.calendar.local_date(view.due_at) == date(2026, 12, 17)  # type: ignore[arg-type]
+    async with desk.sessions() as session:
+        rows = await session.scalars(
+            select(OutboxItem).where(OutboxItem.template == "request_verified")
         )
-    )
-    await desk.expect(
-        STAFF_CHAT,
-        since,
-        lambda c: words("ru", "staff.left.working", n=1) in text(c),
-        methods=("editMessageText",),
-    )
-    assert (await service.get(view.reference)).due_at is not None
+        (verified,) = [desk.vault.decrypt_json(row.params_enc) for row in rows]
+    assert verified["due_date"] == "2026-12-17"
 
 
 async def test_staff_commands_in_the_group(

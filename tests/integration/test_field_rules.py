@@ -68,7 +68,6 @@ async def test_a_value_the_import_refuses_is_refused_in_a_correction_with_the_sa
     await service.verify_by_contact(
         view.reference, sender_user_id=ALICE, contact_user_id=ALICE, phone=PHONE
     )
-    await service.confirm_evidence(view.reference, DANA)
     with pytest.raises(FulfilmentError) as refused:
         await Fulfilment(service, directory, clock).approve(
             view.reference, DANA, corrections={column: value}

@@ -198,7 +198,6 @@ async def test_a_correction_changes_the_directory_and_tells_the_person_what(
     vault: Vault,
 ) -> None:
     reference = await filed(service, "rectify", correction="my surname is wrong")
-    await service.confirm_evidence(reference, DANA)
     with pytest.raises(FulfilmentError):
         await fulfilment.approve(reference, DANA)  # no values given
 

@@ -21,6 +21,7 @@ from workflows.kinds import CLASSIFIED_KINDS, DEFAULT_KINDS, RequestKind
 from workflows.persistence.tables import OutboxItem, Request, ScheduledNotice
 from workflows.privacy.vault import Vault
 from workflows.requests.intake import EmailOpening
+from workflows.requests.records import Evidence
 from workflows.requests.service import RequestService
 from workflows.snapshots import Actor
 
@@ -234,17 +235,18 @@ async def test_a_confirmation_kind_keeps_a_running_clock_and_without_one_waits(
     vault: Vault,
     clock: FrozenClock,
 ) -> None:
-    # A correction whose documents are not confirmed yet: no clock, and none after the change.
+    # A correction whose documents have not arrived: no clock, and none after the change.
     waiting = await open_verified(service, "rectify")
     changed = await service.change_kind(waiting, DANA, K.DESTROY_UNLAWFUL)
     assert (changed.clock_started_at, changed.due_at) == (None, None)
     ((_, _, params),) = await outbox_rows(sessions, vault, "kind_changed")
     assert params["due_date"] is None  # the notice says the deadline starts with the documents
 
-    # Documents confirmed on Thursday the 26th: the destruction's clock runs from then.
+    # Documents arrived on Thursday the 26th: the destruction's clock runs from then.
     confirmed = await open_verified(service, "rectify", user=ALICE + 1)
     clock.set(almaty(date(2026, 11, 26), 10))
-    await service.confirm_evidence(confirmed, DANA)
+    scan = Evidence("scan.pdf", "application/pdf", b"%PDF-1.4 scan")
+    await service.attach(confirmed, Actor.person_telegram(ALICE + 1), evidence=[scan])
     changed = await service.change_kind(confirmed, DANA, K.DESTROY_UNLAWFUL)
     assert changed.clock_started_at == clock.now()
     assert local_due(service, changed.due_at) == date(2026, 11, 27)

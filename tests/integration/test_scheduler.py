@@ -430,14 +430,14 @@ async def test_the_daily_pass_anchors_the_audit_log_in_the_digest_and_a_checkpoi
     assert report.intact, report
 
 
-async def test_the_digest_keeps_corrections_waiting_for_confirmed_documents_in_sight(
+async def test_the_digest_keeps_corrections_waiting_for_their_documents_in_sight(
     service: RequestService,
     reminders: Reminders,
     sessions: async_sessionmaker[AsyncSession],
     vault: Vault,
     clock: FrozenClock,
 ) -> None:
-    # A correction's clock starts only when staff confirm its documents: until then
+    # A correction's clock starts only when its documents arrive: until then
     # no reminder can be due, so the digest lists it every working day.
     clock.set(almaty(date(2026, 11, 23), 10))
     rectify = await open_verified(service, "rectify")

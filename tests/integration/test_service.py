@@ -358,24 +358,6 @@ async def test_unknown_reference(service: RequestService) -> None:
         await service.get("DSR-2026-999999")
 
 
-async def test_rectify_clock_starts_when_the_documents_are_in(
-    service: RequestService, clock: FrozenClock
-) -> None:
-    reference = await open_telegram(service, kind="rectify", fields={"correction": "surname"})
-    await service.verify_by_contact(
-        reference, sender_user_id=ALICE, contact_user_id=ALICE, phone=PHONE
-    )
-    assert (await service.get(reference)).due_at is None
-
-    clock.set(datetime(2026, 12, 15, 7, 0, tzinfo=UTC))  # Tuesday, 12:00 in Almaty
-    view = await service.confirm_evidence(reference, STAFF)
-
-    # One working day, skipping Independence Day on the 16th.
-    assert service.calendar.local_date(view.due_at) == date(2026, 12, 17)  # type: ignore[arg-type]
-    with pytest.raises(IllegalTransition):
-        await service.confirm_evidence(reference, STAFF)
-
-
 async def test_unverified_requests_expire_with_a_notice(
     service: RequestService,
     sessions,

@@ -42,6 +42,7 @@ PERSON_TEMPLATES: dict[str, dict[str, Any]] = {
     "request_received_code": {"code": "123456"},
     "verification_code": {"code": "123456"},
     "request_verified": {},
+    "post_registered": {},
     "request_taken": {},
     "clock_started": {},
     "kind_changed": {},

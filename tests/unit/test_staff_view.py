@@ -15,7 +15,6 @@ from workflows.requests.staff_view import (
     approvable,
     completable,
     days_left,
-    evidence_confirmable,
     kind_changeable,
     queue_figures,
     waiting_for_approvals,
@@ -85,9 +84,6 @@ def test_what_staff_may_still_do_follows_the_state() -> None:
     assert kind_changeable(request(status="in_review"))
     assert not kind_changeable(request(status="approved"))
     assert not kind_changeable(request(status="completed"))
-    assert evidence_confirmable(request("rectify", status="verified"), DEFAULT_KINDS)
-    assert not evidence_confirmable(request("rectify", clock_started_at=NOW), DEFAULT_KINDS)
-    assert not evidence_confirmable(request("complaint", status="verified"), DEFAULT_KINDS)
     assert waiting_for_approvals(request("delete_account", approvals=("Alice",)))
     assert not waiting_for_approvals(request("delete_account", status="approved", approvals=("A",)))
 

@@ -29,6 +29,9 @@ from workflows.privacy.vault import Vault
 class Channel(StrEnum):
     TELEGRAM = "telegram"
     EMAIL = "email"
+    # A letter received by post is answered by post: its notices go to the staff group
+    # as letters to print and send (bot.staff.post), never by Telegram or e-mail.
+    POST = "post"
 
 
 class Audience(StrEnum):
@@ -174,11 +177,17 @@ def subject_route(
     """Where a person hears about their request: the channel they used, or e-mail
     when Telegram refused us last time; ``None`` when there is no way to reach them.
 
+    A request by post is answered by post, whatever else the person wrote on the
+    letter: the route has no address of its own (the postal address is the
+    request's, read when the letter is printed).
+
     Without an e-mail address, Telegram is tried even so: being unreachable is a
     fact of the moment (the person may have unblocked the bot), and a refusal
     again is reported to staff, where a message not sent at all would be lost.
     """
     channel = Channel(request_channel)
+    if channel is Channel.POST:
+        return channel, ""
     telegram = subject.telegram_user_id is not None and channel is Channel.TELEGRAM
     if telegram and not subject.telegram_unreachable:
         return channel, str(subject.telegram_user_id)

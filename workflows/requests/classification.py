@@ -74,13 +74,20 @@ def opening_clock(
     received_at: datetime,
     kinds: Mapping[RequestKind, KindSpec],
     calendar: WorkingCalendar,
+    *,
+    documents: bool = False,
 ) -> tuple[datetime | None, datetime | None]:
-    """Where a new request's clock stands: (started at, due at), both ``None`` while a
-    kind whose clock starts on confirmation waits for it."""
+    """Where a new request's clock stands: (started at, due at).
+
+    A kind whose clock starts on confirmation starts it with the request when
+    the request brings its documents (``documents``: files sent in the dialog,
+    attachments of the letter, a letter by post with what it encloses); without
+    them both are ``None`` until the documents arrive
+    (:meth:`~workflows.requests.documents.DocumentClock._documents_arrived`)."""
     if kind is RequestKind.UNCLASSIFIED:
         return received_at, shortest_clock(candidates, received_at, kinds, calendar).due_at
     spec = kinds[kind]
-    if spec.starts is ClockStart.RECEIVED:
+    if spec.starts is ClockStart.RECEIVED or documents:
         return received_at, spec.due_at(received_at, calendar)
     return None, None
 
@@ -96,9 +103,9 @@ def clock_for_kind(
     A kind whose clock starts on receipt counts from the receipt. A kind whose
     clock starts on confirmation keeps the start of a clock that already runs
     (the receipt, for a request that was unclassified or of a receipt kind; the
-    confirmation, for one of another confirmation kind), so a deadline the
+    documents' arrival, for one of another confirmation kind), so a deadline the
     person has been given never disappears; with no clock running it waits for
-    staff to confirm the documents, as a new request of that kind would.
+    the documents to arrive, as a new request of that kind would.
     """
     if spec.starts is ClockStart.RECEIVED:
         return received_at, spec.due_at(received_at, calendar)

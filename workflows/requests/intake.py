@@ -1,4 +1,4 @@
-"""Filing requests, by Telegram or by e-mail, one or a batch, along one path; and adding to them.
+"""Filing requests, by Telegram, e-mail or post, one or a batch, along one path; and adding to them.
 
 Opening one request is a batch of one: :meth:`Intake.open_request` and
 :meth:`Intake.open_by_email` both file through :meth:`Intake._file` (the
@@ -27,6 +27,7 @@ from workflows.outbox.queue import Channel, NewMessage, enqueue_many
 from workflows.persistence.tables import AuditEvent, DataSubject, Message, Request, Verification
 from workflows.privacy.masking import mask_email
 from workflows.requests.classification import likely_kinds, opening_clock
+from workflows.requests.documents import DocumentClock
 from workflows.requests.limits import ensure_can_open
 from workflows.requests.records import Evidence
 from workflows.requests.references import next_references
@@ -80,6 +81,7 @@ class _Filing:
     external_id: str | None
     evidence: Sequence[Evidence]
     code: bool  # the acknowledgement to ``email`` carries a confirmation code
+    received: datetime | None = None  # when it came, if not now (a letter by post)
 
     def opened(self) -> dict[str, Any]:
         """The ``opened`` audit event's details (an unclassified request's likely kinds too)."""
@@ -90,10 +92,13 @@ class _Filing:
         }
         if self.likely:
             details["candidates"] = [candidate.value for candidate in self.likely]
+        if self.received is not None:
+            details["received_at"] = self.received.isoformat()
         return details
 
 
-def _language(value: str | None) -> str:
+def language_or_default(value: str | None) -> str:
+    """One of the desk's languages: ``value``, or English for none or another."""
     return value if value in LANGUAGES else "en"
 
 
@@ -110,7 +115,7 @@ def _letter(letter: EmailOpening) -> _Filing:
         kind=kind,
         likely=likely_kinds(kind, letter.candidates),
         channel=Channel.EMAIL,
-        language=_language(letter.language),
+        language=language_or_default(letter.language),
         fields=letter.fields,
         email=normalize_email(letter.email),
         body=letter.body,
@@ -120,7 +125,7 @@ def _letter(letter: EmailOpening) -> _Filing:
     )
 
 
-class Intake(IdentityChecks):
+class Intake(IdentityChecks, DocumentClock):
     """The request service's use cases of filing a request and adding to it (a mixin).
 
     It builds on :class:`~workflows.requests.verification.IdentityChecks`: a
@@ -235,7 +240,10 @@ class Intake(IdentityChecks):
         """Add a person's message, files or missing fields to an open request.
 
         When the request is waiting for the person's information, this is that
-        information: the request goes back to staff and they are told.
+        information: the request goes back to staff and they are told. Files
+        are documents: for a kind whose clock waits for them, their arrival
+        starts it, or starts it again when staff had asked for more
+        (:mod:`workflows.requests.documents`).
 
         With ``words`` (a reply by e-mail: the person's own words, without the
         quote) the message is kept whatever the request's status, a closed one
@@ -248,6 +256,7 @@ class Intake(IdentityChecks):
             subject = await session.get_one(DataSubject, request.subject_id)
             self._check_owner(actor, subject)
             closed = Status(request.status) in CLOSED
+            asked = Status(request.status) is Status.AWAITING_INFO
             if closed and words is None:
                 raise IllegalTransition(request.status, "attach")
             message = await self._inbound(session, request, actor.channel, body, external_id)
@@ -280,6 +289,9 @@ class Intake(IdentityChecks):
                     "sender": mask_email(actor.email),
                 }
                 await self._to_staff(session, request, event, "staff_mail_reply", said)
+            await self._documents_arrived(
+                session, request, subject, actor, len(evidence), asked=asked
+            )
             request.updated_at = self._clock.now()
             return await self._view(session, request)
 
@@ -336,8 +348,20 @@ class Intake(IdentityChecks):
     def _request_row(
         self, filing: _Filing, subject: DataSubject, reference: str, now: datetime
     ) -> dict[str, Any]:
-        """A new request's row: unverified, its clock running where it starts on receipt."""
-        started, due = opening_clock(filing.kind, filing.likely, now, self._kinds, self._calendar)
+        """A new request's row: unverified, its clock running where it starts on receipt.
+
+        A letter by post runs from its date of receipt, whatever its kind: what
+        the letter encloses came with it.
+        """
+        received = filing.received or now
+        started, due = opening_clock(
+            filing.kind,
+            filing.likely,
+            received,
+            self._kinds,
+            self._calendar,
+            documents=bool(filing.evidence) or filing.channel is Channel.POST,
+        )
         return {
             "reference": reference,
             "kind": filing.kind.value,
@@ -345,7 +369,7 @@ class Intake(IdentityChecks):
             "channel": filing.channel.value,
             "language": filing.language,
             "subject_id": subject.id,
-            "received_at": now,
+            "received_at": received,
             "clock_started_at": started,
             "due_at": due,
             "fields_enc": self._vault.encrypt_json(dict(filing.fields)),
@@ -444,7 +468,7 @@ def _one(
         kind=kind,
         likely=likely,
         channel=channel,
-        language=_language(language),
+        language=language_or_default(language),
         fields=dict(fields or {}),
         email=normalised_email,
         body=body,

@@ -4,7 +4,8 @@ Each public method is one unit of work: it opens a transaction, checks the
 state machine, changes the request, writes the audit event and the outbox
 messages the change causes, and commits them together. Where each lives:
 reading in :mod:`~workflows.requests.queries`, filing and adding to a request in
-:mod:`~workflows.requests.intake`, proving who asks in
+:mod:`~workflows.requests.intake` (a letter by post in
+:mod:`~workflows.requests.post`), proving who asks in
 :mod:`~workflows.requests.verification`, staff's moves in
 :mod:`~workflows.requests.staff_actions` and :mod:`~workflows.requests.approvals`,
 and the steps they share in :mod:`~workflows.requests.records`.
@@ -23,8 +24,8 @@ from workflows.kinds import DEFAULT_KINDS, KindSpec, RequestKind, four_eyes_kind
 from workflows.privacy.vault import Vault
 from workflows.requests.approvals import Approvals
 from workflows.requests.fulfilment_failures import FulfilmentFailures
-from workflows.requests.intake import Intake
 from workflows.requests.limits import Limits
+from workflows.requests.post import PostIntake
 from workflows.requests.queries import Queries
 from workflows.requests.reachability import Reachability
 from workflows.requests.staff_actions import KindChanges, StaffActions
@@ -33,7 +34,7 @@ from workflows.requests.verification import IdentityChecks
 
 class RequestService(
     Queries,
-    Intake,
+    PostIntake,
     IdentityChecks,
     StaffActions,
     Approvals,

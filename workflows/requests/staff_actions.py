@@ -1,9 +1,11 @@
 """What staff do on a request's card, from taking it to completing it, and the other ways it closes.
 
-Staff take a request, start its clock when the confirming documents are in,
-reject it or ask for more, complete it once approved (approving is
-:mod:`workflows.requests.approvals`), and set its kind. The person may cancel
-their own request; the scheduler expires one never verified.
+Staff take a request, reject it or ask for more (which is also how they say
+that the documents are not enough: the clock of a correction then runs from the
+new documents' arrival, :mod:`workflows.requests.documents`), complete it once
+approved (approving is :mod:`workflows.requests.approvals`), and set its kind.
+The person may cancel their own request; the scheduler expires one never
+verified.
 
 A change of kind counts the new kind's clock again from the receipt (see
 :func:`~workflows.requests.classification.clock_for_kind` for kinds whose clock
@@ -24,7 +26,7 @@ from datetime import datetime
 from typing import Any
 
 from workflows.errors import IllegalTransition, KindUndecided, NotAllowed
-from workflows.kinds import ClockStart, RequestKind
+from workflows.kinds import RequestKind
 from workflows.persistence.tables import DataSubject, Message, Request
 from workflows.requests.classification import clock_for_kind
 from workflows.requests.records import KIND_CHANGED, Evidence, Records
@@ -57,42 +59,6 @@ class StaffActions(Records):
                 await self._to_subject(session, request, subject, event, "request_taken")
             return await self._view(session, request)
 
-    async def confirm_evidence(self, reference: str, staff: Actor) -> RequestView:
-        """Staff record that the confirming documents are in: the clock starts now.
-
-        Only for kinds whose clock starts on confirmation (``rectify``,
-        ``destroy_unlawful``); a clock that runs already is left alone.
-        """
-        async with self._unit() as session:
-            request = await self._load(session, reference)
-            self._check_staff(staff)
-            spec = self._kinds.get(RequestKind(request.kind))
-            if (
-                spec is None  # unclassified: its clock runs from receipt
-                or spec.starts is not ClockStart.CONFIRMATION
-                or request.clock_started_at is not None
-            ):
-                raise IllegalTransition(request.status, "start the clock of")
-            if Status(request.status) in CLOSED:
-                raise IllegalTransition(request.status, "start the clock of")
-            now = self._clock.now()
-            request.clock_started_at = now
-            request.due_at = spec.due_at(now, self._calendar)
-            request.updated_at = now
-            event = await self._audit(
-                session,
-                request,
-                staff,
-                "clock_started",
-                request.status,
-                None,
-                {"due_at": request.due_at.isoformat()},
-            )
-            await self._to_staff(session, request, event, "staff_card")
-            subject = await session.get_one(DataSubject, request.subject_id)
-            await self._to_subject(session, request, subject, event, "clock_started")
-            return await self._view(session, request)
-
     async def reject(self, reference: str, staff: Actor, reason: str) -> RequestView:
         """Staff refuse the request with a reason the person receives."""
         if not reason.strip():
@@ -109,7 +75,11 @@ class StaffActions(Records):
             return await self._view(session, request)
 
     async def ask_info(self, reference: str, staff: Actor, question: str) -> RequestView:
-        """Staff ask the person for more information; the clock keeps running."""
+        """Staff ask the person for more information; the clock keeps running.
+
+        For a kind whose clock waits for documents, files sent in answer start
+        it again from their arrival (:mod:`workflows.requests.documents`).
+        """
         if not question.strip():
             raise ValueError("a question needs words")
         async with self._unit() as session:

@@ -16,7 +16,7 @@ from typing import Protocol
 
 from workflows.deadlines.calendar import WorkingCalendar
 from workflows.errors import KindUndecided
-from workflows.kinds import ClockStart, DayUnit, KindSpec, RequestKind
+from workflows.kinds import DayUnit, KindSpec, RequestKind
 from workflows.requests.classification import running_clock
 from workflows.requests.states import CLOSED, Action, Status, next_status
 from workflows.snapshots import Actor, RequestView
@@ -105,17 +105,6 @@ def kind_changeable(view: RequestView) -> bool:
     """Staff may still set the kind: open, and its work (which follows the kind) not begun."""
     status = Status(view.status)
     return status not in CLOSED and status is not Status.APPROVED
-
-
-def evidence_confirmable(view: RequestView, kinds: Mapping[RequestKind, KindSpec]) -> bool:
-    """The kind's clock starts when staff confirm the documents, and they have not yet."""
-    spec = kinds.get(RequestKind(view.kind))
-    return (
-        spec is not None
-        and spec.starts is ClockStart.CONFIRMATION
-        and view.clock_started_at is None
-        and Status(view.status) in (Status.VERIFIED, Status.IN_REVIEW)
-    )
 
 
 def waiting_for_approvals(view: RequestView) -> bool:

@@ -39,6 +39,8 @@ class VerificationMethod:
     TELEGRAM_CONTACT = "telegram_contact"
     EMAIL_CODE = "email_code"
     SMS_CODE = "sms_code"
+    # A paper letter: the operator who registers it has checked it (``requests file``).
+    POST = "post"
 
 
 @dataclass(frozen=True)
@@ -252,7 +254,13 @@ class IdentityChecks(Records):
         await self._verified(session, request, subject, VerificationMethod.TELEGRAM_CONTACT)
 
     async def _verified(
-        self, session: AsyncSession, request: Request, subject: DataSubject, method: str
+        self,
+        session: AsyncSession,
+        request: Request,
+        subject: DataSubject,
+        method: str,
+        notice: str = "request_verified",
+        by: Actor | None = None,
     ) -> None:
         now = self._clock.now()
         request.verified_at = now
@@ -262,10 +270,10 @@ class IdentityChecks(Records):
             session,
             request,
             Action.VERIFY,
-            Actor(ActorKind.PERSON, request.channel),
+            by or Actor(ActorKind.PERSON, request.channel),
             {"method": method, "customer_matched": request.customer_id is not None},
         )
-        await self._to_subject(session, request, subject, event, "request_verified")
+        await self._to_subject(session, request, subject, event, notice)
         await self._to_staff(session, request, event, "staff_card")
 
     async def _new_code(
