@@ -200,6 +200,12 @@ async def test_access_the_person_gets_the_summary_then_the_pdf_and_the_json(
     for value in (FULL_NAME, IIN, EMAIL):
         assert value in flat
         assert value in content
+    # The desk's own data about the person, beside the customer list's (issue 16 item 5).
+    assert str(ALICE_ID) in content
+    assert "+77011234567" in content
+    assert reference in [r["reference"] for r in report["desk"]["requests"]]
+    assert report["desk"]["telegram_user_id"] == str(ALICE_ID)
+    assert report["categories"]["telegram"] is True
     assert (await service.get(reference)).status == "completed"
 
 
