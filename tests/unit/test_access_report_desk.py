@@ -265,3 +265,11 @@ def test_the_report_names_the_desks_own_address_and_authority(language: str) -> 
     assert "aina.app@mercury.kz" not in built.as_json().decode()
     assert "The Test Authority" in text
     assert "1 Test Street, Astana" in text
+
+
+def test_without_an_account_the_contacts_are_kept_as_the_desk_keeps_them() -> None:
+    built = build_access_report(None, reference=REFERENCE, language="en", now=NOW, desk=holdings())
+
+    retention = json.loads(built.as_json())["retention_by_category"]
+    assert "1095 days after your last request" in retention["phone"]
+    assert "account" not in retention["phone"]

@@ -219,7 +219,7 @@ def build_access_report(
         processing_text, sources_lead = "access.processing.none", None
     sections += desk_sections(words, desk, tz)
     held = held_categories(customer, desk, facts)
-    retention = retention_by_category(words, facts)
+    retention = retention_by_category(words, facts, customer_found=customer is not None)
 
     head = ReportSection(
         words.title(PROCESSING),

@@ -75,7 +75,7 @@ POLICY_RETENTION_GROUP: Mapping[str, str] = {
     **{key: "account" for key in ("full_name", "iin", "gender", "birth_date", "phone", "email")},
     "account": "account",
     "purchases": "purchases",
-    "telegram": "desk",
+    "telegram": "telegram",
     "requests": "desk",
     **{key: "purposes" for key in OPERATOR_CATEGORIES},
 }

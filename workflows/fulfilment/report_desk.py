@@ -143,16 +143,23 @@ def categories_section(words: Words, held: Mapping[str, bool]) -> ReportSection:
     )
 
 
-def retention_by_category(words: Words, facts: ProcessingFacts) -> dict[str, str]:
-    """How long each category is kept: the operator's words, else the policy's (section 2)."""
+def retention_by_category(
+    words: Words, facts: ProcessingFacts, *, customer_found: bool
+) -> dict[str, str]:
+    """How long each category is kept: the operator's words, else the policy's (section 2).
+
+    Without a customer account, the contacts are the desk's alone and kept as it keeps them.
+    """
     result = {}
     for key in CATEGORIES:
         operator = facts.retention.get(key)
         if operator is not None:
             result[key] = operator[words.language]
-        else:
-            group = POLICY_RETENTION_GROUP[key]
-            result[key] = words.text(f"access.retention.{group}", days=facts.desk_retention_days)
+            continue
+        group = POLICY_RETENTION_GROUP[key]
+        if group == "account" and not customer_found:
+            group = "desk_contacts"
+        result[key] = words.text(f"access.retention.{group}", days=facts.desk_retention_days)
     return result
 
 
