@@ -348,12 +348,13 @@ async def check_all(settings: Settings) -> list[Probe]:
         ),
         _check_leaders(settings),
     )
-    calendar = settings.calendar_file
+    calendar, processing = settings.calendar_file, settings.processing_file
     return [
         Probe("settings", True, "read"),
         remote[0],
         remote[1],
         Probe("calendar", True, str(calendar) if calendar else "holidays package only"),
+        Probe("processing", True, str(processing) if processing else "the policy's words only"),
         *remote[2:],
         *leaders,
     ]

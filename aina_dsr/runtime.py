@@ -7,6 +7,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -22,6 +23,7 @@ from mail.channel import build_mail_channel
 from mail.settings import MailSettings
 from workflows.deadlines.scheduler import scheduler_component
 from workflows.directory.sql_directory import SqlDirectory
+from workflows.fulfilment.processing import ProcessingFacts
 from workflows.fulfilment.work import Fulfilment
 from workflows.i18n import DeskInfo
 from workflows.outbox.owners import ClaimOwners, claim_owners
@@ -86,6 +88,12 @@ def desk_info(settings: Settings) -> DeskInfo:
         authority=settings.authority_names(),
         authority_address=settings.authority_addresses(),
     )
+
+
+def processing_facts(settings: Settings) -> ProcessingFacts:
+    """The recipients, transfers and retention the access report names, as the settings say."""
+    facts = ProcessingFacts.from_file(settings.processing_file)  # checked with the settings
+    return replace(facts, desk_retention_days=settings.retention_days)
 
 
 def metrics_server(settings: Settings, core: Core, health: PartHealth) -> Component:
@@ -217,6 +225,8 @@ def telegram_channel(
             SqlDirectory(core.sessions, core.vault, core.clock),
             core.clock,
             timezone=settings.timezone,
+            info=config.info,
+            processing=processing_facts(settings),
         ),
         sessions=core.sessions,
         vault=core.vault,

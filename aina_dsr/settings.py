@@ -34,6 +34,7 @@ from workflows.deadlines.milestones import (
     MilestoneError,
     parse_staff_milestones,
 )
+from workflows.fulfilment.processing import ProcessingFacts, ProcessingFileError
 from workflows.i18n import DEFAULT_MAIL_ADDRESS, DEFAULT_POLICY_URL, LANGUAGES
 from workflows.kinds import CLASSIFIED_KINDS, DEFAULT_KINDS
 from workflows.kinds import four_eyes_kinds as four_eyes_in_table
@@ -167,6 +168,9 @@ class Settings(BaseSettings):
     # Fulfilment
     four_eyes_kinds: Annotated[frozenset[str], NoDecode] = four_eyes_in_table(DEFAULT_KINDS)
     approvals_needed: int = Field(default=2, ge=1, le=5)
+    # Recipients, processors, their countries and retention per category, which the access
+    # report names (TOML, workflows.fulfilment.processing); without it, the policy's words.
+    processing_file: Path | None = None
 
     # Retention: days a closed request keeps more than its evidence (workflows.privacy.retention).
     retention_days: int = Field(default=DEFAULT_RETENTION_DAYS, ge=30, le=36500)
@@ -315,6 +319,17 @@ class Settings(BaseSettings):
                 WorkingCalendar.from_file(value)
             except CalendarFileError as exc:
                 raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("processing_file")
+    @classmethod
+    def _processing_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"file {str(value)!r} does not exist")
+        try:
+            ProcessingFacts.from_file(value)
+        except ProcessingFileError as exc:
+            raise ValueError(str(exc)) from None
         return value
 
     @field_validator("audit_checkpoint_file")

@@ -155,7 +155,9 @@ class TelegramChannel:
         self.config = config
         self.service = service
         # The desk's own SQL directory unless a company plugs in its CRM.
-        fulfilment = fulfilment or Fulfilment(service, SqlDirectory(sessions, vault, clock), clock)
+        fulfilment = fulfilment or Fulfilment(
+            service, SqlDirectory(sessions, vault, clock), clock, info=config.info
+        )
         self.dispatcher = build_dispatcher(
             config, service, clock, storage, events_isolation, fulfilment
         )

@@ -205,9 +205,8 @@ class SmtpSender:
     async def compose(self, message: OutgoingMessage) -> tuple[EmailMessage, str]:
         """The letter for ``message`` and its plain text."""
         language = pick_language(message.language)
-        rendered = render_notification(
-            message.template, language, message.params, context=self._info.context(language)
-        )
+        context = self._info.context(language)  # the desk's details, as the bot names them
+        rendered = render_notification(message.template, language, message.params, context=context)
         thread: MailThread | None = None
         if message.reference:
             # Taken once: a second letter of the batch about the same request reads the
@@ -221,7 +220,7 @@ class SmtpSender:
         paragraphs = [rendered.text]
         if message.template in _ACKNOWLEDGEMENTS and message.reference and thread is not None:
             paragraphs.extend(self._acknowledgement(thread, message.reference, language))
-        paragraphs.append(catalogue().text(language, "mail.signature"))
+        paragraphs.append(catalogue().text(language, "mail.signature", **context))
         text = "\n\n".join(p.strip() for p in paragraphs if p.strip())
         subject = rendered.subject
         if message.reference and message.reference not in subject:

@@ -48,10 +48,12 @@ COMPANY = {
     "ru": "ТОО «Mercury Properties»",
     "en": "Mercury Properties LLP",
 }
+# The policy's own words (section 7): the one source of the address the texts name.
 POSTAL_ADDRESS = {
-    "kk": "Алматы қ., Бостандық ауданы, Байзақов к-сі, 280 ғимарат, 050400",
-    "ru": "г. Алматы, Бостандыкский район, ул. Байзакова, здание 280, 050400",
-    "en": "280 Baizakov St, Bostandyk District, Almaty 050400, Kazakhstan",
+    "kk": "Қазақстан Республикасы, Алматы қаласы, Бостандық ауданы, Байзақов көшесі, 280 ғимарат, "
+    "пошта индексі 050400",
+    "ru": "Республика Казахстан, 050400, г. Алматы, Бостандыкский район, ул. Байзакова, здание 280",
+    "en": "280 Baizakov Street, Bostandyk District, Almaty 050400, Republic of Kazakhstan",
 }
 
 

@@ -200,7 +200,44 @@ async def test_access_the_person_gets_the_summary_then_the_pdf_and_the_json(
     for value in (FULL_NAME, IIN, EMAIL):
         assert value in flat
         assert value in content
+    # The desk's own data about the person, beside the customer list's (issue 16 item 5).
+    assert str(ALICE_ID) in content
+    assert "+77011234567" in content
+    assert reference in [r["reference"] for r in report["desk"]["requests"]]
+    assert report["desk"]["telegram_user_id"] == str(ALICE_ID)
+    assert report["categories"]["telegram"] is True
     assert (await service.get(reference)).status == "completed"
+
+
+async def test_access_after_an_earlier_request_lists_it_with_its_outcome(
+    desk: Desk, service: RequestService
+) -> None:
+    # Issue 16 item 5: the report tells the desk's own data, earlier requests included.
+    earlier = await file_request(desk, service, RequestKind.UNSUBSCRIBE, "kk")
+    since = desk.mark()
+    await press(desk, DANA, await card_of(desk, earlier), "approve", earlier)
+    await told(desk, since, notice("unsubscribed", "kk", earlier, "unsubscribe"))
+    who = Person(ALICE_ID, first_name="Aigerim", language_code="kk")
+    await start_kind(desk, who, RequestKind.ACCESS, "kk")
+    await answer_questions(desk, who, RequestKind.ACCESS, "kk")
+    await share_own_contact_and_confirm(desk, who, "kk")
+    (view,) = await service.list_requests(telegram_user_id=ALICE_ID, open_only=True)
+    reference = view.reference
+
+    since = desk.mark()
+    await press(desk, DANA, await card_of(desk, reference), "approve", reference)
+    sent = await desk.api.wait_until(
+        lambda calls: next(iter([c for c in calls[since:] if c.method == "sendDocument"][1:]), None)
+    )
+    assert sent is not None
+    (pdf,) = tuple(
+        next(c for c in desk.api.calls()[since:] if c.method == "sendDocument").files.values()
+    )
+    content = pdf_text(pdf)
+    assert earlier in content
+    assert words("kk", "kind.unsubscribe") in content
+    assert status_name("kk", "completed") in content
+    assert str(ALICE_ID) in content and "+77011234567" in content
 
 
 async def test_delete_account_needs_two_staff_and_keeps_the_purchases(

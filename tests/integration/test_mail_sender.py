@@ -288,3 +288,45 @@ async def test_a_letter_names_the_desks_address_from_the_settings_not_a_default(
     _, text = await sender.compose(expired)
 
     assert "by e-mail to privacy@example.kz" in text
+    assert "aina.app@mercury.kz" not in text  # the signature too
+
+
+async def test_the_signature_names_the_desks_contacts_from_deskinfo(
+    service: RequestService, clock: FrozenClock
+) -> None:
+    # One source of the desk's details for both channels: the signature reads DeskInfo.
+    info = DeskInfo(
+        mail_address="privacy@example.kz",
+        company={"en": "Example Shop LLP"},
+        postal_address={"en": "1 Test Street, Almaty"},
+    )
+    sender = SmtpSender(
+        host="127.0.0.1",
+        port=25,
+        security="none",
+        from_address="privacy@example.kz",
+        service=service,
+        clock=clock,
+        info=info,
+    )
+    expired = OutgoingMessage(
+        id=2,
+        idempotency_key="expired-2",
+        reference=None,
+        channel=Channel.EMAIL,
+        audience=Audience.SUBJECT,
+        address=PERSON,
+        template="request_expired",
+        language="en",
+        params={"kind": "access"},
+        attempt=0,
+    )
+
+    _, text = await sender.compose(expired)
+
+    signature = text.rsplit("\n\n", 1)[1]
+    assert "privacy@example.kz" in signature
+    assert "Example Shop LLP" in signature
+    assert "1 Test Street, Almaty" in signature
+    assert "aina.app@mercury.kz" not in text
+    assert "Mercury Properties" not in signature

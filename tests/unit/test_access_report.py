@@ -20,7 +20,7 @@ from workflows.fulfilment.access_report import (
     build_access_report,
     mask_birth_date,
 )
-from workflows.i18n import LANGUAGES, catalogue
+from workflows.i18n import LANGUAGES, DeskInfo, catalogue
 from workflows.identity import iin_check_digit
 from workflows.privacy.masking import mask_email, mask_iin, mask_phone
 
@@ -198,7 +198,7 @@ def test_a_birth_date_keeps_only_its_century_and_day() -> None:
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
-def test_without_an_account_the_report_says_so_and_holds_the_requests_contacts(
+def test_without_an_account_the_report_says_so_and_holds_the_desks_contacts(
     language: str,
 ) -> None:
     built = build_access_report(
@@ -213,8 +213,8 @@ def test_without_an_account_the_report_says_so_and_holds_the_requests_contacts(
     assert built.customer_found is False
     not_found = catalogue().text(
         language,
-        "access.processing.request_only",
-        company=catalogue().text(language, "context.company"),
+        "access.processing.desk_only",
+        company=DeskInfo().context(language)["company"],
     )
     assert not_found in built.summary()
     assert PHONE not in built.summary()
@@ -222,7 +222,9 @@ def test_without_an_account_the_report_says_so_and_holds_the_requests_contacts(
     assert catalogue().text(language, "access.preview.not_found") in built.preview()
     document = json.loads(built.as_json())
     assert document["customer_found"] is False
-    assert document["data"] == {"request": {"phone": PHONE, "email": EMAIL}}
+    assert document["data"] == {}
+    assert document["desk"]["phones"] == [PHONE]
+    assert document["desk"]["emails"] == [EMAIL]
     assert document["purchases"] == []
     assert document["storage_location"]
     text = pdf_text(built.as_pdf())
@@ -277,7 +279,7 @@ def unbroken(length: int) -> str:
 
 def flattened(document: bytes, language: str) -> str:
     """The PDF's text without page footers and line breaks: a wrapped value reads whole."""
-    footer = catalogue().text(language, "access.pdf.footer")
+    footer = catalogue().text(language, "access.pdf.footer", **DeskInfo().context(language))
     reader = PdfReader(io.BytesIO(document))
     lines = [
         line

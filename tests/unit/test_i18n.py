@@ -21,6 +21,7 @@ from workflows.i18n import (
     LOCALES,
     Catalogue,
     CatalogueError,
+    DeskInfo,
     MissingMessage,
     MissingParameter,
     catalogue,
@@ -220,17 +221,30 @@ def test_every_kind_and_status_has_words() -> None:
         for status in Status:
             assert status_name(language, status.value)
         for msgid in ("channel.telegram", "channel.email", "mail.signature"):
-            assert catalogue().text(language, msgid)
+            assert catalogue().text(language, msgid, **DeskInfo().context(language))
         for how in ("telegram_contact", "email_code", "none"):
             assert catalogue().text(language, f"verified_by.{how}")
 
 
-def test_the_signature_carries_the_policys_contacts() -> None:
+def test_the_signature_carries_the_policys_contacts_by_default() -> None:
     for language in LANGUAGES:
-        signature = catalogue().text(language, "mail.signature")
+        signature = catalogue().text(language, "mail.signature", **DeskInfo().context(language))
         assert "aina.app@mercury.kz" in signature
         assert "Mercury Properties" in signature
         assert "050400" in signature
+
+
+def test_no_text_writes_the_desks_address_or_company_itself() -> None:
+    # One source of the desk's contact details (DeskInfo, from the settings): a text that
+    # wrote them out would name aina.app@mercury.kz even when DSR_MAIL_FROM differs.
+    for language in LANGUAGES:
+        for path in (LOCALES / language / "LC_MESSAGES").glob("*.po"):
+            for message in read_po(path.open("rb"), locale=language):
+                if not message.id or message.id == "context.company":
+                    continue
+                text = str(message.string)
+                for literal in ("aina.app@mercury.kz", "050400", "Mercury Properties"):
+                    assert literal not in text, (path.name, message.id)
 
 
 # -- notifications ----------------------------------------------------------------

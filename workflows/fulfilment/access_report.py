@@ -1,13 +1,16 @@
-"""The answer to an ``access`` request: what the policy (section 6) promises to tell.
+"""The answer to an ``access`` request: everything the policy (section 6) promises to tell.
 
-:func:`build_access_report` reads a customer from the directory and returns an
-:class:`AccessReport` in the person's language: whether we process their data,
-the data by category, and the policy's words on its sources, legal basis,
-purposes, retention and methods of processing, who may access it and where,
-the processors, and where it is stored. The report renders four ways: a PDF
-and a JSON file with complete values (the attachments), a short chat message
-and a staff-card preview, both masked, since a chat is not where an IIN is
-shown in full.
+:func:`build_access_report` returns an :class:`AccessReport` in the person's
+language: whether we process their data; the customer list's data by category
+(when it knows them) and always what the desk itself holds (their contacts,
+requests, messages and files); each of the policy's categories marked held or
+not held; the policy's words on sources, legal basis, purposes, retention
+(per category) and methods; who may access the data, the processors, named
+with their countries when the operator's processing file names them; where it
+is stored and whether it goes abroad; the company, its contacts and the
+authorised body (the desk's :class:`~workflows.i18n.DeskInfo`). The report
+renders four ways: a PDF and a JSON file with complete values (the
+attachments), a short chat message and a staff-card preview, both masked.
 
 The policy texts are catalogue messages (``locales/*/LC_MESSAGES/access.po``),
 one line per point, so a lawyer changes them without touching code.
@@ -16,69 +19,55 @@ one line per point, so a lawyer changes them without touching code.
 from __future__ import annotations
 
 import json
-import math
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
-from decimal import Decimal
-from importlib.resources import files
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from babel.numbers import format_decimal
-from fpdf import FPDF
-from fpdf.enums import MethodReturnValue, XPos, YPos
-
 from workflows.deadlines.calendar import DEFAULT_TIMEZONE
 from workflows.directory.store import CustomerRecord, PurchaseRecord
-from workflows.i18n import DEFAULT_MAIL_ADDRESS, catalogue, format_date, pick_language
-from workflows.privacy.masking import mask_email, mask_iin, mask_phone, mask_text
-
-JSONValue = str | bool | None
-
-# The data sections, in the order the report shows them.
-DATA_CATEGORIES = ("identity", "contacts", "account")
-PURCHASES = "purchases"
-REQUEST_CONTACTS = "request"
-# The policy's own words, in the order the report shows them; each is also a JSON key.
-POLICY_SECTIONS = (
-    "sources",
-    "legal_basis",
-    "purposes",
-    "retention",
-    "methods",
-    "access",
-    "processors",
-    "storage_location",
+from workflows.fulfilment.processing import ProcessingFacts
+from workflows.fulfilment.report_desk import (
+    CATEGORIES_SECTION,
+    DESK_SECTIONS,
+    categories_section,
+    desk_json,
+    desk_sections,
+    held_categories,
+    recipient_part,
+    recipients_json,
+    retention_by_category,
+    retention_items,
+    transfer_paragraphs,
 )
+from workflows.fulfilment.report_pdf import PdfFrame, render_pdf
+from workflows.fulfilment.report_words import (
+    NONE,
+    POLICY_SECTIONS,
+    PURCHASES,
+    JSONValue,
+    ReportItem,
+    ReportSection,
+    Words,
+    mask_birth_date,
+)
+from workflows.i18n import DeskInfo, catalogue, format_date, pick_language
+from workflows.requests.holdings import DeskHoldings
+
+__all__ = [
+    "POLICY_SECTIONS",
+    "AccessReport",
+    "ReportItem",
+    "ReportSection",
+    "build_access_report",
+    "mask_birth_date",
+]
+
+# The customer list's data sections, in the order the report shows them.
+DATA_CATEGORIES = ("identity", "contacts", "account")
 PROCESSING = "processing"
 CONTROLLER = "controller"
-
-_NUMBER_LOCALES = {"kk": "kk_KZ", "ru": "ru_RU", "en": "en_GB"}
-_NONE = "—"
-_FONT = "DejaVu"
-_CONTACT_LABELS = {"telegram_user_id": "telegram", "telegram": "telegram"}
-
-
-@dataclass(frozen=True)
-class ReportItem:
-    """One value of the report: ``value`` complete, ``masked`` what a chat message may show."""
-
-    label: str
-    value: str
-    masked: str
-    key: str = ""
-
-
-@dataclass(frozen=True)
-class ReportSection:
-    """A heading with its values and/or paragraphs (one point of the policy each)."""
-
-    title: str
-    items: tuple[ReportItem, ...] = ()
-    paragraphs: tuple[str, ...] = ()
-    key: str = ""
 
 
 @dataclass(frozen=True)
@@ -94,6 +83,9 @@ class AccessReport:
     # Complete values for the JSON file, machine-readable: {category: {field: value}}.
     data: Mapping[str, Mapping[str, JSONValue]] = field(default_factory=dict, hash=False)
     purchases: tuple[PurchaseRecord, ...] = ()
+    # The rest of the JSON file: the desk's data, categories, recipients, retention.
+    facts: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    desk_context: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     def section(self, key: str) -> ReportSection | None:
         """The section with ``key``, if the report has it."""
@@ -112,42 +104,33 @@ class AccessReport:
             "reference": self.reference,
             "language": self.language,
             "generated_at": self.generated_at.isoformat(),
-            "controller": _controller(self.language),
+            "controller": _controller(self.desk_context),
             "processes_data": self.processes_data,
             "customer_found": self.customer_found,
             "data": {category: dict(values) for category, values in self.data.items()},
             "purchases": [_purchase_json(p) for p in self.purchases],
+            **self.facts,
             **policy,
         }
         return json.dumps(document, ensure_ascii=False, indent=2).encode("utf-8")
 
     def as_pdf(self) -> bytes:
         """The report as a PDF document with complete values; its metadata names no person."""
-        pdf = _ReportPDF(footer_text=self._text("access.pdf.footer"))
-        pdf.set_title(self._text("access.title"))
-        pdf.set_author(catalogue().text(self.language, "context.company"))
-        pdf.set_creator("AINA Privacy Desk")
-        pdf.set_lang(self.language)
-        pdf.set_creation_date(self.generated_at)
-        pdf.add_page()
-
-        pdf.set_font(_FONT, "B", 16)
-        pdf.multi_cell(0, 8, self._text("access.title"), align="L", **_NEXT_LINE)
-        pdf.set_font(_FONT, "", 10)
-        pdf.ln(1)
-        for line in (
-            self._text("access.reference", reference=self.reference),
-            self._text("access.date", date=format_date(self.language, self.generated_at.date())),
-        ):
-            pdf.multi_cell(0, 5, line, align="L", **_NEXT_LINE)
-        pdf.ln(2)
-        for line in (self._text("access.intro"), self._text("access.pdf.keep_safe")):
-            pdf.multi_cell(0, 5, line, align="L", **_NEXT_LINE)
-            pdf.ln(1)
-
-        for section in self.sections:
-            _pdf_section(pdf, section)
-        return bytes(pdf.output())
+        frame = PdfFrame(
+            title=self._text("access.title"),
+            author=self.desk_context["company"],
+            footer=self._text("access.pdf.footer", **self.desk_context),
+            language=self.language,
+            created=self.generated_at,
+            head_lines=(
+                self._text("access.reference", reference=self.reference),
+                self._text(
+                    "access.date", date=format_date(self.language, self.generated_at.date())
+                ),
+            ),
+            intro=(self._text("access.intro"), self._text("access.pdf.keep_safe")),
+        )
+        return render_pdf(frame, self.sections)
 
     def summary(self) -> str:
         """A short message for the person, in their language, with sensitive values masked."""
@@ -155,10 +138,7 @@ class AccessReport:
         processing = self.section(PROCESSING)
         lines.extend(processing.paragraphs if processing else ())
         for section in self._data_sections():
-            if section.key == PURCHASES:
-                lines.append(section.paragraphs[0])
-                continue
-            lines.extend(f"{item.label}: {item.masked}" for item in section.items)
+            lines.extend(self._short(section))
         lines += ["", self._text("access.summary.files")]
         return "\n".join(lines).strip()
 
@@ -166,22 +146,31 @@ class AccessReport:
         """A few masked lines for the staff card, in the report's language."""
         lines = [self._text("access.preview.title", reference=self.reference)]
         if self.customer_found:
-            customer_id = self.data.get("account", {}).get("customer_id") or _NONE
+            customer_id = self.data.get("account", {}).get("customer_id") or NONE
             lines.append(self._text("access.preview.found", customer_id=customer_id))
         else:
             lines.append(self._text("access.preview.not_found"))
         for section in self._data_sections():
-            if section.key == PURCHASES:
-                lines.append(section.paragraphs[0])
+            if section.key in (PURCHASES, *DESK_SECTIONS[1:]):
+                lines.extend(self._short(section))
                 continue
-            shown = [item.masked for item in section.items if item.masked != _NONE]
+            shown = [item.masked for item in section.items if item.masked != NONE]
             if shown:
                 lines.append(f"{section.title}: {' · '.join(shown)}")
         lines.append(self._text("access.preview.files"))
         return "\n".join(lines)
 
+    def _short(self, section: ReportSection) -> list[str]:
+        """A section in a line or a few: a count for lists, masked values for the rest."""
+        if section.key == PURCHASES:
+            return [section.paragraphs[0]]
+        if section.key in DESK_SECTIONS[1:]:
+            count = self._text(f"access.count.{section.key}", count=len(section.items))
+            return [count]
+        return [f"{item.label}: {item.masked}" for item in section.items]
+
     def _data_sections(self) -> Iterator[ReportSection]:
-        data_keys = {*DATA_CATEGORIES, PURCHASES, REQUEST_CONTACTS}
+        data_keys = {*DATA_CATEGORIES, PURCHASES, *DESK_SECTIONS}
         return (s for s in self.sections if s.key in data_keys)
 
 
@@ -193,64 +182,109 @@ def build_access_report(
     now: datetime,
     timezone: str = DEFAULT_TIMEZONE,
     subject_contacts: Mapping[str, str] | None = None,
+    desk: DeskHoldings | None = None,
+    processing: ProcessingFacts | None = None,
+    info: DeskInfo | None = None,
 ) -> AccessReport:
-    """The access report for ``customer`` (``None``: no customer account was found).
+    """The access report for ``customer`` (``None``: the customer list does not know them).
 
-    ``subject_contacts`` are the contacts the person gave with the request
-    (``phone``, ``email``, ``telegram_user_id``; another key is shown as it
-    is); without a customer account they are what we hold, and the report
-    says so. Times are shown as local dates in ``timezone``.
+    ``desk`` is what the desk holds about the person; without it, the contacts
+    the person gave with the request (``subject_contacts``: ``phone``,
+    ``email``, ``telegram_user_id``) stand for it. ``processing`` holds the
+    operator's recipients and retention (the policy's own words by default);
+    ``info`` the desk's name, addresses and authorised body. Times are shown
+    as local dates in ``timezone``.
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     tz = ZoneInfo(timezone)
     lang = pick_language(language)
-    words = _Words(lang)
-    contacts = {k: v for k, v in (subject_contacts or {}).items() if v}
+    words = Words(lang)
+    context = (info or DeskInfo()).context(lang)
+    facts = processing or ProcessingFacts()
+    desk = desk if desk is not None else _from_contacts(subject_contacts or {})
 
     data: dict[str, dict[str, JSONValue]] = {}
     sections: list[ReportSection] = []
-    # The sources section first says where the data shown above came from.
-    sources_lead: str | None = None
     purchases: tuple[PurchaseRecord, ...] = ()
-    company = catalogue().text(lang, "context.company")
     if customer is not None:
-        processes = True
-        processing = words.text("access.processing.yes", company=company)
         data = _customer_data(customer, tz)
         sections = [words.data_section(category, data[category]) for category in DATA_CATEGORIES]
         purchases = tuple(_local_purchase(p, tz) for p in customer.purchases)
         sections.append(words.purchases_section(purchases))
-        sources_lead = "access.sources.directory"
-    elif contacts:
-        processes = True
-        processing = words.text("access.processing.request_only", company=company)
-        data = {REQUEST_CONTACTS: dict(contacts)}
-        sections = [words.data_section(REQUEST_CONTACTS, data[REQUEST_CONTACTS])]
-        sources_lead = "access.sources.request"
+        processing_text, sources_lead = "access.processing.yes", "access.sources.directory"
+    elif not desk.empty:
+        processing_text, sources_lead = "access.processing.desk_only", "access.sources.desk"
     else:
-        processes = False
-        processing = words.text("access.processing.none", company=company)
+        processing_text, sources_lead = "access.processing.none", None
+    sections += desk_sections(words, desk, tz)
+    held = held_categories(customer, desk, facts)
+    retention = retention_by_category(words, facts, customer_found=customer is not None)
 
-    head = ReportSection(words.title(PROCESSING), paragraphs=(processing,), key=PROCESSING)
+    head = ReportSection(
+        words.title(PROCESSING),
+        paragraphs=(words.text(processing_text, company=context["company"]),),
+        key=PROCESSING,
+    )
     tail = [
-        words.policy_section(key, lead=sources_lead if key == "sources" else None)
-        for key in POLICY_SECTIONS
+        categories_section(words, held),
+        *_policy_sections(words, facts, held, retention, sources_lead),
+        _controller_section(words, context),
     ]
-    tail.append(words.controller_section())
     return AccessReport(
         reference=reference,
         language=lang,
         generated_at=now.astimezone(tz),
-        processes_data=processes,
+        processes_data=customer is not None or not desk.empty,
         sections=(head, *sections, *tail),
         customer_found=customer is not None,
         data=data,
         purchases=purchases,
+        facts={
+            "desk": desk_json(desk, tz),
+            CATEGORIES_SECTION: held,
+            "recipients": recipients_json(lang, facts),
+            "transfers_abroad": list(facts.transfers_abroad()),
+            "retention_by_category": retention,
+        },
+        desk_context=context,
     )
 
 
-# -- data ---------------------------------------------------------------------------
+def _policy_sections(
+    words: Words,
+    facts: ProcessingFacts,
+    held: Mapping[str, bool],
+    retention: Mapping[str, str],
+    sources_lead: str | None,
+) -> list[ReportSection]:
+    """The policy's points, with what the operator's file adds to them."""
+    sections = []
+    for key in POLICY_SECTIONS:
+        points = words.policy_points(key)
+        items: tuple[ReportItem, ...] = ()
+        if key == "sources" and sources_lead is not None:
+            points = (words.text(sources_lead), *points)
+        elif key == "retention":
+            items = retention_items(words, held, retention)
+        elif key == "access":
+            lead, items = recipient_part(words, facts, "recipient")
+            points = (*points, *lead)
+        elif key == "processors":
+            lead, items = recipient_part(words, facts, "processor")
+            points = (*points, *lead)
+        elif key == "storage_location":
+            points = (*points, *transfer_paragraphs(words, facts))
+        sections.append(ReportSection(words.title(key), items=items, paragraphs=points, key=key))
+    return sections
+
+
+def _from_contacts(contacts: Mapping[str, str]) -> DeskHoldings:
+    return DeskHoldings(
+        telegram_user_id=contacts.get("telegram_user_id") or None,
+        phones=tuple(v for v in (contacts.get("phone"),) if v),
+        emails=tuple(v for v in (contacts.get("email"),) if v),
+    )
 
 
 def _customer_data(customer: CustomerRecord, tz: ZoneInfo) -> dict[str, dict[str, JSONValue]]:
@@ -287,213 +321,22 @@ def _purchase_json(purchase: PurchaseRecord) -> dict[str, JSONValue]:
     }
 
 
-def _controller(language: str) -> dict[str, str]:
+def _controller(context: Mapping[str, str]) -> dict[str, str]:
     return {
-        "name": catalogue().text(language, "context.company"),
-        "email": DEFAULT_MAIL_ADDRESS,
-        "postal_address": catalogue().text(language, "access.controller.address"),
+        "name": context["company"],
+        "email": context["mail_address"],
+        "postal_address": context["postal_address"],
+        "authority": context["authority"],
+        "authority_address": context["authority_address"],
     }
 
 
-def mask_birth_date(value: str | None) -> str:
-    """``1995-03-14`` as ``19**-**-14``: the century and the day, not enough to find anyone."""
-    if not value:
-        return ""
-    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
-        return "****"
-    return f"{value[:2]}**-**-{value[8:]}"
-
-
-def _mask(key: str, value: str) -> str:
-    if key == "phone":
-        return mask_phone(value)
-    if key == "email":
-        return mask_email(value)
-    if key == "iin":
-        return mask_iin(value)
-    if key == "birth_date":
-        return mask_birth_date(value)
-    if key == "full_name":
-        return value
-    # Anything else (a Telegram id, a contact of an unknown kind): mask what looks personal.
-    return mask_text(value)
-
-
-class _Words:
-    """The catalogue texts of one language, turned into report sections."""
-
-    def __init__(self, language: str) -> None:
-        self.language = language
-
-    def text(self, msgid: str, **params: object) -> str:
-        return catalogue().text(self.language, msgid, **params)
-
-    def title(self, key: str) -> str:
-        return self.text(f"access.section.{key}")
-
-    def _label(self, key: str) -> str:
-        msgid = f"access.field.{_CONTACT_LABELS.get(key, key)}"
-        return self.text(msgid) if catalogue().has(msgid) else key
-
-    def _shown(self, key: str, value: JSONValue) -> str:
-        if value is None or value == "":
-            return _NONE
-        if key == "marketing_consent":
-            return self.text(f"access.value.consent.{'yes' if value else 'no'}")
-        text = str(value)
-        if key == "gender" and catalogue().has(f"access.value.gender.{text}"):
-            return self.text(f"access.value.gender.{text}")
-        if key == "language" and catalogue().has(f"access.value.language.{text}"):
-            return self.text(f"access.value.language.{text}")
-        if key == "birth_date":
-            return text  # ISO: unambiguous, and what the mask is made from
-        if key == "registered_at":
-            return format_date(self.language, datetime.fromisoformat(text).date())
-        return text
-
-    def data_section(self, category: str, values: Mapping[str, JSONValue]) -> ReportSection:
-        items = []
-        for key, value in values.items():
-            shown = self._shown(key, value)
-            masked = _mask(key, shown) if shown != _NONE else _NONE
-            items.append(ReportItem(self._label(key), shown, masked, key=key))
-        return ReportSection(self.title(category), items=tuple(items), key=category)
-
-    def purchases_section(self, purchases: tuple[PurchaseRecord, ...]) -> ReportSection:
-        items = []
-        for purchase in purchases:
-            day = purchase.purchased_at.date() if purchase.purchased_at else None
-            label = self.text(
-                "access.purchase.label",
-                date=self._date(day),
-                purchase_id=purchase.purchase_id,
-            )
-            parts = [purchase.description or _NONE]
-            if purchase.amount is not None:
-                parts.append(self._amount(purchase.amount))
-            value = " — ".join(parts)
-            items.append(ReportItem(label, value, value, key=purchase.purchase_id))
-        count = self.text("access.purchases.count", count=len(purchases))
-        return ReportSection(
-            self.title(PURCHASES), items=tuple(items), paragraphs=(count,), key=PURCHASES
-        )
-
-    def policy_section(self, key: str, *, lead: str | None = None) -> ReportSection:
-        """The policy's points under ``key``, one a line, after ``lead`` (a text id) if given."""
-        text = self.text(f"access.policy.{key}")
-        points = tuple(line.strip() for line in text.splitlines() if line.strip())
-        if lead is not None:
-            points = (self.text(lead), *points)
-        return ReportSection(self.title(key), paragraphs=points, key=key)
-
-    def controller_section(self) -> ReportSection:
-        controller = _controller(self.language)
-        items = (
-            ReportItem(self.text("access.field.company"), controller["name"], controller["name"]),
-            ReportItem(self.text("access.field.email"), DEFAULT_MAIL_ADDRESS, DEFAULT_MAIL_ADDRESS),
-            ReportItem(
-                self.text("access.field.postal_address"),
-                controller["postal_address"],
-                controller["postal_address"],
-            ),
-        )
-        return ReportSection(self.title(CONTROLLER), items=items, key=CONTROLLER)
-
-    def _date(self, day: date | None) -> str:
-        return format_date(self.language, day) if day else _NONE
-
-    def _amount(self, amount: Decimal) -> str:
-        return format_decimal(amount, format="#,##0.00", locale=_NUMBER_LOCALES[self.language])
-
-
-# -- PDF ------------------------------------------------------------------------------
-
-_NEXT_LINE: dict[str, Any] = {"new_x": XPos.LMARGIN, "new_y": YPos.NEXT}
-# A section's values are a table of two columns, label and value (shares of the width).
-_COLUMNS = (38, 62)
-_PADDING = 1.2
-_LINE_HEIGHT = 5
-# fpdf2 draws a table row on one page and raises ValueError for a taller one: a value
-# of a few thousand characters, or of many lines, would stop the report. Such a value
-# goes on in the rows below its first, at most this many lines a row: short enough
-# that a page breaking before a row leaves little blank.
-_ROW_LINES = 12
-
-
-class _ReportPDF(FPDF):
-    """An A4 page set in DejaVu Sans (it has every Kazakh letter), numbered in the footer."""
-
-    def __init__(self, *, footer_text: str) -> None:
-        super().__init__(orientation="portrait", unit="mm", format="A4")
-        self._footer_text = footer_text
-        fonts = files("workflows") / "fonts"
-        self.add_font(_FONT, "", str(fonts / "DejaVuSans.ttf"))
-        self.add_font(_FONT, "B", str(fonts / "DejaVuSans-Bold.ttf"))
-        self.set_margins(18, 18, 18)
-        self.set_auto_page_break(auto=True, margin=18)
-
-    def footer(self) -> None:
-        self.set_y(-13)
-        self.set_font(_FONT, "", 8)
-        self.set_text_color(110)
-        self.cell(0, 5, f"{self._footer_text} · {self.page_no()}/{{nb}}", align="C")
-        self.set_text_color(0)
-
-
-def _pdf_section(pdf: FPDF, section: ReportSection) -> None:
-    # A heading is kept with at least a few lines of what follows it.
-    if pdf.will_page_break(24):
-        pdf.add_page()
-    pdf.ln(3)
-    pdf.set_font(_FONT, "B", 12)
-    pdf.multi_cell(0, 6, section.title, align="L", **_NEXT_LINE)
-    pdf.set_font(_FONT, "", 10)
-    pdf.ln(1)
-    bullets = section.key in POLICY_SECTIONS and len(section.paragraphs) > 1
-    for paragraph in section.paragraphs:
-        if bullets:
-            pdf.cell(5, 5, "•")  # the text after it wraps under itself, not under the bullet
-        pdf.multi_cell(0, 5, paragraph, align="L", **_NEXT_LINE)
-        pdf.ln(0.8)
-    if section.items:
-        with pdf.table(
-            col_widths=_COLUMNS,
-            first_row_as_headings=False,
-            borders_layout="HORIZONTAL_LINES",
-            text_align="LEFT",
-            line_height=_LINE_HEIGHT,
-            padding=_PADDING,
-        ) as table:
-            for item in section.items:
-                for label, value in _rows(pdf, item):
-                    row = table.row()
-                    row.cell(label)
-                    row.cell(value)
-
-
-def _rows(pdf: FPDF, item: ReportItem) -> list[tuple[str, str]]:
-    """The table rows of one item: one, unless it is too tall for a page (see _ROW_LINES).
-
-    A long word is broken between letters (fpdf2's wrapping does so for a word wider
-    than its column), and the lines are cut here into rows that each fit a page.
-    """
-    # 1 mm narrower than the cell's text, so the table does not wrap these lines again.
-    widths = [pdf.epw * share / sum(_COLUMNS) - 2 * _PADDING - 1 for share in _COLUMNS]
-    label, value = _lines(pdf, item.label, widths[0]), _lines(pdf, item.value, widths[1])
-    tallest = max(len(label), len(value))
-    if tallest <= _ROW_LINES:
-        return [(item.label, item.value)]
-    return [
-        (
-            "\n".join(label[start : start + _ROW_LINES]),
-            "\n".join(value[start : start + _ROW_LINES]),
-        )
-        for start in range(0, _ROW_LINES * math.ceil(tallest / _ROW_LINES), _ROW_LINES)
-    ]
-
-
-def _lines(pdf: FPDF, text: str, width: float) -> list[str]:
-    """``text`` wrapped to ``width`` in the current font, as the table would wrap it."""
-    lines = pdf.multi_cell(width, _LINE_HEIGHT, text, dry_run=True, output=MethodReturnValue.LINES)
-    assert isinstance(lines, list)  # output=LINES gives the lines alone
-    return [str(line) for line in lines]
+def _controller_section(words: Words, context: Mapping[str, str]) -> ReportSection:
+    rows = (
+        ("company", context["company"]),
+        ("email", context["mail_address"]),
+        ("postal_address", context["postal_address"]),
+        ("authority", f"{context['authority']}, {context['authority_address']}"),
+    )
+    items = tuple(ReportItem(words.label(key), value, value, key=key) for key, value in rows)
+    return ReportSection(words.title(CONTROLLER), items=items, key=CONTROLLER)

@@ -21,7 +21,7 @@ from workflows.clock import Clock
 from workflows.directory.customer_directory import ACCOUNT_FIELDS, CustomerDirectory, Flags
 from workflows.directory.store import CustomerRecord
 from workflows.errors import DomainError
-from workflows.fulfilment.access_report import build_access_report
+from workflows.fulfilment.access_report import AccessReport, build_access_report
 from workflows.fulfilment.corrections import checked_corrections, field_names, parse_corrections
 from workflows.fulfilment.failures import (
     FulfilmentError,
@@ -29,6 +29,8 @@ from workflows.fulfilment.failures import (
     error_origin,
     failure_reason,
 )
+from workflows.fulfilment.processing import ProcessingFacts
+from workflows.i18n import DeskInfo
 from workflows.kinds import RequestKind
 from workflows.requests.queries import CardFacts
 from workflows.requests.records import Evidence
@@ -49,11 +51,17 @@ class Fulfilment:
         clock: Clock,
         *,
         timezone: str = "Asia/Almaty",
+        info: DeskInfo | None = None,
+        processing: ProcessingFacts | None = None,
     ) -> None:
         self._service = service
         self._directory = directory
         self._clock = clock
         self._timezone = timezone
+        # The desk's name, addresses and authorised body, as both channels name them.
+        self._info = info or DeskInfo()
+        # The operator's recipients, transfers and retention (DSR_PROCESSING_FILE).
+        self._processing = processing or ProcessingFacts()
 
     @property
     def directory(self) -> CustomerDirectory:
@@ -94,15 +102,21 @@ class Fulfilment:
         view = facts.view
         if view.kind != RequestKind.ACCESS.value:
             return None
-        report = build_access_report(
-            await self._customer_from(facts.customer_id, facts.contacts),
+        customer = await self._customer_from(facts.customer_id, facts.contacts)
+        return (await self._report(view, customer)).preview()
+
+    async def _report(self, view: RequestView, customer: CustomerRecord | None) -> AccessReport:
+        """The access report of ``view``: the customer list's data and the desk's own."""
+        return build_access_report(
+            customer,
             reference=view.reference,
             language=view.language,
             now=self._clock.now(),
             timezone=self._timezone,
-            subject_contacts=facts.contacts,
+            desk=await self._service.desk_holdings(view.reference),
+            processing=self._processing,
+            info=self._info,
         )
-        return report.preview()
 
     async def approve(
         self,
@@ -193,14 +207,7 @@ class Fulfilment:
         documents: Sequence[Evidence] = ()
         template = "request_completed"
         if kind is RequestKind.ACCESS:
-            report = build_access_report(
-                customer,
-                reference=view.reference,
-                language=view.language,
-                now=self._clock.now(),
-                timezone=self._timezone,
-                subject_contacts=await self._service.subject_contacts(view.reference),
-            )
+            report = await self._report(view, customer)
             template, params = "access_report", {"summary": report.summary()}
             documents = (
                 Evidence(f"{view.reference}-access.pdf", "application/pdf", report.as_pdf()),

@@ -24,6 +24,7 @@ from workflows.kinds import DEFAULT_KINDS, KindSpec, RequestKind, four_eyes_kind
 from workflows.privacy.vault import Vault
 from workflows.requests.approvals import Approvals
 from workflows.requests.fulfilment_failures import FulfilmentFailures
+from workflows.requests.holdings import Holdings
 from workflows.requests.limits import Limits
 from workflows.requests.post import PostIntake
 from workflows.requests.queries import Queries
@@ -41,11 +42,13 @@ class RequestService(
     KindChanges,
     Reachability,
     FulfilmentFailures,
+    Holdings,
 ):
     """Opens, moves and reads requests; see the module docstring for where each use case is.
 
     A person coming back to the bot after blocking it is :class:`Reachability`;
-    the work of an approved request failing, :class:`FulfilmentFailures`.
+    the work of an approved request failing, :class:`FulfilmentFailures`; what
+    the desk holds about a person (for an access report), :class:`Holdings`.
     """
 
     def __init__(

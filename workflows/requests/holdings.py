@@ -1,0 +1,186 @@
+"""What the desk itself holds about a person: contacts, requests, messages and files.
+
+An access report tells the person this beside the customer list's data
+(policy section 6: the composition of the data and where it came from). The
+person is the request's data subject and every subject sharing their Telegram
+account, phone or e-mail address (a person who wrote once by e-mail and once
+in the bot is one person to the desk). Files are named with size and date,
+never read: the report is not the place to send a passport scan back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from workflows.persistence.tables import Attachment, DataSubject, Message, Request, Verification
+from workflows.requests.records import Records
+from workflows.requests.verification import VerificationMethod
+
+
+@dataclass(frozen=True)
+class HeldRequest:
+    """One of the person's requests: its reference, kind, when it came, where it stands."""
+
+    reference: str
+    kind: str
+    received_at: datetime
+    status: str
+    closed_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class HeldMessage:
+    """A message the person sent the desk, as the desk keeps it (empty once retention erased it)."""
+
+    reference: str
+    channel: str
+    at: datetime
+    text: str
+
+
+@dataclass(frozen=True)
+class HeldFile:
+    """A file the person sent with a request: its name, size in bytes and date, not its content."""
+
+    reference: str
+    name: str
+    size: int
+    at: datetime
+
+
+@dataclass(frozen=True)
+class DeskHoldings:
+    """Everything the desk keeps about one person, oldest first."""
+
+    telegram_user_id: str | None = None
+    phones: tuple[str, ...] = ()
+    emails: tuple[str, ...] = ()
+    names: tuple[str, ...] = ()
+    requests: tuple[HeldRequest, ...] = ()
+    messages: tuple[HeldMessage, ...] = ()
+    files: tuple[HeldFile, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (
+            self.telegram_user_id
+            or self.phones
+            or self.emails
+            or self.names
+            or self.requests
+            or self.messages
+            or self.files
+        )
+
+
+class Holdings(Records):
+    """The request service's reading of what the desk holds about a person (a mixin)."""
+
+    async def desk_holdings(self, reference: str) -> DeskHoldings:
+        """What the desk holds about the person behind request ``reference``."""
+        async with self._sessions() as session:
+            request = await self._load(session, reference)
+            subject = await session.get_one(DataSubject, request.subject_id)
+            subjects = (
+                await session.scalars(
+                    select(DataSubject).where(_same_person(subject)).order_by(DataSubject.id)
+                )
+            ).all()
+            requests = (
+                await session.scalars(
+                    select(Request)
+                    .where(Request.subject_id.in_([s.id for s in subjects]))
+                    .order_by(Request.received_at, Request.id)
+                )
+            ).all()
+            references = {r.id: r.reference for r in requests}
+            return DeskHoldings(
+                telegram_user_id=next(
+                    (str(s.telegram_user_id) for s in subjects if s.telegram_user_id), None
+                ),
+                phones=self._distinct(s.phone_enc for s in subjects),
+                emails=await self._emails(session, subjects, list(references)),
+                names=self._distinct(s.full_name_enc for s in subjects),
+                requests=tuple(
+                    HeldRequest(r.reference, r.kind, r.received_at, r.status, r.closed_at)
+                    for r in requests
+                ),
+                messages=await self._messages(session, references),
+                files=await self._files(session, references),
+            )
+
+    def _distinct(self, tokens: Iterable[bytes | None]) -> tuple[str, ...]:
+        decrypted = (self._vault.decrypt(token) for token in tokens)
+        return tuple(dict.fromkeys(value for value in decrypted if value))
+
+    async def _emails(
+        self, session: AsyncSession, subjects: Sequence[DataSubject], request_ids: list[int]
+    ) -> tuple[str, ...]:
+        # The subjects' addresses, and any address a code proved for one of their requests.
+        proved = await session.scalars(
+            select(Verification.target_enc)
+            .where(
+                Verification.request_id.in_(request_ids),
+                Verification.method == VerificationMethod.EMAIL_CODE,
+                Verification.verified_at.is_not(None),
+            )
+            .order_by(Verification.id)
+        )
+        return self._distinct([*(s.email_enc for s in subjects), *proved])
+
+    async def _messages(
+        self, session: AsyncSession, references: dict[int, str]
+    ) -> tuple[HeldMessage, ...]:
+        rows = await session.scalars(
+            select(Message)
+            .where(Message.request_id.in_(list(references)), Message.direction == "in")
+            .order_by(Message.created_at, Message.id)
+        )
+        return tuple(
+            HeldMessage(
+                references[row.request_id],
+                row.channel,
+                row.created_at,
+                self._vault.decrypt(row.body_enc) or "",
+            )
+            for row in rows
+        )
+
+    async def _files(
+        self, session: AsyncSession, references: dict[int, str]
+    ) -> tuple[HeldFile, ...]:
+        rows = await session.execute(
+            select(
+                Attachment.request_id,
+                Attachment.filename_enc,
+                Attachment.size,
+                Attachment.created_at,
+            )
+            .outerjoin(Message, Message.id == Attachment.message_id)
+            .where(
+                Attachment.request_id.in_(list(references)),
+                or_(Message.id.is_(None), Message.direction == "in"),
+            )
+            .order_by(Attachment.created_at, Attachment.id)
+        )
+        return tuple(
+            HeldFile(references[request_id], self._vault.decrypt(name) or "", size, at)
+            for request_id, name, size, at in rows.all()
+        )
+
+
+def _same_person(subject: DataSubject) -> ColumnElement[bool]:
+    """The subjects that are this person: the same row, Telegram account, phone or e-mail."""
+    same = [DataSubject.id == subject.id]
+    if subject.telegram_user_id is not None:
+        same.append(DataSubject.telegram_user_id == subject.telegram_user_id)
+    if subject.phone_index is not None:
+        same.append(DataSubject.phone_index == subject.phone_index)
+    if subject.email_index is not None:
+        same.append(DataSubject.email_index == subject.email_index)
+    return or_(*same)
