@@ -24,13 +24,14 @@ from aiogram.enums import ParseMode
 from aiogram.fsm.storage.base import BaseEventIsolation, BaseStorage
 from aiogram.methods import Response, TelegramMethod
 from aiogram.methods.base import TelegramType
+from aiogram.types import BotCommandScopeChat
 from aiogram.webhook.aiohttp_server import SimpleRequestHandler, setup_application
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import dialog, staff
 from bot.callbacks import stray_buttons
-from bot.commands import command_menus
+from bot.commands import command_menus, staff_menu
 from bot.config import BotConfig
 from bot.delivery import RateLimits, TelegramPort
 from bot.failures import update_failed
@@ -207,6 +208,15 @@ class TelegramChannel:
                 await self.bot.set_my_commands(commands, language_code=code)
             except Exception:
                 log.warning("could not set the command menu for %s", code or "the default")
+        if self.config.staff_chat_id is None:
+            return
+        scope = BotCommandScopeChat(chat_id=self.config.staff_chat_id)
+        try:
+            await self.bot.set_my_commands(
+                staff_menu(self.config.info, self.config.staff_language), scope=scope
+            )
+        except Exception:
+            log.warning("could not set the staff group's command menu")
 
     async def run(self, stop: asyncio.Event) -> None:
         await forget_unsealed_dialogs(self._storage)

@@ -3,7 +3,8 @@
 Telegram picks the list whose ``language_code`` matches the person's interface
 language, else the list without one; that default list is in the language the
 desk speaks to anyone else (English, as :func:`workflows.i18n.pick_language`).
-Every description is the catalogue's ``command.<name>`` text.
+Every description is the catalogue's ``command.<name>`` text. The staff group
+has its own list (scoped to that chat), in the staff's language.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from workflows.i18n import DEFAULT_LANGUAGE, LANGUAGES, DeskInfo
 
 # The person's commands, in the order the menu shows them.
 COMMANDS = ("start", "status", "cancel", "language", "privacy", "help")
+# The staff group's commands (bot.staff.queue), described by ``command.staff.<name>``.
+STAFF_COMMANDS = ("queue", "overdue", "find", "stats")
 
 
 def command_menus(info: DeskInfo) -> list[tuple[str | None, list[BotCommand]]]:
@@ -27,3 +30,9 @@ def command_menus(info: DeskInfo) -> list[tuple[str | None, list[BotCommand]]]:
         commands = [BotCommand(command=c, description=texts(f"command.{c}")) for c in COMMANDS]
         menus.append((code, commands))
     return menus
+
+
+def staff_menu(info: DeskInfo, language: str) -> list[BotCommand]:
+    """The staff group's commands in ``language`` (DSR_STAFF_LANGUAGE)."""
+    texts = Texts(language, info)
+    return [BotCommand(command=c, description=texts(f"command.staff.{c}")) for c in STAFF_COMMANDS]

@@ -23,7 +23,7 @@ from bot.texts import Texts
 from tests.botapi import TEXT_LIMIT, BotAPI, Call, Person, visible_length
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_IDS
-from tests.telegram_desk import Desk, words
+from tests.telegram_desk import STAFF_CHAT, Desk, words
 from workflows.deadlines.calendar import WorkingCalendar
 from workflows.i18n import LANGUAGES, DeskInfo, kind_name
 from workflows.kinds import CLASSIFIED_KINDS, DEFAULT_KINDS, ClockSpec, DayUnit, RequestKind
@@ -192,6 +192,8 @@ def menus(api: BotAPI) -> dict[str | None, dict[str, str]]:
     found: dict[str | None, dict[str, str]] = {}
     for call in api.calls("setMyCommands"):
         scope = call.params.get("scope") or {"type": "default"}
+        if scope["type"] == "chat":  # the staff group's own list (see below)
+            continue
         assert scope == {"type": "default"}, scope
         code = call.params.get("language_code")
         assert code not in found, f"two lists for {code!r}"
@@ -215,3 +217,21 @@ async def test_the_command_menu_is_one_list_per_language_from_the_catalogue(desk
     assert not any(LATIN.search(d) for d in lists["kk"].values())
     assert lists["kk"] != lists["ru"]
     assert not any("/" in d for menu in lists.values() for d in menu.values())
+
+
+async def test_the_staff_group_has_its_own_menu_of_staff_commands_in_the_staff_language(
+    desk: Desk,
+) -> None:
+    call = await desk.api.wait_for(
+        "setMyCommands", lambda c: (c.params.get("scope") or {}).get("type") == "chat"
+    )
+
+    assert call.params["scope"] == {"type": "chat", "chat_id": STAFF_CHAT}
+    assert "language_code" not in call.params  # the staff read one language, whatever theirs
+    staff = {c["command"]: c["description"] for c in call.params["commands"]}
+    assert list(staff) == ["queue", "overdue", "find", "stats"]
+    assert staff == {name: words("ru", f"command.staff.{name}") for name in staff}
+    assert not any(LATIN.search(d) for d in staff.values())
+    # The person's commands stay out of the staff group's menu, and the staff's out of theirs.
+    assert not set(staff) & set(COMMANDS)
+    assert all(not set(staff) & set(menu) for menu in menus(desk.api).values())
