@@ -155,6 +155,8 @@ class TelegramChannel:
         self.service = service
         # The desk's own SQL directory unless a company plugs in its CRM.
         fulfilment = fulfilment or Fulfilment(service, SqlDirectory(sessions, vault, clock), clock)
+        # A request of a kind done at once (leaving mailings) is done when verified here.
+        fulfilment.act_at_once()
         self.dispatcher = build_dispatcher(
             config, service, clock, storage, events_isolation, fulfilment
         )

@@ -144,7 +144,7 @@ class StaffActions(Records):
         """
         async with self._unit() as session:
             request = await self._load(session, reference)
-            self._check_staff(staff)
+            self._check_staff_or_desk(request, staff)
             _ensure_classified(request)
             event = await self._move(session, request, Action.COMPLETE, staff, dict(details or {}))
             subject = await session.get_one(DataSubject, request.subject_id)
