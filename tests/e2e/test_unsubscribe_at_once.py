@@ -65,10 +65,11 @@ def approve_button(reference: str) -> str:
 
 
 def is_done_card(reference: str, call: Call) -> bool:
-    """The staff card of ``reference`` saying it is completed, with no button to approve."""
+    """The staff card of ``reference``: completed by the desk at once, no button to approve."""
     return (
         reference in text(call)
         and html.escape(status_name("ru", "completed")) in text(call)
+        and words("ru", "staff.card.at_once") in text(call)
         and approve_button(reference) not in str(call.params.get("reply_markup"))
     )
 

@@ -77,6 +77,40 @@ async def test_other_kinds_still_wait_for_staff(
         await service.complete(reference, DESK)
 
 
+async def test_a_verified_request_staff_make_an_unsubscribe_is_done_then(
+    service: RequestService,
+    at_once: Fulfilment,
+    directory: SqlDirectory,  # noqa: F811
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+) -> None:
+    asked = await filed(service, "complaint", text="Stop the newsletters, please")
+    taken = await filed_for(service, 700200, "complaint", text="No more adverts")
+    await service.take(taken, DANA)
+
+    done = await service.change_kind(asked, DANA, "unsubscribe")
+    held = await service.change_kind(taken, DANA, "unsubscribe")
+
+    assert done.status == "completed"
+    events = (await service.get(asked, with_events=True)).events
+    assert [(e.action, e.actor) for e in events][-2:] == [
+        ("approve", "system"),
+        ("complete", "system"),
+    ]
+    assert len(await notices(sessions, vault, "unsubscribed")) == 1
+    assert held.status == "in_review"  # a staff member has it: theirs to approve
+
+
+async def filed_for(service: RequestService, user_id: int, kind: str, **fields: str) -> str:
+    view = await service.open_request(
+        kind=kind, channel="telegram", language="ru", telegram_user_id=user_id, fields=fields
+    )
+    await service.verify_by_contact(
+        view.reference, sender_user_id=user_id, contact_user_id=user_id, phone="+77017654321"
+    )
+    return view.reference
+
+
 async def test_an_unverified_unsubscribe_is_never_done(
     service: RequestService,
     at_once: Fulfilment,

@@ -5,18 +5,13 @@ A mailed code proves only the mailbox it went to; a new code retires the
 pending one, and the tries are counted. A request never verified expires
 after the days the scheduler is given (:func:`verification_cutoff`).
 
-A request of a kind the desk does at once (``at_once`` in the kinds table:
-leaving mailings) is handed, once its verification is committed, to the work
-the composition gave (:meth:`IdentityChecks.do_at_once`: the fulfilment). Only
-then: a request not verified is never done. The work failing leaves the
-request as the work left it (verified, or approved with staff alerted), so
-the person's proof stands and staff finish it by hand.
+A request of a kind the desk does at once (``at_once``: leaving mailings) is
+handed to that work once its verification is committed
+(:mod:`workflows.requests.at_once`).
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,20 +29,14 @@ from workflows.identity import (
     normalize_email,
     tries_left,
 )
-from workflows.kinds import RequestKind
 from workflows.outbox.queue import Audience, Channel, enqueue, reroute_unreachable
 from workflows.persistence.tables import DataSubject, Request, Verification
 from workflows.privacy.masking import mask_email
+from workflows.requests.at_once import AtOnce
 from workflows.requests.customer_match import match_customer
 from workflows.requests.limits import ensure_can_send_code
-from workflows.requests.records import Records
 from workflows.requests.states import Action, Status, next_status
 from workflows.snapshots import Actor, ActorKind, RequestView
-
-log = logging.getLogger(__name__)
-
-# What the desk does itself for a verified request of an ``at_once`` kind.
-AtOnceWork = Callable[[RequestView], Awaitable[RequestView]]
 
 
 class VerificationMethod:
@@ -70,44 +59,8 @@ def verification_cutoff(now: datetime, days: int) -> datetime:
     return now - timedelta(days=days)
 
 
-class IdentityChecks(Records):
+class IdentityChecks(AtOnce):
     """The request service's use cases of proving who asks (a mixin)."""
-
-    _at_once_work: AtOnceWork | None = None
-
-    def do_at_once(self, work: AtOnceWork) -> None:
-        """Run ``work`` on each request of an ``at_once`` kind as soon as it is verified.
-
-        The composition gives the fulfilment's ``at_once``
-        (:mod:`workflows.fulfilment.work`); without it such a request waits
-        for staff like any other.
-        """
-        self._at_once_work = work
-
-    async def _then_at_once(self, view: RequestView) -> RequestView:
-        """After a verification's commit: the work of an ``at_once`` kind, done now.
-
-        Whatever the work raises is logged by type only and swallowed: the
-        person did prove who they are, and a failed fulfilment has alerted
-        staff already (the request stays for them to finish).
-        """
-        work = self._at_once_work
-        if work is None or view.status != Status.VERIFIED.value:
-            return view
-        spec = self._kinds.get(RequestKind(view.kind))
-        if spec is None or not spec.at_once:
-            return view
-        try:
-            return await work(view)
-        except Exception as exc:
-            log.warning(
-                "the at-once work of %s did not finish (%s); it waits for staff",
-                view.reference,
-                type(exc).__name__,
-                extra={"reference": view.reference},
-            )
-        async with self._sessions() as session:  # as the work left it
-            return await self._view(session, await self._load(session, view.reference))
 
     async def verify_by_contact(
         self, reference: str, *, sender_user_id: int, contact_user_id: int | None, phone: str
