@@ -146,6 +146,19 @@ def mail_channel(
         engine=core.engine,  # on PostgreSQL one replica reads the mailbox (advisory lock)
         claim_owners=owners,
         info=info or desk_info(settings),
+        fulfilment=desk_fulfilment(settings, core, info or desk_info(settings)),
+    )
+
+
+def desk_fulfilment(settings: Settings, core: Core, info: DeskInfo) -> Fulfilment:
+    """What approving does, on the desk's own SQL directory (either channel may verify)."""
+    return Fulfilment(
+        core.service,
+        SqlDirectory(core.sessions, core.vault, core.clock),
+        core.clock,
+        timezone=settings.timezone,
+        info=info,
+        processing=processing_facts(settings),
     )
 
 
@@ -220,14 +233,7 @@ def telegram_channel(
         bot=make_bot(settings.telegram_bot_token.get_secret_value(), settings.telegram_api_url),
         config=config,
         service=core.service,
-        fulfilment=Fulfilment(
-            core.service,
-            SqlDirectory(core.sessions, core.vault, core.clock),
-            core.clock,
-            timezone=settings.timezone,
-            info=config.info,
-            processing=processing_facts(settings),
-        ),
+        fulfilment=desk_fulfilment(settings, core, config.info),
         sessions=core.sessions,
         vault=core.vault,
         clock=core.clock,

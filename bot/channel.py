@@ -159,6 +159,8 @@ class TelegramChannel:
         fulfilment = fulfilment or Fulfilment(
             service, SqlDirectory(sessions, vault, clock), clock, info=config.info
         )
+        # A request of a kind done at once (leaving mailings) is done when verified here.
+        fulfilment.act_at_once()
         self.dispatcher = build_dispatcher(
             config, service, clock, storage, events_isolation, fulfilment
         )

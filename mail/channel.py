@@ -30,6 +30,8 @@ from mail.settings import MailSettings
 from mail.spam import SpamRules
 from workflows.clock import Clock
 from workflows.deadlines.leader_lock import AdvisoryLock, LeaderLock, SingleProcessLock
+from workflows.directory.sql_directory import SqlDirectory
+from workflows.fulfilment.work import Fulfilment
 from workflows.i18n import DeskInfo
 from workflows.outbox.dispatcher import OutboxDispatcher
 from workflows.outbox.owners import ClaimOwners
@@ -142,6 +144,7 @@ def build_mail_channel(
     engine: AsyncEngine | None = None,
     claim_owners: ClaimOwners | None = None,
     info: DeskInfo | None = None,
+    fulfilment: Fulfilment | None = None,
 ) -> MailChannel:
     """The e-mail channel from its settings and the core's parts.
 
@@ -151,8 +154,12 @@ def build_mail_channel(
     shared by its dispatchers); without them a dead process's claims wait out
     their lease. ``info`` is the desk's details the letters name (the composition root
     builds it once for both channels); without it, ``mail_from`` is the address named.
+    ``fulfilment`` does the work of a kind done at once when a mailed code
+    verifies it (the desk's own SQL directory unless the composition gives one).
     """
     s = settings
+    fulfilment = fulfilment or Fulfilment(service, SqlDirectory(sessions, vault, clock), clock)
+    fulfilment.act_at_once()
     intake = MailIntake(
         service,
         sessions,

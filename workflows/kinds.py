@@ -5,8 +5,9 @@ because a promise cannot extend a statutory duty. The table also says what
 starts the clock and which fields a request of that kind cannot go without,
 and everything else the desk knows of a kind: the questions the Telegram
 dialog asks, whether the person may bring documents, what staff must enter
-before the work is done, whether two staff members must approve, and whether
-the staff card shows a preview of the answer.
+before the work is done, whether two staff members must approve, whether
+the staff card shows a preview of the answer, and whether the desk does the
+work itself as soon as the person is verified (``at_once``).
 
 One kind has no row: ``unclassified``, a request whose kind the desk could not
 tell. It has no clock of its own; it runs on the shortest clock of its likely
@@ -108,6 +109,7 @@ class KindSpec:
     staff_input: str | None = None
     four_eyes: bool = False
     preview: bool = False
+    at_once: bool = False
 
     @property
     def clocks(self) -> tuple[ClockSpec, ...]:
@@ -205,7 +207,7 @@ def parse_kinds(data: Mapping[str, Any]) -> Mapping[RequestKind, KindSpec]:
         raise KindTableError(f"kind {missing[0]!r} is missing from the table")
     table: dict[RequestKind, KindSpec] = {}
     allowed = {"law", "policy", "starts", "required", "one_of", "law_ref", "policy_ref"}
-    allowed |= {"questions", "evidence", "staff_input", "four_eyes", "preview"}
+    allowed |= {"questions", "evidence", "staff_input", "four_eyes", "preview", "at_once"}
     for name, entry in data.items():
         if not isinstance(entry, dict):
             raise KindTableError(f"{name}: a table of settings")
@@ -223,6 +225,9 @@ def parse_kinds(data: Mapping[str, Any]) -> Mapping[RequestKind, KindSpec]:
         groups = entry.get("one_of", [])
         if not isinstance(groups, list):
             raise KindTableError(f"{name}.one_of: a list of lists of field names")
+        at_once = _flag(name, "at_once", entry.get("at_once", False))
+        if at_once and (entry.get("four_eyes") or entry.get("staff_input")):
+            raise KindTableError(f"{name}.at_once: work done at once has no approver, no input")
         table[RequestKind(name)] = KindSpec(
             kind=RequestKind(name),
             law=law,
@@ -237,6 +242,7 @@ def parse_kinds(data: Mapping[str, Any]) -> Mapping[RequestKind, KindSpec]:
             staff_input=_staff_input(name, entry.get("staff_input")),
             four_eyes=_flag(name, "four_eyes", entry.get("four_eyes", False)),
             preview=_flag(name, "preview", entry.get("preview", False)),
+            at_once=at_once,
         )
     return MappingProxyType({kind: table[kind] for kind in CLASSIFIED_KINDS})
 

@@ -190,9 +190,16 @@ def _card_text(
         )
     if filed_by_staff and view.is_open:
         lines.append(texts("staff.card.own"))
+    if view.status == Status.COMPLETED.value and done_at_once(view):
+        lines.append(texts("staff.card.at_once"))
     if preview:
         lines += ["", html.escape(shorten(preview, preview_limit))]
     return "\n".join(lines)
+
+
+def done_at_once(view: RequestView) -> bool:
+    """The desk approved it itself when the person was verified (leaving mailings)."""
+    return any(e.action == "approve" and e.details.get("at_once") for e in view.events)
 
 
 def needed_approvals(view: RequestView) -> int | None:

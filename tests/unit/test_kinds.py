@@ -94,6 +94,10 @@ def _table() -> dict[str, Any]:
         (lambda t: t["rectify"].update(evidence="yes"), "rectify.evidence"),
         (lambda t: t["rectify"].update(staff_input="guess"), "rectify.staff_input"),
         (lambda t: t["access"].update(four_eyes=1), "access.four_eyes"),
+        (lambda t: t["unsubscribe"].update(at_once="yes"), "unsubscribe.at_once"),
+        # Work done at once has nobody to approve it twice and nobody to type values.
+        (lambda t: t["delete_account"].update(at_once=True), "delete_account.at_once"),
+        (lambda t: t["rectify"].update(at_once=True), "rectify.at_once"),
         # Its clock is its likely kinds': a row of its own would be a second truth.
         (
             lambda t: t.update(unclassified={"law": {"length": 1, "unit": "working"}}),
@@ -124,6 +128,8 @@ def test_the_table_says_what_else_each_kind_needs() -> None:
     }
     assert four_eyes_kinds(DEFAULT_KINDS) == {"delete_account", "destroy_unlawful"}
     assert {k for k, s in by.items() if s.preview} == {"access"}
+    # Leaving mailings is done as soon as the person is verified, without staff.
+    assert {k for k, s in by.items() if s.at_once} == {"unsubscribe"}
     assert [q.field for q in by["withdraw_consent"].questions] == [
         "full_name",
         "data_concerned",

@@ -7,6 +7,11 @@ the desk's SQL directory, or a company's CRM), then completes the request with
 a notice to the person saying what was done, and an audit event naming the
 fields touched — never their values. Work that fails after approval leaves
 the request approved for a retry, and says so to staff (:meth:`Fulfilment.fulfil`).
+
+A kind the desk does at once (``at_once``: leaving mailings) needs no staff:
+:meth:`Fulfilment.at_once`, given to the request service by the composition
+(``service.do_at_once``), approves it as the desk and fulfils it as soon as
+the person is verified; the card shows it done.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from workflows.fulfilment.processing import ProcessingFacts
 from workflows.i18n import DeskInfo
 from workflows.kinds import RequestKind
 from workflows.requests.queries import CardFacts
-from workflows.requests.records import Evidence
+from workflows.requests.records import DESK, Evidence
 from workflows.requests.service import RequestService
 from workflows.requests.states import Status
 from workflows.snapshots import Actor, RequestView
@@ -154,6 +159,21 @@ class Fulfilment:
         if view.status != Status.APPROVED.value:
             return view  # waiting for a second approval
         return await self.fulfil(view, staff)
+
+    async def at_once(self, view: RequestView) -> RequestView:
+        """The desk approves and fulfils, itself, a verified request of a kind done at once.
+
+        The request service refuses (:class:`~workflows.errors.NotAllowed`)
+        anything but a verified request of an ``at_once`` kind waiting for
+        staff. A failure of the work is :meth:`fulfil`'s: the request stays
+        approved, staff are alerted, and Complete on its card tries again.
+        """
+        approved = await self._service.approve_at_once(view.reference)
+        return await self.fulfil(approved, DESK)
+
+    def act_at_once(self) -> None:
+        """Have the request service hand this fulfilment each verified ``at_once`` request."""
+        self._service.do_at_once(self.at_once)
 
     async def fulfil(self, view: RequestView, staff: Actor) -> RequestView:
         """Do the work the approvals agreed to, then complete the request.

@@ -13,6 +13,11 @@ Nobody approves a request they filed themselves: one whose data subject is
 their own Telegram account, or whose subject shares an e-mail address or a
 phone number that they proved in their own dialog with the bot
 (:class:`~workflows.errors.OwnRequest`).
+
+The one approval no staff member gives: the desk's own, of a verified request
+of a kind done at once (``at_once``: leaving mailings), recorded as the
+desk's (:data:`DESK`) with ``at_once`` in its audit event
+(:meth:`Approvals.approve_at_once`).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from workflows.errors import ApprovalMismatch, KindUndecided, NotAllowed, OwnRequest
 from workflows.kinds import RequestKind
 from workflows.persistence.tables import AuditEvent, DataSubject, Request
-from workflows.requests.records import APPROVAL, Records, since_last_kind_change
+from workflows.requests.records import APPROVAL, DESK, Records, since_last_kind_change
 from workflows.requests.states import Action, Status, next_status
 from workflows.snapshots import Actor, RequestView
 
@@ -74,6 +79,25 @@ class Approvals(Records):
         four_eyes = RequestKind(request.kind) in self._four_eyes
         if four_eyes and str(staff.staff_id) in await self._approvers(session, request):
             raise NotAllowed("a second, different staff member must approve this")
+
+    async def approve_at_once(self, reference: str) -> RequestView:
+        """The desk approves, itself, a verified request of a kind done at once.
+
+        Refused (:class:`NotAllowed`) for any other kind, and for a request
+        not verified or no longer waiting (taken, approved, closed): nobody's
+        data is acted on for someone who has not proved who they are.
+        """
+        async with self._unit() as session:
+            request = await self._load(session, reference)
+            spec = self._kinds.get(RequestKind(request.kind))
+            if spec is None or not spec.at_once:
+                raise NotAllowed("only staff approve a request of this kind")
+            if request.verified_at is None or request.status != Status.VERIFIED.value:
+                raise NotAllowed("only a verified request waiting for staff is done at once")
+            request.approved_work_enc = self._vault.encrypt_json({})
+            event = await self._move(session, request, Action.APPROVE, DESK, {"at_once": True})
+            await self._to_staff(session, request, event, "staff_card")
+            return await self._view(session, request)
 
     async def approval_details(self, reference: str) -> list[dict[str, Any]]:
         """What each approval recorded so far (four eyes), oldest first."""

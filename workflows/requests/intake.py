@@ -162,7 +162,8 @@ class Intake(IdentityChecks, DocumentClock):
         With ``contact``, the contact card the Telegram sender shared in the
         dialog, the request is verified in the same transaction, as
         :meth:`verify_by_contact` would, and the person gets the one message
-        that it is registered and verified. A card that is not the sender's own
+        that it is registered and verified (and, for a kind done at once, that
+        it is done: :meth:`do_at_once`). A card that is not the sender's own
         leaves the request unverified, with the refusal in its audit trail.
 
         A Telegram user with ``limits.max_open_requests`` open already gets
@@ -183,6 +184,7 @@ class Intake(IdentityChecks, DocumentClock):
             send_code_to_email,
             candidates,
         )
+        verified: RequestView | None = None
         async with self._unit() as session:
             subject = await self._sender(session, filing, telegram_user_id)
             (request,), (event,) = await self._file(session, [filing], [subject])
@@ -191,10 +193,13 @@ class Intake(IdentityChecks, DocumentClock):
                     await self._verify_contact(
                         session, request, subject, telegram_user_id, contact.phone
                     )
-                    return await self._view(session, request, fresh=True)
-                await self._refuse_contact(session, request, telegram_user_id)
-            await self._acknowledge(session, [filing], [request], [subject], [event])
-            return await self._view(session, request, fresh=True)
+                    verified = await self._view(session, request, fresh=True)
+                else:
+                    await self._refuse_contact(session, request, telegram_user_id)
+            if verified is None:
+                await self._acknowledge(session, [filing], [request], [subject], [event])
+                return await self._view(session, request, fresh=True)
+        return await self._then_at_once(verified)
 
     async def open_by_email(
         self,

@@ -36,6 +36,9 @@ from workflows.snapshots import Actor, ActorKind, AuditView, RequestView
 KIND_CHANGED = "kind_changed"
 APPROVAL = "approval"
 
+# The desk itself, the actor of the work it does at once without staff (``at_once`` kinds).
+DESK = Actor(ActorKind.SYSTEM, "desk", name="desk")
+
 
 def since_last_kind_change(request_id: int) -> ColumnElement[bool]:
     """A condition on :class:`AuditEvent`: recorded after the request's last change of kind."""
@@ -88,6 +91,13 @@ class Records:
             raise NotAllowed("only staff can do this")
         if self._staff_user_ids is not None and staff.staff_id not in self._staff_user_ids:
             raise NotAllowed("this user is not on the staff list")
+
+    def _check_staff_or_desk(self, request: Request, actor: Actor) -> None:
+        """Staff, or the desk itself (:data:`DESK`) for a request of a kind done at once."""
+        spec = self._kinds.get(RequestKind(request.kind))
+        if actor == DESK and spec is not None and spec.at_once:
+            return
+        self._check_staff(actor)
 
     def _check_owner(
         self, actor: Actor, subject: DataSubject, *, allow_unknown_email: bool = False

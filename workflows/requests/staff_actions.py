@@ -28,6 +28,7 @@ from typing import Any
 from workflows.errors import IllegalTransition, KindUndecided, NotAllowed
 from workflows.kinds import RequestKind
 from workflows.persistence.tables import DataSubject, Message, Request
+from workflows.requests.at_once import AtOnce
 from workflows.requests.classification import clock_for_kind
 from workflows.requests.records import KIND_CHANGED, Evidence, Records
 from workflows.requests.states import CLOSED, Action, Status
@@ -114,7 +115,7 @@ class StaffActions(Records):
         """
         async with self._unit() as session:
             request = await self._load(session, reference)
-            self._check_staff(staff)
+            self._check_staff_or_desk(request, staff)
             _ensure_classified(request)
             event = await self._move(session, request, Action.COMPLETE, staff, dict(details or {}))
             subject = await session.get_one(DataSubject, request.subject_id)
@@ -160,7 +161,7 @@ class StaffActions(Records):
             return await self._view(session, request)
 
 
-class KindChanges(Records):
+class KindChanges(AtOnce):
     """The request service's staff use case of setting a request's kind (a mixin)."""
 
     async def change_kind(
@@ -170,7 +171,8 @@ class KindChanges(Records):
 
         Allowed while the request is open and not yet approved (the work of an
         approved request follows its kind). ``unclassified`` cannot be chosen,
-        nor the kind the request already has (:class:`NotAllowed`).
+        nor the kind the request already has (:class:`NotAllowed`). A verified
+        request made a kind done at once (leaving mailings) is done now.
         """
         new = RequestKind(kind)
         if new is RequestKind.UNCLASSIFIED:
@@ -211,4 +213,5 @@ class KindChanges(Records):
             await self._to_staff(session, request, event, "staff_card")
             subject = await session.get_one(DataSubject, request.subject_id)
             await self._to_subject(session, request, subject, event, "kind_changed")
-            return await self._view(session, request)
+            view = await self._view(session, request)
+        return await self._then_at_once(view)

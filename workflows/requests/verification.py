@@ -4,6 +4,10 @@ A shared contact proves a phone number only when it is the sender's own card.
 A mailed code proves only the mailbox it went to; a new code retires the
 pending one, and the tries are counted. A request never verified expires
 after the days the scheduler is given (:func:`verification_cutoff`).
+
+A request of a kind the desk does at once (``at_once``: leaving mailings) is
+handed to that work once its verification is committed
+(:mod:`workflows.requests.at_once`).
 """
 
 from __future__ import annotations
@@ -28,9 +32,9 @@ from workflows.identity import (
 from workflows.outbox.queue import Audience, Channel, enqueue, reroute_unreachable
 from workflows.persistence.tables import DataSubject, Request, Verification
 from workflows.privacy.masking import mask_email
+from workflows.requests.at_once import AtOnce
 from workflows.requests.customer_match import match_customer
 from workflows.requests.limits import ensure_can_send_code
-from workflows.requests.records import Records
 from workflows.requests.states import Action, Status, next_status
 from workflows.snapshots import Actor, ActorKind, RequestView
 
@@ -57,7 +61,7 @@ def verification_cutoff(now: datetime, days: int) -> datetime:
     return now - timedelta(days=days)
 
 
-class IdentityChecks(Records):
+class IdentityChecks(AtOnce):
     """The request service's use cases of proving who asks (a mixin)."""
 
     async def verify_by_contact(
@@ -77,7 +81,8 @@ class IdentityChecks(Records):
                 await session.commit()
                 raise IdentityRefused("the shared contact is not the sender's own")
             await self._verify_contact(session, request, subject, sender_user_id, phone)
-            return await self._view(session, request)
+            view = await self._view(session, request)
+        return await self._then_at_once(view)
 
     async def send_email_code(self, reference: str, actor: Actor, email: str) -> None:
         """Send a confirmation code to ``email`` (the Telegram dialog's alternative).
@@ -151,7 +156,10 @@ class IdentityChecks(Records):
                     None,
                     {"outcome": outcome.value, "tries_left": left},
                 )
-            return CodeCheck(outcome, left, await self._view(session, request))
+            view = await self._view(session, request)
+        if outcome is CodeOutcome.OK:
+            view = await self._then_at_once(view)
+        return CodeCheck(outcome, left, view)
 
     def _try_code(
         self, row: Verification | None, attempt: str, now: datetime
