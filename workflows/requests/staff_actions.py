@@ -28,7 +28,7 @@ from workflows.kinds import ClockStart, RequestKind
 from workflows.persistence.tables import DataSubject, Message, Request
 from workflows.requests.classification import clock_for_kind
 from workflows.requests.records import KIND_CHANGED, Evidence, Records
-from workflows.requests.states import CLOSED, Action, Status
+from workflows.requests.states import CLOSED, Action, Status, next_status
 from workflows.snapshots import Actor, ActorKind, RequestView
 
 # The person's notice that their complaint was considered, with staff's answer.
@@ -156,6 +156,7 @@ class StaffActions(Records):
             recorded = dict(details or {})
             answer = (answer or "").strip() or None
             if request.kind == RequestKind.COMPLAINT.value:
+                next_status(Status(request.status), Action.COMPLETE)  # a closed one: not allowed
                 if answer is None:
                     raise AnswerNeeded(request.reference)
                 template, recorded["answered"] = COMPLAINT_ANSWERED, True
