@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aina_dsr.runtime import desk_info
 from aina_dsr.settings import load_settings
+from mail.channel import build_mail_channel
 from tests.botapi import BotAPI, Call
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_IDS
@@ -34,7 +35,7 @@ from tests.e2e.test_telegram_bot import (
     text,
     the_card,
 )
-from tests.mail_desk import mail_channel
+from tests.mail_desk import mail_settings
 from tests.mailservers import Dovecot, SmtpServer, dovecot, smtp_server  # noqa: F401
 from tests.telegram_desk import STAFF_CHAT, Desk, words
 from workflows.directory.sql_directory import SqlDirectory
@@ -174,7 +175,18 @@ async def test_a_complaint_by_letter_gets_its_answer_by_letter(
     clock: FrozenClock,
 ) -> None:
     address = "asel@example.kz"
-    channel = mail_channel(dovecot, smtp_server, service, sessions, vault, clock)
+    settings = load_settings(
+        authority_name_kk="Дербес деректерді қорғау комитеті",
+        authority_address_kk="Астана қ., Мәңгілік Ел д-лы, 8",
+    )
+    channel = build_mail_channel(
+        mail_settings(dovecot, smtp_server),
+        service=service,
+        sessions=sessions,
+        vault=vault,
+        clock=clock,
+        info=desk_info(settings),
+    )
     desk = Desk(api, service, sessions, vault, clock, STAFF_IDS)
     await desk.start()
     try:
@@ -201,8 +213,7 @@ async def test_a_complaint_by_letter_gets_its_answer_by_letter(
             )
         )
         await channel.poller.poll_once()
-        if (await service.get(reference)).kind != "complaint":
-            await service.change_kind(reference, DANA_ACTOR, "complaint")
+        assert (await service.get(reference)).kind == "complaint", "the letter reads as one"
         await channel.dispatcher.run_once()
         sent = len(smtp_server.letters)
 
@@ -220,7 +231,9 @@ async def test_a_complaint_by_letter_gets_its_answer_by_letter(
     plain = letter.message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     assert "курьерлік қызметтен тараған" in plain
     assert "қаралды" in plain
-    assert "Жасанды интеллект және цифрлық даму министрлігі" in plain
+    # Where to turn next, the authorised body as the settings name it.
+    assert "Дербес деректерді қорғау комитеті (Астана қ., Мәңгілік Ел д-лы, 8)" in plain
+    assert "Жасанды интеллект" not in plain
     assert "жергілікті әкімдік" in plain and "- сот." in plain
     # Written by staff: not marked as an automatic message.
     assert letter.message["Auto-Submitted"] is None
