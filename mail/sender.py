@@ -53,8 +53,13 @@ _AUTO_REPLIED = {
     "attachment_refused",
     "mail_too_large",
 }
-# Staff's own words (a question, a reason, a note): written by a person.
-_WRITTEN_BY_STAFF = {"info_requested", "request_rejected", "request_completed"}
+# Staff's own words (a question, a reason, a note, an answer): written by a person.
+_WRITTEN_BY_STAFF = {
+    "info_requested",
+    "request_rejected",
+    "request_completed",
+    "complaint_answered",
+}
 _ACKNOWLEDGEMENTS = {"request_received", "request_received_code"}
 _SYNTHETIC_DOMAIN = ".invalid>"
 # A kept connection older than this is replaced before use (servers close idle ones).

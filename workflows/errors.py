@@ -52,3 +52,11 @@ class OwnRequest(NotAllowed):
 
 class ApprovalMismatch(DomainError):
     """A later approval names other work than the first: four eyes agree on one thing."""
+
+
+class AnswerNeeded(DomainError):
+    """A complaint is closed with the answer staff wrote for the person, never without one."""
+
+    def __init__(self, reference: str) -> None:
+        super().__init__(f"{reference} is a complaint: it is closed with its answer")
+        self.reference = reference

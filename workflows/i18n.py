@@ -273,7 +273,11 @@ class Catalogue:
         if params.get("kind"):
             derived["kind_name"] = self.text(language, f"kind.{params['kind']}")
         if params.get("status"):
-            derived["status_name"] = self.text(language, f"status.{params['status']}")
+            status, kind = params["status"], params.get("kind")
+            by_kind = f"status.{status}.{kind}"
+            derived["status_name"] = self.text(
+                language, by_kind if kind and self.has(by_kind) else f"status.{status}"
+            )
         if params.get("due_date"):
             derived["due"] = format_date(language, date.fromisoformat(str(params["due_date"])))
         return derived
@@ -344,9 +348,12 @@ def kind_hint(language: str, kind: str) -> str:
     return catalogue().text(language, f"kind.{kind}.hint")
 
 
-def status_name(language: str, status: str) -> str:
-    """A request status in words."""
-    return catalogue().text(language, f"status.{status}")
+def status_name(language: str, status: str, kind: str | None = None) -> str:
+    """A request status in words; a kind may have its own (a complaint is "considered")."""
+    texts = catalogue()
+    if kind and texts.has(f"status.{status}.{kind}"):
+        return texts.text(language, f"status.{status}.{kind}")
+    return texts.text(language, f"status.{status}")
 
 
 def render_notification(

@@ -90,8 +90,8 @@ class Question(NamedTuple):
 # The field of a question taking a phone, an e-mail or a postal address, whichever is given.
 CONTACT_QUESTION = "contact"
 # What staff may have to enter before the work of a kind is done (``KindSpec.staff_input``):
-# the corrected values, or the names of the fields destroyed.
-STAFF_INPUTS = ("correct", "destroy")
+# the corrected values, the names of the fields destroyed, or the answer to a complaint.
+STAFF_INPUTS = ("correct", "destroy", "answer")
 
 
 @dataclass(frozen=True)

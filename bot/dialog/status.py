@@ -30,7 +30,7 @@ async def status(message: Message, texts: Texts, service: RequestService, langua
                 "status.line",
                 reference=view.reference,
                 kind=html.escape(kind_name(language, view.kind)),
-                status=html.escape(status_name(language, view.status)),
+                status=html.escape(status_name(language, view.status, view.kind)),
                 due=_due(view, texts, service),
             )
         )

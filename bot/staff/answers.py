@@ -9,6 +9,7 @@ from aiogram.types import CallbackQuery, User
 from bot.config import BotConfig
 from bot.texts import Texts
 from workflows.errors import (
+    AnswerNeeded,
     ConcurrentChange,
     DomainError,
     IllegalTransition,
@@ -46,9 +47,8 @@ def outcome(texts: Texts, view: RequestView) -> str:
             reference=view.reference,
             names=html.escape(", ".join(view.approvals)),
         )
-    return texts(
-        "staff.done", reference=view.reference, status=status_name(texts.language, view.status)
-    )
+    status = status_name(texts.language, view.status, view.kind)
+    return texts("staff.done", reference=view.reference, status=status)
 
 
 async def refusal(
@@ -57,7 +57,8 @@ async def refusal(
     """Why nothing changed, in the staff's words (the core's reasons name no personal data)."""
     if isinstance(exc, IllegalTransition):
         current = await service.get(reference)
-        return texts("staff.illegal", status=status_name(texts.language, current.status))
+        status = status_name(texts.language, current.status, current.kind)
+        return texts("staff.illegal", status=status)
     if isinstance(exc, ConcurrentChange):
         return texts("staff.stale")
     if isinstance(exc, RequestNotFound):
@@ -68,6 +69,8 @@ async def refusal(
         return texts("staff.approval.own")
     if isinstance(exc, NotAllowed) and step == "approve":
         return texts("staff.approval.twice")
+    if isinstance(exc, AnswerNeeded):
+        return texts("staff.answer.needed", reference=reference)
     if isinstance(exc, FulfilmentFailed):
         # Approved, not done: the group has the alert; Complete tries the work again.
         return texts("staff.work.not_done", reason=html.escape(str(exc)))

@@ -2,7 +2,8 @@
 
 A kind whose work needs words from staff (the corrected values, or the fields
 to destroy) is asked for them first, and only after the core's pre-check says
-this staff member may approve at all; the reply is the approval.
+this staff member may approve at all; the reply is the approval. A complaint's
+answer is words to the person: it is shown back first (:mod:`bot.staff.drafts`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from aiogram.types import CallbackQuery, Message
 from bot.callbacks import StaffAction
 from bot.config import BotConfig
 from bot.staff.answers import actor, done, outcome, refusal, refused
+from bot.staff.drafts import WORDING, ask_for_answer
 from bot.staff.prompts import PromptReply, ask, forget_prompt
 from bot.texts import Texts
 from workflows.directory.customer_directory import DIRECTORY_FIELDS
@@ -50,6 +52,11 @@ async def approve(
     # Kinds whose work needs words from staff first: corrected values, or field names.
     spec = service.kinds.get(RequestKind(current.kind))
     needs = spec.staff_input if spec is not None else None
+    if needs in WORDING:  # words to the person (a complaint's answer): shown back first
+        await query.answer()
+        if isinstance(query.message, Message):
+            await ask_for_answer(query.message, state, texts, reference)
+        return
     if needs is not None:
         await query.answer()
         if isinstance(query.message, Message):
@@ -114,5 +121,6 @@ def router() -> Router:
     """Approve's router: the button, and the replies to its prompts."""
     approvals = Router(name=__name__)
     approvals.callback_query.register(approve, StaffAction.filter(F.action == "approve"))
-    approvals.message.register(work_given, PromptReply(*STAFF_INPUTS))
+    checked = [name for name in STAFF_INPUTS if name not in WORDING]  # the rest are drafts
+    approvals.message.register(work_given, PromptReply(*checked))
     return approvals

@@ -10,14 +10,17 @@ kind buttons have their own routers (:mod:`bot.staff.approvals`,
 from __future__ import annotations
 
 from aiogram import F, Router
-from aiogram.types import CallbackQuery
+from aiogram.fsm.context import FSMContext
+from aiogram.types import CallbackQuery, Message
 
 from bot.callbacks import StaffAction
 from bot.config import BotConfig
 from bot.staff.answers import actor, done, refused
+from bot.staff.drafts import ask_for_answer
 from bot.texts import Texts
 from workflows.errors import DomainError
 from workflows.fulfilment.work import Fulfilment
+from workflows.kinds import RequestKind
 from workflows.requests.service import RequestService
 from workflows.requests.staff_view import completable
 
@@ -42,15 +45,27 @@ async def take(
 async def complete(
     query: CallbackQuery,
     callback_data: StaffAction,
+    state: FSMContext,
     texts: Texts,
     config: BotConfig,
     service: RequestService,
     fulfilment: Fulfilment,
 ) -> None:
-    """Complete an approved request: the work its approvals agreed to, nothing typed now."""
+    """Complete an approved request: the work its approvals agreed to, nothing typed now.
+
+    A complaint approved without its answer (before answers were asked for) is
+    closed only with one: the prompt for it, as Approve asks on a complaint.
+    """
     reference = callback_data.reference
     try:
         current = await completable(service, reference)
+        if current.kind == RequestKind.COMPLAINT.value and not (
+            await service.approved_work(reference)
+        ).get("answer"):
+            await query.answer()
+            if isinstance(query.message, Message):
+                await ask_for_answer(query.message, state, texts, reference)
+            return
         view = await fulfilment.fulfil(current, actor(query.from_user))
     except DomainError as exc:
         await refused(query, exc, texts, service, reference, "complete")

@@ -151,7 +151,7 @@ def _card_text(
             "staff.card",
             reference=view.reference,
             kind=html.escape(kind_name(language, view.kind)),
-            status=html.escape(status_name(language, view.status)),
+            status=html.escape(status_name(language, view.status, view.kind)),
             channel=html.escape(texts("channel." + view.channel)),
             language=view.language,
             verified_by=html.escape(texts("verified_by." + verified)),

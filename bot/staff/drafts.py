@@ -1,13 +1,16 @@
-"""Staff's words to a person (a reason, a question): a reply to the prompt, shown back first.
+"""Staff's words to a person (a reason, a question, a complaint's answer), shown back first.
 
 Reject and Ask for info on a card answer with a ForceReply prompt whose input
 field says what to write (:mod:`bot.staff.prompts` remembers it per staff
-member). Only a reply to that prompt is taken: any other line in the group is
-left alone, for it may be a command or a chat ("brb, getting coffee"), never
-the reason. The reply is shown back with Send, Edit and Cancel: Send passes it
-to the request service, which tells the person; Edit asks again; Cancel sends
-nothing. A draft belongs to the staff member who wrote it and to its preview
-message: someone else's press, or a press on an older preview, sends nothing.
+member); so do Approve and Complete on a complaint, which is closed only with
+the answer staff write (:func:`ask_for_answer`). Only a reply to that prompt
+is taken: any other line in the group is left alone, for it may be a command
+or a chat ("brb, getting coffee"), never the reason. The reply is shown back
+with Send, Edit and Cancel: Send passes it to the request service, which tells
+the person (an answer approves the complaint, which closes it); Edit asks
+again; Cancel sends nothing. A draft belongs to the staff member who wrote it
+and to its preview message: someone else's press, or a press on an older
+preview, sends nothing.
 """
 
 from __future__ import annotations
@@ -21,17 +24,19 @@ from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMar
 
 from bot.callbacks import DraftStep, StaffAction
 from bot.config import BotConfig
-from bot.staff.answers import actor
+from bot.staff.answers import actor, alert, outcome, refusal
 from bot.staff.prompts import DRAFTS, PromptReply, ask, draft_of, forget_prompt, remember
 from bot.texts import Texts
 from workflows.errors import ConcurrentChange, DomainError
-from workflows.i18n import status_name
+from workflows.fulfilment.work import Fulfilment
 from workflows.requests.service import RequestService
+from workflows.requests.states import Status
+from workflows.snapshots import Actor, RequestView
 
 # A reason or a question, with the preview's own words, stays within one Telegram message.
 TEXT_LIMIT = 3500
 # What each action's prompt, placeholder and preview are called in the catalogue.
-WORDING = {"reject": "staff.reason", "ask": "staff.question"}
+WORDING = {"reject": "staff.reason", "ask": "staff.question", "answer": "staff.answer"}
 
 
 async def reject(
@@ -46,6 +51,13 @@ async def ask_info(
 ) -> None:
     """Ask for info pressed on a card: the prompt for the question, as a reply to the card."""
     await _ask_for_words(query, state, texts, "ask", callback_data.reference)
+
+
+async def ask_for_answer(
+    reply_to: Message, state: FSMContext, texts: Texts, reference: str
+) -> None:
+    """The prompt for a complaint's answer, as a reply to its card (Approve or Complete pressed)."""
+    await _prompt(reply_to, state, texts, "answer", reference)
 
 
 async def _ask_for_words(
@@ -127,19 +139,20 @@ async def send(
     texts: Texts,
     service: RequestService,
     config: BotConfig,
+    fulfilment: Fulfilment,
 ) -> None:
     """Send: the words go to the person, through the request service."""
     draft = await _draft(query, callback_data, state, texts)
     if draft is None:
         return
     action, reference = str(draft["action"]), str(draft["reference"])
-    outcome = await _send(query, action, reference, str(draft["text"]), texts, service)
-    if outcome is None:
+    said = await _send(query, action, reference, str(draft["text"]), texts, service, fulfilment)
+    if said is None:
         return  # someone changed the request meanwhile: the draft waits for a new press
     config.outbox_wake.set()
     preview = await _close(query, state)
     if preview is not None:
-        await preview.reply(outcome)
+        await preview.reply(said)
 
 
 async def cancel(
@@ -192,29 +205,47 @@ async def _send(
     text: str,
     texts: Texts,
     service: RequestService,
+    fulfilment: Fulfilment,
 ) -> str | None:
     """Pass the words on; what to tell staff, or None when the press should be tried again."""
     staff = actor(query.from_user)
     try:
-        if action == "reject":
-            view = await service.reject(reference, staff, text)
-        else:
-            view = await service.ask_info(reference, staff, text)
+        view = await _pass_on(action, reference, staff, text, service, fulfilment)
     except ConcurrentChange:
-        await query.answer(html.unescape(texts("staff.stale")), show_alert=True)
+        await query.answer(alert(texts("staff.stale")), show_alert=True)
         return None
-    except DomainError:
-        # Closed or moved on meanwhile: the words cannot go, and the draft goes.
-        current = await service.get(reference)
-        refusal = texts("staff.illegal", status=status_name(texts.language, current.status))
-        await query.answer(html.unescape(refusal), show_alert=True)
-        return refusal
+    except DomainError as exc:
+        # Closed or moved on meanwhile, or refused: the words cannot go, and the draft goes.
+        step = "approve" if action == "answer" else action
+        reason = await refusal(exc, texts, service, reference, step)
+        await query.answer(alert(reason), show_alert=True)
+        return reason
     await query.answer()
-    return texts("staff.done", reference=reference, status=status_name(texts.language, view.status))
+    return outcome(texts, view)
+
+
+async def _pass_on(
+    action: str,
+    reference: str,
+    staff: Actor,
+    text: str,
+    service: RequestService,
+    fulfilment: Fulfilment,
+) -> RequestView:
+    if action == "reject":
+        return await service.reject(reference, staff, text)
+    if action == "ask":
+        return await service.ask_info(reference, staff, text)
+    # A complaint's answer: approving it with the answer closes it; one approved without
+    # an answer (before answers were asked for) is completed with this one.
+    current = await service.get(reference)
+    if current.status == Status.APPROVED.value:
+        return await fulfilment.fulfil(current, staff, answer=text)
+    return await fulfilment.approve(reference, staff, answer=text)
 
 
 def router() -> Router:
-    """Reject's and Ask for info's router: the buttons, the replies, the drafts' steps."""
+    """Reject's, Ask for info's and the answers' router: the buttons, the replies, the steps."""
     drafts = Router(name=__name__)
     drafts.callback_query.register(reject, StaffAction.filter(F.action == "reject"))
     drafts.callback_query.register(ask_info, StaffAction.filter(F.action == "ask"))

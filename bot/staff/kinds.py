@@ -63,7 +63,7 @@ async def offer_kinds(
         await query.answer(html.unescape(texts("staff.find.none", reference=reference)))
         return
     if not kind_changeable(view):
-        refusal = texts("staff.illegal", status=status_name(texts.language, view.status))
+        refusal = texts("staff.illegal", status=status_name(texts.language, view.status, view.kind))
         await query.answer(html.unescape(refusal), show_alert=True)
         return
     await query.answer()
@@ -130,7 +130,9 @@ async def _refusal(
         return texts("staff.stale")
     current = await service.get(reference)
     if isinstance(exc, IllegalTransition):
-        return texts("staff.illegal", status=status_name(texts.language, current.status))
+        return texts(
+            "staff.illegal", status=status_name(texts.language, current.status, current.kind)
+        )
     if isinstance(exc, NotAllowed) and current.kind == kind.value:
         return texts("staff.kind.same")
     return texts("staff.work.failed", reason=html.escape(str(exc)))

@@ -83,7 +83,7 @@ def _listing(views: list[RequestView], texts: Texts, service: RequestService, pr
                 "staff.queue.line",
                 reference=view.reference,
                 kind=html.escape(kind_name(texts.language, view.kind)),
-                status=html.escape(status_name(texts.language, view.status)),
+                status=html.escape(status_name(texts.language, view.status, view.kind)),
                 due=html.escape(due),
             )
         )

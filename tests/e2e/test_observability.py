@@ -34,9 +34,13 @@ from tests.e2e.test_cli_frame import aina_dsr
 from tests.e2e.test_mail_end_to_end import person_letter
 from tests.e2e.test_telegram_bot import (
     PHONE,
+    answer_prompt,
     answer_questions,
     code_in_outbox,
+    press_draft,
+    prompt_for,
     share_own_contact_and_confirm,
+    staff_presses,
     start_kind,
     text,
 )
@@ -125,17 +129,23 @@ async def test_a_telegram_dialog_leaves_references_and_no_personal_data_in_the_l
             STAFF_CHAT, 0, lambda c: complaint.reference in text(c), methods=("sendMessage",)
         )
         dana = Person(STAFF_ID, first_name="Dana")
-        for action in ("take", "approve"):
-            since = desk.mark()
-            await desk.api.offer(
-                desk.api.callback_query(
-                    dana,
-                    STAFF_CHAT,
-                    message_id(card),
-                    StaffAction(action=action, reference=complaint.reference).pack(),
-                )
+        since = desk.mark()
+        await desk.api.offer(
+            desk.api.callback_query(
+                dana,
+                STAFF_CHAT,
+                message_id(card),
+                StaffAction(action="take", reference=complaint.reference).pack(),
             )
-            await desk.expect(STAFF_CHAT, since, methods=("editMessageText",))
+        )
+        await desk.expect(STAFF_CHAT, since, methods=("editMessageText",))
+        # Approving the complaint asks for its answer, which closes it once sent.
+        since = await staff_presses(desk, dana, card, "approve", complaint.reference)
+        prompt = await prompt_for(desk, since, "staff.answer.prompt", complaint.reference)
+        preview = await answer_prompt(desk, dana, prompt, "We write only with your consent.")
+        since = desk.mark()
+        await press_draft(desk, dana, preview, "staff.draft.send")
+        await desk.expect(STAFF_CHAT, since, methods=("editMessageText",))
         # Another proves an e-mail address with the code sent to it.
         bota = Person(700201, first_name="Bota", language_code="ru")
         await start_kind(desk, bota, RequestKind.UNSUBSCRIBE, "ru")

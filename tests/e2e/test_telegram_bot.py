@@ -265,43 +265,51 @@ async def test_staff_take_and_approve_with_the_card_edited_in_place(
     assert "&lt;script&gt;" in text(card)
     assert "<script>" not in text(card)
 
-    # Approving does the work (for a complaint, nothing more than closing it) and completes.
-    for action, status in (
-        ("take", "in_review"),
-        ("approve", "completed"),
-    ):
-        since = desk.mark()
-        await desk.api.offer(
-            desk.api.callback_query(
-                DANA, STAFF_CHAT, card_id, StaffAction(action=action, reference=reference).pack()
-            )
+    since = desk.mark()
+    await desk.api.offer(
+        desk.api.callback_query(
+            DANA, STAFF_CHAT, card_id, StaffAction(action="take", reference=reference).pack()
         )
-        edited = await desk.expect(
-            STAFF_CHAT,
-            since,
-            lambda c, s=status: status_name("ru", s) in text(c),
-            methods=("editMessageText",),
-        )
-        assert message_id(edited) == card_id
+    )
+    edited = await desk.expect(
+        STAFF_CHAT,
+        since,
+        lambda c: status_name("ru", "in_review") in text(c),
+        methods=("editMessageText",),
+    )
+    assert message_id(edited) == card_id
+    # Approving a complaint asks for its answer; sending the answer approves and closes it.
+    since = await staff_presses(desk, DANA, card, "approve", reference)
+    prompt = await prompt_for(desk, since, "staff.answer.prompt", reference)
+    preview = await answer_prompt(desk, DANA, prompt, "Рассылку отправляем с Вашего согласия.")
+    since = desk.mark()
+    await press_draft(desk, DANA, preview, "staff.draft.send")
+    edited = await desk.expect(
+        STAFF_CHAT,
+        since,
+        lambda c: status_name("ru", "completed", "complaint") in text(c),
+        methods=("editMessageText",),
+    )
+    assert message_id(edited) == card_id
     view = await service.get(reference, with_events=True)
     assert view.status == "completed"
     take = next(e for e in view.events if e.action == "take")
     assert (take.actor_id, take.actor_name) == (str(STAFF_ID), "Dana")
-    # Only one card was ever sent for the request.
+    # Only one card was ever sent for the request (the prompt and the preview are not cards).
     assert (
         len(
             [
                 c
                 for c in desk.api.calls("sendMessage")
-                if reference in text(c) and c.chat_id == STAFF_CHAT
+                if text(c).startswith(f"📄 <b>{reference}</b>") and c.chat_id == STAFF_CHAT
             ]
         )
         == 1
     )
-    # The person hears that it is done, in Russian.
-    notice = render_notification(
-        "request_completed", "ru", {"reference": reference, "kind": "complaint", "note": ""}
-    )
+    # The person hears that it was considered, and the answer, in Russian.
+    answer = "Рассылку отправляем с Вашего согласия."
+    params = {"reference": reference, "kind": "complaint", "answer": answer}
+    notice = render_notification("complaint_answered", "ru", params)
     await desk.expect(ALICE_ID, 0, lambda c: text(c) == html.escape(notice.text))
 
 

@@ -61,7 +61,7 @@ async def completed_complaint(service: RequestService, user_id: int = ALICE) -> 
         evidence=[Evidence("screen.png", "image/png", b"\x89PNG fake")],
     )
     await service.approve(reference, STAFF)
-    await service.complete(reference, STAFF, "Stopped")
+    await service.complete(reference, STAFF, answer="We have stopped the newsletters.")
     return reference
 
 

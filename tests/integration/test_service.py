@@ -302,7 +302,7 @@ async def test_the_whole_life_of_a_request_is_in_the_audit_log(service: RequestS
         evidence=[Evidence("screen.png", "image/png", b"\x89PNG fake")],
     )
     await service.approve(reference, STAFF)
-    done = await service.complete(reference, STAFF, "Stopped")
+    done = await service.complete(reference, STAFF, answer="We have stopped the newsletters.")
 
     assert done.status == "completed" and done.closed_at is not None
     view = await service.get(reference, with_events=True)

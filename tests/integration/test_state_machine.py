@@ -51,7 +51,7 @@ DO: dict[str, Step] = {
     "reject": lambda s, r: s.reject(r, STAFF, "not enough to identify the data"),
     "ask_info": lambda s, r: s.ask_info(r, STAFF, "which account?"),
     "info_received": lambda s, r: s.attach(r, PERSON, body="the account is my phone"),
-    "complete": lambda s, r: s.complete(r, STAFF),
+    "complete": lambda s, r: s.complete(r, STAFF, answer="We send adverts with your consent."),
     "cancel": lambda s, r: s.cancel(r, PERSON),
     "expire": lambda s, r: s.expire(r),
 }

@@ -50,6 +50,7 @@ PERSON_TEMPLATES: dict[str, dict[str, Any]] = {
     "info_requested": {"question": "Which e-mail address did you use?"},
     "request_rejected": {"reason": "We hold no data about this number."},
     "request_completed": {"note": "Your account has been deleted."},
+    "complaint_answered": {"answer": "We send newsletters only with your consent."},
     "request_cancelled": {},
     "request_expired": {},
     "still_in_progress": {},

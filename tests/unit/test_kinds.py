@@ -120,11 +120,13 @@ def test_the_table_has_every_kind_but_unclassified() -> None:
 def test_the_table_says_what_else_each_kind_needs() -> None:
     by = {kind.value: spec for kind, spec in DEFAULT_KINDS.items()}
     # Documents confirm a correction or an unlawful processing; staff then enter the
-    # corrected values or the fields destroyed; destructive kinds need two approvals.
+    # corrected values or the fields destroyed, and the answer to a complaint;
+    # destructive kinds need two approvals.
     assert {k for k, s in by.items() if s.evidence} == {"rectify", "destroy_unlawful"}
     assert {k: s.staff_input for k, s in by.items() if s.staff_input} == {
         "rectify": "correct",
         "destroy_unlawful": "destroy",
+        "complaint": "answer",
     }
     assert four_eyes_kinds(DEFAULT_KINDS) == {"delete_account", "destroy_unlawful"}
     assert {k for k, s in by.items() if s.preview} == {"access"}

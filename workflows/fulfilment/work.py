@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 from workflows.clock import Clock
 from workflows.directory.customer_directory import ACCOUNT_FIELDS, CustomerDirectory, Flags
 from workflows.directory.store import CustomerRecord
-from workflows.errors import DomainError
+from workflows.errors import AnswerNeeded, DomainError
 from workflows.fulfilment.access_report import AccessReport, build_access_report
 from workflows.fulfilment.corrections import checked_corrections, field_names, parse_corrections
 from workflows.fulfilment.failures import (
@@ -130,16 +130,22 @@ class Fulfilment:
         *,
         corrections: Mapping[str, str] | None = None,
         fields: Sequence[str] | None = None,
+        answer: str | None = None,
     ) -> RequestView:
         """Approve; once the request is approved (four eyes permitting), fulfil and complete.
 
-        The corrections of a ``rectify`` and the fields of a ``destroy_unlawful``
-        are the work this approval agrees to; the request service keeps them,
-        holds a second approver to the same, and :meth:`fulfil` does them.
+        The corrections of a ``rectify``, the fields of a ``destroy_unlawful``
+        and the answer to a ``complaint`` are the work this approval agrees to;
+        the request service keeps them (encrypted), holds a second approver to
+        the same, and :meth:`fulfil` does them.
         """
         view = await self._service.get(reference)
         kind = RequestKind(view.kind)
         work: dict[str, Any] = {}
+        if kind is RequestKind.COMPLAINT:
+            if not (answer or "").strip():
+                raise AnswerNeeded(reference)
+            work["answer"] = (answer or "").strip()
         if kind is RequestKind.RECTIFY:
             if not corrections:
                 raise FulfilmentError("a correction needs the corrected values")
@@ -175,11 +181,15 @@ class Fulfilment:
         """Have the request service hand this fulfilment each verified ``at_once`` request."""
         self._service.do_at_once(self.at_once)
 
-    async def fulfil(self, view: RequestView, staff: Actor) -> RequestView:
+    async def fulfil(
+        self, view: RequestView, staff: Actor, *, answer: str | None = None
+    ) -> RequestView:
         """Do the work the approvals agreed to, then complete the request.
 
         Also what Complete does for an approved request whose work failed part
         way (a directory that did not answer): the same work again, nothing more.
+        A complaint approved without its answer (before answers were asked for)
+        takes ``answer`` now; one approved with its answer keeps that one.
         Whatever fails on the way (the directory, the report, the completion)
         leaves the request approved, so Complete on its card tries again; it
         is an audit event and an alert in the staff group naming the request
@@ -190,8 +200,14 @@ class Fulfilment:
         work = await self._service.approved_work(view.reference)
         corrections: Mapping[str, str] = work.get("corrections") or {}
         fields: Sequence[str] = work.get("fields") or ()
+        if RequestKind(view.kind) is RequestKind.COMPLAINT:
+            answer = str(work.get("answer") or answer or "").strip()
+            if not answer:
+                raise AnswerNeeded(view.reference)  # nothing was tried: no failure to report
         try:
-            return await self._work(view, staff, corrections=corrections, fields=fields)
+            return await self._work(
+                view, staff, corrections=corrections, fields=fields, answer=answer
+            )
         except Exception as exc:
             reason = failure_reason(exc)
             # The audit log is kept for good: a foreign error's message, which may
@@ -218,6 +234,7 @@ class Fulfilment:
         *,
         corrections: Mapping[str, str] | None,
         fields: Sequence[str] | None,
+        answer: str | None = None,
     ) -> RequestView:
         kind = RequestKind(view.kind)
         customer = await self.customer(view)
@@ -276,4 +293,5 @@ class Fulfilment:
             params=params,
             details=details,
             documents=documents,
+            answer=answer if kind is RequestKind.COMPLAINT else None,
         )

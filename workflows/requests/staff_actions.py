@@ -25,14 +25,17 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from workflows.errors import IllegalTransition, KindUndecided, NotAllowed
+from workflows.errors import AnswerNeeded, IllegalTransition, KindUndecided, NotAllowed
 from workflows.kinds import RequestKind
 from workflows.persistence.tables import DataSubject, Message, Request
 from workflows.requests.at_once import AtOnce
 from workflows.requests.classification import clock_for_kind
 from workflows.requests.records import KIND_CHANGED, Evidence, Records
-from workflows.requests.states import CLOSED, Action, Status
+from workflows.requests.states import CLOSED, Action, Status, next_status
 from workflows.snapshots import Actor, ActorKind, RequestView
+
+# The person's notice that their complaint was considered, with staff's answer.
+COMPLAINT_ANSWERED = "complaint_answered"
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -106,20 +109,34 @@ class StaffActions(Records):
         params: Mapping[str, Any] | None = None,
         details: Mapping[str, Any] | None = None,
         documents: Sequence[Evidence] = (),
+        answer: str | None = None,
     ) -> RequestView:
         """Staff close an approved request as done; the person is told.
 
         The fulfilment passes what it did: the notice to send (``template`` with
         ``params``), what the audit event records (``details``: field names,
         never values) and the files to send with the notice (``documents``).
+        A complaint is closed only with staff's ``answer`` (:class:`AnswerNeeded`):
+        kept with the request among staff's words, and sent as the notice
+        ``complaint_answered``.
         """
         async with self._unit() as session:
             request = await self._load(session, reference)
             self._check_staff_or_desk(request, staff)
             _ensure_classified(request)
-            event = await self._move(session, request, Action.COMPLETE, staff, dict(details or {}))
+            recorded = dict(details or {})
+            answer = (answer or "").strip() or None
+            if request.kind == RequestKind.COMPLAINT.value:
+                next_status(Status(request.status), Action.COMPLETE)  # a closed one: not allowed
+                if answer is None:
+                    raise AnswerNeeded(request.reference)
+                template, recorded["answered"] = COMPLAINT_ANSWERED, True
+            event = await self._move(session, request, Action.COMPLETE, staff, recorded)
             subject = await session.get_one(DataSubject, request.subject_id)
             notice = {**self._params(request), "note": note or "", **(params or {})}
+            if answer is not None:
+                await self._outbound_text(session, request, staff.channel, answer)
+                notice["answer"] = answer
             if documents:
                 message = Message(
                     request_id=request.id,
