@@ -70,7 +70,7 @@ class LetterToPost:
 def letter_text(template: str, language: str, params: Mapping[str, Any], info: DeskInfo) -> str:
     """A notice as printed on paper: its subject, its text and the desk's signature."""
     note = render_notification(template, language, params, context=info.context(language))
-    signature = catalogue().text(language, "mail.signature")
+    signature = catalogue().text(language, "mail.signature", **info.context(language))
     return f"{note.subject}\n\n{note.text}\n\n{signature}"
 
 
