@@ -48,14 +48,16 @@ def answer_time(texts: Texts, spec: KindSpec, clock: Clock, calendar: WorkingCal
 
 def rights(texts: Texts, service: RequestService, clock: Clock) -> str:
     """One line per right: what it is, its button's name, and the answer time."""
-    return "\n".join(
-        texts(
-            f"privacy.right.{kind.value}",
-            kind=html.escape(kind_name(texts.language, kind.value)),
-            when=answer_time(texts, service.kinds[kind], clock, service.calendar),
-        )
-        for kind in RIGHTS
-    )
+    lines = []
+    for kind in RIGHTS:
+        spec = service.kinds[kind]
+        name = html.escape(kind_name(texts.language, kind.value))
+        if spec.at_once:  # done as soon as the person is verified: no clock to name
+            lines.append(texts(f"privacy.right.{kind.value}.at_once", kind=name))
+            continue
+        when = answer_time(texts, spec, clock, service.calendar)
+        lines.append(texts(f"privacy.right.{kind.value}", kind=name, when=when))
+    return "\n".join(lines)
 
 
 async def help_(message: Message, texts: Texts) -> None:
