@@ -38,6 +38,10 @@ SOME_REFERENCE = "DSR-2026-000001"
 # Options a command needs to reach the database at all (an identifier to look up).
 NEEDED_OPTIONS: dict[tuple[str, ...], list[str]] = {
     ("customers", "find"): ["--phone", "+77011234567"],
+    ("requests", "file"): [
+        *("--channel", "post", "--kind", "access", "--received", "2026-01-05"),
+        *("--name", "Айгерим", "--address", "Алматы", "--language", "kk"),
+    ],
 }
 # Commands with nothing to read from the database, or nothing encrypted to read.
 NO_DATABASE = {("keys", "generate")}
