@@ -365,7 +365,9 @@ async def answer_prompt(desk: Desk, who: Person, prompt: Call, typed: str) -> Ca
     await desk.api.offer(
         desk.api.group_message(who, STAFF_CHAT, typed, reply_to_message=prompt.result)
     )
-    return await desk.expect(STAFF_CHAT, since, lambda c: bool(buttons(c)))
+    send = words("ru", "staff.draft.send")
+    # The preview is the message with Send under it (a card re-sent meanwhile has buttons too).
+    return await desk.expect(STAFF_CHAT, since, lambda c: send in buttons(c))
 
 
 async def press_draft(desk: Desk, who: Person, preview: Call, button_msgid: str) -> Call:
