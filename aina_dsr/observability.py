@@ -172,7 +172,20 @@ class DeskCollector(Collector):
         now = self._clock.now()
         for folder, polled in sorted(tally.imap_polled_at.items()):
             lag.add_metric([folder], max(0.0, (now - polled).total_seconds()))
-        return [errors, deliveries, lag]
+        started = CounterMetricFamily(
+            "aina_dsr_rounds_started",
+            "Rounds this process's loops began (outbox dispatches, mailbox polls), by loop",
+            labels=["loop"],
+        )
+        finished = CounterMetricFamily(
+            "aina_dsr_rounds_finished",
+            "Rounds this process's loops ended, however they ended, by loop",
+            labels=["loop"],
+        )
+        for loop, count in sorted(tally.rounds_started.items()):
+            started.add_metric([loop], count)
+            finished.add_metric([loop], tally.rounds_finished[loop])
+        return [errors, deliveries, lag, started, finished]
 
 
 def _figure_metrics(figures: DeskFigures) -> list[Metric]:

@@ -8,24 +8,20 @@ import signal
 import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
 from aina_dsr.health import CrashLine, PartHealth, crash_log
 from aina_dsr.observability import MetricsServer
 from aina_dsr.settings import Settings
 from aina_dsr.wiring import Core
-from bot.channel import TelegramChannel, Webhook, make_bot
-from bot.config import BotConfig
-from bot.storage import make_events_isolation, make_fsm_storage
-from mail.channel import build_mail_channel
-from mail.settings import MailSettings
 from workflows.deadlines.scheduler import scheduler_component
-from workflows.directory.sql_directory import SqlDirectory
-from workflows.fulfilment.work import Fulfilment
 from workflows.i18n import DeskInfo
 from workflows.outbox.owners import ClaimOwners, claim_owners
 from workflows.running import Backoff, Sleep, wait_or_stop
+
+if TYPE_CHECKING:
+    from mail.settings import MailSettings
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +120,11 @@ def mail_channel(
     info: DeskInfo | None = None,
 ) -> Component:
     """The IMAP poller (one replica at a time) and the SMTP sender of the outbox's e-mail."""
+    # Each channel is imported only when it is configured: a desk without Telegram
+    # starts without loading aiogram (seconds of a start), one without mail without
+    # imap-tools and aiosmtplib.
+    from mail.channel import build_mail_channel
+
     return build_mail_channel(
         mail_settings(settings),
         service=core.service,
@@ -138,6 +139,8 @@ def mail_channel(
 
 def mail_settings(settings: Settings) -> MailSettings:
     """The e-mail channel's settings, read from the environment's in this one place."""
+    from mail.settings import MailSettings
+
     imap_host, imap_user, imap_password = (
         settings.imap_host,
         settings.imap_user,
@@ -182,6 +185,12 @@ def telegram_channel(
     info: DeskInfo | None = None,
 ) -> Component:
     """The bot, its staff group and its outbox loop, from the settings."""
+    from bot.channel import TelegramChannel, Webhook, make_bot
+    from bot.config import BotConfig
+    from bot.storage import make_events_isolation, make_fsm_storage
+    from workflows.directory.sql_directory import SqlDirectory
+    from workflows.fulfilment.work import Fulfilment
+
     assert settings.telegram_bot_token is not None
     if not settings.staff_user_ids:
         log.warning("DSR_STAFF_USER_IDS is empty: nobody can act on requests in the staff group")

@@ -25,9 +25,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.callbacks import StaffAction
 from mail.sender import SmtpSender
 from tests.botapi import BotAPI, Call, Person
+from tests.cli_command import aina_dsr
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID, STAFF_IDS
-from tests.e2e.test_cli_frame import aina_dsr
 from tests.e2e.test_telegram_bot import (
     ALICE_ID,
     ANSWERS,

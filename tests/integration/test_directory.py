@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from tests.e2e.test_cli_frame import aina_dsr
+from tests.cli_command import aina_dsr
 from tests.integration.test_encryption import everything_stored
 from tests.paths import DATA
 from workflows.directory.csv_file import ImportFileError, Rejected
