@@ -11,8 +11,6 @@ from pathlib import Path
 from typing import Annotated, Any, TextIO
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from aina_dsr.settings import load_settings
 from aina_dsr.wiring import open_core
@@ -59,6 +57,9 @@ def list_requests(
     if as_json:
         typer.echo(json.dumps([v.as_dict(tz) for v in views], ensure_ascii=False, indent=2))
         return
+    from rich.console import Console  # only for a table: the other commands start without it
+    from rich.table import Table
+
     table = Table(title=f"{len(views)} request(s)")
     for column in ("reference", "kind", "status", "channel", "lang", "received", "due", "verified"):
         table.add_column(column)
@@ -99,6 +100,9 @@ def show_request(
     if as_json:
         typer.echo(json.dumps(data, ensure_ascii=False, indent=2))
         return
+    from rich.console import Console
+    from rich.table import Table
+
     console = Console()
     summary = Table(show_header=False, title=view.reference)
     for key, value in data.items():

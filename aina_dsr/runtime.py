@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
 from aina_dsr.health import CrashLine, PartHealth, crash_log
-from aina_dsr.observability import MetricsServer
 from aina_dsr.settings import Settings
 from aina_dsr.wiring import Core
 from workflows.deadlines.scheduler import scheduler_component
@@ -81,6 +80,8 @@ def desk_info(settings: Settings) -> DeskInfo:
 
 def metrics_server(settings: Settings, core: Core, health: PartHealth) -> Component:
     """/metrics and /healthz on DSR_METRICS_HOST:DSR_METRICS_PORT; health tells each part."""
+    from aina_dsr.observability import MetricsServer  # aiohttp's server: only when asked for
+
     assert settings.metrics_port is not None
     return MetricsServer(
         host=settings.metrics_host,

@@ -18,7 +18,8 @@ from aiogram.types import AcceptedGiftTypes
 from cryptography.fernet import Fernet
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from aina_dsr.observability import MetricsServer, log_handler
+from aina_dsr.logs import log_handler
+from aina_dsr.observability import MetricsServer
 from aina_dsr.runtime import build_components
 from aina_dsr.settings import load_settings
 from aina_dsr.wiring import open_core

@@ -64,10 +64,13 @@ PEOPLE = [
 ]
 LETTERS = 6
 
-pytestmark = pytest.mark.skipif(
-    postgres_url() is None,
-    reason="scale-out needs PostgreSQL: set DSR_TEST_DATABASE_URL (and run Redis on 6379)",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        postgres_url() is None,
+        reason="scale-out needs PostgreSQL: set DSR_TEST_DATABASE_URL (and run Redis on 6379)",
+    ),
+    pytest.mark.xdist_group("redis-14"),  # its Redis database: one test of it at a time
+]
 
 
 @pytest.fixture

@@ -16,19 +16,15 @@ one line per point, so a lawyer changes them without touching code.
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
-from importlib.resources import files
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from babel.numbers import format_decimal
-from fpdf import FPDF
-from fpdf.enums import MethodReturnValue, XPos, YPos
 
 from workflows.deadlines.calendar import DEFAULT_TIMEZONE
 from workflows.directory.store import CustomerRecord, PurchaseRecord
@@ -57,7 +53,6 @@ CONTROLLER = "controller"
 
 _NUMBER_LOCALES = {"kk": "kk_KZ", "ru": "ru_RU", "en": "en_GB"}
 _NONE = "—"
-_FONT = "DejaVu"
 _CONTACT_LABELS = {"telegram_user_id": "telegram", "telegram": "telegram"}
 
 
@@ -99,7 +94,8 @@ class AccessReport:
         """The section with ``key``, if the report has it."""
         return next((s for s in self.sections if s.key == key), None)
 
-    def _text(self, msgid: str, **params: object) -> str:
+    def text(self, msgid: str, **params: object) -> str:
+        """``msgid`` in the report's language."""
         return catalogue().text(self.language, msgid, **params)
 
     def as_json(self) -> bytes:
@@ -123,35 +119,14 @@ class AccessReport:
 
     def as_pdf(self) -> bytes:
         """The report as a PDF document with complete values; its metadata names no person."""
-        pdf = _ReportPDF(footer_text=self._text("access.pdf.footer"))
-        pdf.set_title(self._text("access.title"))
-        pdf.set_author(catalogue().text(self.language, "context.company"))
-        pdf.set_creator("AINA Privacy Desk")
-        pdf.set_lang(self.language)
-        pdf.set_creation_date(self.generated_at)
-        pdf.add_page()
+        # fpdf2 takes a third of a second to import: only the work of an access request loads it.
+        from workflows.fulfilment.report_pdf import render_pdf
 
-        pdf.set_font(_FONT, "B", 16)
-        pdf.multi_cell(0, 8, self._text("access.title"), align="L", **_NEXT_LINE)
-        pdf.set_font(_FONT, "", 10)
-        pdf.ln(1)
-        for line in (
-            self._text("access.reference", reference=self.reference),
-            self._text("access.date", date=format_date(self.language, self.generated_at.date())),
-        ):
-            pdf.multi_cell(0, 5, line, align="L", **_NEXT_LINE)
-        pdf.ln(2)
-        for line in (self._text("access.intro"), self._text("access.pdf.keep_safe")):
-            pdf.multi_cell(0, 5, line, align="L", **_NEXT_LINE)
-            pdf.ln(1)
-
-        for section in self.sections:
-            _pdf_section(pdf, section)
-        return bytes(pdf.output())
+        return render_pdf(self)
 
     def summary(self) -> str:
         """A short message for the person, in their language, with sensitive values masked."""
-        lines = [self._text("access.summary.title", reference=self.reference), ""]
+        lines = [self.text("access.summary.title", reference=self.reference), ""]
         processing = self.section(PROCESSING)
         lines.extend(processing.paragraphs if processing else ())
         for section in self._data_sections():
@@ -159,17 +134,17 @@ class AccessReport:
                 lines.append(section.paragraphs[0])
                 continue
             lines.extend(f"{item.label}: {item.masked}" for item in section.items)
-        lines += ["", self._text("access.summary.files")]
+        lines += ["", self.text("access.summary.files")]
         return "\n".join(lines).strip()
 
     def preview(self) -> str:
         """A few masked lines for the staff card, in the report's language."""
-        lines = [self._text("access.preview.title", reference=self.reference)]
+        lines = [self.text("access.preview.title", reference=self.reference)]
         if self.customer_found:
             customer_id = self.data.get("account", {}).get("customer_id") or _NONE
-            lines.append(self._text("access.preview.found", customer_id=customer_id))
+            lines.append(self.text("access.preview.found", customer_id=customer_id))
         else:
-            lines.append(self._text("access.preview.not_found"))
+            lines.append(self.text("access.preview.not_found"))
         for section in self._data_sections():
             if section.key == PURCHASES:
                 lines.append(section.paragraphs[0])
@@ -177,7 +152,7 @@ class AccessReport:
             shown = [item.masked for item in section.items if item.masked != _NONE]
             if shown:
                 lines.append(f"{section.title}: {' · '.join(shown)}")
-        lines.append(self._text("access.preview.files"))
+        lines.append(self.text("access.preview.files"))
         return "\n".join(lines)
 
     def _data_sections(self) -> Iterator[ReportSection]:
@@ -404,96 +379,3 @@ class _Words:
 
     def _amount(self, amount: Decimal) -> str:
         return format_decimal(amount, format="#,##0.00", locale=_NUMBER_LOCALES[self.language])
-
-
-# -- PDF ------------------------------------------------------------------------------
-
-_NEXT_LINE: dict[str, Any] = {"new_x": XPos.LMARGIN, "new_y": YPos.NEXT}
-# A section's values are a table of two columns, label and value (shares of the width).
-_COLUMNS = (38, 62)
-_PADDING = 1.2
-_LINE_HEIGHT = 5
-# fpdf2 draws a table row on one page and raises ValueError for a taller one: a value
-# of a few thousand characters, or of many lines, would stop the report. Such a value
-# goes on in the rows below its first, at most this many lines a row: short enough
-# that a page breaking before a row leaves little blank.
-_ROW_LINES = 12
-
-
-class _ReportPDF(FPDF):
-    """An A4 page set in DejaVu Sans (it has every Kazakh letter), numbered in the footer."""
-
-    def __init__(self, *, footer_text: str) -> None:
-        super().__init__(orientation="portrait", unit="mm", format="A4")
-        self._footer_text = footer_text
-        fonts = files("workflows") / "fonts"
-        self.add_font(_FONT, "", str(fonts / "DejaVuSans.ttf"))
-        self.add_font(_FONT, "B", str(fonts / "DejaVuSans-Bold.ttf"))
-        self.set_margins(18, 18, 18)
-        self.set_auto_page_break(auto=True, margin=18)
-
-    def footer(self) -> None:
-        self.set_y(-13)
-        self.set_font(_FONT, "", 8)
-        self.set_text_color(110)
-        self.cell(0, 5, f"{self._footer_text} · {self.page_no()}/{{nb}}", align="C")
-        self.set_text_color(0)
-
-
-def _pdf_section(pdf: FPDF, section: ReportSection) -> None:
-    # A heading is kept with at least a few lines of what follows it.
-    if pdf.will_page_break(24):
-        pdf.add_page()
-    pdf.ln(3)
-    pdf.set_font(_FONT, "B", 12)
-    pdf.multi_cell(0, 6, section.title, align="L", **_NEXT_LINE)
-    pdf.set_font(_FONT, "", 10)
-    pdf.ln(1)
-    bullets = section.key in POLICY_SECTIONS and len(section.paragraphs) > 1
-    for paragraph in section.paragraphs:
-        if bullets:
-            pdf.cell(5, 5, "•")  # the text after it wraps under itself, not under the bullet
-        pdf.multi_cell(0, 5, paragraph, align="L", **_NEXT_LINE)
-        pdf.ln(0.8)
-    if section.items:
-        with pdf.table(
-            col_widths=_COLUMNS,
-            first_row_as_headings=False,
-            borders_layout="HORIZONTAL_LINES",
-            text_align="LEFT",
-            line_height=_LINE_HEIGHT,
-            padding=_PADDING,
-        ) as table:
-            for item in section.items:
-                for label, value in _rows(pdf, item):
-                    row = table.row()
-                    row.cell(label)
-                    row.cell(value)
-
-
-def _rows(pdf: FPDF, item: ReportItem) -> list[tuple[str, str]]:
-    """The table rows of one item: one, unless it is too tall for a page (see _ROW_LINES).
-
-    A long word is broken between letters (fpdf2's wrapping does so for a word wider
-    than its column), and the lines are cut here into rows that each fit a page.
-    """
-    # 1 mm narrower than the cell's text, so the table does not wrap these lines again.
-    widths = [pdf.epw * share / sum(_COLUMNS) - 2 * _PADDING - 1 for share in _COLUMNS]
-    label, value = _lines(pdf, item.label, widths[0]), _lines(pdf, item.value, widths[1])
-    tallest = max(len(label), len(value))
-    if tallest <= _ROW_LINES:
-        return [(item.label, item.value)]
-    return [
-        (
-            "\n".join(label[start : start + _ROW_LINES]),
-            "\n".join(value[start : start + _ROW_LINES]),
-        )
-        for start in range(0, _ROW_LINES * math.ceil(tallest / _ROW_LINES), _ROW_LINES)
-    ]
-
-
-def _lines(pdf: FPDF, text: str, width: float) -> list[str]:
-    """``text`` wrapped to ``width`` in the current font, as the table would wrap it."""
-    lines = pdf.multi_cell(width, _LINE_HEIGHT, text, dry_run=True, output=MethodReturnValue.LINES)
-    assert isinstance(lines, list)  # output=LINES gives the lines alone
-    return [str(line) for line in lines]
