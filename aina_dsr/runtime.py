@@ -109,6 +109,7 @@ def deadline_scheduler(settings: Settings, core: Core) -> Component:
         digest_time=settings.digest_time,
         quiet_days=settings.quiet_days == "days_off",
         reconcile_seconds=settings.scheduler_reconcile_seconds,
+        lock_seconds=settings.leader_retry_seconds,
         retention_days=settings.retention_days,
         audit_checkpoint_file=settings.audit_checkpoint_file,
     )
@@ -159,6 +160,7 @@ def mail_settings(settings: Settings) -> MailSettings:
         imap_security=settings.imap_security,
         imap_folder=settings.imap_folder,
         poll_seconds=settings.imap_poll_seconds,
+        lock_seconds=settings.leader_retry_seconds,
         processed_folder=settings.imap_processed_folder,
         smtp_host=smtp_host,
         smtp_port=smtp_port,
