@@ -21,7 +21,9 @@ from mail.sender import SmtpSender
 from tests.botapi import Call, Person
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID
-from tests.e2e.test_telegram_bot import (
+from tests.mailservers import SmtpServer, smtp_server  # noqa: F401
+from tests.telegram_desk import STAFF_CHAT, Desk, buttons, message_id, words
+from tests.telegram_dialog import (
     ALICE_ID,
     answer_questions,
     person,
@@ -29,8 +31,6 @@ from tests.e2e.test_telegram_bot import (
     start_kind,
     text,
 )
-from tests.mailservers import SmtpServer, smtp_server  # noqa: F401
-from tests.telegram_desk import STAFF_CHAT, Desk, buttons, message_id, words
 from workflows.kinds import RequestKind
 from workflows.outbox.dispatcher import OutboxDispatcher
 from workflows.outbox.queue import Channel

@@ -31,7 +31,11 @@ from tests.cli_command import aina_dsr
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID, STAFF_IDS, postgres_url
 from tests.e2e.test_mail_end_to_end import person_letter
-from tests.e2e.test_telegram_bot import (
+from tests.mail_desk import mail_channel
+from tests.mailservers import Dovecot, SmtpServer, dovecot, free_port, smtp_server
+from tests.metrics_scrape import scrape, value
+from tests.telegram_desk import STAFF_CHAT, Desk, buttons, message_id, words
+from tests.telegram_dialog import (
     PHONE,
     answer_questions,
     code_in_outbox,
@@ -39,10 +43,6 @@ from tests.e2e.test_telegram_bot import (
     start_kind,
     text,
 )
-from tests.mail_desk import mail_channel
-from tests.mailservers import Dovecot, SmtpServer, dovecot, free_port, smtp_server
-from tests.metrics_scrape import scrape, value
-from tests.telegram_desk import STAFF_CHAT, Desk, buttons, message_id, words
 from workflows.deadlines.leader_lock import AdvisoryLock
 from workflows.kinds import RequestKind
 from workflows.metrics import TALLY

@@ -30,8 +30,8 @@ from bot.storage import make_fsm_storage
 from tests.botapi import BotAPI, Call, Person
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_IDS
-from tests.e2e.test_telegram_bot import ANSWERS, answer_questions, start_kind, text
 from tests.telegram_desk import STAFF_CHAT, Desk, buttons, message_id, words
+from tests.telegram_dialog import ANSWERS, answer_questions, start_kind, text
 from workflows.kinds import RequestKind
 from workflows.privacy.vault import Vault, VaultError
 from workflows.requests.service import RequestService
