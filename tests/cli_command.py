@@ -25,3 +25,11 @@ def aina_dsr(
         timeout=timeout,
         check=False,
     )
+
+
+def rotate(tmp_path: Path, database_url: str, keys: str) -> tuple[int, str, str]:
+    """``aina-dsr keys rotate`` with ``keys`` (new first): exit code, stdout, stderr."""
+    result = aina_dsr(
+        tmp_path, "keys", "rotate", DSR_DATABASE_URL=database_url, DSR_ENCRYPTION_KEY=keys
+    )
+    return result.returncode, result.stdout, result.stderr

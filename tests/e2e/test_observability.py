@@ -30,8 +30,7 @@ from tests.botapi import BotAPI, Person
 from tests.cli_command import aina_dsr
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID, STAFF_IDS, postgres_url
-from tests.e2e.test_mail_end_to_end import person_letter
-from tests.mail_desk import mail_channel
+from tests.mail_desk import mail_channel, person_letter
 from tests.mailservers import Dovecot, SmtpServer, dovecot, free_port, smtp_server
 from tests.metrics_scrape import scrape, value
 from tests.telegram_desk import STAFF_CHAT, Desk, buttons, message_id, words
