@@ -11,9 +11,6 @@ from contextlib import contextmanager
 from typing import NoReturn
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from aina_dsr.audit_cli import audit_app
 from aina_dsr.customers_cli import customers_app
@@ -29,7 +26,7 @@ from aina_dsr.failures import (
 )
 from aina_dsr.health import PartHealth
 from aina_dsr.keys_cli import keys_app
-from aina_dsr.observability import log_handler
+from aina_dsr.logs import log_handler
 from aina_dsr.preflight import sqlite_file_opens
 from aina_dsr.probes import check_all
 from aina_dsr.requests_cli import requests_app
@@ -173,6 +170,10 @@ async def _run_desk(settings: Settings) -> int:
 @app.command()
 def check() -> None:
     """Check the settings and reach every configured service."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
     settings = load_settings()
     probes = asyncio.run(check_all(settings))
     table = Table(title="AINA Privacy Desk", title_justify="left")

@@ -9,19 +9,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import tzinfo
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
 
 from aina_dsr.failures import EXIT_WRONG_INPUT, CommandFailure
 from aina_dsr.settings import load_settings
@@ -31,6 +21,10 @@ from workflows.directory.csv_import import ImportReport, import_customers, impor
 from workflows.directory.store import CustomerRecord, find_customer
 from workflows.identity import InvalidIdentifier
 from workflows.privacy.masking import mask_email, mask_iin, mask_phone
+
+if TYPE_CHECKING:
+    # rich is imported where a command prints: the other commands start without it.
+    from rich.console import Console
 
 customers_app = typer.Typer(
     help="The customer directory: import the shop's list, find a customer.",
@@ -58,6 +52,14 @@ def _check(path: Path, *, purchases: bool) -> None:
 @contextmanager
 def _bar(console: Console, path: Path) -> Iterator[tuple[io.TextIOWrapper, Any]]:
     """The file opened for the import, and a progress callback that moves a bar by bytes read."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
     size = path.stat().st_size
     with (
         Progress(
@@ -130,6 +132,8 @@ def import_command(
     _check(file, purchases=False)
     if purchases is not None:
         _check(purchases, purchases=True)
+    from rich.console import Console
+
     people, bought = asyncio.run(_import(file, purchases, Console(stderr=True)))
     code = 1 if people.rejected or (bought is not None and bought.rejected) else 0
     if as_json:
@@ -143,6 +147,10 @@ def import_command(
 def _print_reports(
     file: Path, people: ImportReport, purchases: Path | None, bought: ImportReport | None
 ) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
     console = Console()
     summary = Table(title="import")
     summary.add_column("")
@@ -235,6 +243,10 @@ def find_command(
     if as_json:
         typer.echo(json.dumps(data, ensure_ascii=False, indent=2))
         return
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
     table = Table(show_header=False, title=f"customer {escape(record.id)}")
     for key, value in data.items():
         table.add_row(key, "—" if value is None else escape(str(value)))

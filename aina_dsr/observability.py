@@ -1,22 +1,17 @@
-"""What the operator sees of a running desk: its log lines, ``/metrics`` and ``/healthz``.
+"""What the operator sees of a running desk: ``/metrics`` and ``/healthz``.
 
-Log lines are text or one JSON object each, with the request's reference as a
-field of its own; whatever a line holds, phones, e-mails and IINs leave it
-masked. The metrics server answers Prometheus from the database (figures
-read at scrape time, kept a few seconds) and from this process's tallies;
-its ``/healthz`` answers 503 when the database does not answer or a part
-keeps crashing (:mod:`aina_dsr.health`).
+The metrics server answers Prometheus from the database (figures read at
+scrape time, kept a few seconds) and from this process's tallies; its
+``/healthz`` answers 503 when the database does not answer or a part keeps
+crashing (:mod:`aina_dsr.health`). The log lines are :mod:`aina_dsr.logs`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
-from typing import IO, Any, Literal
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -28,68 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from aina_dsr.health import PartHealth
 from workflows.clock import Clock
 from workflows.metrics import TALLY, DeskFigures, Tally, read_figures
-from workflows.privacy.masking import PersonalDataFilter, mask_text
-from workflows.requests.references import find_reference
 
 log = logging.getLogger(__name__)
-
-LogFormat = Literal["text", "json"]
-TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
-# Logs
-
-
-def record_reference(record: logging.LogRecord, message: str) -> str | None:
-    """The request reference of a record: ``extra={"reference": ...}``, else one in the text."""
-    given = getattr(record, "reference", None)
-    if given:
-        return str(given)
-    return find_reference(message)
-
-
-class MaskedTextFormatter(logging.Formatter):
-    """The text format, masked as a whole: a traceback is formatted after the filters ran."""
-
-    def __init__(self) -> None:
-        super().__init__(TEXT_FORMAT)
-
-    def format(self, record: logging.LogRecord) -> str:
-        return mask_text(super().format(record))
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, and reference when known."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        message = mask_text(record.getMessage())
-        entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": message,
-        }
-        reference = record_reference(record, message)
-        if reference:
-            entry["reference"] = mask_text(reference)
-        if record.exc_info:
-            record.exc_text = record.exc_text or self.formatException(record.exc_info)
-        if record.exc_text:
-            entry["exception"] = mask_text(record.exc_text)
-        if record.stack_info:
-            entry["stack"] = mask_text(self.formatStack(record.stack_info))
-        return json.dumps(entry, ensure_ascii=False)
-
-
-def log_handler(stream: IO[str], log_format: LogFormat) -> logging.Handler:
-    """A handler in the chosen format that lets no personal data out in clear."""
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter() if log_format == "json" else MaskedTextFormatter())
-    handler.addFilter(PersonalDataFilter())
-    return handler
-
-
-# Metrics
 
 
 class FigureCache:
@@ -172,7 +107,20 @@ class DeskCollector(Collector):
         now = self._clock.now()
         for folder, polled in sorted(tally.imap_polled_at.items()):
             lag.add_metric([folder], max(0.0, (now - polled).total_seconds()))
-        return [errors, deliveries, lag]
+        started = CounterMetricFamily(
+            "aina_dsr_rounds_started",
+            "Rounds this process's loops began (outbox dispatches, mailbox polls), by loop",
+            labels=["loop"],
+        )
+        finished = CounterMetricFamily(
+            "aina_dsr_rounds_finished",
+            "Rounds this process's loops ended, however they ended, by loop",
+            labels=["loop"],
+        )
+        for loop, count in sorted(tally.rounds_started.items()):
+            started.add_metric([loop], count)
+            finished.add_metric([loop], tally.rounds_finished[loop])
+        return [errors, deliveries, lag, started, finished]
 
 
 def _figure_metrics(figures: DeskFigures) -> list[Metric]:

@@ -8,11 +8,9 @@ import sys
 from datetime import date, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, TextIO
+from typing import TYPE_CHECKING, Annotated, Any, TextIO
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from aina_dsr.runtime import desk_info
 from aina_dsr.settings import load_settings
@@ -23,6 +21,9 @@ from workflows.outbox.queue import Channel
 from workflows.requests.post import LetterRefused, PostLetter, letter_kind
 from workflows.requests.states import Status
 from workflows.snapshots import RequestView
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 requests_app = typer.Typer(help="Read and export the register of requests.", no_args_is_help=True)
 
@@ -62,6 +63,9 @@ def list_requests(
     if as_json:
         typer.echo(json.dumps([v.as_dict(tz) for v in views], ensure_ascii=False, indent=2))
         return
+    from rich.console import Console  # only for a table: the other commands start without it
+    from rich.table import Table
+
     table = Table(title=f"{len(views)} request(s)")
     for column in ("reference", "kind", "status", "channel", "lang", "received", "due", "verified"):
         table.add_column(column)
@@ -120,6 +124,9 @@ def show_request(
             data["letters_to_post"] = letters
         typer.echo(json.dumps(data, ensure_ascii=False, indent=2))
         return
+    from rich.console import Console
+    from rich.table import Table
+
     console = Console()
     summary = Table(show_header=False, title=view.reference)
     for key, value in data.items():

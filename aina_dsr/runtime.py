@@ -9,18 +9,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import timedelta
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
 from aina_dsr.health import CrashLine, PartHealth, crash_log
-from aina_dsr.observability import MetricsServer
 from aina_dsr.settings import Settings
 from aina_dsr.wiring import Core
-from bot.channel import TelegramChannel, Webhook, make_bot
-from bot.config import BotConfig
-from bot.storage import make_events_isolation, make_fsm_storage
-from mail.channel import build_mail_channel
-from mail.settings import MailSettings
 from workflows.deadlines.scheduler import scheduler_component
 from workflows.directory.sql_directory import SqlDirectory
 from workflows.fulfilment.processing import ProcessingFacts
@@ -28,6 +22,9 @@ from workflows.fulfilment.work import Fulfilment
 from workflows.i18n import DeskInfo
 from workflows.outbox.owners import ClaimOwners, claim_owners
 from workflows.running import Backoff, Sleep, wait_or_stop
+
+if TYPE_CHECKING:
+    from mail.settings import MailSettings
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +95,8 @@ def processing_facts(settings: Settings) -> ProcessingFacts:
 
 def metrics_server(settings: Settings, core: Core, health: PartHealth) -> Component:
     """/metrics and /healthz on DSR_METRICS_HOST:DSR_METRICS_PORT; health tells each part."""
+    from aina_dsr.observability import MetricsServer  # aiohttp's server: only when asked for
+
     assert settings.metrics_port is not None
     return MetricsServer(
         host=settings.metrics_host,
@@ -125,6 +124,7 @@ def deadline_scheduler(settings: Settings, core: Core) -> Component:
         digest_time=settings.digest_time,
         quiet_days=settings.quiet_days == "days_off",
         reconcile_seconds=settings.scheduler_reconcile_seconds,
+        lock_seconds=settings.leader_retry_seconds,
         retention_days=settings.retention_days,
         audit_checkpoint_file=settings.audit_checkpoint_file,
     )
@@ -137,6 +137,11 @@ def mail_channel(
     info: DeskInfo | None = None,
 ) -> Component:
     """The IMAP poller (one replica at a time) and the SMTP sender of the outbox's e-mail."""
+    # Each channel is imported only when it is configured: a desk without Telegram
+    # starts without loading aiogram (seconds of a start), one without mail without
+    # imap-tools and aiosmtplib.
+    from mail.channel import build_mail_channel
+
     return build_mail_channel(
         mail_settings(settings),
         service=core.service,
@@ -164,6 +169,8 @@ def desk_fulfilment(settings: Settings, core: Core, info: DeskInfo) -> Fulfilmen
 
 def mail_settings(settings: Settings) -> MailSettings:
     """The e-mail channel's settings, read from the environment's in this one place."""
+    from mail.settings import MailSettings
+
     imap_host, imap_user, imap_password = (
         settings.imap_host,
         settings.imap_user,
@@ -181,6 +188,7 @@ def mail_settings(settings: Settings) -> MailSettings:
         imap_security=settings.imap_security,
         imap_folder=settings.imap_folder,
         poll_seconds=settings.imap_poll_seconds,
+        lock_seconds=settings.leader_retry_seconds,
         processed_folder=settings.imap_processed_folder,
         smtp_host=smtp_host,
         smtp_port=smtp_port,
@@ -208,6 +216,10 @@ def telegram_channel(
     info: DeskInfo | None = None,
 ) -> Component:
     """The bot, its staff group and its outbox loop, from the settings."""
+    from bot.channel import TelegramChannel, Webhook, make_bot
+    from bot.config import BotConfig
+    from bot.storage import make_events_isolation, make_fsm_storage
+
     assert settings.telegram_bot_token is not None
     if not settings.staff_user_ids:
         log.warning("DSR_STAFF_USER_IDS is empty: nobody can act on requests in the staff group")

@@ -164,6 +164,9 @@ class Settings(BaseSettings):
     digest_time: time = time(9, 0)
     quiet_days: Literal["days_off", "none"] = "days_off"
     scheduler_reconcile_seconds: int = Field(default=300, ge=30, le=3600)
+    # How often a replica that does not lead tries for the scheduler's and the mailbox's
+    # lock, and the leader checks it still holds it (PostgreSQL; SQLite has one process).
+    leader_retry_seconds: int = Field(default=15, ge=1, le=300)
 
     # Fulfilment
     four_eyes_kinds: Annotated[frozenset[str], NoDecode] = four_eyes_in_table(DEFAULT_KINDS)

@@ -193,7 +193,14 @@ def build_mail_channel(
     lock: LeaderLock = SingleProcessLock()
     if engine is not None and engine.dialect.name == "postgresql":
         lock = AdvisoryLock(engine, name=POLLER_LOCK)
-    channel = MailChannel(poller, dispatcher, lock=lock, sender=sender)
+    channel = MailChannel(
+        poller,
+        dispatcher,
+        lock=lock,
+        sender=sender,
+        lock_retry_seconds=s.lock_seconds,
+        lock_check_seconds=s.lock_seconds,
+    )
     poller.on_mail = channel.nudge
     return channel
 

@@ -45,7 +45,7 @@ from mail.intake import MailIntake
 from mail.outcomes import IntakeResult
 from workflows.channel_state.mail_cursors import MailCursors
 from workflows.clock import Clock
-from workflows.metrics import mark_imap_polled
+from workflows.metrics import counted_round, mark_imap_polled
 from workflows.running import Backoff, wait_or_stop
 
 log = logging.getLogger(__name__)
@@ -142,6 +142,11 @@ class MailPoller:
 
     async def poll_once(self, *, limit: int | None = None) -> list[IntakeResult]:
         """Handle every letter after the cursor (at most ``limit``); returns the outcomes."""
+        # A round of the mailbox loop, as /metrics counts them ("imap INBOX").
+        with counted_round(f"imap {self._settings.folder}"):
+            return await self._poll(limit)
+
+    async def _poll(self, limit: int | None) -> list[IntakeResult]:
         await self.connect()
         folder = self._settings.folder
         validity = await self._in_thread(self._connection.uidvalidity)

@@ -42,6 +42,8 @@ class MailSettings:
     imap_folder: str = "INBOX"
     processed_folder: str | None = None
     poll_seconds: float = 60.0
+    # A replica that does not read the mailbox tries for its lock this often (PostgreSQL).
+    lock_seconds: float = 15.0
     smtp_user: str | None = None
     smtp_password: str | None = None
     smtp_security: Security = "starttls"

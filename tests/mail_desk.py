@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from email.message import EmailMessage
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mail.channel import MailChannel, build_mail_channel
+from mail.sender import SmtpSender
 from mail.settings import MailSettings
 from tests.clocks import FrozenClock
 from tests.mailservers import Dovecot, SmtpServer
@@ -52,4 +54,30 @@ def mail_channel(
         sessions=sessions,
         vault=vault,
         clock=clock,
+    )
+
+
+def person_letter(address: str, subject: str, text: str, number: int, **headers: str) -> bytes:
+    """A plain letter from ``address`` to the desk; ``headers`` as keywords (Reply_To=...)."""
+    letter = EmailMessage()
+    letter["From"] = address
+    letter["To"] = "aina.app@mercury.kz"
+    letter["Subject"] = subject
+    letter["Message-ID"] = f"<person-{number}@example.kz>"
+    for name, value in headers.items():
+        letter[name.replace("_", "-")] = value
+    letter.set_content(text)
+    return bytes(letter)
+
+
+def sender_for(server: SmtpServer, service: RequestService, clock: FrozenClock) -> SmtpSender:
+    """The desk's SMTP sender, in plain SMTP to the test's aiosmtpd."""
+    return SmtpSender(
+        host=server.host,
+        port=server.port,
+        security="none",
+        from_address="aina.app@mercury.kz",
+        service=service,
+        clock=clock,
+        timeout=5.0,
     )

@@ -3,13 +3,16 @@
 The figures (requests by kind and status, overdue requests, the outbox backlog,
 where the mail cursor stands) are a handful of aggregate queries, read when
 Prometheus scrapes. The tallies (Telegram errors, deliveries, the last IMAP
-poll) are events that leave no row behind, so each process counts its own;
-the channels report them through the small functions at the bottom.
+poll, the rounds of the outbox and mailbox loops) are events that leave no row
+behind, so each process counts its own; the channels report them through the
+small functions at the bottom.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -113,11 +116,18 @@ class Tally:
     deliveries: Counter[tuple[str, str]] = field(default_factory=Counter)
     # folder -> when the poller last read it to the end
     imap_polled_at: dict[str, datetime] = field(default_factory=dict)
+    # loop -> rounds begun and rounds ended (however they ended), e.g. "outbox email",
+    # "imap INBOX": when every round a process had begun is over, nothing it was
+    # doing then can still land (what the scale-out test waits on instead of a pause).
+    rounds_started: Counter[str] = field(default_factory=Counter)
+    rounds_finished: Counter[str] = field(default_factory=Counter)
 
     def reset(self) -> None:
         self.telegram_errors.clear()
         self.deliveries.clear()
         self.imap_polled_at.clear()
+        self.rounds_started.clear()
+        self.rounds_finished.clear()
 
 
 # One per process, like the process's log handlers: the channels are built in many
@@ -138,3 +148,13 @@ def count_delivery(channel: str, outcome: str) -> None:
 def mark_imap_polled(folder: str, at: datetime) -> None:
     """The poller read ``folder`` to its end at ``at``."""
     TALLY.imap_polled_at[folder] = at
+
+
+@contextmanager
+def counted_round(loop: str) -> Iterator[None]:
+    """One round of ``loop`` (an outbox dispatch, a mailbox poll): begun, then ended."""
+    TALLY.rounds_started[loop] += 1
+    try:
+        yield
+    finally:
+        TALLY.rounds_finished[loop] += 1

@@ -14,8 +14,8 @@ import sqlalchemy as sa
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from tests.cli_command import aina_dsr
 from tests.conftest import STAFF_ID
-from tests.e2e.test_cli_frame import aina_dsr
 from workflows.persistence.engines import make_engine, make_sessionmaker, upgrade_engine
 from workflows.persistence.tables import AuditEvent
 from workflows.privacy.audit import GENESIS, verify_chain

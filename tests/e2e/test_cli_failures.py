@@ -22,9 +22,9 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from aina_dsr import cli
+from tests.cli_command import aina_dsr
 from tests.clocks import FrozenClock
 from tests.conftest import postgres_url
-from tests.e2e.test_cli_frame import aina_dsr
 from tests.mailservers import free_port
 from tests.paths import DATA
 from workflows.directory.csv_import import import_customers

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -18,26 +17,8 @@ from typer.testing import CliRunner
 
 from aina_dsr import cli, runtime
 from aina_dsr.runtime import Component, serve
-
-
-def aina_dsr(
-    cwd: Path, *args: str, timeout: float = 60, **env: str
-) -> subprocess.CompletedProcess[str]:
-    """The real console entry point, in a clean environment, in ``cwd``."""
-    clean = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(cwd), **env}
-    if os.environ.get("PYTHONPATH"):
-        # The code under test, when it is not the installed copy (a checkout run in place).
-        clean.setdefault("PYTHONPATH", os.environ["PYTHONPATH"])
-    return subprocess.run(
-        [sys.executable, "-m", "aina_dsr", *args],
-        cwd=cwd,
-        env=clean,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
+from tests.cli_command import aina_dsr
+from tests.parts import Crasher, Worker, recording_sleep
 
 # The console script
 
@@ -185,49 +166,6 @@ def test_run_serves_the_components_it_builds(
 
 
 # The lifecycle
-
-
-class Worker:
-    """Works until stopped, counting its starts."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.starts = 0
-        self.running = asyncio.Event()
-
-    async def run(self, stop: asyncio.Event) -> None:
-        self.starts += 1
-        self.running.set()
-        await stop.wait()
-
-
-class Crasher:
-    """Crashes on its first ``crashes`` starts, then works until stopped."""
-
-    def __init__(self, crashes: int) -> None:
-        self.name = "crasher"
-        self.crashes = crashes
-        self.starts = 0
-        self.steady = asyncio.Event()
-        self.crashed = asyncio.Event()
-
-    async def run(self, stop: asyncio.Event) -> None:
-        self.starts += 1
-        if self.starts <= self.crashes:
-            self.crashed.set()
-            raise RuntimeError(f"crash number {self.starts}")
-        self.steady.set()
-        await stop.wait()
-
-
-def recording_sleep() -> tuple[list[float], Callable[[float], Awaitable[None]]]:
-    """A sleep that returns at once and remembers how long it was asked to wait."""
-    asked: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        asked.append(seconds)
-
-    return asked, sleep
 
 
 async def test_a_crashing_part_restarts_with_backoff_while_the_others_keep_working(

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.cli_command import aina_dsr
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID
-from tests.e2e.test_cli_frame import aina_dsr
 from workflows.requests.service import RequestService
 from workflows.snapshots import Actor
 

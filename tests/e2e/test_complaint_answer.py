@@ -22,7 +22,6 @@ from mail.channel import build_mail_channel
 from tests.botapi import BotAPI, Call
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_IDS
-from tests.e2e.test_mail_end_to_end import person_letter
 from tests.e2e.test_telegram_bot import (
     ALICE_ID,
     DANA,
@@ -32,12 +31,12 @@ from tests.e2e.test_telegram_bot import (
     prompt_for,
     staff_presses,
     staff_words,
-    text,
     the_card,
 )
-from tests.mail_desk import mail_settings
+from tests.mail_desk import mail_settings, person_letter
 from tests.mailservers import Dovecot, SmtpServer, dovecot, smtp_server  # noqa: F401
 from tests.telegram_desk import STAFF_CHAT, Desk, words
+from tests.telegram_dialog import text
 from workflows.directory.sql_directory import SqlDirectory
 from workflows.errors import DomainError
 from workflows.fulfilment.work import Fulfilment

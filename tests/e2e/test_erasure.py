@@ -21,10 +21,9 @@ from pypdf import PdfReader
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from tests.cli_command import aina_dsr, rotate
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID, STAFF_IDS
-from tests.e2e.test_cli_frame import aina_dsr
-from tests.e2e.test_keys_rotate import rotate
 from tests.paths import DATA
 from workflows.deadlines.calendar import WorkingCalendar
 from workflows.directory.csv_import import ImportReport, import_customers, import_purchases

@@ -25,10 +25,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.callbacks import StaffAction
 from mail.sender import SmtpSender
 from tests.botapi import BotAPI, Call, Person
+from tests.cli_command import aina_dsr
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID, STAFF_IDS
-from tests.e2e.test_cli_frame import aina_dsr
-from tests.e2e.test_telegram_bot import (
+from tests.mailservers import SmtpServer, smtp_server  # noqa: F401
+from tests.paths import DATA
+from tests.telegram_desk import STAFF_CHAT, Desk, message_id, words
+from tests.telegram_dialog import (
     ALICE_ID,
     ANSWERS,
     answer_questions,
@@ -36,9 +39,6 @@ from tests.e2e.test_telegram_bot import (
     start_kind,
     text,
 )
-from tests.mailservers import SmtpServer, smtp_server  # noqa: F401
-from tests.paths import DATA
-from tests.telegram_desk import STAFF_CHAT, Desk, message_id, words
 from workflows.directory.csv_import import import_customers, import_purchases
 from workflows.directory.customer_directory import DIRECTORY_FIELDS, Flags
 from workflows.directory.sql_directory import SqlDirectory

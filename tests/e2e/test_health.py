@@ -24,10 +24,10 @@ from mail.channel import MailChannel
 from tests.botapi import BotAPI
 from tests.clocks import FrozenClock
 from tests.desk_process import DeskProcess, base_env, eventually, mail_env, processes
-from tests.e2e.test_cli_frame import Crasher, Worker, recording_sleep
-from tests.e2e.test_observability import scrape
 from tests.mail_desk import mail_channel
 from tests.mailservers import Dovecot, SmtpServer, dovecot, free_port, smtp_server
+from tests.metrics_scrape import scrape
+from tests.parts import Crasher, Worker, recording_sleep
 from tests.telegram_desk import STAFF_CHAT
 from workflows.persistence.tables import OutboxItem
 from workflows.privacy.vault import Vault

@@ -12,10 +12,10 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aina_dsr.settings import SettingsError, encryption_keys_or_dev, load_settings
+from tests.cli_command import aina_dsr, rotate
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID, STAFF_IDS
 from tests.e2e.test_audit_chain import rewrite_and_rehash
-from tests.e2e.test_cli_frame import aina_dsr
 from tests.paths import DATA
 from workflows.deadlines.calendar import WorkingCalendar
 from workflows.directory.csv_import import import_customers
@@ -101,13 +101,6 @@ async def a_desk_in_use(
             )
         )
     return view.reference
-
-
-def rotate(tmp_path: Path, database_url: str, keys: str) -> tuple[int, str, str]:
-    result = aina_dsr(
-        tmp_path, "keys", "rotate", DSR_DATABASE_URL=database_url, DSR_ENCRYPTION_KEY=keys
-    )
-    return result.returncode, result.stdout, result.stderr
 
 
 def check(tmp_path: Path, database_url: str, keys: str) -> tuple[int, str, str]:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-from email.message import EmailMessage
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mail.outcomes import Outcome
 from tests.clocks import FrozenClock
-from tests.mail_desk import mail_channel
+from tests.mail_desk import mail_channel, person_letter
 from tests.mailservers import Dovecot, SmtpServer, dovecot, smtp_server  # noqa: F401
 from workflows.privacy.vault import Vault
 from workflows.requests.service import RequestService
@@ -37,18 +36,6 @@ LETTERS = {
         "Deadline for our answer",
     ),
 }
-
-
-def person_letter(address: str, subject: str, text: str, number: int, **headers: str) -> bytes:
-    letter = EmailMessage()
-    letter["From"] = address
-    letter["To"] = "aina.app@mercury.kz"
-    letter["Subject"] = subject
-    letter["Message-ID"] = f"<person-{number}@example.kz>"
-    for name, value in headers.items():
-        letter[name.replace("_", "-")] = value
-    letter.set_content(text)
-    return bytes(letter)
 
 
 @pytest.mark.parametrize("language", ["kk", "ru", "en"])

@@ -22,10 +22,10 @@ from mail.parsing import parse_mail
 from mail.sender import SmtpSender
 from tests.botapi import Person
 from tests.clocks import FrozenClock
-from tests.e2e.test_telegram_bot import answer_questions, start_kind, text
 from tests.mail_desk import mail_channel
 from tests.mailservers import Dovecot, SmtpServer, dovecot, smtp_server  # noqa: F401
 from tests.telegram_desk import STAFF_CHAT, Desk, buttons, message_id, words
+from tests.telegram_dialog import answer_questions, start_kind, text
 from workflows.kinds import RequestKind
 from workflows.outbox.queue import Audience, Channel, OutgoingMessage, PermanentFailure
 from workflows.persistence.tables import InboundMail, StaffCard

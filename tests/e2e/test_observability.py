@@ -13,14 +13,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from aiogram.types import AcceptedGiftTypes
 from cryptography.fernet import Fernet
-from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from aina_dsr.observability import MetricsServer, log_handler
+from aina_dsr.logs import log_handler
+from aina_dsr.observability import MetricsServer
 from aina_dsr.runtime import build_components
 from aina_dsr.settings import load_settings
 from aina_dsr.wiring import open_core
@@ -28,11 +27,14 @@ from bot.callbacks import StaffAction, SummaryChoice
 from bot.delivery import Rendered, TelegramPort
 from mail.outcomes import Outcome
 from tests.botapi import BotAPI, Person
+from tests.cli_command import aina_dsr
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID, STAFF_IDS, postgres_url
-from tests.e2e.test_cli_frame import aina_dsr
-from tests.e2e.test_mail_end_to_end import person_letter
-from tests.e2e.test_telegram_bot import (
+from tests.mail_desk import mail_channel, person_letter
+from tests.mailservers import Dovecot, SmtpServer, dovecot, free_port, smtp_server
+from tests.metrics_scrape import scrape, value
+from tests.telegram_desk import STAFF_CHAT, Desk, buttons, message_id, words
+from tests.telegram_dialog import (
     PHONE,
     answer_prompt,
     answer_questions,
@@ -44,9 +46,6 @@ from tests.e2e.test_telegram_bot import (
     start_kind,
     text,
 )
-from tests.mail_desk import mail_channel
-from tests.mailservers import Dovecot, SmtpServer, dovecot, free_port, smtp_server
-from tests.telegram_desk import STAFF_CHAT, Desk, buttons, message_id, words
 from workflows.deadlines.leader_lock import AdvisoryLock
 from workflows.kinds import RequestKind
 from workflows.metrics import TALLY
@@ -278,26 +277,6 @@ def test_the_text_format_masks_a_traceback_too() -> None:
 # Metrics
 
 
-async def scrape(port: int, path: str = "/metrics") -> tuple[int, str]:
-    async with (
-        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
-        session.get(f"http://127.0.0.1:{port}{path}") as response,
-    ):
-        return response.status, await response.text()
-
-
-def samples(body: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(body)
-        for sample in family.samples
-    }
-
-
-def value(body: str, name: str, **labels: str) -> float | None:
-    return samples(body).get((name, frozenset(labels.items())))
-
-
 @pytest.fixture
 async def metrics(
     engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession], clock: FrozenClock
@@ -397,6 +376,9 @@ async def test_metrics_count_deliveries_telegram_errors_and_the_imap_lag(
     assert value(body, "aina_dsr_deliveries_total", channel="telegram", outcome="sent") == 1
     assert value(body, "aina_dsr_outbox_backlog", channel="telegram") == 0
     assert value(body, "aina_dsr_imap_lag_seconds", folder="INBOX") == 90
+    # Each run of the dispatcher is a round of the "outbox telegram" loop, begun and ended.
+    assert value(body, "aina_dsr_rounds_started_total", loop="outbox telegram") == 2
+    assert value(body, "aina_dsr_rounds_finished_total", loop="outbox telegram") == 2
     TALLY.reset()
 
 

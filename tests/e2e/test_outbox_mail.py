@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from mail.sender import SmtpSender
 from tests.clocks import FrozenClock
-from tests.integration.test_mail_sender import sender_for
+from tests.mail_desk import sender_for
 from tests.mailservers import RecordingHandler, SmtpServer, smtp_server
 from workflows.outbox.dispatcher import OutboxDispatcher
 from workflows.outbox.owners import ClaimOwners, claim_owners

@@ -12,9 +12,9 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from tests.botapi import Call
+from tests.cli_command import aina_dsr
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID
-from tests.e2e.test_cli_frame import aina_dsr
 from tests.telegram_desk import STAFF_CHAT, Desk, words
 from workflows.i18n import format_date, kind_name
 from workflows.requests.service import RequestService

@@ -42,6 +42,7 @@ from tests.desk_process import (
     processes,
 )
 from tests.mailservers import Dovecot, SmtpServer, dovecot, smtp_server
+from tests.metrics_scrape import by_label, scrape
 from tests.telegram_desk import STAFF_CHAT, buttons, message_id, words
 from workflows.deadlines.leader_lock import SCHEDULER_LOCK, advisory_key
 from workflows.kinds import DEFAULT_KINDS, RequestKind
@@ -63,10 +64,13 @@ PEOPLE = [
 ]
 LETTERS = 6
 
-pytestmark = pytest.mark.skipif(
-    postgres_url() is None,
-    reason="scale-out needs PostgreSQL: set DSR_TEST_DATABASE_URL (and run Redis on 6379)",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        postgres_url() is None,
+        reason="scale-out needs PostgreSQL: set DSR_TEST_DATABASE_URL (and run Redis on 6379)",
+    ),
+    pytest.mark.xdist_group("redis-14"),  # its Redis database: one test of it at a time
+]
 
 
 @pytest.fixture
@@ -210,10 +214,20 @@ async def test_two_replicas_take_a_stream_between_them_as_one_desk(
     async with postgres_schema() as pg:
         env = replica_env(tmp_path, pg, encryption_key, api, dovecot, smtp_server, redis_db)
         await aina_dsr(env, tmp_path, "db", "upgrade")  # once per release, by the operator
-        ports = [free_port(), free_port()]
+        ports, metrics_ports = [free_port(), free_port()], [free_port(), free_port()]
         a, b = (
-            DeskProcess(name, {**env, "DSR_TELEGRAM_WEBHOOK_LISTEN": f"127.0.0.1:{port}"}, tmp_path)
-            for name, port in zip(("replica-a", "replica-b"), ports, strict=True)
+            DeskProcess(
+                name,
+                {
+                    **env,
+                    "DSR_TELEGRAM_WEBHOOK_LISTEN": f"127.0.0.1:{port}",
+                    "DSR_METRICS_PORT": str(metrics_port),
+                },
+                tmp_path,
+            )
+            for name, port, metrics_port in zip(
+                ("replica-a", "replica-b"), ports, metrics_ports, strict=True
+            )
         )
         scheduler_key = advisory_key(SCHEDULER_LOCK, pg.schema)
         poller_key = advisory_key(POLLER_LOCK, pg.schema)
@@ -250,7 +264,8 @@ async def test_two_replicas_take_a_stream_between_them_as_one_desk(
                     timeout=60,
                     what=f"{expected} requests with every notice delivered",
                 )
-                await asyncio.sleep(2)  # a straggling duplicate would show up now
+                # A straggling duplicate could only come from a round in flight now.
+                await every_round_ended(metrics_ports)
 
                 await _one_request_per_dialog_and_letter(engine)
                 await _nothing_twice(engine, api, smtp_server)
@@ -282,12 +297,49 @@ async def test_two_replicas_take_a_stream_between_them_as_one_desk(
                     timeout=60,
                     what="the letter and dialog after the takeover",
                 )
+                await every_round_ended(metrics_ports[1:])
                 await _one_request_per_dialog_and_letter(engine)
                 await _nothing_twice(engine, api, smtp_server)
                 assert await b.stop() == 0, b.log()
         finally:
             await engine.dispose()
         assert taken_over_in < 60
+
+
+async def rounds(port: int) -> tuple[dict[str, float], dict[str, float]]:
+    """A replica's loops (outbox dispatchers, mailbox poller): rounds begun, rounds ended."""
+    status, body = await scrape(port)
+    assert status == 200, body
+    return (
+        by_label(body, "aina_dsr_rounds_started_total", "loop"),
+        by_label(body, "aina_dsr_rounds_finished_total", "loop"),
+    )
+
+
+async def every_round_ended(metrics_ports: list[int]) -> None:
+    """Until every round each replica's loops had begun is over (bounded: 30 s).
+
+    A round begun from now on starts from a database where every row is sent
+    and every letter taken: anything still to be doubled is in a round begun
+    before now. So every loop of every replica (the Telegram and e-mail outbox
+    dispatchers, the mailbox poller of the replica that reads it) must have
+    ended as many rounds as it had begun; the Telegram outbox, which runs every
+    second, one full round more. (The e-mail outbox waits 5 s between idle
+    rounds and the poller sits in IMAP IDLE, so a further round of theirs would
+    only add waiting, not certainty.)
+    """
+    begun = [(await rounds(port))[0] for port in metrics_ports]
+    assert all(any(loop.startswith("outbox ") for loop in loops) for loops in begun), begun
+
+    async def all_ended() -> bool:
+        for port, before in zip(metrics_ports, begun, strict=True):
+            _, finished = await rounds(port)
+            for loop, count in before.items():
+                if finished.get(loop, 0) < (count + 1 if loop == "outbox telegram" else count):
+                    return False
+        return True
+
+    await eventually(all_ended, timeout=30, every=0.1, what="every replica's rounds ending")
 
 
 def alternating(person: int) -> Callable[[int], int]:

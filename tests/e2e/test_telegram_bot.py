@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import html
 from datetime import UTC, date, datetime
-from typing import Any
 
 import pytest
 from aiogram.fsm.storage.base import StorageKey
@@ -17,81 +16,32 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aina_dsr.runtime import desk_info
 from aina_dsr.settings import load_settings
-from bot.callbacks import KindChoice, LanguageChoice, StaffAction, SummaryChoice
+from bot.callbacks import LanguageChoice, StaffAction, SummaryChoice
 from bot.dialog.states import Dialog
 from bot.storage import DatabaseStorage
 from tests.botapi import BotAPI, Call, Person
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID, STAFF_IDS
 from tests.telegram_desk import STAFF_CHAT, Desk, buttons, message_id, words
+from tests.telegram_dialog import (
+    ALICE_ID,
+    ANSWERS,
+    answer_questions,
+    code_in_outbox,
+    person,
+    share_own_contact_and_confirm,
+    start_kind,
+    text,
+)
 from workflows.i18n import format_date, kind_name, render_notification, status_name
 from workflows.kinds import CLASSIFIED_KINDS, DEFAULT_KINDS, RequestKind
-from workflows.outbox.queue import Channel
 from workflows.persistence.tables import OutboxItem
 from workflows.privacy.vault import Vault
 from workflows.requests.service import RequestService
 
-ALICE_ID = 700100
-PHONE = "+77011234567"
 DANA = Person(STAFF_ID, first_name="Dana")
 ARMAN = Person(5002, first_name="Arman")
 STRANGER = Person(999, first_name="Mallory")
-
-ANSWERS: dict[str, str] = {
-    "correction": "My surname is Ахметқызы, not <b>Akhmetova</b>",
-    "full_name": "Ахметқызы Айгерим Нұрланқызы",
-    "data_concerned": "all of it",
-    "contact": "aigerim@mail.kz",
-    "text": "Why do you send me adverts? <script>",
-}
-
-
-def person(language: str) -> Person:
-    return Person(ALICE_ID, first_name="Aigerim", language_code=language)
-
-
-def text(call: Call) -> str:
-    return str(call.params.get("text", ""))
-
-
-async def start_kind(desk: Desk, who: Person, kind: RequestKind, language: str) -> None:
-    """/start, then the kind's button."""
-    since = desk.mark()
-    await desk.send(who, "/start")
-    menu = await desk.expect(who.id, since, lambda c: bool(buttons(c)))
-    assert kind_name(language, kind.value) in buttons(menu)
-    await desk.press(who, who.id, message_id(menu), KindChoice(kind=kind.value).pack())
-
-
-async def answer_questions(desk: Desk, who: Person, kind: RequestKind, language: str) -> int:
-    """Answers every question the kind asks; returns the mark before the identity question."""
-    since = desk.mark()
-    for name, question in DEFAULT_KINDS[kind].questions:
-        await desk.expect(who.id, since, lambda c, q=question: text(c) == words(language, q))
-        since = desk.mark()
-        await desk.send(who, ANSWERS[name])
-    if DEFAULT_KINDS[kind].evidence:
-        asked = await desk.expect(
-            who.id, since, lambda c: text(c) == words(language, "ask.evidence")
-        )
-        since = desk.mark()
-        await desk.press(
-            who, who.id, message_id(asked), buttons(asked)[words(language, "evidence.skip")]
-        )
-    await desk.expect(who.id, since, lambda c: text(c) == words(language, "identity.ask"))
-    return desk.mark()
-
-
-async def share_own_contact_and_confirm(desk: Desk, who: Person, language: str) -> Call:
-    since = desk.mark()
-    await desk.api.offer(desk.api.contact_message(who, who.id, PHONE))
-    summary = await desk.expect(
-        who.id, since, lambda c: SummaryChoice(action="confirm").pack() in buttons(c).values()
-    )
-    since = desk.mark()
-    await desk.press(who, who.id, message_id(summary), SummaryChoice(action="confirm").pack())
-    await desk.expect(who.id, since, lambda c: text(c) == words(language, "summary.sent"))
-    return summary
 
 
 async def outbox_reached(desk: Desk, chat_id: int, since: int, needle: str) -> Call:
@@ -192,23 +142,6 @@ async def test_a_shared_contacts_number_is_read_as_international(
     (view,) = await service.list_requests(telegram_user_id=ALICE_ID)
     assert (view.status, view.verified_by) == ("verified", "telegram_contact")
     assert (await service.subject_contacts(view.reference))["phone"] == e164
-
-
-async def code_in_outbox(sessions: async_sessionmaker[AsyncSession], vault: Vault) -> str:
-    async with sessions() as session:
-        row = (
-            await session.scalars(
-                select(OutboxItem)
-                .where(
-                    OutboxItem.template == "verification_code",
-                    OutboxItem.channel == Channel.EMAIL.value,
-                )
-                .order_by(OutboxItem.id.desc())
-            )
-        ).first()
-    assert row is not None
-    params: dict[str, Any] = vault.decrypt_json(row.params_enc)
-    return str(params["code"])
 
 
 async def test_identity_by_an_emailed_code(

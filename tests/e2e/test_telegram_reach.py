@@ -19,8 +19,8 @@ from bot.callbacks import StaffAction, SummaryChoice
 from tests.botapi import TEXT_LIMIT, Call, Person, visible_length
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID
-from tests.e2e.test_telegram_bot import answer_questions, start_kind
 from tests.telegram_desk import STAFF_CHAT, Desk, buttons, message_id, words
+from tests.telegram_dialog import answer_questions, start_kind
 from workflows.kinds import RequestKind
 from workflows.persistence.tables import DataSubject, OutboxItem
 from workflows.privacy.masking import mask_email

@@ -30,8 +30,8 @@ from bot.storage import make_fsm_storage
 from tests.botapi import BotAPI, Call, Person
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_IDS
-from tests.e2e.test_telegram_bot import ANSWERS, answer_questions, start_kind, text
 from tests.telegram_desk import STAFF_CHAT, Desk, buttons, message_id, words
+from tests.telegram_dialog import ANSWERS, answer_questions, start_kind, text
 from workflows.kinds import RequestKind
 from workflows.privacy.vault import Vault, VaultError
 from workflows.requests.service import RequestService
@@ -41,6 +41,9 @@ redis_asyncio = pytest.importorskip("redis.asyncio", reason="aiogram[redis] is n
 # A database of these tests' own: the bot forgets, when it starts, every dialog record
 # in it that has no TTL (see the last tests), which would be another test's in a shared one.
 REDIS_URL = "redis://127.0.0.1:6379/13"
+# The file's tests share Redis database 13 (flushed by each): with pytest-xdist they run
+# on one worker, one after another (``--dist loadgroup``), never two at once.
+pytestmark = pytest.mark.xdist_group("redis-13")
 DIALOG_TTL = timedelta(hours=336)
 RETENTION = timedelta(days=1095)
 OWN_PHONE = "+77011234567"

@@ -35,15 +35,17 @@ from tests.e2e.test_fulfilment_telegram import (
 from tests.e2e.test_mail_trust import code_in, deliver, plain, quoted
 from tests.e2e.test_telegram_bot import (
     ALICE_ID,
+)
+from tests.mail_desk import mail_channel
+from tests.mailservers import Dovecot, SmtpServer, dovecot, smtp_server  # noqa: F401
+from tests.telegram_desk import STAFF_CHAT, Desk, buttons, message_id, words
+from tests.telegram_dialog import (
     answer_questions,
     code_in_outbox,
     share_own_contact_and_confirm,
     start_kind,
     text,
 )
-from tests.mail_desk import mail_channel
-from tests.mailservers import Dovecot, SmtpServer, dovecot, smtp_server  # noqa: F401
-from tests.telegram_desk import STAFF_CHAT, Desk, buttons, message_id, words
 from workflows.directory.sql_directory import SqlDirectory
 from workflows.errors import NotAllowed
 from workflows.fulfilment.work import Fulfilment

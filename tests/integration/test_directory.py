@@ -13,9 +13,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from tests.e2e.test_cli_frame import aina_dsr
-from tests.integration.test_encryption import everything_stored
+from tests.cli_command import aina_dsr
 from tests.paths import DATA
+from tests.stored import everything_stored
 from workflows.directory.csv_file import ImportFileError, Rejected
 from workflows.directory.csv_import import import_customers, import_purchases
 from workflows.directory.store import find_customer

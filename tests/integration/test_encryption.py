@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import STAFF_ID
-from workflows.persistence.tables import Base
+from tests.stored import everything_stored
 from workflows.requests.records import Evidence
 from workflows.requests.service import RequestService
 from workflows.snapshots import Actor
@@ -17,21 +14,6 @@ PHONE_DIGITS = "7011234567"
 EMAIL = "aigerim.secret@mail.kz"
 NAME = "Айгерим Секретова"
 IIN_LIKE = "900101300125"
-
-
-async def everything_stored(engine: AsyncEngine, database_url: str) -> bytes:
-    """The raw bytes of the SQLite files, or every row of every table as text on PostgreSQL."""
-    if database_url.startswith("sqlite"):
-        path = Path(database_url.split("///", 1)[1])
-        return b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))
-    dump = []
-    async with engine.connect() as connection:
-        for table in Base.metadata.sorted_tables:
-            rows = await connection.execute(
-                text(f"SELECT row_to_json(t)::text FROM {table.name} t")
-            )
-            dump.extend(r[0] for r in rows)
-    return "\n".join(dump).encode()
 
 
 async def test_no_phone_email_name_or_words_in_clear(

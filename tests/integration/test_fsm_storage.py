@@ -32,6 +32,9 @@ from workflows.persistence.tables import ConversationState
 from workflows.privacy.vault import Vault
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
+# The file's tests share Redis database 15 (flushed by each): with pytest-xdist they run
+# on one worker, one after another (``--dist loadgroup``), never two at once.
+pytestmark = pytest.mark.xdist_group("redis-15")
 BOT_ID = 42
 FULL_NAME = "Айгерим Нурлановна Сейткали"
 EMAIL = "aigerim.seitkali@example.kz"

@@ -15,9 +15,9 @@ from pypdf import PdfReader
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from tests.cli_command import aina_dsr
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID
-from tests.e2e.test_cli_frame import aina_dsr
 from tests.paths import DATA
 from workflows.deadlines.calendar import WorkingCalendar
 from workflows.directory.csv_import import import_customers, import_purchases

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mail.sender import SmtpSender
 from tests.clocks import FrozenClock
+from tests.mail_desk import sender_for
 from tests.mailservers import SmtpServer, smtp_server  # noqa: F401
 from workflows.i18n import DeskInfo
 from workflows.outbox.dispatcher import OutboxDispatcher
@@ -25,18 +26,6 @@ from workflows.requests.service import RequestService
 from workflows.snapshots import Actor
 
 PERSON = "aigerim@example.kz"
-
-
-def sender_for(server: SmtpServer, service: RequestService, clock: FrozenClock) -> SmtpSender:
-    return SmtpSender(
-        host=server.host,
-        port=server.port,
-        security="none",
-        from_address="aina.app@mercury.kz",
-        service=service,
-        clock=clock,
-        timeout=5.0,
-    )
 
 
 async def open_by_mail(service: RequestService, language: str = "ru") -> str:

@@ -13,7 +13,7 @@ import pytest
 
 from aina_dsr.runtime import processing_facts
 from aina_dsr.settings import SettingsError, load_settings
-from tests.e2e.test_cli_frame import aina_dsr
+from tests.cli_command import aina_dsr
 
 BAD = "[[recipients]]\nname = 'Example Cloud GmbH'\nrole = 'processor'\ncountry = 'Germany'\n"
 GOOD = "[[recipients]]\nname = 'Example Cloud GmbH'\nrole = 'processor'\ncountry = 'DE'\n"

@@ -32,6 +32,7 @@ def test_defaults() -> None:
     assert settings.digest_time == time(9, 0)
     assert settings.quiet_days == "days_off"
     assert settings.scheduler_reconcile_seconds == 300
+    assert settings.leader_retry_seconds == 15
     assert settings.verification_days == 14
 
 
@@ -58,6 +59,7 @@ def test_the_forms_operators_write(monkeypatch: pytest.MonkeyPatch) -> None:
         ("DSR_DEADLINE_NEAR_DAYS", "0"),
         ("DSR_PROGRESS_EVERY_DAYS", "0"),
         ("DSR_SCHEDULER_RECONCILE_SECONDS", "5"),
+        ("DSR_LEADER_RETRY_SECONDS", "0"),
     ],
 )
 def test_a_wrong_value_names_its_variable(
@@ -82,6 +84,7 @@ def test_the_example_file_documents_each_setting_and_reads_as_the_defaults(
         "DSR_DIGEST_TIME",
         "DSR_QUIET_DAYS",
         "DSR_SCHEDULER_RECONCILE_SECONDS",
+        "DSR_LEADER_RETRY_SECONDS",
     ):
         assert f"\n{name}=" in text, name
     shutil.copy(EXAMPLE, tmp_path / ".env")

@@ -255,11 +255,14 @@ def scheduler_component(
     reconcile_seconds: int = 300,
     retention_days: int | None = DEFAULT_RETENTION_DAYS,
     audit_checkpoint_file: Path | None = None,
+    lock_seconds: float = 15,
 ) -> DeadlineScheduler:
     """The scheduler for ``aina-dsr run``, from plain values (the settings').
 
     ``retention_days`` ``None`` leaves out the daily retention purge;
-    ``audit_checkpoint_file`` gets the audit chain's daily checkpoint.
+    ``audit_checkpoint_file`` gets the audit chain's daily checkpoint;
+    ``lock_seconds`` is how often a process that does not lead tries for the
+    lock, and the leader checks it still holds it.
 
     On PostgreSQL it leads only while it holds the advisory lock; on SQLite it
     always leads (one process per file).
@@ -292,5 +295,11 @@ def scheduler_component(
             return await purge_closed(sessions, vault, clock, retention_days=days)
 
     return DeadlineScheduler(
-        reminders, lock, calendar, reconcile_seconds=reconcile_seconds, retention=retention
+        reminders,
+        lock,
+        calendar,
+        reconcile_seconds=reconcile_seconds,
+        retention=retention,
+        lock_retry_seconds=lock_seconds,
+        lock_check_seconds=lock_seconds,
     )

@@ -41,7 +41,6 @@ from workflows.fulfilment.report_desk import (
     retention_items,
     transfer_paragraphs,
 )
-from workflows.fulfilment.report_pdf import PdfFrame, render_pdf
 from workflows.fulfilment.report_words import (
     NONE,
     POLICY_SECTIONS,
@@ -116,6 +115,9 @@ class AccessReport:
 
     def as_pdf(self) -> bytes:
         """The report as a PDF document with complete values; its metadata names no person."""
+        # fpdf2 takes a third of a second to import: loaded only when a report is made.
+        from workflows.fulfilment.report_pdf import PdfFrame, render_pdf
+
         frame = PdfFrame(
             title=self._text("access.title"),
             author=self.desk_context["company"],

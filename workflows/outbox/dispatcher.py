@@ -27,7 +27,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from workflows.clock import Clock
-from workflows.metrics import count_delivery
+from workflows.metrics import count_delivery, counted_round
 from workflows.outbox.claims import OutboxClaims, held_by
 from workflows.outbox.failures import DeliveryFailures
 from workflows.outbox.owners import ClaimOwners, LeaseOnly
@@ -95,6 +95,8 @@ class OutboxDispatcher:
         # Delivered, but the database did not take the record yet: never to be sent again.
         self._unrecorded: dict[int, tuple[OutgoingMessage, DeliveryReceipt]] = {}
         self._running = asyncio.Lock()
+        # Its rounds, as /metrics counts them: "outbox email", "outbox telegram".
+        self.loop_name = "outbox " + "+".join(sorted(str(channel) for channel in self._ports))
 
     async def _claim(self) -> list[int]:
         # What this process delivered already is recorded, never claimed to be sent again.
@@ -107,17 +109,18 @@ class OutboxDispatcher:
     async def run_once(self) -> int:
         """Deliver what is due now; returns how many rows were handled."""
         async with self._running:
-            # Vouched for before anything is claimed, so no one takes this one for dead.
-            await self._owners.hold(self.token)
-            await self._record_unrecorded()
-            claimed = await self._claim()
-            messages = await self._claims.load(claimed)
-            for route, port in self._ports.items():
-                # A port may read what the whole batch needs at once (PreparingPort).
-                if isinstance(port, PreparingPort):
-                    await port.prepare([m for m in messages if m.channel is route])
-            await self._deliver_batch(messages)
-            return len(claimed)
+            with counted_round(self.loop_name):
+                # Vouched for before anything is claimed, so no one takes this one for dead.
+                await self._owners.hold(self.token)
+                await self._record_unrecorded()
+                claimed = await self._claim()
+                messages = await self._claims.load(claimed)
+                for route, port in self._ports.items():
+                    # A port may read what the whole batch needs at once (PreparingPort).
+                    if isinstance(port, PreparingPort):
+                        await port.prepare([m for m in messages if m.channel is route])
+                await self._deliver_batch(messages)
+                return len(claimed)
 
     async def _deliver_batch(self, messages: list[OutgoingMessage]) -> None:
         # The claim is renewed as the batch goes, so it never outlives its lease while
