@@ -19,7 +19,7 @@ from aina_dsr.wiring import Core
 from bot.channel import TelegramChannel, Webhook, make_bot
 from bot.config import BotConfig
 from bot.storage import make_events_isolation, make_fsm_storage
-from mail.channel import build_mail_channel
+from mail.channel import MailPorts, build_mail_channel
 from mail.settings import MailSettings
 from workflows.deadlines.scheduler import scheduler_component
 from workflows.directory.sql_directory import SqlDirectory
@@ -58,11 +58,16 @@ class Component(Protocol):
 
 
 def build_components(
-    settings: Settings, core: Core, health: PartHealth | None = None
+    settings: Settings,
+    core: Core,
+    health: PartHealth | None = None,
+    *,
+    mail_ports: MailPorts | None = None,
 ) -> list[Component]:
     """The parts this process runs: each channel that is configured, and the scheduler.
 
-    ``health`` is what :func:`serve` learns of the parts, for /healthz.
+    ``health`` is what :func:`serve` learns of the parts, for /healthz. ``mail_ports``
+    replace the mail server (``aina-dsr demo``: letters in and out of its page).
     """
     components: list[Component] = []
     # One owner of outbox claims per process, shared by both channels' dispatchers: on
@@ -72,7 +77,7 @@ def build_components(
     if settings.telegram_configured:
         components.append(telegram_channel(settings, core, owners, info))
     if settings.mail_configured:
-        components.append(mail_channel(settings, core, owners, info))
+        components.append(mail_channel(settings, core, owners, info, ports=mail_ports))
     if components:
         components.append(deadline_scheduler(settings, core))
     if components and settings.metrics_port is not None:
@@ -135,6 +140,8 @@ def mail_channel(
     core: Core,
     owners: ClaimOwners | None = None,
     info: DeskInfo | None = None,
+    *,
+    ports: MailPorts | None = None,
 ) -> Component:
     """The IMAP poller (one replica at a time) and the SMTP sender of the outbox's e-mail."""
     return build_mail_channel(
@@ -146,6 +153,7 @@ def mail_channel(
         engine=core.engine,  # on PostgreSQL one replica reads the mailbox (advisory lock)
         claim_owners=owners,
         info=info or desk_info(settings),
+        ports=ports,
     )
 
 

@@ -155,7 +155,9 @@ class BotAPI(UpdateMaker):
         """The person unblocks the bot: their chat takes messages again."""
         self._state.blocked.discard(str(chat_id))
 
-    def register_file(self, content: bytes, *, file_path: str | None = None) -> StoredFile:
+    def register_file(
+        self, content: bytes, *, file_path: str | None = None, file_name: str | None = None
+    ) -> StoredFile:
         """Put a file on the server so that ``getFile`` and the download route find it."""
         number = next(self._file_ids)
         stored = StoredFile(
@@ -163,11 +165,16 @@ class BotAPI(UpdateMaker):
             file_unique_id=f"U{number:06d}",
             file_path=file_path or f"documents/file_{number}.bin",
             content=content,
+            file_name=file_name,
         )
         self._state.files[stored.file_id] = stored
         return stored
 
     # -- what the test checks ---------------------------------------------
+
+    def file(self, file_id: str) -> StoredFile | None:
+        """A file on the server (one the Bot sent, or one put there), by its ``file_id``."""
+        return self._state.files.get(file_id)
 
     def calls(self, method: str | None = None) -> list[Call]:
         """Successful calls, in order (of ``method`` only, if given)."""
@@ -225,20 +232,24 @@ class BotAPI(UpdateMaker):
 
     # -- the server --------------------------------------------------------
 
-    async def _params(self, request: web.Request) -> tuple[dict[str, Any], dict[str, bytes]]:
+    async def _params(
+        self, request: web.Request
+    ) -> tuple[dict[str, Any], dict[str, bytes], dict[str, str]]:
         params: dict[str, Any] = dict(request.query)
         files: dict[str, bytes] = {}
+        names: dict[str, str] = {}  # the uploads' file names
         if request.content_type == "application/json":
             body = await request.json()
             params.update(body if isinstance(body, dict) else {})
-            return params, files
+            return params, files, names
         if request.can_read_body:
             for key, value in (await request.post()).items():
                 if isinstance(value, web.FileField):
                     files[key] = value.file.read()
+                    names[key] = value.filename
                 else:
                     params[key] = value
-        return {k: decode_param(k, v) for k, v in params.items()}, files
+        return {k: decode_param(k, v) for k, v in params.items()}, files, names
 
     async def _handle(self, request: web.Request) -> web.Response:
         if request.match_info["token"] != self.token:
@@ -246,7 +257,7 @@ class BotAPI(UpdateMaker):
                 {"ok": False, "error_code": 401, "description": "Unauthorized"}, status=401
             )
         method = request.match_info["method"]
-        params, files = await self._params(request)
+        params, files, names = await self._params(request)
         if method.lower() == "getupdates":
             return web.json_response({"ok": True, "result": await self._updates(params)})
         if method.lower() == "getfile" and str(params.get("file_id")) not in self._state.files:
@@ -268,7 +279,7 @@ class BotAPI(UpdateMaker):
             return await self._fail(
                 method, params, files, Failure(method, 400, refusal, None, None, 1)
             )
-        result = self._result(method, params, files)
+        result = self._result(method, params, files, names)
         await self._record(Call(method, params, files, result))
         return web.json_response({"ok": True, "result": result})
 
@@ -337,14 +348,19 @@ class BotAPI(UpdateMaker):
             message["reply_markup"] = markup
         return message
 
-    def _upload(self, params: dict[str, Any], files: dict[str, bytes], field: str) -> StoredFile:
+    def _upload(
+        self, params: dict[str, Any], files: dict[str, bytes], names: dict[str, str], field: str
+    ) -> StoredFile:
         value = params.get(field)
         if isinstance(value, str) and value in self._state.files:
             return self._state.files[value]
         key = value[len("attach://") :] if isinstance(value, str) else field
-        return self.register_file(files.get(key, files.get(field, b"")))
+        key = key if key in files else field
+        return self.register_file(files.get(key, b""), file_name=names.get(key))
 
-    def _result(self, method: str, params: dict[str, Any], files: dict[str, bytes]) -> Any:
+    def _result(
+        self, method: str, params: dict[str, Any], files: dict[str, bytes], names: dict[str, str]
+    ) -> Any:
         name = method.lower()
         caption = {"caption": params["caption"]} if "caption" in params else {}
         if name == "getme":
@@ -356,16 +372,16 @@ class BotAPI(UpdateMaker):
         if name in {"editmessagereplymarkup", "editmessagecaption"}:
             return self._edited(params, text="…", **caption)
         if name == "senddocument":
-            stored = self._upload(params, files, "document")
+            stored = self._upload(params, files, names, "document")
             document = {
                 "file_id": stored.file_id,
                 "file_unique_id": stored.file_unique_id,
-                "file_name": "document",
+                "file_name": stored.file_name or "document",
                 "file_size": len(stored.content),
             }
             return self._new_message(params, document=document, **caption)
         if name == "sendphoto":
-            stored = self._upload(params, files, "photo")
+            stored = self._upload(params, files, names, "photo")
             photo = [
                 {
                     "file_id": stored.file_id,

@@ -103,6 +103,7 @@ class StoredFile:
     file_unique_id: str
     file_path: str
     content: bytes
+    file_name: str | None = None  # as the upload named it
 
 
 @dataclass(frozen=True)
