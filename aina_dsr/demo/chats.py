@@ -114,6 +114,11 @@ class Conversation:
 
     bubbles: list[Bubble] = field(default_factory=list)
     keyboard: list[list[dict[str, Any]]] = field(default_factory=list)
+    one_time: bool = False  # the keyboard hides once used, as Telegram's clients do
+
+    def used_keyboard(self) -> None:
+        if self.one_time:
+            self.keyboard, self.one_time = [], False
 
     def by_message(self, message_id: int) -> Bubble | None:
         return next((b for b in self.bubbles if b.message_id == message_id), None)
@@ -234,6 +239,7 @@ class Chats:
             bubble.force_reply = bool(markup.get("force_reply"))
             if "keyboard" in markup:
                 pane.keyboard = reply_keyboard(markup)
+                pane.one_time = bool(markup.get("one_time_keyboard"))
             elif markup.get("remove_keyboard"):
                 pane.keyboard = []
         for kind in ("document", "photo"):
@@ -271,11 +277,13 @@ class Chats:
 
     async def customer_says(self, text: str) -> None:
         self._said(CUSTOMER, self.customer, text)
+        self.panes[CUSTOMER].used_keyboard()
         await self.api.offer(self.api.private_message(self.customer, text))
 
     async def customer_shares_contact(self) -> None:
         """The contact card Telegram sends from the share button: the chat's own user's."""
         self._said(CUSTOMER, self.customer, f"☎ {self.phone}")
+        self.panes[CUSTOMER].used_keyboard()
         await self.api.offer(self.api.contact_message(self.customer, self.customer.id, self.phone))
 
     async def staff_says(self, who: int, text: str, reply_to: int | None = None) -> None:
