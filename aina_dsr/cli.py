@@ -186,6 +186,8 @@ def demo(
         code = asyncio.run(run_demo(port=port))
     except PortInUse as exc:
         _fail(str(exc), code=EXIT_WRONG_INPUT)
+    except KeyboardInterrupt:  # Ctrl-C while it was still starting: nothing to keep
+        code = 130
     raise typer.Exit(code)
 
 
