@@ -14,6 +14,7 @@ site cannot send that to 127.0.0.1 without the browser asking first.
 from __future__ import annotations
 
 import logging
+import os
 from importlib import resources
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -108,8 +109,9 @@ class DemoPage:
             await site.start()
         except OSError as exc:
             await self.stop()
+            reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
             raise PortInUse(
-                f"cannot serve the page on {HOST}:{port} ({exc.strerror or exc}); "
+                f"cannot serve the page on {HOST}:{port} ({reason}); "
                 "choose another --port, or leave it out for a free one"
             ) from None
         server = site._server

@@ -267,3 +267,25 @@ def test_a_letter_written_in_the_page_is_answered_and_verified_by_its_code(
     )
     # Verified, the request reaches staff: its card is in the group.
     said(browser, "staff", reference.group(0))
+
+
+def test_a_second_demo_on_a_taken_port_says_so_in_one_line(demo: Demo, tmp_path: Path) -> None:
+    port = demo.url.rstrip("/").rpartition(":")[2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DSR_")}
+    second = subprocess.run(
+        [sys.executable, "-m", "aina_dsr", "demo", "--port", port],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=False,
+    )
+    assert second.returncode == 2
+    assert second.stderr.strip().splitlines() == [
+        f"aina-dsr: cannot serve the page on 127.0.0.1:{port} (address already in use); "
+        "choose another --port, or leave it out for a free one"
+    ]
+    # The first one is untouched.
+    with urllib.request.urlopen(demo.url + "api/state", timeout=10) as answer:  # noqa: S310
+        assert answer.status == 200
