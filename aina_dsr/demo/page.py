@@ -24,6 +24,7 @@ from aiohttp import web
 from aina_dsr.demo.chats import CUSTOMER, STAFF, Chats
 from aina_dsr.demo.mailroom import Mailroom
 from aina_dsr.demo.telegram_types import StoredFile
+from workflows.i18n import LANGUAGES, catalogue
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,29 @@ HOST = "127.0.0.1"
 _POLICY = (
     "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
     "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'"
+)
+# The page's own words (demo.po), by the key the page looks them up with.
+LABELS = (
+    "customer",
+    "staff",
+    "mail",
+    "send",
+    "share",
+    "as",
+    "replying",
+    "cancel",
+    "reply",
+    "send_letter",
+    "from",
+    "to",
+    "subject",
+    "body",
+    "download",
+    "message",
+    "empty_mail",
+    "empty_chat",
+    "empty_group",
+    "hint",
 )
 # The longest text a person may type or write in the page.
 _MAX_TEXT = 8000
@@ -92,6 +116,7 @@ class DemoPage:
         app = web.Application(client_max_size=64 * 1024)
         app.router.add_get("/", self._page)
         app.router.add_get("/api/state", self._state)
+        app.router.add_get("/api/labels", self._labels)
         app.router.add_post("/api/customer/say", self._customer_says)
         app.router.add_post("/api/customer/contact", self._customer_contact)
         app.router.add_post("/api/staff/say", self._staff_says)
@@ -133,6 +158,12 @@ class DemoPage:
             content_type="text/html",
             charset="utf-8",
             headers={"Content-Security-Policy": _POLICY, "Cache-Control": "no-store"},
+        )
+
+    async def _labels(self, _request: web.Request) -> web.Response:
+        texts = catalogue()
+        return web.json_response(
+            {lang: {key: texts.text(lang, f"demo.{key}") for key in LABELS} for lang in LANGUAGES}
         )
 
     def state(self) -> dict[str, Any]:

@@ -29,6 +29,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from tests.paths import REPO
 from tests.telegram_desk import words
@@ -102,9 +107,6 @@ def _printed_url(output: Path, process: subprocess.Popen[bytes]) -> str:
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for argument in (
@@ -134,8 +136,6 @@ _TEXTS = "return [...document.querySelectorAll(arguments[0])].map(n => n.textCon
 
 
 def until(driver: Any, condition: Any, what: str) -> Any:
-    from selenium.webdriver.support.ui import WebDriverWait
-
     return WebDriverWait(driver, WAIT, poll_frequency=0.2).until(
         lambda d: condition(d), message=f"{what} within {WAIT:g} s"
     )
@@ -151,9 +151,6 @@ def texts(driver: Any, selector: str) -> list[str]:
 
 
 def type_in(driver: Any, field: str, text: str) -> None:
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
-
     box = driver.find_element(By.ID, field)
     box.clear()
     box.send_keys(text + Keys.ENTER)
@@ -170,8 +167,6 @@ def said(driver: Any, pane: str, text: str) -> None:
 def test_an_access_request_from_the_chat_to_the_report(
     demo: Demo, browser: Any, tmp_path: Path
 ) -> None:
-    from selenium.webdriver.common.by import By
-
     browser.get(demo.url)
     # The customer picks Russian, and asks for access to her data.
     type_in(browser, "customer-input", "/language")
@@ -220,9 +215,12 @@ def test_an_access_request_from_the_chat_to_the_report(
 def test_a_letter_written_in_the_page_is_answered_and_verified_by_its_code(
     demo: Demo, browser: Any
 ) -> None:
-    from selenium.webdriver.common.by import By
-
     browser.get(demo.url)
+    # The page's own words are in the three languages too.
+    title = "#mail h2 [data-label]"
+    until(browser, lambda d: texts(d, title) == ["E-mail"], "the page in English")
+    Select(browser.find_element(By.ID, "ui-language")).select_by_value("kk")
+    assert texts(browser, title) == [catalogue().text("kk", "demo.mail")]
     until(browser, lambda d: d.find_element(By.ID, "mail-from").get_attribute("value"), "a writer")
     writer = browser.find_element(By.ID, "mail-from").get_attribute("value")
     browser.find_element(By.ID, "mail-subject").send_keys("Запрос на доступ к данным")
