@@ -116,3 +116,20 @@ def test_the_mailbox_wakes_a_waiting_poller_and_lets_it_stop() -> None:
     assert box.wait_for_mail(30, stop) is False  # told to stop: returns at once
     box.put(b"From: a@example.kz\r\n\r\nhi")
     assert box.wait_for_mail(30, threading.Event()) is True
+
+
+async def test_a_staff_answer_to_a_prompt_is_a_reply_to_the_prompt() -> None:
+    api = BotAPI()
+    view = chats(api)
+    api._state.calls.append(sent(GROUP, 12, "Причина отказа?", {"force_reply": True}))
+    view.sync()
+    (prompt,) = view.panes[STAFF].bubbles
+    assert prompt.force_reply
+    await view.staff_says(0, "Нет оснований", reply_to=prompt.id)
+    message = api._state.updates[-1]["message"]
+    assert (message["chat"]["id"], message["from"]["id"], message["text"]) == (
+        GROUP,
+        DANA.id,
+        "Нет оснований",
+    )
+    assert message["reply_to_message"]["message_id"] == 12
