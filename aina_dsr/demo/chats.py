@@ -286,6 +286,23 @@ class Chats:
         self.panes[CUSTOMER].used_keyboard()
         await self.api.offer(self.api.contact_message(self.customer, self.customer.id, self.phone))
 
+    async def customer_sends_file(self, name: str, content_type: str, data: bytes) -> None:
+        """A photo or a document in the chat, as Telegram delivers it (the Bot fetches it)."""
+        self.sync()
+        stored = self.api.register_file(data, file_path=f"documents/{name}", file_name=name)
+        bubble = self._bubble(self.customer.first_name, [])
+        bubble.document = {"name": name, "file_id": stored.file_id}
+        self.panes[CUSTOMER].bubbles.append(bubble)
+        if self.on_change is not None:
+            self.on_change()
+        if content_type in {"image/jpeg", "image/png"}:
+            update = self.api.photo_message(self.customer, stored)
+        else:
+            update = self.api.document_message(
+                self.customer, stored, file_name=name, mime_type=content_type
+            )
+        await self.api.offer(update)
+
     async def staff_says(self, who: int, text: str, reply_to: int | None = None) -> None:
         """A staff member writes in the group; ``reply_to``: the bubble answered (a prompt)."""
         person = self.staff_member(who)

@@ -13,6 +13,8 @@ site cannot send that to 127.0.0.1 without the browser asking first.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import os
 from importlib import resources
@@ -41,6 +43,7 @@ LABELS = (
     "mail",
     "send",
     "share",
+    "attach",
     "as",
     "replying",
     "cancel",
@@ -57,8 +60,9 @@ LABELS = (
     "empty_group",
     "hint",
 )
-# The longest text a person may type or write in the page.
+# The longest text a person may type or write in the page, and the largest file sent.
 _MAX_TEXT = 8000
+_MAX_FILE = 10 * 1024 * 1024
 
 
 class PortInUse(Exception):
@@ -113,12 +117,14 @@ class DemoPage:
         self.version += 1
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 1024)
+        # A file the customer sends comes base64-encoded in the JSON: room for one.
+        app = web.Application(client_max_size=_MAX_FILE * 4 // 3 + 64 * 1024)
         app.router.add_get("/", self._page)
         app.router.add_get("/api/state", self._state)
         app.router.add_get("/api/labels", self._labels)
         app.router.add_post("/api/customer/say", self._customer_says)
         app.router.add_post("/api/customer/contact", self._customer_contact)
+        app.router.add_post("/api/customer/file", self._customer_file)
         app.router.add_post("/api/staff/say", self._staff_says)
         app.router.add_post("/api/press", self._press)
         app.router.add_post("/api/mail", self._mail)
@@ -243,6 +249,20 @@ class DemoPage:
     async def _customer_contact(self, request: web.Request) -> web.Response:
         await self._body(request)
         await self.chats.customer_shares_contact()
+        return self._done()
+
+    async def _customer_file(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        encoded = body.get("data")
+        try:
+            data = base64.b64decode(encoded if isinstance(encoded, str) else "", validate=True)
+        except (ValueError, binascii.Error):
+            data = b""
+        if not data or len(data) > _MAX_FILE:
+            raise web.HTTPBadRequest(text=f"data: a file of at most {_MAX_FILE} bytes, in base64")
+        name = _text(body, "name").replace("/", "_").replace("\\", "_")[:200]
+        content_type = _text(body, "type", required=False) or "application/octet-stream"
+        await self.chats.customer_sends_file(name, content_type, data)
         return self._done()
 
     async def _staff_says(self, request: web.Request) -> web.Response:

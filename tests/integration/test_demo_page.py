@@ -8,6 +8,7 @@ button that is not on the message is not pressed.
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import AsyncIterator
 
@@ -86,3 +87,28 @@ async def test_the_pages_words_in_three_languages(page: DemoPage) -> None:
     assert set(labels) == {"kk", "ru", "en"}
     assert labels["kk"]["staff"] == catalogue().text("kk", "demo.staff")
     assert labels["ru"]["send_letter"] == "Отправить письмо"
+
+
+async def test_a_file_the_customer_sends_reaches_the_bot_as_telegram_delivers_it(
+    page: DemoPage,
+) -> None:
+    pdf = b"%PDF-1.7 passport scan"
+    sent = {
+        "name": "passport.pdf",
+        "type": "application/pdf",
+        "data": base64.b64encode(pdf).decode(),
+    }
+    async with aiohttp.ClientSession() as client:
+        async with client.post(page.url + "api/customer/file", json=sent) as answer:
+            assert answer.status == 200
+        async with client.post(
+            page.url + "api/customer/file", json={**sent, "data": "not base64!"}
+        ) as answer:
+            assert answer.status == 400
+    (update,) = page.chats.api._state.updates
+    document = update["message"]["document"]
+    assert (document["file_name"], document["mime_type"]) == ("passport.pdf", "application/pdf")
+    stored = page.chats.api.file(document["file_id"])
+    assert stored is not None and stored.content == pdf
+    (bubble,) = page.chats.panes["customer"].bubbles
+    assert bubble.document == {"name": "passport.pdf", "file_id": document["file_id"]}
