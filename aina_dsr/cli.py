@@ -164,6 +164,30 @@ async def _run_desk(settings: Settings) -> int:
                     await close()
 
 
+# demo
+
+
+@app.command()
+def demo(
+    port: int = typer.Option(
+        0, min=0, max=65535, help="The page's port on 127.0.0.1 (0: a free one)."
+    ),
+) -> None:
+    """Try the whole desk in a browser: no accounts, a throw-away database, stopped by Ctrl-C."""
+    # The channels and the stand-ins load only for this command (as for `run`).
+    from aina_dsr.demo.desk import configure_logging, run_demo
+    from aina_dsr.demo.page import PortInUse
+
+    configure_logging("WARNING")
+    try:
+        code = asyncio.run(run_demo(port=port))
+    except PortInUse as exc:
+        _fail(str(exc), code=EXIT_WRONG_INPUT)
+    except KeyboardInterrupt:  # Ctrl-C while it was still starting: nothing to keep
+        code = 130
+    raise typer.Exit(code)
+
+
 # check
 
 

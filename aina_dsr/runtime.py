@@ -24,6 +24,7 @@ from workflows.outbox.owners import ClaimOwners, claim_owners
 from workflows.running import Backoff, Sleep, wait_or_stop
 
 if TYPE_CHECKING:
+    from mail.channel import MailPorts
     from mail.settings import MailSettings
 
 log = logging.getLogger(__name__)
@@ -55,11 +56,16 @@ class Component(Protocol):
 
 
 def build_components(
-    settings: Settings, core: Core, health: PartHealth | None = None
+    settings: Settings,
+    core: Core,
+    health: PartHealth | None = None,
+    *,
+    mail_ports: MailPorts | None = None,
 ) -> list[Component]:
     """The parts this process runs: each channel that is configured, and the scheduler.
 
-    ``health`` is what :func:`serve` learns of the parts, for /healthz.
+    ``health`` is what :func:`serve` learns of the parts, for /healthz. ``mail_ports``
+    replace the mail server (``aina-dsr demo``: letters in and out of its page).
     """
     components: list[Component] = []
     # One owner of outbox claims per process, shared by both channels' dispatchers: on
@@ -69,7 +75,7 @@ def build_components(
     if settings.telegram_configured:
         components.append(telegram_channel(settings, core, owners, info))
     if settings.mail_configured:
-        components.append(mail_channel(settings, core, owners, info))
+        components.append(mail_channel(settings, core, owners, info, ports=mail_ports))
     if components:
         components.append(deadline_scheduler(settings, core))
     if components and settings.metrics_port is not None:
@@ -135,6 +141,8 @@ def mail_channel(
     core: Core,
     owners: ClaimOwners | None = None,
     info: DeskInfo | None = None,
+    *,
+    ports: MailPorts | None = None,
 ) -> Component:
     """The IMAP poller (one replica at a time) and the SMTP sender of the outbox's e-mail."""
     # Each channel is imported only when it is configured: a desk without Telegram
@@ -152,6 +160,7 @@ def mail_channel(
         claim_owners=owners,
         info=info or desk_info(settings),
         fulfilment=desk_fulfilment(settings, core, info or desk_info(settings)),
+        ports=ports,
     )
 
 

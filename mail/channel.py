@@ -18,14 +18,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from mail.imap import ImapSettings
+from mail.imap import ImapSettings, Mailbox
 from mail.intake import MailIntake
 from mail.outcomes import IntakeResult
 from mail.poller import MailPoller
-from mail.sender import SmtpSender
+from mail.sender import LetterTransport, SmtpSender
 from mail.settings import MailSettings
 from mail.spam import SpamRules
 from workflows.clock import Clock
@@ -43,6 +44,18 @@ from workflows.running import lead, wait_or_stop
 log = logging.getLogger(__name__)
 
 POLLER_LOCK = "imap-poller"
+
+
+@dataclass(frozen=True)
+class MailPorts:
+    """Where letters come from and go to instead of IMAP and SMTP (``aina-dsr demo``).
+
+    Only the two ends change: the letters are read, understood, answered and
+    composed as they are with a real mail server.
+    """
+
+    mailbox: Mailbox
+    transport: LetterTransport
 
 
 class MailChannel:
@@ -145,6 +158,7 @@ def build_mail_channel(
     claim_owners: ClaimOwners | None = None,
     info: DeskInfo | None = None,
     fulfilment: Fulfilment | None = None,
+    ports: MailPorts | None = None,
 ) -> MailChannel:
     """The e-mail channel from its settings and the core's parts.
 
@@ -156,6 +170,7 @@ def build_mail_channel(
     builds it once for both channels); without it, ``mail_from`` is the address named.
     ``fulfilment`` does the work of a kind done at once when a mailed code
     verifies it (the desk's own SQL directory unless the composition gives one).
+    ``ports``, when given, replace the IMAP mailbox and the SMTP server.
     """
     s = settings
     fulfilment = fulfilment or Fulfilment(service, SqlDirectory(sessions, vault, clock), clock)
@@ -185,11 +200,18 @@ def build_mail_channel(
         timeout=s.timeout,
         ssl_context=s.smtp_ssl_context,
         info=info,
+        transport=ports.transport if ports is not None else None,
     )
     dispatcher = OutboxDispatcher(
         sessions, vault, clock, {Channel.EMAIL: sender}, owners=claim_owners
     )
-    poller = MailPoller(imap_settings(s), intake, sessions, clock)
+    poller = MailPoller(
+        imap_settings(s),
+        intake,
+        sessions,
+        clock,
+        connection=ports.mailbox if ports is not None else None,
+    )
     lock: LeaderLock = SingleProcessLock()
     if engine is not None and engine.dialect.name == "postgresql":
         lock = AdvisoryLock(engine, name=POLLER_LOCK)

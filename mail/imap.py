@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from email.utils import getaddresses
-from typing import Any
+from typing import Any, Protocol
 
 from imap_tools import MailBox, MailBoxStartTls, MailBoxUnencrypted
 from imap_tools.imap_utf7 import utf7_encode
@@ -63,6 +63,39 @@ class ImapSettings:
     max_letter_bytes: int = DEFAULT_MAX_LETTER
     # At most this many new UIDs are taken in one poll; the next poll takes the rest at once.
     max_batch: int = 500
+
+
+class Mailbox(Protocol):
+    """What the poller asks of a mailbox, from its worker thread.
+
+    :class:`ImapConnection` is the real one; ``aina-dsr demo`` plugs in an
+    in-memory one (:mod:`aina_dsr.demo.mailroom`), so that everything after the
+    fetch (parsing, classification, trust checks, the outbox) runs as it does.
+    """
+
+    @property
+    def is_open(self) -> bool: ...
+
+    @property
+    def supports_idle(self) -> bool: ...
+
+    def open(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def uidvalidity(self) -> int: ...
+
+    def new_uids(self, after: int) -> list[int]: ...
+
+    def envelopes(self, uids: Sequence[int]) -> dict[int, Envelope]: ...
+
+    def fetch_many(self, uids: Sequence[int]) -> dict[int, bytes]: ...
+
+    def headers_many(self, uids: Sequence[int]) -> dict[int, bytes]: ...
+
+    def mark_processed(self, uids: Sequence[int]) -> None: ...
+
+    def wait_for_mail(self, seconds: float, stop: threading.Event) -> bool: ...
 
 
 class ImapConnection:

@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 from imap_tools.errors import MailboxLoginError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from mail.imap import ImapConnection, ImapSettings
+from mail.imap import ImapConnection, ImapSettings, Mailbox
 from mail.intake import MailIntake
 from mail.outcomes import IntakeResult
 from workflows.channel_state.mail_cursors import MailCursors
@@ -108,6 +108,7 @@ class MailPoller:
         first_backoff: float = 1.0,
         max_backoff: float = 300.0,
         on_mail: Callable[[IntakeResult], None] | None = None,
+        connection: Mailbox | None = None,
     ) -> None:
         self._settings = settings
         self._intake = intake
@@ -116,7 +117,8 @@ class MailPoller:
         self._max_backoff = max_backoff
         self.on_mail = on_mail
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imap")
-        self._connection = ImapConnection(settings)
+        # The IMAP connection, unless another mailbox is plugged in (aina-dsr demo).
+        self._connection: Mailbox = connection or ImapConnection(settings)
         self._stop_thread = threading.Event()
         # UIDs handled beyond the cursor (a batch taken out of order and cut short): not again.
         self._done: set[tuple[int, int]] = set()

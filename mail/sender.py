@@ -16,7 +16,7 @@ import hashlib
 import html
 import logging
 import ssl
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
@@ -43,6 +43,8 @@ from workflows.requests.service import RequestService
 log = logging.getLogger(__name__)
 
 Security = Literal["ssl", "starttls", "none"]
+# Where a composed letter goes instead of an SMTP server (``aina-dsr demo``'s mail pane).
+LetterTransport = Callable[[EmailMessage], Awaitable[None]]
 
 # Answers to the person's own letter; other automatic notices are "auto-generated".
 _AUTO_REPLIED = {
@@ -86,6 +88,7 @@ class SmtpSender:
         ssl_context: ssl.SSLContext | None = None,
         from_name: str = "AINA Privacy Desk",
         info: DeskInfo | None = None,  # the desk's details the texts name; else our own address
+        transport: LetterTransport | None = None,  # instead of SMTP; the letter is the same
     ) -> None:
         self._host = host
         self._port = port
@@ -105,6 +108,7 @@ class SmtpSender:
         self._used = datetime.min.replace(tzinfo=UTC)
         # The threads prepare() read for the batch being delivered; each used once.
         self._threads: dict[str, MailThread] = {}
+        self._transport = transport
 
     async def deliver(self, message: OutgoingMessage) -> DeliveryReceipt:
         if message.audience is not Audience.SUBJECT or not message.address:
@@ -147,6 +151,10 @@ class SmtpSender:
 
     async def _send(self, letter: EmailMessage) -> None:
         """Over the open connection when there is one; a stale one is replaced once."""
+        if self._transport is not None:
+            await self._transport(letter)
+            self._used = self._clock.now()
+            return
         reused = self._connection is not None
         try:
             await (await self._connected()).send_message(letter)
