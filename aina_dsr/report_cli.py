@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import date
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -25,6 +26,12 @@ def _day(option: str, value: str | None) -> date | None:
         raise typer.Exit(EXIT_WRONG_INPUT) from None
 
 
+class PageLanguage(StrEnum):
+    KK = "kk"
+    RU = "ru"
+    EN = "en"
+
+
 async def _figures(start: date | None, end: date | None) -> tuple[RegisterFigures, str]:
     settings = load_settings()
     async with open_core(settings) as core:
@@ -42,6 +49,9 @@ def report(
     end: Annotated[
         str | None, typer.Option("--to", help="Requests received on or before, YYYY-MM-DD.")
     ] = None,
+    language: Annotated[
+        PageLanguage, typer.Option("--language", help="The page's language: kk, ru or en.")
+    ] = PageLanguage.EN,
 ) -> None:
     """The register as one HTML page with charts (nothing loaded from the network)."""
     first, last = _day("--from", start), _day("--to", end)
@@ -52,5 +62,5 @@ def report(
     # matplotlib is loaded here only: every other command starts without it.
     from workflows.register.page import register_page
 
-    html.write_text(register_page(figures, timezone), encoding="utf-8")
+    html.write_text(register_page(figures, timezone, language.value), encoding="utf-8")
     typer.echo(f"{figures.total} request(s) in the register page {html}", err=True)

@@ -33,6 +33,7 @@ from tests.conftest import STAFF_ID
 from tests.e2e.test_cli_frame import aina_dsr
 from tests.paths import REPO
 from workflows.deadlines.calendar import WorkingCalendar
+from workflows.i18n import COMPANY, format_date, kind_name
 from workflows.requests.post import PostLetter
 from workflows.requests.service import RequestService
 from workflows.snapshots import Actor
@@ -314,9 +315,25 @@ async def test_the_period_selects_by_date_received(
     listed = json.loads(aina_dsr(tmp_path, "requests", "list", "--json", **settings).stdout)
     inside = [r for r in listed if str(start) <= r["received_at"][:10] <= str(end)]
     html = page.read_text(encoding="utf-8")
-    assert f"from {start} to {end}" in html
+    assert f"from {format_date('en', start)} to {format_date('en', end)}" in html
     total = re.search(r'data-card="total"><b>(\d+)</b>', html)
     assert total is not None and int(total.group(1)) == len(inside) == 3
+
+    # The same page in Russian and in Kazakh: the policy's words, the company's own name.
+    for language, title in (
+        ("ru", "Реестр запросов субъектов персональных данных"),
+        ("kk", "Дербес деректер субъектілерінің сұрау салуларының тізілімі"),
+    ):
+        translated = tmp_path / f"period-{language}.html"
+        made = aina_dsr(
+            tmp_path, "report", "--html", str(translated), "--from", str(start), "--to", str(end),
+            "--language", language, timeout=180, **settings,
+        )  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        html = translated.read_text(encoding="utf-8")
+        assert f'<html lang="{language}">' in html and title in html
+        assert COMPANY[language] in html and format_date(language, start) in html
+        assert kind_name(language, "block") in html and "Register of" not in html
 
     wrong = aina_dsr(
         tmp_path, "report", "--html", str(page), "--from", str(end), "--to", str(start), **settings

@@ -118,7 +118,9 @@ def test_the_period_is_by_local_date_of_receipt_and_every_month_is_shown() -> No
     )
     assert chosen.total == 1 and chosen.by_kind == {"access": 1}
     assert chosen.months == ("2026-02", "2026-03")
-    assert (chosen.start, chosen.end) == (date(2026, 2, 1), date(2026, 3, 31))
+    assert chosen.period == (date(2026, 2, 1), date(2026, 3, 31))
+    # Unbounded: from the first request received to today.
+    assert everything.period == (date(2026, 1, 15), date(2026, 12, 11))
 
 
 def test_an_empty_register_has_no_rate_and_no_median() -> None:
@@ -127,3 +129,4 @@ def test_an_empty_register_has_no_rate_and_no_median() -> None:
     assert figures.total == 0 and figures.on_time.rate is None
     assert figures.median_working_days is None and figures.open == ()
     assert figures.months == ("2026-12",)
+    assert figures.period == (date(2026, 12, 11), date(2026, 12, 11))

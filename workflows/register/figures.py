@@ -80,6 +80,14 @@ class RegisterFigures:
     median_working_days: float | None
     median_by_kind: dict[str, float]
     open: tuple[OpenRequest, ...]  # soonest deadline first
+    first_received: date | None  # the earliest local date of receipt in the period
+
+    @property
+    def period(self) -> tuple[date, date]:
+        """The period as dates: from the first request when unbounded, up to today."""
+        return self.start or min(
+            self.first_received or self.today, self.today
+        ), self.end or self.today
 
     @property
     def today(self) -> date:
@@ -142,6 +150,7 @@ def register_figures(
             kind: statistics.median(days) for kind, days in sorted(days_by_kind.items())
         },
         open=tuple(_open(view, calendar, now, today) for view in chosen if view.is_open),
+        first_received=min(received, default=None),
     )
 
 

@@ -1,17 +1,20 @@
 """The register as one self-contained HTML page: styles and charts inline, nothing fetched.
 
-The page is for the privacy officer and the authorised body. It names requests
-by their reference only: no name, phone, e-mail or Telegram id reaches it (the
-figures it is drawn from hold none). Every figure is also in a table (each cell
-marked with ``data-*`` attributes, so that a program can read the page back).
+The page is for the privacy officer and the authorised body, in Kazakh, Russian
+or English (``register.po``). It names requests by their reference only: no
+name, phone, e-mail or Telegram id reaches it (the figures it is drawn from
+hold none). Every figure is also in a table, each cell marked with ``data-*``
+attributes in the register's own codes, so that a program can read it back.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date
 from html import escape
 
-from workflows.i18n import COMPANY, kind_name
+from workflows.i18n import COMPANY, catalogue, format_date, kind_name, pick_language, status_name
 from workflows.register import charts
 from workflows.register.figures import OnTime, RegisterFigures
 
@@ -29,17 +32,43 @@ table { border-collapse: collapse; margin: .8rem 0; font-size: .9rem; }
 th, td { border: 1px solid #ddd; padding: .25rem .6rem; text-align: left; }
 td.num { text-align: right; }
 td.late { color: #D55E00; font-weight: bold; }
+#overdue td:nth-child(1), #overdue td:nth-child(3) { white-space: nowrap; }
 .chart svg { max-width: 100%; height: auto; }
 .pair { display: flex; flex-wrap: wrap; gap: 2rem; }
 .note { color: #555; font-size: .85rem; }
 """
 
 
-def _kind(kind: str) -> str:
-    try:
-        return kind_name("en", kind)
-    except LookupError:
-        return kind
+@dataclass(frozen=True)
+class _Words:
+    """The page's words in one language, escaped for HTML."""
+
+    language: str
+
+    def __call__(self, msgid: str, **params: object) -> str:
+        return escape(catalogue().text(self.language, f"report.{msgid}", **params))
+
+    def kind(self, kind: str) -> str:
+        try:
+            return escape(kind_name(self.language, kind))
+        except LookupError:
+            return escape(kind)
+
+    def status(self, status: str) -> str:
+        try:
+            return escape(status_name(self.language, status))
+        except LookupError:
+            return escape(status)
+
+    def named(self, group: str, code: str) -> str:
+        """A channel's or a language's name, plain text (the code for one without words)."""
+        try:
+            return catalogue().text(self.language, f"report.{group}.{code}")
+        except LookupError:
+            return code
+
+    def day(self, day: date) -> str:
+        return escape(format_date(self.language, day))
 
 
 def _rate(counts: OnTime) -> str:
@@ -50,28 +79,22 @@ def _days(value: float | None) -> str:
     return "—" if value is None else f"{value:g}"
 
 
-def _period(figures: RegisterFigures) -> str:
-    start = figures.start.isoformat() if figures.start else "the first request"
-    end = figures.end.isoformat() if figures.end else "today"
-    return f"Requests received from {start} to {end}"
-
-
 def _table(table_id: str, head: Iterable[str], rows: Iterable[str]) -> str:
-    header = "".join(f"<th>{escape(cell)}</th>" for cell in head)
+    header = "".join(f"<th>{cell}</th>" for cell in head)
     body = "".join(rows)
     return f'<table id="{table_id}"><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def _counts_table(table_id: str, attribute: str, counts: Mapping[str, int]) -> str:
+def _counts_table(w: _Words, group: str, counts: Mapping[str, int]) -> str:
     rows = (
-        f"<tr><td>{escape(name)}</td>"
-        f'<td class="num" data-{attribute}="{escape(name)}">{count}</td></tr>'
+        f"<tr><td>{escape(w.named(group, name))}</td>"
+        f'<td class="num" data-{group}="{escape(name)}">{count}</td></tr>'
         for name, count in counts.items()
     )
-    return _table(table_id, (attribute, "requests"), rows)
+    return _table(f"{group}s", (w(f"column.{group}"), w("column.requests")), rows)
 
 
-def _by_month(figures: RegisterFigures) -> str:
+def _by_month(w: _Words, figures: RegisterFigures) -> str:
     rows = []
     for kind in figures.by_kind:
         cells = "".join(
@@ -83,14 +106,14 @@ def _by_month(figures: RegisterFigures) -> str:
             f'<td class="num" data-kind="{escape(kind)}" data-month="all">'
             f"{figures.by_kind[kind]}</td>"
         )
-        rows.append(f"<tr><td>{escape(_kind(kind))} ({escape(kind)})</td>{cells}{total}</tr>")
-    return _table("by-month", ("kind", *figures.months, "total"), rows)
+        rows.append(f"<tr><td>{w.kind(kind)}</td>{cells}{total}</tr>")
+    return _table("by-month", (w("column.kind"), *figures.months, w("column.total")), rows)
 
 
-def _on_time(figures: RegisterFigures) -> str:
+def _on_time(w: _Words, figures: RegisterFigures) -> str:
     def row(kind: str, label: str, counts: OnTime, median: float | None) -> str:
         return (
-            f'<tr data-kind="{escape(kind)}"><td>{escape(label)}</td>'
+            f'<tr data-kind="{escape(kind)}"><td>{label}</td>'
             f'<td class="num" data-figure="answered">{counts.answered}</td>'
             f'<td class="num" data-figure="on-time">{counts.on_time}</td>'
             f'<td class="num" data-figure="rate">{_rate(counts)}</td>'
@@ -98,107 +121,118 @@ def _on_time(figures: RegisterFigures) -> str:
         )
 
     rows = [
-        row(kind, f"{_kind(kind)} ({kind})", counts, figures.median_by_kind.get(kind))
+        row(kind, w.kind(kind), counts, figures.median_by_kind.get(kind))
         for kind, counts in figures.on_time_by_kind.items()
     ]
-    rows.append(row("all", "All kinds", figures.on_time, figures.median_working_days))
-    head = ("kind", "answered", "on time", "on-time rate", "median working days to answer")
-    return _table("on-time", head, rows)
+    rows.append(row("all", w("on_time.all"), figures.on_time, figures.median_working_days))
+    columns = ("kind", "answered", "on_time", "rate", "median")
+    return _table("on-time", [w(f"column.{column}") for column in columns], rows)
 
 
-def _overdue(figures: RegisterFigures) -> str:
+def _overdue(w: _Words, figures: RegisterFigures) -> str:
     rows = [
         f'<tr data-reference="{escape(item.reference)}"><td>{escape(item.reference)}</td>'
-        f"<td>{escape(_kind(item.kind))}</td>"
+        f"<td>{w.kind(item.kind)}</td>"
         f"<td>{item.due.isoformat() if item.due else '—'}</td>"
         f'<td class="num late" data-figure="days-overdue">{item.days_overdue}</td>'
-        f"<td>{escape(item.status)}</td></tr>"
+        f"<td>{w.status(item.status)}</td></tr>"
         for item in figures.overdue
     ]
     if not rows:
-        return '<p id="overdue-none">No open request is past its deadline.</p>'
-    return _table("overdue", ("reference", "kind", "due", "days overdue", "status"), rows)
+        return f'<p id="overdue-none">{w("overdue.none")}</p>'
+    columns = ("reference", "kind", "due", "days_overdue", "status")
+    return _table("overdue", [w(f"column.{column}") for column in columns], rows)
 
 
-def _timeline(figures: RegisterFigures) -> str:
+def _timeline(w: _Words, figures: RegisterFigures) -> str:
     if not figures.open:
-        return '<p id="open-none">No request is open.</p>'
+        return f'<p id="open-none">{w("open.none")}</p>'
+    text = catalogue().text
     chart = charts.timeline(
         figures.open,
         figures.today,
-        "Open requests: received → due",
-        f"today, {figures.today.isoformat()}",
-        "overdue",
+        text(w.language, "report.open.chart"),
+        text(w.language, "report.open.today", date=figures.today.isoformat()),
+        text(w.language, "report.open.overdue"),
     )
-    more = len(figures.open) - charts.TIMELINE_ROWS
-    note = (
-        f'<p class="note">The {charts.TIMELINE_ROWS} soonest deadlines are drawn; '
-        f"{more} more open requests are not.</p>"
-        if more > 0
-        else ""
-    )
-    return f'<div class="chart" id="timeline-chart">{chart}</div>{note}'
+    more = ""
+    if len(figures.open) > charts.TIMELINE_ROWS:
+        shown = w("open.more", shown=charts.TIMELINE_ROWS, total=len(figures.open))
+        more = f'<p class="note">{shown}</p>'
+    return f'<div class="chart" id="timeline-chart">{chart}</div>{more}'
 
 
-def _cards(figures: RegisterFigures) -> str:
+def _cards(w: _Words, figures: RegisterFigures) -> str:
     late = len(figures.overdue)
     cards = (
-        ("total", "requests received", str(figures.total), ""),
-        ("open", "open now", str(len(figures.open)), ""),
-        ("overdue", "overdue now", str(late), " late" if late else ""),
-        ("on-time", "answered on time", _rate(figures.on_time), ""),
-        ("median", "median working days to answer", _days(figures.median_working_days), ""),
+        ("total", str(figures.total), ""),
+        ("open", str(len(figures.open)), ""),
+        ("overdue", str(late), " late" if late else ""),
+        ("on_time", _rate(figures.on_time), ""),
+        ("median", _days(figures.median_working_days), ""),
     )
     boxes = "".join(
-        f'<div class="card{extra}" data-card="{key}"><b>{escape(value)}</b>{escape(label)}</div>'
-        for key, label, value, extra in cards
+        f'<div class="card{extra}" data-card="{key}"><b>{value}</b>{w(f"card.{key}")}</div>'
+        for key, value, extra in cards
     )
     return f'<div class="cards">{boxes}</div>'
 
 
-def register_page(figures: RegisterFigures, timezone: str) -> str:
-    """The whole page as one HTML document."""
-    labels = {kind: _kind(kind) for kind in figures.by_kind}
-    generated = figures.generated_at.strftime("%Y-%m-%d %H:%M")
-    month_chart = charts.by_month(figures, labels, "Requests received per month, by kind")
-    parts = [
+def _head(w: _Words, figures: RegisterFigures, timezone: str) -> list[str]:
+    company = escape(COMPANY[w.language])
+    start, end = figures.period
+    at = f"{w.day(figures.today)} {figures.generated_at:%H:%M}"
+    return [
         "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
+        f'<html lang="{w.language}"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>Register of requests: {escape(COMPANY['en'])}</title>",
+        f"<title>{w('title')}: {company}</title>",
         f"<style>{_STYLE}</style></head><body>",
-        "<h1>Register of data-subject requests</h1>",
-        f'<p class="meta" id="company">{escape(COMPANY["en"])}</p>',
-        f'<p class="meta" id="period">{escape(_period(figures))}</p>',
-        f'<p class="meta" id="generated">Generated {generated} ({escape(timezone)})</p>',
-        _cards(figures),
-        "<h2>Requests by kind and month</h2>",
+        f"<h1>{w('title')}</h1>",
+        f'<p class="meta" id="company">{company}</p>',
+        f'<p class="meta" id="period">{w("period", start=w.day(start), end=w.day(end))}</p>',
+        f'<p class="meta" id="generated">{w("generated", at=at, timezone=timezone)}</p>',
+    ]
+
+
+def register_page(figures: RegisterFigures, timezone: str, language: str = "en") -> str:
+    """The whole page as one HTML document, in ``language`` (kk, ru or en)."""
+    w = _Words(pick_language(language))
+
+    def raw(msgid: str) -> str:  # for the charts: matplotlib writes its text escaped
+        return catalogue().text(w.language, f"report.{msgid}")
+
+    labels = {kind: kind_name(w.language, kind) for kind in figures.by_kind}
+    month_chart = charts.by_month(figures, labels, raw("by_month.chart"))
+    channels = {w.named("channel", code): n for code, n in figures.by_channel.items()}
+    languages = {w.named("language", code): n for code, n in figures.by_language.items()}
+    parts = [
+        *_head(w, figures, timezone),
+        _cards(w, figures),
+        f"<h2>{w('by_month.heading')}</h2>",
         f'<div class="chart" id="by-month-chart">{month_chart}</div>',
-        _by_month(figures),
-        "<h2>Answered on time</h2>",
+        _by_month(w, figures),
+        f"<h2>{w('on_time.heading')}</h2>",
     ]
     if figures.on_time_by_kind:
-        chart = charts.on_time_by_kind(figures, labels, "Answered by the deadline, per kind")
+        chart = charts.on_time_by_kind(figures, labels, raw("on_time.chart"))
         parts.append(f'<div class="chart" id="on-time-chart">{chart}</div>')
     parts += [
-        _on_time(figures),
-        '<p class="note">Answered: completed or rejected by staff (not cancelled by the person, '
-        "not expired unverified). On time: closed by the deadline. Working days: Kazakhstan's "
-        "calendar with the desk's transfers; the day of receipt does not count.</p>",
-        "<h2>Open requests against their deadlines</h2>",
-        _timeline(figures),
-        "<h2>Overdue</h2>",
-        _overdue(figures),
-        "<h2>Channels and languages</h2>",
+        _on_time(w, figures),
+        f'<p class="note">{w("on_time.note")}</p>',
+        f"<h2>{w('open.heading')}</h2>",
+        _timeline(w, figures),
+        f"<h2>{w('overdue.heading')}</h2>",
+        _overdue(w, figures),
+        f"<h2>{w('channels.heading')}</h2>",
         '<div class="pair"><div>',
-        f'<div class="chart">{charts.shares(figures.by_channel, "Channel", "channels")}</div>',
-        _counts_table("channels", "channel", figures.by_channel),
+        f'<div class="chart">{charts.shares(channels, raw("channels.chart"), "channels")}</div>',
+        _counts_table(w, "channel", figures.by_channel),
         "</div><div>",
-        f'<div class="chart">{charts.shares(figures.by_language, "Language", "languages")}</div>',
-        _counts_table("languages", "language", figures.by_language),
+        f'<div class="chart">{charts.shares(languages, raw("languages.chart"), "languages")}</div>',
+        _counts_table(w, "language", figures.by_language),
         "</div></div>",
-        '<p class="note">Requests are named by their reference only. Overdue: open past the end '
-        "of the due day (days overdue are calendar days).</p>",
+        f'<p class="note">{w("footer")}</p>',
         "</body></html>",
     ]
     return "\n".join(parts)
