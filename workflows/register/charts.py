@@ -29,7 +29,8 @@ PALETTE = (
 LATE = "#D55E00"
 ON_TRACK = "#0072B2"
 TODAY = "#333333"
-# More open requests than this make the timeline unreadable; the table lists them all.
+# More open requests than this make the timeline unreadable; the page says how many more
+# there are, and the overdue table lists every late one.
 TIMELINE_ROWS = 40
 _METADATA = re.compile(r"<metadata>.*?</metadata>\s*", re.DOTALL)
 

@@ -85,9 +85,8 @@ class RegisterFigures:
     @property
     def period(self) -> tuple[date, date]:
         """The period as dates: from the first request when unbounded, up to today."""
-        return self.start or min(
-            self.first_received or self.today, self.today
-        ), self.end or self.today
+        first = self.start or min(self.first_received or self.today, self.today)
+        return first, self.end or self.today
 
     @property
     def today(self) -> date:
@@ -137,7 +136,7 @@ def register_figures(
         end=end,
         generated_at=calendar.local_time(now),
         total=len(chosen),
-        months=_months(start or min(received, default=today), end or max(received, default=today)),
+        months=_months(start or min([*received, today]), end or max([*received, today])),
         by_kind_month=by_kind_month,
         by_kind=_counted(view.kind for view in chosen),
         by_status=_counted(view.status for view in chosen),
@@ -149,7 +148,12 @@ def register_figures(
         median_by_kind={
             kind: statistics.median(days) for kind, days in sorted(days_by_kind.items())
         },
-        open=tuple(_open(view, calendar, now, today) for view in chosen if view.is_open),
+        open=tuple(
+            sorted(
+                (_open(view, calendar, now, today) for view in chosen if view.is_open),
+                key=lambda item: (item.due is None, item.due or today, item.reference),
+            )
+        ),
         first_received=min(received, default=None),
     )
 
