@@ -29,6 +29,7 @@ from aina_dsr.keys_cli import keys_app
 from aina_dsr.logs import log_handler
 from aina_dsr.preflight import sqlite_file_opens
 from aina_dsr.probes import check_all
+from aina_dsr.report_cli import report
 from aina_dsr.requests_cli import requests_app
 from aina_dsr.retention_cli import retention_app
 from aina_dsr.settings import (
@@ -58,6 +59,7 @@ app.add_typer(customers_app, name="customers")
 app.add_typer(audit_app, name="audit")
 app.add_typer(retention_app, name="retention")
 app.add_typer(directory_app, name="directory")
+app.command("report")(report)
 
 
 def main() -> None:
