@@ -46,7 +46,7 @@ def environment(checkout: Path, database: Path) -> dict[str, str]:
 
 def run(checkout: Path, database: Path, arguments: tuple[str, ...]) -> float:
     started = time.perf_counter()
-    subprocess.run(
+    subprocess.run(  # noqa: S603 (this interpreter, our own module)
         [sys.executable, "-m", "aina_dsr", *arguments],
         env=environment(checkout, database),
         cwd=database.parent,
@@ -59,7 +59,7 @@ def run(checkout: Path, database: Path, arguments: tuple[str, ...]) -> float:
 
 def loaded(checkout: Path, database: Path, arguments: tuple[str, ...]) -> str:
     """The heavy packages a command imports, read off ``-X importtime``."""
-    result = subprocess.run(
+    result = subprocess.run(  # noqa: S603 (this interpreter, our own module)
         [sys.executable, "-X", "importtime", "-m", "aina_dsr", *arguments],
         env=environment(checkout, database),
         cwd=database.parent,
