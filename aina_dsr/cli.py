@@ -93,6 +93,14 @@ def _fail(message: str, *, code: int) -> NoReturn:
     raise SystemExit(code)
 
 
+def _warn_unknown_variables() -> None:
+    # Before the settings are read: a mistyped name often explains what they then miss.
+    from aina_dsr.setting_names import unknown_variables
+
+    for warning in unknown_variables():
+        say(warning)
+
+
 def _configure_logging(settings: Settings) -> None:
     # DSR_LOG_FORMAT=json: one object per line with the request's reference as a field.
     logging.basicConfig(
@@ -152,6 +160,7 @@ def db_upgrade() -> None:
 @app.command()
 def run() -> None:
     """Run the desk: each configured channel and the scheduler, until SIGTERM or SIGINT."""
+    _warn_unknown_variables()
     settings = load_settings()
     _configure_logging(settings)
     encryption_key_or_dev(settings)
@@ -193,6 +202,7 @@ async def _run_desk(settings: Settings) -> int:
 @app.command()
 def check() -> None:
     """Check the settings and reach every configured service."""
+    _warn_unknown_variables()
     settings = load_settings()
     probes = asyncio.run(check_all(settings))
     table = Table(title="AINA Privacy Desk", title_justify="left")
