@@ -3,13 +3,18 @@ numbers, and a stop part-way that says exactly what was committed."""
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import json
+import os
+import signal
+import sys
+import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from tests.e2e.test_cli_frame import aina_dsr
 from workflows.persistence.tables import Customer
@@ -178,3 +183,71 @@ async def test_a_broken_quote_part_way_commits_the_rows_before_it_and_says_so(
     [line] = result.stderr.splitlines()
     assert line.startswith(f"aina-dsr: {path}: 698 rows committed, stopped at line 700: "), line
     assert await stored(engine) == 698
+
+
+async def test_ctrl_c_part_way_lets_the_batch_in_hand_finish_and_counts_it(
+    engine: AsyncEngine, database_url: str, encryption_key: str, tmp_path: Path
+) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("needs a row lock to hold the import mid-way: PostgreSQL")
+    env = settings(database_url, encryption_key)
+    path = tmp_path / "customers.csv"
+    big_file(path, rows=1200, bad_line=0, bad_id="")
+    assert aina_dsr(tmp_path, "customers", "import", str(path), **env).returncode == 0
+    # The shop's next export: every name changed, so every row is an update.
+    path.write_text(path.read_text(encoding="utf-8").replace("Клиент", "Покупатель"), "utf-8")
+
+    async with engine.connect() as holder:
+        # Someone else's transaction holds customer B-700 (the second batch: lines 502-1001).
+        await holder.execute(text("SELECT id FROM customer WHERE external_id = 'B-700' FOR UPDATE"))
+        me = await holder.scalar(text("SELECT pg_backend_pid()"))
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "aina_dsr",
+            "customers",
+            "import",
+            str(path),
+            cwd=tmp_path,
+            env=clean_env(tmp_path, env),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            # The import has committed the first batch and waits on our lock.
+            await wait_for_blocked_by(holder, me, process)
+            process.send_signal(signal.SIGINT)  # the operator presses Ctrl-C
+            await holder.rollback()  # the other transaction ends: the batch in hand can finish
+            _, err = await asyncio.wait_for(process.communicate(), 60)
+        finally:
+            if process.returncode is None:
+                process.kill()
+
+    assert process.returncode == 130, err
+    assert err.decode().splitlines() == [
+        f"aina-dsr: {path}: 1000 rows committed, stopped at line 1002: interrupted (Ctrl-C)"
+    ]
+    renamed = await names(engine, encryption_key)
+    assert renamed["B-1001"].startswith("Покупатель") and renamed["B-1002"].startswith("Клиент")
+
+
+def clean_env(cwd: Path, env: dict[str, str]) -> dict[str, str]:
+    clean = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(cwd), **env}
+    if os.environ.get("PYTHONPATH"):
+        clean["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    return clean
+
+
+async def wait_for_blocked_by(
+    holder: AsyncConnection, pid: int, process: asyncio.subprocess.Process
+) -> None:
+    """Until a session waits on ``pid``'s locks: PostgreSQL says so, nothing is guessed."""
+    query = text("SELECT count(*) FROM pg_stat_activity WHERE :pid = ANY(pg_blocking_pids(pid))")
+    deadline = time.monotonic() + 60
+    async with holder.engine.connect() as watcher:
+        while not await watcher.scalar(query, {"pid": pid}):
+            assert process.returncode is None, "the import ended before the locked row"
+            assert time.monotonic() < deadline, "the import never reached the locked row"
+            # pg_stat_activity is a snapshot per transaction: a new one each time.
+            await watcher.rollback()
+            await asyncio.sleep(0.05)
