@@ -48,6 +48,9 @@ CHARSETS = {
     "cp1251": "windows-1251",
 }
 _CHUNK = 1 << 20
+_BINARY_PROBE = 8000
+# .xlsx (a ZIP archive) and .xls (an OLE2 compound file), saved under a .csv name.
+_WORKBOOKS = (b"PK\x03\x04", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1")
 # Excel writes "?" for a letter windows-1251 lacks (Kazakh ә, ғ, қ, ң, ө, ұ, ү, һ): a "?"
 # right before a Cyrillic letter is one of those.
 _LOST_LETTER = re.compile(r"\?[А-Яа-яЁёІі]")
@@ -68,11 +71,18 @@ def _reads_as(path: str | PathLike[str], codec: str) -> bool:
 def detect_codec(path: str | PathLike[str]) -> str:
     """The codec that reads the whole file (a key of :data:`CHARSETS`), or ImportFileError."""
     with open(path, "rb") as file:
-        head = file.read(4)
+        head = file.read(_BINARY_PROBE)
+    if head.startswith(_WORKBOOKS):
+        raise ImportFileError(
+            'this is an Excel workbook, not CSV; save it as "CSV UTF-8 (comma delimited)"'
+        )
     if head.startswith(codecs.BOM_UTF8):
         candidates = ["utf-8-sig"]
     elif head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         candidates = ["utf-16"]
+    elif b"\0" in head:
+        # As git tells binary files: a NUL in the first 8000 bytes is no text without a BOM.
+        raise ImportFileError("the file is not text (it holds NUL bytes); it needs to be CSV")
     else:
         candidates = ["utf-8", "cp1251"]
     for codec in candidates:
