@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import NoReturn
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -62,6 +62,26 @@ app.add_typer(directory_app, name="directory")
 app.command("report")(report)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"{PROG} {version('aina-privacy-desk')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """AINA Privacy Desk: data-subject requests by Telegram and e-mail."""
+
+
 def main() -> None:
     """Console script: a failure is one line on stderr and exit code 1 or 2 (see failures)."""
     app(prog_name=PROG)
@@ -70,6 +90,14 @@ def main() -> None:
 def _fail(message: str, *, code: int) -> NoReturn:
     say(message)
     raise SystemExit(code)
+
+
+def _warn_unknown_variables() -> None:
+    # Before the settings are read: a mistyped name often explains what they then miss.
+    from aina_dsr.setting_names import unknown_variables
+
+    for warning in unknown_variables():
+        say(warning)
 
 
 def _configure_logging(settings: Settings) -> None:
@@ -131,6 +159,7 @@ def db_upgrade() -> None:
 @app.command()
 def run() -> None:
     """Run the desk: each configured channel and the scheduler, until SIGTERM or SIGINT."""
+    _warn_unknown_variables()
     settings = load_settings()
     _configure_logging(settings)
     encryption_key_or_dev(settings)
@@ -200,6 +229,7 @@ def check() -> None:
     from rich.markup import escape
     from rich.table import Table
 
+    _warn_unknown_variables()
     settings = load_settings()
     probes = asyncio.run(check_all(settings))
     table = Table(title="AINA Privacy Desk", title_justify="left")

@@ -13,11 +13,17 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
-from aina_dsr.failures import EXIT_WRONG_INPUT, CommandFailure
-from aina_dsr.settings import load_settings
+from aina_dsr.failures import EXIT_FAILED, EXIT_WRONG_INPUT, CommandFailure, describe
+from aina_dsr.settings import Settings, load_settings
 from aina_dsr.wiring import Core, open_core
-from workflows.directory.csv_file import ImportFileError, check_file
-from workflows.directory.csv_import import ImportReport, import_customers, import_purchases
+from workflows.directory.csv_file import ImportFileError, check_file, detect_codec
+from workflows.directory.csv_import import (
+    ImportReport,
+    ImportStopped,
+    Interrupted,
+    import_customers,
+    import_purchases,
+)
 from workflows.directory.store import CustomerRecord, find_customer
 from workflows.identity import InvalidIdentifier
 from workflows.privacy.masking import mask_email, mask_iin, mask_phone
@@ -33,6 +39,8 @@ customers_app = typer.Typer(
 
 # The rest is in --json; a screen of reasons is enough to see what to fix.
 SHOWN_REJECTS = 50
+# The shell's code for a command stopped by Ctrl-C (128 + SIGINT).
+EXIT_INTERRUPTED = 130
 
 
 def _fail(message: str, *, code: int) -> NoReturn:
@@ -70,7 +78,7 @@ def _bar(console: Console, path: Path) -> Iterator[tuple[io.TextIOWrapper, Any]]
             console=console,
             disable=not console.is_terminal,
         ) as progress,
-        io.TextIOWrapper(path.open("rb"), encoding="utf-8-sig", newline="") as text,
+        io.TextIOWrapper(path.open("rb"), encoding=detect_codec(path), newline="") as text,
     ):
         task = progress.add_task(path.name, total=size)
 
@@ -86,15 +94,33 @@ def _bar(console: Console, path: Path) -> Iterator[tuple[io.TextIOWrapper, Any]]
 async def _import(
     customers: Path, purchases: Path | None, console: Console
 ) -> tuple[ImportReport, ImportReport | None]:
-    async with open_core(load_settings()) as core:
-        people = await _import_one(core, customers, console, purchases=False)
+    settings = load_settings()
+    async with open_core(settings) as core:
+        people = await _import_one(core, settings, customers, console, purchases=False)
         bought = None
         if purchases is not None:
-            bought = await _import_one(core, purchases, console, purchases=True)
+            bought = await _import_one(core, settings, purchases, console, purchases=True)
         return people, bought
 
 
-async def _import_one(core: Core, path: Path, console: Console, *, purchases: bool) -> ImportReport:
+def _stopped(path: Path, stop: ImportStopped, settings: Settings) -> CommandFailure:
+    """``FILE: N rows committed, stopped at line L: reason`` with the exit code of the cause."""
+    cause = stop.cause
+    if isinstance(cause, Interrupted):
+        reason, code = "interrupted (Ctrl-C)", EXIT_INTERRUPTED
+    elif isinstance(cause, ImportFileError):
+        reason, code = str(cause).removeprefix(f"line {stop.line}: "), EXIT_WRONG_INPUT
+    else:
+        reason, code = describe(cause, settings), EXIT_FAILED
+    committed = stop.report.committed
+    return CommandFailure(
+        f"{path}: {committed} rows committed, stopped at line {stop.line}: {reason}", code=code
+    )
+
+
+async def _import_one(
+    core: Core, settings: Settings, path: Path, console: Console, *, purchases: bool
+) -> ImportReport:
     try:
         with _bar(console, path) as (text, advance):
             if purchases:
@@ -109,14 +135,19 @@ async def _import_one(core: Core, path: Path, console: Console, *, purchases: bo
                 tz=core.timezone,
                 progress=advance,
             )
+    except ImportStopped as stop:
+        # What was committed stays; a re-run after the fix finds it unchanged.
+        raise _stopped(path, stop, settings) from None
     except ImportFileError as exc:
-        # Batches before the bad spot are stored; a re-run after the fix finds them unchanged.
         raise CommandFailure(f"{path}: {exc}", code=EXIT_WRONG_INPUT) from None
 
 
 @customers_app.command("import")
 def import_command(
-    file: Annotated[Path, typer.Argument(help="The customers CSV (UTF-8, header row).")],
+    file: Annotated[
+        Path,
+        typer.Argument(help="The customers CSV (header row; UTF-8, UTF-16 or windows-1251)."),
+    ],
     purchases: Annotated[
         Path | None,
         typer.Option("--purchases", help="A purchases CSV, imported after the customers."),
@@ -125,8 +156,10 @@ def import_command(
 ) -> None:
     """Create or update customers (and purchases) from CSV; a re-run changes nothing.
 
-    Exit code 0 when every row was taken, 1 when some were rejected, 2 when a
-    file cannot be read at all.
+    Exit code 0 when every row was taken, 1 when some were rejected or lost
+    letters to windows-1251, 2 when a file cannot be read. A stop part-way
+    says how many rows were committed and the line it stopped at (exit 1 for
+    the database, 2 for the file, 130 for Ctrl-C).
     """
     # Both headers are checked before anything is written.
     _check(file, purchases=False)
@@ -135,7 +168,8 @@ def import_command(
     from rich.console import Console
 
     people, bought = asyncio.run(_import(file, purchases, Console(stderr=True)))
-    code = 1 if people.rejected or (bought is not None and bought.rejected) else 0
+    reports = [people] + ([bought] if bought is not None else [])
+    code = 1 if any(r.rejected or r.letters_lost for r in reports) else 0
     if as_json:
         data = {**people.as_dict(), "purchases": bought.as_dict() if bought else None}
         typer.echo(json.dumps(data, ensure_ascii=False, indent=2))
@@ -152,6 +186,19 @@ def _print_reports(
     from rich.table import Table
 
     console = Console()
+    for path, report in ((file, people), (purchases, bought)):
+        if path is None or report is None:
+            continue
+        if report.charset:
+            console.print(f"{escape(path.name)}: read as {report.charset}")
+        if report.letters_lost:
+            lines = ", ".join(str(n) for n in report.letters_lost[:SHOWN_REJECTS])
+            console.print(
+                f'[bold red]{escape(path.name)}: "?" where a letter was, lines {lines}[/]: '
+                'windows-1251 has no Kazakh ә, ғ, қ, ң, ө, ұ, ү, һ and Excel wrote "?" '
+                'for them. Save the file as "CSV UTF-8" and import it again.',
+                soft_wrap=True,
+            )
     summary = Table(title="import")
     summary.add_column("")
     summary.add_column("customers", justify="right")

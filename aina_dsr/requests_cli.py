@@ -64,26 +64,57 @@ def list_requests(
         typer.echo(json.dumps([v.as_dict(tz) for v in views], ensure_ascii=False, indent=2))
         return
     from rich.console import Console  # only for a table: the other commands start without it
+
+    _print_list(Console(), views, tz, now)
+
+
+LIST_COLUMNS = ("reference", "kind", "status", "channel", "lang", "received", "due", "verified")
+
+
+def _print_list(console: Console, views: list[RequestView], tz: Any, now: datetime) -> None:
+    """The register as a table (or blocks on a narrow screen); a reference is never cut."""
+    from rich.measure import Measurement
     from rich.table import Table
 
-    table = Table(title=f"{len(views)} request(s)")
-    for column in ("reference", "kind", "status", "channel", "lang", "received", "due", "verified"):
-        table.add_column(column)
+    rows = []
     for v in views:
         due = v.due_at.astimezone(tz).date().isoformat() if v.due_at else "—"
         if v.is_overdue(now):
             due = f"[bold red]{due} overdue[/]"
-        table.add_row(
-            v.reference,
-            v.kind,
-            v.status,
-            v.channel,
-            v.language,
-            v.received_at.astimezone(tz).strftime("%Y-%m-%d %H:%M"),
-            due,
-            v.verified_by or "—",
+        received = v.received_at.astimezone(tz).strftime("%Y-%m-%d %H:%M")
+        rows.append(
+            (
+                v.reference,
+                v.kind,
+                v.status,
+                v.channel,
+                v.language,
+                received,
+                due,
+                v.verified_by or "—",
+            )
         )
-    Console().print(table)
+    table = Table(title=f"{len(views)} request(s)")
+    # The reference is what a person copies: never wrapped nor cut.
+    table.add_column(LIST_COLUMNS[0], no_wrap=True)
+    for column in LIST_COLUMNS[1:]:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    wide = Measurement.get(console, console.options.update_width(10_000), table).maximum
+    if wide <= console.width:
+        console.print(table)
+        return
+    # Narrower than the table: one block per request, rather than columns folded to slivers.
+    console.print(f"{len(views)} request(s)")
+    for row in rows:
+        block = Table.grid(padding=(0, 1))
+        block.add_column(no_wrap=True)
+        block.add_column(overflow="fold")
+        for name, value in zip(LIST_COLUMNS, row, strict=True):
+            block.add_row(name, value)
+        console.print(block, "")
+    return
 
 
 async def _show(reference: str) -> tuple[RequestView, Any, list[dict[str, Any]]]:

@@ -349,8 +349,9 @@ async def test_an_import_under_a_wrong_key_writes_nothing(
 
 @pytest.mark.parametrize(
     "content",
-    [b"id;phone\nC-1;+7 701 123 45 67\n\xff\xfe not text\n", b"", None],
-    ids=["not-utf8", "empty", "a-folder"],
+    # Any byte reads as windows-1251 text: what is not text is binary (a NUL, a workbook).
+    [b"id;phone\nC-1;+7 701 123 45 67\n\x00\x01 not text\n", b"PK\x03\x04\x14\x00", b"", None],
+    ids=["not-text", "a-workbook", "empty", "a-folder"],
 )
 async def test_a_bad_csv_is_one_line_naming_the_file(
     tmp_path: Path,

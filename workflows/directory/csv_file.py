@@ -1,15 +1,21 @@
 """Reading a CSV file of the shop: the header checked, the rows streamed with their line.
 
-The file may come from a spreadsheet: a byte-order mark is dropped, the
-delimiter (``;``, ``,`` or tab) is the one the header uses most. A problem
-with the file as a whole is an :class:`ImportFileError`; a row of the wrong
-width is :class:`Rejected` with its line, and the import goes on.
+The file may come from a spreadsheet: its charset is found by decoding it
+strictly as UTF-8 with a byte-order mark, UTF-16 (Excel's "Unicode text", which
+always has one), UTF-8, then windows-1251 (Excel's "CSV" on a Russian
+Windows), the first that reads the whole file; the delimiter (``;``, ``,`` or
+tab) is the one the header uses most. Line numbers are the file's own: a
+quoted field over several lines counts all of them. A problem with the file as
+a whole is an :class:`ImportFileError`; a row of the wrong width is
+:class:`Rejected` with its line, and the import goes on.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import itertools
+import re
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -26,7 +32,72 @@ Source = str | PathLike[str] | TextIO
 
 
 class ImportFileError(ValueError):
-    """The file as a whole cannot be imported (no header, unknown columns, not UTF-8)."""
+    """The file cannot be imported (no header, unknown columns, not text); ``line`` when
+    the problem is at a line past the header, where the rows before it were read."""
+
+    def __init__(self, message: str, *, line: int | None = None) -> None:
+        super().__init__(message)
+        self.line = line
+
+
+# Codec -> the charset's name as the operator knows it.
+CHARSETS = {
+    "utf-8-sig": "UTF-8 with BOM",
+    "utf-16": "UTF-16",
+    "utf-8": "UTF-8",
+    "cp1251": "windows-1251",
+}
+_CHUNK = 1 << 20
+_BINARY_PROBE = 8000
+# .xlsx (a ZIP archive) and .xls (an OLE2 compound file), saved under a .csv name.
+_WORKBOOKS = (b"PK\x03\x04", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1")
+# Excel writes "?" for a letter windows-1251 lacks (Kazakh ә, ғ, қ, ң, ө, ұ, ү, һ): a "?"
+# right before a Cyrillic letter is one of those.
+_LOST_LETTER = re.compile(r"\?[А-Яа-яЁёІі]")
+
+
+def _reads_as(path: str | PathLike[str], codec: str) -> bool:
+    decoder = codecs.getincrementaldecoder(codec)(errors="strict")
+    try:
+        with open(path, "rb") as file:
+            while chunk := file.read(_CHUNK):
+                decoder.decode(chunk)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def detect_codec(path: str | PathLike[str]) -> str:
+    """The codec that reads the whole file (a key of :data:`CHARSETS`), or ImportFileError."""
+    with open(path, "rb") as file:
+        head = file.read(_BINARY_PROBE)
+    if head.startswith(_WORKBOOKS):
+        raise ImportFileError(
+            'this is an Excel workbook, not CSV; save it as "CSV UTF-8 (comma delimited)"'
+        )
+    if head.startswith(codecs.BOM_UTF8):
+        candidates = ["utf-8-sig"]
+    elif head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        candidates = ["utf-16"]
+    elif b"\0" in head:
+        # As git tells binary files: a NUL in the first 8000 bytes is no text without a BOM.
+        raise ImportFileError("the file is not text (it holds NUL bytes); it needs to be CSV")
+    else:
+        candidates = ["utf-8", "cp1251"]
+    for codec in candidates:
+        if _reads_as(path, codec):
+            return codec
+    raise ImportFileError(
+        f"the file is not {CHARSETS[candidates[0]]} text; "
+        'save it from Excel as "CSV UTF-8 (comma delimited)"'
+    )
+
+
+def charset_of(stream: TextIO) -> str | None:
+    """The operator's name for the charset an open file is read in, if it is one we name."""
+    codec = getattr(stream, "encoding", None)
+    return CHARSETS.get(codecs.lookup(codec).name if codec else "", codec)
 
 
 @dataclass(frozen=True)
@@ -51,10 +122,10 @@ PURCHASES = Layout("purchase", PURCHASE_COLUMNS, ("customer_id", "purchase_id"))
 
 
 def open_source(source: Source) -> AbstractContextManager[TextIO]:
-    """A path opened as UTF-8 text, or the open text file itself (left open)."""
+    """A path opened as text in the charset it is written in, or the open text file itself
+    (left open)."""
     if isinstance(source, str | PathLike):
-        # utf-8-sig drops the byte-order mark spreadsheet programs put in front.
-        return open(source, encoding="utf-8-sig", newline="")
+        return open(source, encoding=detect_codec(source), newline="")
     return nullcontext(source)
 
 
@@ -70,10 +141,15 @@ class RowReader:
     def __init__(self, stream: TextIO, layout: Layout) -> None:
         self._stream = stream
         self._layout = layout
+        self.charset = charset_of(stream)
+        # Lines where a letter windows-1251 lacks became "?" (only a windows-1251 file).
+        self.letters_lost: list[int] = []
         try:
             first = stream.readline()
         except UnicodeDecodeError:
-            raise ImportFileError("line 1: the file is not UTF-8 text") from None
+            raise ImportFileError(
+                f"line 1: the file is not {self.charset or 'UTF-8'} text"
+            ) from None
         first = first.removeprefix("\ufeff")
         if not first.strip():
             raise ImportFileError(
@@ -102,6 +178,11 @@ class RowReader:
             raise ImportFileError(f"header: the column(s) {', '.join(missing)} are required")
         return header
 
+    @property
+    def next_line(self) -> int:
+        """The line the next row starts on: every row before it has been read."""
+        return self._reader.line_num + 1
+
     def __iter__(self) -> Iterator[tuple[int, dict[str, str] | Rejected]]:
         width = len(self.header)
         line = self._reader.line_num + 1
@@ -111,12 +192,16 @@ class RowReader:
             except StopIteration:
                 return
             except UnicodeDecodeError:
-                raise ImportFileError(f"line {line}: the file is not UTF-8 text") from None
+                raise ImportFileError(
+                    f"line {line}: the file is not {self.charset or 'UTF-8'} text", line=line
+                ) from None
             except csv.Error as exc:
-                raise ImportFileError(f"line {line}: {exc}") from None
+                raise ImportFileError(f"line {line}: {exc}", line=line) from None
             start, line = line, self._reader.line_num + 1
             if not any(value.strip() for value in fields):
                 continue
+            if self.charset == "windows-1251" and any(_LOST_LETTER.search(v) for v in fields):
+                self.letters_lost.append(start)
             if len(fields) != width:
                 yield (
                     start,

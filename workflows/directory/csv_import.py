@@ -8,12 +8,21 @@ report holds no personal data. Re-importing a file changes nothing: each
 customer keeps a keyed digest of the row it came from. What the person had
 erased or withdrawn through a request is never written back
 (:mod:`workflows.directory.import_holds`).
+
+Rows are committed in batches. An import either commits whole or raises
+:class:`ImportStopped`, which says how many rows were committed and the line
+it stopped at: a database error rolls back the batch in hand (the rows from
+its first line on are not written); a file that cannot be read past some line
+keeps the rows before that line; Ctrl-C lets the batch in hand finish first.
+Importing the file again after the fix writes the rest and leaves the rest
+unchanged.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+import asyncio
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -25,6 +34,7 @@ from workflows.deadlines.calendar import DEFAULT_TIMEZONE
 from workflows.directory.csv_file import (
     CUSTOMERS,
     PURCHASES,
+    ImportFileError,
     Rejected,
     RowReader,
     Source,
@@ -66,13 +76,24 @@ class ImportReport:
     unchanged: int = 0
     rejected: tuple[Rejected, ...] = ()
     withheld: tuple[Withheld, ...] = ()
+    # The charset the file was read in ("windows-1251"), None for a stream of text.
+    charset: str | None = None
+    # Lines where Excel wrote "?" for a letter windows-1251 lacks (Kazakh ә, қ, ң, ...).
+    letters_lost: tuple[int, ...] = ()
 
     @property
     def rows(self) -> int:
         return self.created + self.updated + self.unchanged + len(self.rejected)
 
+    @property
+    def committed(self) -> int:
+        """Rows written or found unchanged: all of them in the database."""
+        return self.created + self.updated + self.unchanged
+
     def as_dict(self) -> dict[str, Any]:
         return {
+            "charset": self.charset,
+            "letters_lost": list(self.letters_lost),
             "created": self.created,
             "updated": self.updated,
             "unchanged": self.unchanged,
@@ -146,28 +167,113 @@ def _apply_purchase(purchase: Purchase, customer_id: int, row: PurchaseRow, vaul
 # -- importing -----------------------------------------------------------------------
 
 
+class Interrupted(Exception):
+    """The import was asked to stop (Ctrl-C) and stopped after the batch in hand."""
+
+    def __init__(self) -> None:
+        super().__init__("interrupted")
+
+
+class ImportStopped(Exception):
+    """The import stopped part-way: ``report`` counts what was committed before ``line``.
+
+    ``cause`` is why: a database error, an :class:`ImportFileError` past the
+    header, or :class:`Interrupted`.
+    """
+
+    def __init__(self, report: ImportReport, line: int, cause: BaseException) -> None:
+        super().__init__(f"{report.committed} rows committed, stopped at line {line}: {cause}")
+        self.report = report
+        self.line = line
+        self.cause = cause
+
+
 class _Tally:
     def __init__(self) -> None:
         self.created = self.updated = self.unchanged = 0
         self.rejected: list[Rejected] = []
         self.withheld: list[Withheld] = []
 
-    def report(self) -> ImportReport:
+    def mark(self) -> tuple[int, int, int, int, int]:
+        return (
+            self.created, self.updated, self.unchanged, len(self.rejected), len(self.withheld)
+        )  # fmt: skip
+
+    def restore(self, mark: tuple[int, int, int, int, int]) -> None:
+        """Back to ``mark``: the batch since was rolled back."""
+        self.created, self.updated, self.unchanged, rejected, withheld = mark
+        del self.rejected[rejected:], self.withheld[withheld:]
+
+    def report(self, reader: RowReader | None = None) -> ImportReport:
         rejected = tuple(sorted(self.rejected, key=lambda r: r.line))
         withheld = tuple(sorted(self.withheld, key=lambda w: w.line))
-        return ImportReport(self.created, self.updated, self.unchanged, rejected, withheld)
+        report = ImportReport(self.created, self.updated, self.unchanged, rejected, withheld)
+        if reader is None:
+            return report
+        return replace(report, charset=reader.charset, letters_lost=tuple(reader.letters_lost))
+
+
+async def _commit(store: Coroutine[Any, Any, None]) -> None:
+    """Run one batch's transaction to its end even if the import is cancelled meanwhile
+    (Ctrl-C): then :class:`Interrupted` once it is committed, so the count is exact."""
+    task = asyncio.ensure_future(store)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise Interrupted() from None
+
+
+async def _run_batches(
+    reader: RowReader,
+    batches: Iterator[tuple[int, int, list[Any]]],
+    tally: _Tally,
+    store: Callable[[list[Any]], Coroutine[Any, Any, None]],
+    progress: Progress | None,
+) -> ImportReport:
+    """Each batch parsed and stored in its own transaction; a stop part-way is
+    :class:`ImportStopped` counting the batches committed before it."""
+    try:
+        for processed, first_line, batch in batches:
+            mark = tally.mark()
+            try:
+                await _commit(store(batch))
+            except Interrupted as exc:
+                raise ImportStopped(tally.report(reader), reader.next_line, exc) from None
+            except Exception as exc:
+                tally.restore(mark)
+                raise ImportStopped(tally.report(reader), first_line, exc) from exc
+            if progress is not None:
+                progress(processed)
+    except ImportFileError as exc:
+        if exc.line is None:
+            raise
+        raise ImportStopped(tally.report(reader), exc.line, exc) from None
+    return tally.report(reader)
 
 
 def _batches(
     reader: RowReader, batch_size: int, tally: _Tally, key: str
-) -> Iterator[tuple[int, list[tuple[int, dict[str, str]]]]]:
-    """Rows in batches, rejecting rows of the wrong width and ids seen before in the file."""
+) -> Iterator[tuple[int, int, list[tuple[int, dict[str, str]]]]]:
+    """Rows in batches ``(rows read so far, the batch's first line, rows)``, rejecting rows
+    of the wrong width and ids seen before in the file. The rows before a line that cannot
+    be read are a batch of their own, then the error."""
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     first_seen: dict[str, int] = {}
     batch: list[tuple[int, dict[str, str]]] = []
     processed = 0
-    for line, row in reader:
+    first_line = reader.next_line
+    rows = iter(reader)
+    while True:
+        try:
+            line, row = next(rows)
+        except StopIteration:
+            break
+        except ImportFileError:
+            if batch:
+                yield processed, first_line, batch
+            raise
         processed += 1
         if isinstance(row, Rejected):
             tally.rejected.append(row)
@@ -180,10 +286,10 @@ def _batches(
                 first_seen[row[key]] = line
             batch.append((line, row))
         if processed % batch_size == 0:
-            yield processed, batch
-            batch = []
+            yield processed, first_line, batch
+            batch, first_line = [], reader.next_line
     if batch or processed % batch_size:
-        yield processed, batch
+        yield processed, first_line, batch
 
 
 async def import_customers(
@@ -207,20 +313,21 @@ async def import_customers(
     """
     zone = tz or ZoneInfo(DEFAULT_TIMEZONE)
     tally = _Tally()
+
+    async def store(batch: list[tuple[int, dict[str, str]]]) -> None:
+        rows: list[CustomerRow] = []
+        for line, values in batch:
+            try:
+                rows.append(parse_customer(values, line, vault, now, zone))
+            except InvalidRow as exc:
+                tally.rejected.append(Rejected(line, str(exc)))
+        if rows:
+            await _store_customers(sessions, vault, rows, now, zone, tally)
+
     with open_source(source) as stream:
         reader = RowReader(stream, CUSTOMERS)
-        for processed, batch in _batches(reader, batch_size, tally, "id"):
-            rows: list[CustomerRow] = []
-            for line, values in batch:
-                try:
-                    rows.append(parse_customer(values, line, vault, now, zone))
-                except InvalidRow as exc:
-                    tally.rejected.append(Rejected(line, str(exc)))
-            if rows:
-                await _store_customers(sessions, vault, rows, now, zone, tally)
-            if progress is not None:
-                progress(processed)
-    return tally.report()
+        batches = _batches(reader, batch_size, tally, "id")
+        return await _run_batches(reader, batches, tally, store, progress)
 
 
 async def _store_customers(
@@ -282,20 +389,21 @@ async def import_purchases(
     """
     zone = tz or ZoneInfo(DEFAULT_TIMEZONE)
     tally = _Tally()
+
+    async def store(batch: list[tuple[int, dict[str, str]]]) -> None:
+        rows: list[PurchaseRow] = []
+        for line, values in batch:
+            try:
+                rows.append(parse_purchase(values, line, zone))
+            except InvalidRow as exc:
+                tally.rejected.append(Rejected(line, str(exc)))
+        if rows:
+            await _store_purchases(sessions, vault, rows, tally)
+
     with open_source(source) as stream:
         reader = RowReader(stream, PURCHASES)
-        for processed, batch in _batches(reader, batch_size, tally, "purchase_id"):
-            rows: list[PurchaseRow] = []
-            for line, values in batch:
-                try:
-                    rows.append(parse_purchase(values, line, zone))
-                except InvalidRow as exc:
-                    tally.rejected.append(Rejected(line, str(exc)))
-            if rows:
-                await _store_purchases(sessions, vault, rows, tally)
-            if progress is not None:
-                progress(processed)
-    return tally.report()
+        batches = _batches(reader, batch_size, tally, "purchase_id")
+        return await _run_batches(reader, batches, tally, store, progress)
 
 
 async def _store_purchases(
