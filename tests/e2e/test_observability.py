@@ -30,19 +30,16 @@ from tests.botapi import BotAPI, Person
 from tests.cli_command import aina_dsr
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID, STAFF_IDS, postgres_url
+from tests.e2e.test_telegram_bot import answer_prompt, press_draft, prompt_for, staff_presses
 from tests.mail_desk import mail_channel, person_letter
 from tests.mailservers import Dovecot, SmtpServer, dovecot, free_port, smtp_server
 from tests.metrics_scrape import scrape, value
 from tests.telegram_desk import STAFF_CHAT, Desk, buttons, message_id, words
 from tests.telegram_dialog import (
     PHONE,
-    answer_prompt,
     answer_questions,
     code_in_outbox,
-    press_draft,
-    prompt_for,
     share_own_contact_and_confirm,
-    staff_presses,
     start_kind,
     text,
 )
@@ -417,7 +414,9 @@ async def test_healthz_answers_200_while_the_database_answers_and_503_when_it_is
 class BotAPIWithChats(BotAPI):
     """The stand-in, also answering ``getChat`` (the check names the staff group)."""
 
-    def _result(self, method: str, params: dict[str, Any], files: dict[str, bytes]) -> Any:
+    def _result(
+        self, method: str, params: dict[str, Any], files: dict[str, bytes], names: dict[str, str]
+    ) -> Any:
         if method.lower() == "getchat":
             return {
                 "id": int(params["chat_id"]),
@@ -427,7 +426,7 @@ class BotAPIWithChats(BotAPI):
                 "max_reaction_count": 11,
                 "accepted_gift_types": dict.fromkeys(AcceptedGiftTypes.model_fields, False),
             }
-        return super()._result(method, params, files)
+        return super()._result(method, params, files, names)
 
 
 def redis_running() -> bool:
