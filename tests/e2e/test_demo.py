@@ -178,8 +178,12 @@ def test_an_access_request_from_the_chat_to_the_report(
     press(browser, "customer", words("ru", "identity.button"), ".keyboard button")
     press(browser, "customer", words("ru", "summary.confirm"))
     said(browser, "customer", words("ru", "summary.sent"))
-    reference = re.search(r"DSR-\d{4}-\d{6}", " ".join(texts(browser, "#customer-log")))
-    assert reference is not None
+    # The reference comes with the next message (the identity confirmed), a moment later.
+    reference = until(
+        browser,
+        lambda d: re.search(r"DSR-\d{4}-\d{6}", " ".join(texts(d, "#customer-log"))),
+        "the request's reference in the chat",
+    )
 
     # Staff take the request on its card in the group, then approve it.
     said(browser, "staff", reference.group(0))
