@@ -60,10 +60,20 @@ from tests.botapi import BotAPI, Call, Person
 from tests.telegram_desk import STAFF_CHAT, buttons, message_id, words
 
 STAFF_IDS = "5001,5002"
-PHONE = "+77011234567"
+
+
+def phone_of(person: Person) -> str:
+    """A person's own phone number, as in a day's traffic: the desk takes people who share
+    a phone for one person, whose every request a staff card's access preview lists."""
+    return f"+7701{person.id % 10_000_000:07d}"
+
+
 FIRST_USER = 800_000_000
 READY_SECONDS = 60.0
 STATEMENTS = [0]  # SQL statements the desk's process ran (its own count)
+# How long each BEGIN took, from the statement's start to its end (seconds): on SQLite a
+# writer's BEGIN IMMEDIATE waits there for the database's write lock.
+BEGINS: dict[str, list[float]] = {"BEGIN IMMEDIATE": [], "BEGIN": []}
 STEP_SECONDS = 60.0  # a reply slower than this counts as lost
 
 
@@ -121,6 +131,7 @@ async def _floor(api_url: str, token: str, database_url: str, stop: asyncio.Even
     from workflows.privacy.vault import Vault
 
     engine = make_engine(database_url)
+    _watch(engine)
     vault, clock = Vault(BENCH_KEY), SystemClock()
     sessions = make_sessionmaker(engine, vault)
     storage = make_fsm_storage(None, sessions, vault, clock, sole_handler=True)
@@ -164,7 +175,6 @@ async def _floor(api_url: str, token: str, database_url: str, stop: asyncio.Even
 
 async def _desk(api_url: str, token: str, database_url: str, stop: asyncio.Event) -> None:
     from aiogram.fsm.storage.memory import SimpleEventIsolation
-    from sqlalchemy import event
 
     from bot.channel import TelegramChannel, make_bot
     from bot.config import BotConfig
@@ -177,10 +187,7 @@ async def _desk(api_url: str, token: str, database_url: str, stop: asyncio.Event
     from workflows.requests.service import RequestService
 
     engine = make_engine(database_url)
-
-    @event.listens_for(engine.sync_engine, "before_cursor_execute")
-    def _count(*_: Any) -> None:
-        STATEMENTS[0] += 1
+    _watch(engine)
 
     vault, clock = Vault(BENCH_KEY), SystemClock()
     sessions = make_sessionmaker(engine, vault)
@@ -202,6 +209,24 @@ async def _desk(api_url: str, token: str, database_url: str, stop: asyncio.Event
     finally:
         await channel.close()
         await engine.dispose()
+
+
+def _watch(engine: Any) -> None:
+    """Counts the engine's statements, and times its BEGINs (the write lock's wait)."""
+    from sqlalchemy import event
+
+    started: dict[int, float] = {}
+
+    @event.listens_for(engine.sync_engine, "before_cursor_execute")
+    def _count(_c: Any, cursor: Any, statement: str, *_: Any) -> None:
+        STATEMENTS[0] += 1
+        if statement.startswith("BEGIN"):
+            started[id(cursor)] = time.perf_counter()
+
+    @event.listens_for(engine.sync_engine, "after_cursor_execute")
+    def _done(_c: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if statement.startswith("BEGIN") and id(cursor) in started:
+            BEGINS.setdefault(statement, []).append(time.perf_counter() - started.pop(id(cursor)))
 
 
 def _serve(args: argparse.Namespace) -> None:
@@ -228,7 +253,24 @@ def _serve(args: argparse.Namespace) -> None:
                 profiler.output_text(unicode=True, color=False), encoding="utf-8"
             )
         usage = os.times()
-        print(json.dumps({"cpu_seconds": usage.user + usage.system, "statements": STATEMENTS[0]}))
+        begins = {
+            name: {
+                "count": len(times),
+                "seconds": sum(times),
+                "p99_ms": percentile(times, 0.99) * 1000,
+                "max_ms": max(times, default=0.0) * 1000,
+            }
+            for name, times in BEGINS.items()
+        }
+        print(
+            json.dumps(
+                {
+                    "cpu_seconds": usage.user + usage.system,
+                    "statements": STATEMENTS[0],
+                    "begins": begins,
+                }
+            )
+        )
 
     asyncio.run(main())
 
@@ -296,7 +338,7 @@ def _desk_steps(api: BotAPI, language: str) -> list[Step]:
             lambda c: c.params.get("text") == asked,
         ),
         (
-            lambda p, _: api.contact_message(p, p.id, PHONE),
+            lambda p, _: api.contact_message(p, p.id, phone_of(p)),
             lambda c: confirm in buttons(c).values(),
         ),
         (
@@ -313,7 +355,7 @@ def _echo_steps(api: BotAPI) -> list[Step]:
     return [
         (lambda p, _: api.private_message(p, "/start"), replied),
         (lambda p, prev: api.callback_query(p, p.id, message_id(prev), "access"), replied),  # type: ignore[arg-type]
-        (lambda p, _: api.contact_message(p, p.id, PHONE), replied),
+        (lambda p, _: api.contact_message(p, p.id, phone_of(p)), replied),
         (lambda p, prev: api.callback_query(p, p.id, message_id(prev), "confirm"), replied),  # type: ignore[arg-type]
     ]
 
@@ -523,6 +565,7 @@ async def _measure(
             "calls": calls_after - calls_before,
             # Every statement of the run, over every update of both loads.
             "statements": report.get("statements", 0),
+            "begins": report.get("begins"),
         }
 
 
@@ -605,12 +648,24 @@ def _print_run(run: int, name: str, loads: dict[str, Any], rate: float) -> None:
         f"{loads['calls'] / max(1, closed.updates):.2f} Bot API calls, "
         f"{loads['statements'] / max(1, closed.updates + fixed.updates):.1f} SQL; "
         f"RSS {loads['rss_mb']:.0f} MB; load {loads['load']:.2f}"
+        + _begins(loads.get("begins"))
         + (
             f"; one committed write: {loads['floor']:.2f} ms CPU"
             if loads["floor"] is not None
             else ""
         ),
         flush=True,
+    )
+
+
+def _begins(begins: dict[str, Any] | None) -> str:
+    """How long the BEGINs took: a writer's (BEGIN IMMEDIATE, the write lock's wait on
+    SQLite, plus the event loop's delay) beside a reader's (the loop's delay alone)."""
+    return "".join(
+        f"; {name} x{b['count']}: {b['seconds']:.1f} s in all, p99 {b['p99_ms']:.1f} ms, "
+        f"max {b['max_ms']:.0f} ms"
+        for name, b in (begins or {}).items()
+        if b["count"]
     )
 
 
@@ -674,7 +729,7 @@ def _print_table(results: dict[str, list[dict[str, Any]]], rate: float, people: 
     print(
         "floor: the echo bot plus one durable dialog write per update through the desk's own "
         "storage and group commit; bot CPU ms/update: the bot process's CPU over the closed "
-        "loop; SQL/update: statements over both loads (counted for the desk only); RSS: the "
+        "loop; SQL/update: statements over both loads; RSS: the "
         "bot process's resident memory right after the closed loop"
     )
 
