@@ -165,13 +165,8 @@ async def _floor(server: Any, url: str, total: int) -> dict[str, Any]:
     from mail.channel import imap_settings
     from mail.classifier import default_classifier
     from mail.imap import ImapConnection
-    from mail.outcomes import Quarantine
-    from mail.parsing import parse_mail
     from mail.poller import _CHUNK
-    from mail.understanding import understand
     from workflows.persistence.engines import make_engine, make_sessionmaker
-    from workflows.persistence.tables import ConversationState
-    from workflows.persistence.upsert import upsert
     from workflows.privacy.vault import Vault
 
     engine = make_engine(url)
@@ -182,37 +177,55 @@ async def _floor(server: Any, url: str, total: int) -> dict[str, Any]:
     started = time.perf_counter()
     cpu = time.process_time()
     await asyncio.to_thread(connection.open)
-    uids = await asyncio.to_thread(connection.new_uids, 0)
-    stored = 0
-    for start in range(0, len(uids), _CHUNK):
-        raws = await asyncio.to_thread(_fetch_and_read, connection, uids[start : start + _CHUNK])
-        rows = []
-        now = datetime.now(UTC)
-        for uid, raw in raws.items():
-            mail = parse_mail(raw)
-            try:
-                if mail.sender is None:
-                    raise Quarantine("no usable sender address")
-                understood = understand(mail, classifier=classifier)
-                state, fields = understood.disposition.value, understood.fields
-            except Quarantine:
-                state, fields = "quarantined", {}
-            rows.append(
-                {
-                    "key": f"bench:mail:{uid}:{mail.mail_key}",
-                    "state": state,
-                    "data_enc": vault.encrypt_json({"fields": fields}),
-                    "updated_at": now,
-                }
+    stored = last = 0
+    for _ in range(total + 1):  # bounded; new_uids gives 500 at most, as to the desk's poller
+        found = await asyncio.to_thread(connection.new_uids, last)
+        if not found:
+            break
+        last = found[-1]
+        for start in range(0, len(found), _CHUNK):  # a batch of 50, as the desk takes them
+            raws = await asyncio.to_thread(
+                _fetch_and_read, connection, found[start : start + _CHUNK]
             )
-        async with sessions.begin() as session:
-            await session.execute(upsert(session, ConversationState).values(rows))
-        stored += len(rows)
+            stored += await _store_floor(sessions, vault, classifier, raws)
     seconds = time.perf_counter() - started
     cpu = time.process_time() - cpu
     await asyncio.to_thread(connection.close)
     await engine.dispose()
     return {"floor_seconds": seconds, "floor_count": stored, "floor_cpu": cpu}
+
+
+async def _store_floor(sessions: Any, vault: Any, classifier: Any, raws: dict[int, bytes]) -> int:
+    """The desk's parse and classification of each letter, and one row a letter, committed."""
+    from mail.outcomes import Quarantine
+    from mail.parsing import parse_mail
+    from mail.understanding import understand
+    from workflows.persistence.tables import ConversationState
+    from workflows.persistence.upsert import upsert
+
+    rows = []
+    now = datetime.now(UTC)
+    for uid, raw in raws.items():
+        mail = parse_mail(raw)
+        try:
+            if mail.sender is None:
+                raise Quarantine("no usable sender address")
+            understood = understand(mail, classifier=classifier)
+            state, fields = understood.disposition.value, understood.fields
+        except Quarantine:
+            state, fields = "quarantined", {}
+        rows.append(
+            {
+                "key": f"bench:mail:{uid}:{mail.mail_key}",
+                "state": state,
+                "data_enc": vault.encrypt_json({"fields": fields}),
+                "updated_at": now,
+            }
+        )
+    if rows:
+        async with sessions.begin() as session:
+            await session.execute(upsert(session, ConversationState).values(rows))
+    return len(rows)
 
 
 async def _desk(
