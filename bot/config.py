@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+from bot.update_cache import AfterDialogWrites
 from workflows.i18n import DeskInfo
 
 
@@ -19,8 +20,9 @@ class BotConfig:
     max_files: int = 5
     # Messages and button presses one chat may send a minute (bot.throttle); staff are exempt.
     messages_per_minute: int = 20
-    # Set after every change, so the outbox loop delivers at once instead of at its next tick.
-    outbox_wake: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set after every change, so the outbox loop delivers at once instead of at its next tick
+    # (within an update, once the update's dialog writes are committed).
+    outbox_wake: asyncio.Event = field(default_factory=AfterDialogWrites)
 
     def is_staff(self, user_id: int | None) -> bool:
         return user_id is not None and user_id in self.staff_user_ids

@@ -12,6 +12,7 @@ the row during an update.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
@@ -37,6 +38,8 @@ class UpdateDialogs:
         self.rows: dict[str, dict[str, Any]] = {}
         # By storage key: the store the row is to be written to.
         self.owed: dict[str, DialogStore] = {}
+        # Wake-up calls made while writes were owed: made once those writes committed.
+        self.wakes: list[AfterDialogWrites] = []
 
     async def flush(self) -> None:
         """Commits what this update wrote so far (one transaction per store)."""
@@ -49,6 +52,31 @@ class UpdateDialogs:
                 entry[1][key] = DialogRow(row["state"], copy.deepcopy(row["data"]))
             for store, rows in by_store.values():
                 await store.save(rows)
+        wakes, self.wakes = self.wakes, []
+        for wake in wakes:
+            wake.set_now()
+
+
+class AfterDialogWrites(asyncio.Event):
+    """A wake-up call (the outbox's) that waits for the update's dialog writes.
+
+    A handler changes the dialog, then wakes the outbox to deliver what the
+    change filed (the person's confirmation, say). Set at once, the outbox
+    could deliver it before the dialog's write is committed, and a reply
+    would run ahead of its state; so within an update that owes writes the
+    call is made once they are committed (before the update's next Bot API
+    call, or at its end).
+    """
+
+    def set(self) -> None:
+        rows = _THIS_UPDATE.get()
+        if rows is not None and rows.owed:
+            rows.wakes.append(self)
+            return
+        super().set()
+
+    def set_now(self) -> None:
+        super().set()
 
 
 _THIS_UPDATE: ContextVar[UpdateDialogs | None] = ContextVar("aina_dsr_fsm_rows", default=None)

@@ -25,7 +25,7 @@ from sqlalchemy import event, make_url, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.storage import DatabaseStorage, make_events_isolation, make_fsm_storage
-from bot.update_cache import UpdateCacheMiddleware
+from bot.update_cache import AfterDialogWrites, UpdateCacheMiddleware
 from tests.clocks import FrozenClock
 from workflows.persistence.engines import make_engine, make_sessionmaker
 from workflows.persistence.tables import ConversationState
@@ -435,6 +435,40 @@ async def test_one_update_writes_its_dialog_once(
     fresh = DatabaseStorage(sessions, vault, clock)
     assert await fresh.get_state(key) == Form.email.state
     assert await fresh.get_data(key) == {"full_name": FULL_NAME, "email": EMAIL}
+
+
+async def test_the_outbox_is_woken_only_once_the_dialog_write_is_committed(
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+) -> None:
+    # A handler files a request (its confirmation waits in the outbox), clears the
+    # dialog and wakes the outbox: the outbox must not deliver before the dialog is stored.
+    storage = DatabaseStorage(sessions, vault, clock)
+    key = StorageKey(bot_id=1, chat_id=9, user_id=9)
+    await storage.set_state(key, Form.name)
+    wake = AfterDialogWrites()
+    stored_when_woken: list[str | None] = []
+
+    async def outbox() -> None:
+        await wake.wait()
+        stored_when_woken.append(await DatabaseStorage(sessions, vault, clock).get_state(key))
+
+    delivering = asyncio.create_task(outbox())
+
+    async def handler(update: Any, data: dict[str, Any]) -> None:
+        await storage.set_state(key, None)
+        wake.set()
+        for _ in range(20):  # the update goes on (the outbox, woken, would run meanwhile)
+            await asyncio.sleep(0)
+        assert not wake.is_set()
+
+    await UpdateCacheMiddleware()(handler, cast(Any, None), {})
+    await asyncio.wait_for(delivering, timeout=10)
+    assert stored_when_woken == [None]
+    wake.clear()
+    wake.set()  # outside an update (or with nothing owed) the call is made at once
+    assert wake.is_set()
 
 
 async def test_updates_at_the_same_moment_share_one_transaction(

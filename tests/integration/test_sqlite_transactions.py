@@ -55,3 +55,45 @@ async def test_writers_take_turns_and_none_fails(tmp_path: Path) -> None:
         assert sorted(int(k.split("-")[1]) for k in keys) == list(range(20))
     finally:
         await engine.dispose()
+
+
+async def test_a_waiting_writer_goes_as_soon_as_the_writer_before_it_commits(
+    tmp_path: Path,
+) -> None:
+    """A reply waits for its dialog's write: a writer queued behind another must not sleep on.
+
+    Five times over, a writer holds the write lock for a while (long enough for
+    SQLite's busy handler to be sleeping in its 100 ms steps) while the next
+    one waits; the next begins within 40 ms of the first committing.
+    """
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'desk.db'}")
+    await upgrade_engine(engine)
+    sessions = make_sessionmaker(engine)
+    loop = asyncio.get_running_loop()
+    handovers: list[float] = []
+
+    async def hold(key: str, committed: list[float]) -> None:
+        async with sessions.begin() as session:
+            session.add(_row(key))
+            await session.flush()
+            await asyncio.sleep(0.4)  # a long write (what is measured is the next one's wait)
+        committed.append(loop.time())
+
+    async def follow(key: str) -> float:
+        async with sessions.begin() as session:
+            session.add(_row(key))
+            await session.flush()  # BEGIN IMMEDIATE, then the row: this writer holds the lock
+            began = loop.time()
+        return began
+
+    try:
+        for n in range(5):
+            committed: list[float] = []
+            holding = asyncio.create_task(hold(f"first{n}", committed))
+            await asyncio.sleep(0.05)  # the first writer holds the lock now
+            began = await asyncio.wait_for(follow(f"next{n}"), timeout=30)
+            await holding
+            handovers.append(began - committed[0])
+        assert max(handovers) < 0.04, handovers
+    finally:
+        await engine.dispose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
 from importlib import resources
 from typing import Any
 
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import Session, SessionTransaction, SessionTransactionOrigin
+from sqlalchemy.util import await_only
 
 import workflows.deadlines.notice_plan
 
@@ -111,7 +113,57 @@ def _begin_session_transaction(
     while root.parent is not None:
         root = root.parent
     writes = root.origin is not SessionTransactionOrigin.AUTOBEGIN
-    connection.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
+    if not writes:
+        connection.exec_driver_sql("BEGIN")
+        return
+    lock = _writers_of(connection)
+    if lock is not None:
+        # This process's writers take turns here, in the order they came, before asking
+        # SQLite for its write lock: a writer waiting in SQLite's busy handler sleeps in
+        # steps of up to 100 ms and may lose the lock to a newer one again and again.
+        await_only(asyncio.wait_for(lock.acquire(), WRITER_QUEUE_SECONDS))
+        session.info[_WRITER_TURN] = lock
+    try:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    except BaseException:
+        _end_turn(session)
+        raise
+
+
+# How long a writer waits for its turn in this process (as long as SQLite's busy timeout).
+WRITER_QUEUE_SECONDS = 30.0
+# In a session's info while its transaction holds this process's writer turn.
+_WRITER_TURN = "aina_dsr_writer_turn"
+# By pool (one database file), by event loop: the queue of this process's writers.
+_WRITERS: weakref.WeakKeyDictionary[Any, dict[asyncio.AbstractEventLoop, asyncio.Lock]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _writers_of(connection: Connection) -> asyncio.Lock | None:
+    """The queue of this process's writers to the connection's SQLite file; None off asyncio."""
+    if not connection.dialect.is_async:
+        return None
+    loop = asyncio.get_running_loop()
+    by_loop = _WRITERS.setdefault(connection.engine.pool, {})
+    if loop not in by_loop:
+        for old in [other for other in by_loop if other.is_closed()]:
+            del by_loop[old]
+        by_loop[loop] = asyncio.Lock()
+    return by_loop[loop]
+
+
+def _end_turn(session: Session) -> None:
+    lock = session.info.pop(_WRITER_TURN, None)
+    if lock is not None:
+        lock.release()
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
+    """A writer's turn ends with its transaction, once committed or rolled back."""
+    if transaction.parent is None:
+        _end_turn(session)
 
 
 def alembic_config() -> Config:
