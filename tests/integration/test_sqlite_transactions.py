@@ -97,3 +97,49 @@ async def test_a_waiting_writer_goes_as_soon_as_the_writer_before_it_commits(
         assert max(handovers) < 0.04, handovers
     finally:
         await engine.dispose()
+
+
+async def test_a_writer_cancelled_while_waiting_for_its_turn_leaves_no_turn_behind(
+    tmp_path: Path,
+) -> None:
+    """A handler cancelled in the queue (a shutdown, a client gone) must not keep the turn:
+    if it did, every later writer of the process would wait for ever."""
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'desk.db'}")
+    await upgrade_engine(engine)
+    sessions = make_sessionmaker(engine)
+    release = asyncio.Event()
+    holding_lock = asyncio.Event()
+
+    async def hold(n: int) -> None:
+        async with sessions.begin() as session:
+            session.add(_row(f"first{n}"))
+            await session.flush()
+            holding_lock.set()
+            await release.wait()
+
+    async def write(key: str) -> None:
+        async with sessions.begin() as session:
+            session.add(_row(key))
+
+    try:
+        for n in range(20):  # at every moment of the hand-over, as far as a loop can aim
+            release.clear()
+            holding_lock.clear()
+            holder = asyncio.create_task(hold(n))
+            await asyncio.wait_for(holding_lock.wait(), timeout=10)
+            waiting = asyncio.create_task(write(f"cancelled{n}"))
+            await asyncio.sleep(0)
+            release.set()
+            for _ in range(n % 4):
+                await asyncio.sleep(0)
+            waiting.cancel()
+            await asyncio.gather(holder, waiting, return_exceptions=True)
+            async with sessions() as session:
+                await session.execute(select(1))
+            await asyncio.wait_for(write(f"after{n}"), timeout=10)
+            async with sessions() as session:
+                await session.execute(select(1))
+            # The turn is free again: a plain write gets through at once.
+            await asyncio.wait_for(write(f"again{n}"), timeout=10)
+    finally:
+        await engine.dispose()

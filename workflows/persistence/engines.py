@@ -121,7 +121,11 @@ def _begin_session_transaction(
         # This process's writers take turns here, in the order they came, before asking
         # SQLite for its write lock: a writer waiting in SQLite's busy handler sleeps in
         # steps of up to 100 ms and may lose the lock to a newer one again and again.
-        await_only(asyncio.wait_for(lock.acquire(), WRITER_QUEUE_SECONDS))
+        # A plain acquire: cancelled, it gives up its place and never keeps the lock (on
+        # Python 3.11 wait_for could lose a lock granted as it was cancelled, and every
+        # later writer of the process would then wait forever). The turn's holder is a
+        # transaction under way, bounded by SQLite's own busy timeout.
+        await_only(lock.acquire())
         session.info[_WRITER_TURN] = lock
     try:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
@@ -130,8 +134,6 @@ def _begin_session_transaction(
         raise
 
 
-# How long a writer waits for its turn in this process (as long as SQLite's busy timeout).
-WRITER_QUEUE_SECONDS = 30.0
 # In a session's info while its transaction holds this process's writer turn.
 _WRITER_TURN = "aina_dsr_writer_turn"
 # By pool (one database file), by event loop: the queue of this process's writers.
