@@ -26,6 +26,7 @@ import ipaddress
 import os
 import pwd
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -236,11 +237,24 @@ class Dovecot:
                 self.process.kill()
                 self.process.wait(timeout=10)
 
+    def discard(self) -> None:
+        """End the server and its children at once, for a mailbox thrown away after the test.
+
+        ``stop()`` is an orderly shutdown, as an operator's restart is, and Dovecot's
+        master takes a second over it; a test's teardown has no use for that second.
+        """
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
     def start(self) -> None:
+        # A session of its own, so that ``discard()`` reaches the master's children too.
         self.process = subprocess.Popen(
             [DOVECOT or "dovecot", "-F", "-c", str(self.config)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         wait_for_port(self.port, self.process)
         if self.ssl_port is not None:
@@ -354,7 +368,7 @@ def _running_dovecot(tmp_path: Path, tls: Certificates | None = None) -> Iterato
     try:
         yield server
     finally:
-        server.stop()
+        server.discard()
         if as_root:
             shutil.rmtree(root, ignore_errors=True)
 
