@@ -1,8 +1,10 @@
 """Every ``aina-dsr`` command fails loudly, in one line: the database away, a wrong key, a bad file.
 
 The commands are read from the typer app itself, so a command added later is
-covered without touching this file. Each runs as a real process, as an
-operator (or a cron job) would run it.
+covered without touching this file. The matrix of every command against each
+fault calls the app in this process (``aina_dsr_here``: the same command line
+and environment, a second less a call); ``run``, and the cases of ``run`` and ``check`` after the
+matrix, run as a real process, as an operator (or a cron job) would run them.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from aina_dsr import cli
-from tests.cli_command import aina_dsr
+from tests.cli_command import NOT_IN_PROCESS, aina_dsr, aina_dsr_here
 from tests.clocks import FrozenClock
 from tests.conftest import postgres_url
 from tests.mailservers import free_port
@@ -116,6 +118,13 @@ def assert_one_line(result: subprocess.CompletedProcess[str], *words: str) -> st
     return line
 
 
+def call(
+    path: tuple[str, ...], cwd: Path, *args: str, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """The command of ``path`` with ``args``: in this process unless it needs one of its own."""
+    return (aina_dsr if path[0] in NOT_IN_PROCESS else aina_dsr_here)(cwd, *args, **env)
+
+
 def ids(path: tuple[str, ...]) -> str:
     return " ".join(path)
 
@@ -136,8 +145,8 @@ def test_every_command_with_postgresql_unreachable_is_one_line(
     keys = f"{Vault.generate_key()},{Vault.generate_key()}"
     url = f"postgresql://desk@127.0.0.1:{free_port()}/desk"
 
-    result = aina_dsr(
-        tmp_path, *arguments(path, tmp_path), DSR_DATABASE_URL=url, DSR_ENCRYPTION_KEY=keys
+    result = call(
+        path, tmp_path, *arguments(path, tmp_path), DSR_DATABASE_URL=url, DSR_ENCRYPTION_KEY=keys
     )
 
     if path in NO_DATABASE:
@@ -155,7 +164,8 @@ def test_every_command_with_an_unreadable_sqlite_file_is_one_line(
     # A directory where the database file should be: SQLite cannot open it.
     (tmp_path / "desk.db").mkdir()
 
-    result = aina_dsr(
+    result = call(
+        path,
         tmp_path,
         *arguments(path, tmp_path),
         DSR_DATABASE_URL="sqlite:///desk.db",
@@ -191,7 +201,8 @@ async def empty_schema() -> AsyncIterator[str]:
 def test_every_command_on_a_schema_not_migrated_says_to_upgrade(
     path: tuple[str, ...], tmp_path: Path, empty_schema: str
 ) -> None:
-    result = aina_dsr(
+    result = call(
+        path,
         tmp_path,
         *arguments(path, tmp_path),
         DSR_DATABASE_URL=empty_schema,
@@ -210,7 +221,7 @@ async def test_customers_import_with_the_database_down_blames_the_database_not_t
 ) -> None:
     url = f"postgresql://desk@127.0.0.1:{free_port()}/desk"
 
-    result = aina_dsr(
+    result = aina_dsr_here(
         tmp_path,
         "customers",
         "import",
@@ -242,8 +253,12 @@ async def test_every_command_with_a_wrong_key_is_one_line_naming_the_setting(
     # Well-formed keys, two of them as while replacing one, neither the one the data is under.
     wrong = f"{Vault.generate_key()},{Vault.generate_key()}"
 
-    result = aina_dsr(
-        tmp_path, *arguments(path, tmp_path), DSR_DATABASE_URL=stored, DSR_ENCRYPTION_KEY=wrong
+    result = call(
+        path,
+        tmp_path,
+        *arguments(path, tmp_path),
+        DSR_DATABASE_URL=stored,
+        DSR_ENCRYPTION_KEY=wrong,
     )
 
     if path in NO_KEY_NEEDED:
@@ -306,7 +321,7 @@ async def test_a_key_being_replaced_reads_the_data_under_the_old_one(
 async def test_an_empty_database_has_no_key_to_doubt(
     tmp_path: Path, engine: AsyncEngine, database_url: str
 ) -> None:
-    result = aina_dsr(
+    result = aina_dsr_here(
         tmp_path,
         "requests",
         "list",
@@ -332,7 +347,7 @@ async def test_an_import_under_a_wrong_key_writes_nothing(
     async with sessions() as session:
         before = (await session.execute(select(Customer.id, Customer.phone_enc))).all()
 
-    result = aina_dsr(
+    result = aina_dsr_here(
         tmp_path,
         "customers",
         "import",
@@ -370,7 +385,7 @@ async def test_a_bad_csv_is_one_line_naming_the_file(
     else:
         bad.write_bytes(content)
 
-    result = aina_dsr(
+    result = aina_dsr_here(
         tmp_path,
         "customers",
         "import",
@@ -395,7 +410,7 @@ async def test_an_output_file_that_cannot_be_written_is_one_line(
 ) -> None:
     nowhere = tmp_path / "no such folder" / "out.csv"
 
-    result = aina_dsr(
+    result = aina_dsr_here(
         tmp_path,
         *path,
         "--output",
