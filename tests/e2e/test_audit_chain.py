@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.cli_command import aina_dsr
+from tests.cli_command import aina_dsr, aina_dsr_here
 from tests.conftest import STAFF_ID
 from workflows.persistence.engines import make_engine, make_sessionmaker, upgrade_engine
 from workflows.persistence.tables import AuditEvent
@@ -124,7 +124,7 @@ async def test_a_changed_event_is_named_by_audit_verify(
         )
         victim_id = victim.id
 
-    broken = aina_dsr(tmp_path, "audit", "verify", "--json", **settings)
+    broken = aina_dsr_here(tmp_path, "audit", "verify", "--json", **settings)
     assert broken.returncode == 1
     report = json.loads(broken.stdout)
     assert report["intact"] is False
@@ -151,7 +151,7 @@ async def test_the_register_export_carries_the_chain(
 ) -> None:
     await a_life(service, 5001)
     settings = {"DSR_DATABASE_URL": database_url, "DSR_ENCRYPTION_KEY": encryption_key}
-    exported = aina_dsr(tmp_path, "requests", "export", "--format", "json", **settings)
+    exported = aina_dsr_here(tmp_path, "requests", "export", "--format", "json", **settings)
     assert exported.returncode == 0, exported.stderr
     (request,) = json.loads(exported.stdout)
     events = request["events"]
@@ -235,7 +235,7 @@ async def test_deleting_the_last_events_is_caught_against_the_checkpoint(
         "DSR_ENCRYPTION_KEY": encryption_key,
         "DSR_AUDIT_CHECKPOINT_FILE": str(checkpoints),
     }
-    anchored = aina_dsr(tmp_path, "audit", "verify", "--checkpoint", **settings)
+    anchored = aina_dsr_here(tmp_path, "audit", "verify", "--checkpoint", **settings)
     assert anchored.returncode == 0, anchored.stderr
     async with sessions() as session:
         rows = (await session.scalars(select(AuditEvent).order_by(AuditEvent.id))).all()
@@ -251,20 +251,20 @@ async def test_deleting_the_last_events_is_caught_against_the_checkpoint(
     # is left holds, but the checkpoint outside the database counted more.
     async with sessions.begin() as session:
         await session.execute(delete(AuditEvent).where(AuditEvent.id >= rows[-2].id))
-    cut = aina_dsr(tmp_path, "audit", "verify", "--json", **settings)
+    cut = aina_dsr_here(tmp_path, "audit", "verify", "--json", **settings)
     assert cut.returncode == 1
     report = json.loads(cut.stdout)
     assert report["intact"] is False
     assert report["events"] == len(rows) - 2
     assert f"{len(rows)} event(s)" in report["reason"]
     # A new checkpoint is refused while the chain does not hold the old ones.
-    again = aina_dsr(tmp_path, "audit", "verify", "--checkpoint", **settings)
+    again = aina_dsr_here(tmp_path, "audit", "verify", "--checkpoint", **settings)
     assert again.returncode == 1
     assert len(checkpoints.read_text().splitlines()) == 1
 
     # And cut, then grown back past the checkpoint: the event at its place is another.
     await a_life(service, 7003)
-    grown = aina_dsr(tmp_path, "audit", "verify", "--json", **settings)
+    grown = aina_dsr_here(tmp_path, "audit", "verify", "--json", **settings)
     assert grown.returncode == 1
     report = json.loads(grown.stdout)
     assert report["events"] == len(rows)  # the walk stops at the checkpoint's place
@@ -287,7 +287,7 @@ async def test_a_rewritten_chain_is_caught_by_audit_verify_without_a_checkpoint(
     assert first is not None
     await rewrite_and_rehash(sessions, first, details={"note": "nothing happened"})
     settings = {"DSR_DATABASE_URL": database_url, "DSR_ENCRYPTION_KEY": encryption_key}
-    broken = aina_dsr(tmp_path, "audit", "verify", "--json", **settings)
+    broken = aina_dsr_here(tmp_path, "audit", "verify", "--json", **settings)
     assert broken.returncode == 1
     assert json.loads(broken.stdout)["broken_at"] == first
 
@@ -347,7 +347,7 @@ async def test_an_unkeyed_chain_from_an_older_version_is_signed_once_and_then_ho
     settings = {"DSR_DATABASE_URL": database_url, "DSR_ENCRYPTION_KEY": encryption_key}
 
     # The first command after the upgrade signs the old events with the key.
-    verified = aina_dsr(tmp_path, "audit", "verify", "--json", **settings)
+    verified = aina_dsr_here(tmp_path, "audit", "verify", "--json", **settings)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert json.loads(verified.stdout)["events"] == 3
 
@@ -360,7 +360,7 @@ async def test_an_unkeyed_chain_from_an_older_version_is_signed_once_and_then_ho
         await rewrite_and_rehash(sessions, first, actor="staff")
     finally:
         await engine.dispose()
-    broken = aina_dsr(tmp_path, "audit", "verify", "--json", **settings)
+    broken = aina_dsr_here(tmp_path, "audit", "verify", "--json", **settings)
     assert broken.returncode == 1
     assert json.loads(broken.stdout)["broken_at"] == first
 
@@ -372,7 +372,7 @@ async def test_an_unkeyed_chain_already_broken_is_not_signed_past_the_break(
     settings = {"DSR_DATABASE_URL": database_url, "DSR_ENCRYPTION_KEY": encryption_key}
 
     for _ in range(2):  # signing the old chain never blesses what was changed before it
-        broken = aina_dsr(tmp_path, "audit", "verify", "--json", **settings)
+        broken = aina_dsr_here(tmp_path, "audit", "verify", "--json", **settings)
         assert broken.returncode == 1
         report = json.loads(broken.stdout)
         assert report["events"] == 2

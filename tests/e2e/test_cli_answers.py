@@ -11,8 +11,8 @@ import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.cli_command import aina_dsr, aina_dsr_here
 from tests.clocks import FrozenClock
-from tests.e2e.test_cli_frame import aina_dsr
 from workflows.requests.service import RequestService
 
 SECRET = "s3cr3t-value-never-shown"
@@ -44,7 +44,7 @@ async def test_the_reference_is_never_cut_whatever_the_width(
         references.append(view.reference)
 
     # stdout is a pipe here (capture_output): the command cannot ask the terminal.
-    result = aina_dsr(
+    result = aina_dsr_here(
         tmp_path,
         "requests",
         "list",
@@ -72,7 +72,7 @@ def _settings(tmp_path: Path) -> dict[str, str]:
 def test_check_warns_of_a_mistyped_variable_without_its_value(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text(f"DSR_SMTP_PASWORD={SECRET}\n", encoding="utf-8")
 
-    result = aina_dsr(
+    result = aina_dsr_here(
         tmp_path,
         "check",
         DSR_IMAP_HOTS=SECRET,
@@ -106,7 +106,7 @@ def test_run_warns_at_start_before_anything_else(tmp_path: Path) -> None:
 
 
 def test_a_name_like_no_setting_is_warned_without_a_guess(tmp_path: Path) -> None:
-    result = aina_dsr(tmp_path, "check", DSR_ZZZ=SECRET, **_settings(tmp_path))
+    result = aina_dsr_here(tmp_path, "check", DSR_ZZZ=SECRET, **_settings(tmp_path))
 
     assert (
         "aina-dsr: warning: DSR_ZZZ is not a setting and is ignored" in result.stderr.splitlines()

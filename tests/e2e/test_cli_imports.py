@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
-from tests.e2e.test_cli_frame import aina_dsr
+from tests.cli_command import aina_dsr_here
 from workflows.persistence.tables import Customer
 
 HEADER = ["id", "full_name", "phone", "language"]
@@ -74,8 +74,8 @@ async def test_a_file_in_each_charset_excel_writes_is_read_and_said(
         assert path.read_bytes().startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
     env = settings(database_url, encryption_key)
 
-    shown = aina_dsr(tmp_path, "customers", "import", str(path), **env)
-    again = aina_dsr(tmp_path, "customers", "import", str(path), "--json", **env)
+    shown = aina_dsr_here(tmp_path, "customers", "import", str(path), **env)
+    again = aina_dsr_here(tmp_path, "customers", "import", str(path), "--json", **env)
 
     assert shown.returncode == 0, shown.stderr
     assert f"read as {said}" in shown.stdout, shown.stdout
@@ -97,8 +97,10 @@ async def test_kazakh_letters_excel_turned_into_question_marks_are_pointed_out(
     assert b"?" in path.read_bytes()
     env = settings(database_url, encryption_key)
 
-    shown = aina_dsr(tmp_path, "customers", "import", str(path), **env)
-    data = json.loads(aina_dsr(tmp_path, "customers", "import", str(path), "--json", **env).stdout)
+    shown = aina_dsr_here(tmp_path, "customers", "import", str(path), **env)
+    data = json.loads(
+        aina_dsr_here(tmp_path, "customers", "import", str(path), "--json", **env).stdout
+    )
 
     assert "read as windows-1251" in shown.stdout
     assert "lines 2, 4" in shown.stdout, shown.stdout
@@ -124,7 +126,7 @@ async def test_error_lines_are_the_files_own_after_a_field_on_several_lines(
         ).encode("cp1251")
     )
 
-    result = aina_dsr(
+    result = aina_dsr_here(
         tmp_path,
         "customers",
         "import",
@@ -156,7 +158,7 @@ async def test_a_row_the_database_refuses_stops_the_import_saying_what_was_commi
     path = tmp_path / "customers.csv"
     big_file(path, rows=1200, bad_line=800, bad_id="B-8\x0000")
 
-    result = aina_dsr(
+    result = aina_dsr_here(
         tmp_path, "customers", "import", str(path), **settings(database_url, encryption_key)
     )
 
@@ -175,7 +177,7 @@ async def test_a_broken_quote_part_way_commits_the_rows_before_it_and_says_so(
     path = tmp_path / "customers.csv"
     big_file(path, rows=6000, bad_line=700, bad_id='"B-700')
 
-    result = aina_dsr(
+    result = aina_dsr_here(
         tmp_path, "customers", "import", str(path), **settings(database_url, encryption_key)
     )
 
@@ -193,7 +195,7 @@ async def test_ctrl_c_part_way_lets_the_batch_in_hand_finish_and_counts_it(
     env = settings(database_url, encryption_key)
     path = tmp_path / "customers.csv"
     big_file(path, rows=1200, bad_line=0, bad_id="")
-    assert aina_dsr(tmp_path, "customers", "import", str(path), **env).returncode == 0
+    assert aina_dsr_here(tmp_path, "customers", "import", str(path), **env).returncode == 0
     # The shop's next export: every name changed, so every row is an update.
     path.write_text(path.read_text(encoding="utf-8").replace("Клиент", "Покупатель"), "utf-8")
 

@@ -28,9 +28,9 @@ from typing import Any
 
 import pytest
 
+from tests.cli_command import aina_dsr_here
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID
-from tests.e2e.test_cli_frame import aina_dsr
 from tests.paths import REPO
 from workflows.deadlines.calendar import WorkingCalendar
 from workflows.i18n import COMPANY, format_date, kind_name
@@ -208,11 +208,11 @@ async def test_the_register_page_shows_the_figures_of_requests_list(
     settings = env(database_url, encryption_key, transfers)
     page = tmp_path / "register.html"
 
-    made = aina_dsr(tmp_path, "report", "--html", str(page), timeout=180, **settings)
+    made = aina_dsr_here(tmp_path, "report", "--html", str(page), timeout=180, **settings)
     assert made.returncode == 0, made.stderr
-    listed = json.loads(aina_dsr(tmp_path, "requests", "list", "--json", **settings).stdout)
+    listed = json.loads(aina_dsr_here(tmp_path, "requests", "list", "--json", **settings).stdout)
     overdue = json.loads(
-        aina_dsr(tmp_path, "requests", "list", "--overdue", "--json", **settings).stdout
+        aina_dsr_here(tmp_path, "requests", "list", "--overdue", "--json", **settings).stdout
     )
     want = expected(listed, WorkingCalendar.from_file(transfers))
     html = page.read_text(encoding="utf-8")
@@ -307,12 +307,12 @@ async def test_the_period_selects_by_date_received(
     end = (now - timedelta(days=4)).astimezone(ALMATY).date()
     page = tmp_path / "period.html"
 
-    made = aina_dsr(
+    made = aina_dsr_here(
         tmp_path, "report", "--html", str(page), "--from", str(start), "--to", str(end),
         timeout=180, **settings,
     )  # fmt: skip
     assert made.returncode == 0, made.stderr
-    listed = json.loads(aina_dsr(tmp_path, "requests", "list", "--json", **settings).stdout)
+    listed = json.loads(aina_dsr_here(tmp_path, "requests", "list", "--json", **settings).stdout)
     inside = [r for r in listed if str(start) <= r["received_at"][:10] <= str(end)]
     html = page.read_text(encoding="utf-8")
     assert f"from {format_date('en', start)} to {format_date('en', end)}" in html
@@ -325,7 +325,7 @@ async def test_the_period_selects_by_date_received(
         ("kk", "Дербес деректер субъектілерінің сұрау салуларының тізілімі"),
     ):
         translated = tmp_path / f"period-{language}.html"
-        made = aina_dsr(
+        made = aina_dsr_here(
             tmp_path, "report", "--html", str(translated), "--from", str(start), "--to", str(end),
             "--language", language, timeout=180, **settings,
         )  # fmt: skip
@@ -335,11 +335,11 @@ async def test_the_period_selects_by_date_received(
         assert COMPANY[language] in html and format_date(language, start) in html
         assert kind_name(language, "block") in html and "Register of" not in html
 
-    wrong = aina_dsr(
+    wrong = aina_dsr_here(
         tmp_path, "report", "--html", str(page), "--from", str(end), "--to", str(start), **settings
     )
     assert wrong.returncode == 2 and wrong.stderr.count("\n") == 1 and "--from" in wrong.stderr
-    bad = aina_dsr(tmp_path, "report", "--html", str(page), "--from", "May 1", **settings)
+    bad = aina_dsr_here(tmp_path, "report", "--html", str(page), "--from", "May 1", **settings)
     assert bad.returncode == 2 and "YYYY-MM-DD" in bad.stderr
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.cli_command import aina_dsr
+from tests.cli_command import aina_dsr, aina_dsr_here
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID
 from workflows.requests.service import RequestService
@@ -55,7 +55,7 @@ async def test_list_and_show_speak_the_contract(
     await service.cancel(new.reference, Actor.person_email("a@b.kz"))
     settings = env(database_url, encryption_key)
 
-    listed = json.loads(aina_dsr(tmp_path, "requests", "list", "--json", **settings).stdout)
+    listed = json.loads(aina_dsr_here(tmp_path, "requests", "list", "--json", **settings).stdout)
     assert [r["reference"] for r in listed] == [old.reference, new.reference]
     first = listed[0]
     assert set(first) >= CONTRACT
@@ -68,23 +68,25 @@ async def test_list_and_show_speak_the_contract(
     assert listed[1]["verified_by"] is None
 
     overdue = json.loads(
-        aina_dsr(tmp_path, "requests", "list", "--overdue", "--json", **settings).stdout
+        aina_dsr_here(tmp_path, "requests", "list", "--overdue", "--json", **settings).stdout
     )
     assert [r["reference"] for r in overdue] == [old.reference]
     cancelled = json.loads(
-        aina_dsr(tmp_path, "requests", "list", "--status", "cancelled", "--json", **settings).stdout
+        aina_dsr_here(
+            tmp_path, "requests", "list", "--status", "cancelled", "--json", **settings
+        ).stdout
     )
     assert [r["reference"] for r in cancelled] == [new.reference]
 
     shown = json.loads(
-        aina_dsr(tmp_path, "requests", "show", old.reference, "--json", **settings).stdout
+        aina_dsr_here(tmp_path, "requests", "show", old.reference, "--json", **settings).stdout
     )
     assert CONTRACT | {"events"} <= set(shown)
     assert [e["action"] for e in shown["events"]] == ["opened", "verify"]
 
-    missing = aina_dsr(tmp_path, "requests", "show", "DSR-2026-999999", **settings)
+    missing = aina_dsr_here(tmp_path, "requests", "show", "DSR-2026-999999", **settings)
     assert missing.returncode == 1 and "DSR-2026-999999" in missing.stderr
-    bad = aina_dsr(tmp_path, "requests", "list", "--status", "nonsense", **settings)
+    bad = aina_dsr_here(tmp_path, "requests", "list", "--status", "nonsense", **settings)
     assert bad.returncode == 2 and "nonsense" in bad.stderr
 
 
@@ -100,7 +102,7 @@ async def test_export_carries_the_audit_trail(
     await service.reject(view.reference, Actor.staff(STAFF_ID, "Dana"), "not about personal data")
     settings = env(database_url, encryption_key)
 
-    as_csv = aina_dsr(tmp_path, "requests", "export", "--format", "csv", **settings)
+    as_csv = aina_dsr_here(tmp_path, "requests", "export", "--format", "csv", **settings)
     rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
     assert [(r["reference"], r["action"], r["actor"]) for r in rows] == [
         (view.reference, "opened", "person"),
@@ -112,7 +114,7 @@ async def test_export_carries_the_audit_trail(
 
     out = tmp_path / "register.json"
     assert (
-        aina_dsr(
+        aina_dsr_here(
             tmp_path, "requests", "export", "--format", "json", "-o", str(out), **settings
         ).returncode
         == 0
@@ -134,18 +136,18 @@ async def test_an_unclassified_request_lists_as_unclassified_until_staff_pick_it
     )
     settings = env(database_url, encryption_key)
 
-    (listed,) = json.loads(aina_dsr(tmp_path, "requests", "list", "--json", **settings).stdout)
+    (listed,) = json.loads(aina_dsr_here(tmp_path, "requests", "list", "--json", **settings).stdout)
     assert (listed["kind"], listed["candidates"]) == ("unclassified", ["access", "complaint"])
     # Access's three working days from Tuesday 24 November 2026.
     assert listed["due_at"] == "2026-11-27T23:59:59.999999+05:00"
     shown = json.loads(
-        aina_dsr(tmp_path, "requests", "show", view.reference, "--json", **settings).stdout
+        aina_dsr_here(tmp_path, "requests", "show", view.reference, "--json", **settings).stdout
     )
     assert shown["kind"] == "unclassified"
 
     await service.change_kind(view.reference, Actor.staff(STAFF_ID, "Dana"), "complaint")
     shown = json.loads(
-        aina_dsr(tmp_path, "requests", "show", view.reference, "--json", **settings).stdout
+        aina_dsr_here(tmp_path, "requests", "show", view.reference, "--json", **settings).stdout
     )
     assert shown["kind"] == "complaint"
     assert shown["due_at"] == "2026-12-24T23:59:59.999999+05:00"
@@ -177,9 +179,9 @@ async def test_export_csv_neutralises_a_staff_name_a_spreadsheet_would_run(
     settings = env(database_url, encryption_key)
 
     out = tmp_path / "register.csv"
-    written = aina_dsr(tmp_path, "requests", "export", "-o", str(out), **settings)
+    written = aina_dsr_here(tmp_path, "requests", "export", "-o", str(out), **settings)
     assert written.returncode == 0, written.stderr
-    printed = aina_dsr(tmp_path, "requests", "export", "--format", "csv", **settings)
+    printed = aina_dsr_here(tmp_path, "requests", "export", "--format", "csv", **settings)
     assert printed.stdout == out.read_text(encoding="utf-8")
 
     rows = list(csv.DictReader(io.StringIO(printed.stdout)))
@@ -193,6 +195,6 @@ async def test_export_csv_neutralises_a_staff_name_a_spreadsheet_would_run(
     assert rows[0]["reference"] == view.reference and rows[0]["actor"] == "person"
 
     # JSON is for programs, not spreadsheets: its values stay exactly as recorded.
-    as_json = aina_dsr(tmp_path, "requests", "export", "--format", "json", **settings)
+    as_json = aina_dsr_here(tmp_path, "requests", "export", "--format", "json", **settings)
     [exported] = json.loads(as_json.stdout)
     assert [e["actor_name"] for e in exported["events"]][2:] == [LEAK, CALC]

@@ -21,7 +21,7 @@ from pypdf import PdfReader
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from tests.cli_command import aina_dsr, rotate
+from tests.cli_command import aina_dsr_here, rotate
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID, STAFF_IDS
 from tests.paths import DATA
@@ -186,8 +186,8 @@ async def test_the_import_command_lists_and_counts_what_it_did_not_restore(
     env = {"DSR_DATABASE_URL": database_url, "DSR_ENCRYPTION_KEY": encryption_key}
     path = shop_file(tmp_path)
 
-    as_json = aina_dsr(tmp_path, "customers", "import", str(path), "--json", **env)
-    as_text = aina_dsr(tmp_path, "customers", "import", str(path), COLUMNS="200", **env)
+    as_json = aina_dsr_here(tmp_path, "customers", "import", str(path), "--json", **env)
+    as_text = aina_dsr_here(tmp_path, "customers", "import", str(path), COLUMNS="200", **env)
 
     assert as_json.returncode == 0, as_json.stderr
     assert json.loads(as_json.stdout)["withheld"] == [{"line": 2, "reason": ERASED}]

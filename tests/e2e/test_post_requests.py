@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from tests.botapi import Call
-from tests.cli_command import aina_dsr
+from tests.cli_command import aina_dsr, aina_dsr_here
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID
 from tests.telegram_desk import STAFF_CHAT, Desk, words
@@ -106,13 +106,13 @@ async def test_a_letter_by_post_runs_from_its_date_and_is_answered_by_post(
     # Staff ask for more: that, too, is a letter to post, and `requests show` lists both.
     await service.ask_info(reference, DANA, "Қандай деректер туралы жазып отырсыз?")
     await desk.expect(STAFF_CHAT, 0, lambda c: heading in text(c) and "Қандай деректер" in text(c))
-    shown_json = aina_dsr(tmp_path, "requests", "show", reference, "--json", **settings)
+    shown_json = aina_dsr_here(tmp_path, "requests", "show", reference, "--json", **settings)
     shown = json.loads(shown_json.stdout)
     letters = shown["letters_to_post"]
     assert [item["template"] for item in letters] == ["post_registered", "info_requested"]
     assert letters[0]["status"] == "sent" and letters[0]["handed_to_staff_at"]
     assert "Қандай деректер" in letters[1]["text"]
-    as_text = aina_dsr(tmp_path, "requests", "show", reference, **settings)
+    as_text = aina_dsr_here(tmp_path, "requests", "show", reference, **settings)
     assert as_text.returncode == 0, as_text.stderr
     assert "letter to post 2: info_requested" in as_text.stdout
     assert "Қандай деректер" in as_text.stdout
@@ -124,7 +124,7 @@ async def test_a_letter_from_the_future_or_of_an_unknown_kind_is_refused_in_one_
     settings = env(database_url, encryption_key)
     common = ("--channel", "post", "--name", NAME, "--address", ADDRESS, "--language", "ru")
 
-    future = aina_dsr(
+    future = aina_dsr_here(
         tmp_path, "requests", "file", *common, "--kind", "access", "--received", "2099-01-05",
         **settings,
     )  # fmt: skip
@@ -132,7 +132,7 @@ async def test_a_letter_from_the_future_or_of_an_unknown_kind_is_refused_in_one_
     assert future.stderr.startswith("aina-dsr: the date of receipt 2099-01-05 is after today")
     assert len(future.stderr.splitlines()) == 1
 
-    unknown = aina_dsr(
+    unknown = aina_dsr_here(
         tmp_path, "requests", "file", *common, "--kind", "refund", "--received", "2025-12-15",
         **settings,
     )  # fmt: skip
@@ -140,7 +140,7 @@ async def test_a_letter_from_the_future_or_of_an_unknown_kind_is_refused_in_one_
     assert unknown.stderr.startswith("aina-dsr: unknown kind 'refund'; one of: access, rectify")
     assert len(unknown.stderr.splitlines()) == 1
 
-    garbled = aina_dsr(
+    garbled = aina_dsr_here(
         tmp_path, "requests", "file", *common, "--kind", "access", "--received", "15.12.2025",
         **settings,
     )  # fmt: skip

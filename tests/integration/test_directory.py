@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from tests.cli_command import aina_dsr
+from tests.cli_command import aina_dsr, aina_dsr_here
 from tests.paths import DATA
 from tests.stored import everything_stored
 from workflows.directory.csv_file import ImportFileError, Rejected
@@ -329,7 +329,7 @@ async def test_the_import_command_reports_in_json_and_exits_1_on_rejects(
     args = ("customers", "import", str(CUSTOMERS), "--purchases", str(PURCHASES), "--json")
 
     first = aina_dsr(tmp_path, *args, **env)
-    second = aina_dsr(tmp_path, *args, **env)
+    second = aina_dsr_here(tmp_path, *args, **env)
 
     assert first.returncode == 1, first.stderr
     data = json.loads(first.stdout)
@@ -344,7 +344,9 @@ async def test_the_import_command_reports_in_json_and_exits_1_on_rejects(
     for value in personal_values(CUSTOMERS):
         assert value not in first.stdout + first.stderr, value
 
-    found = aina_dsr(tmp_path, "customers", "find", "--phone", "8 701 123 45 67", "--json", **env)
+    found = aina_dsr_here(
+        tmp_path, "customers", "find", "--phone", "8 701 123 45 67", "--json", **env
+    )
     assert found.returncode == 0, found.stderr
     assert json.loads(found.stdout) == {
         "id": "C-1001",
@@ -356,7 +358,9 @@ async def test_the_import_command_reports_in_json_and_exits_1_on_rejects(
         "registered_at": "2023-05-10T15:30:00+06:00",
         "purchases": 2,
     }
-    nobody = aina_dsr(tmp_path, "customers", "find", "--email", "nobody@mail.kz", "--json", **env)
+    nobody = aina_dsr_here(
+        tmp_path, "customers", "find", "--email", "nobody@mail.kz", "--json", **env
+    )
     assert (nobody.returncode, nobody.stdout.strip()) == (1, "null")
 
 
@@ -366,7 +370,7 @@ async def test_a_clean_file_exits_0_with_a_summary(
     path = tmp_path / "clean.csv"
     path.write_text("id;phone\nC-1;+7 701 123 45 67\n", encoding="utf-8")
 
-    result = aina_dsr(
+    result = aina_dsr_here(
         tmp_path, "customers", "import", str(path), **settings(database_url, encryption_key)
     )
 
@@ -381,8 +385,8 @@ async def test_a_missing_file_or_a_bad_header_is_one_line_and_exit_code_2(
     bad = tmp_path / "bad.csv"
     bad.write_text("id,shoe_size\n1,38\n", encoding="utf-8")
 
-    missing = aina_dsr(tmp_path, "customers", "import", "nowhere.csv", **env)
-    unknown = aina_dsr(
+    missing = aina_dsr_here(tmp_path, "customers", "import", "nowhere.csv", **env)
+    unknown = aina_dsr_here(
         tmp_path, "customers", "import", str(CUSTOMERS), "--purchases", str(bad), **env
     )
 
@@ -395,7 +399,9 @@ async def test_a_missing_file_or_a_bad_header_is_one_line_and_exit_code_2(
     assert line.startswith(f"aina-dsr: {bad}: header: unknown column(s) id, shoe_size; ")
     assert "Traceback" not in unknown.stdout + unknown.stderr
     # The customers were not imported either: both headers are checked first.
-    assert aina_dsr(tmp_path, "customers", "find", "--iin", "950314401237", **env).returncode == 1
+    assert (
+        aina_dsr_here(tmp_path, "customers", "find", "--iin", "950314401237", **env).returncode == 1
+    )
 
 
 async def test_find_refuses_an_identifier_that_cannot_be_one(
@@ -403,8 +409,8 @@ async def test_find_refuses_an_identifier_that_cannot_be_one(
 ) -> None:
     env = settings(database_url, encryption_key)
 
-    result = aina_dsr(tmp_path, "customers", "find", "--iin", "950314401238", **env)
-    nothing = aina_dsr(tmp_path, "customers", "find", **env)
+    result = aina_dsr_here(tmp_path, "customers", "find", "--iin", "950314401238", **env)
+    nothing = aina_dsr_here(tmp_path, "customers", "find", **env)
 
     assert result.returncode == 2
     assert result.stderr.splitlines() == [

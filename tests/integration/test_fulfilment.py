@@ -15,7 +15,7 @@ from pypdf import PdfReader
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.cli_command import aina_dsr
+from tests.cli_command import aina_dsr_here
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID
 from tests.paths import DATA
@@ -174,10 +174,12 @@ async def test_the_suppression_csv_neutralises_a_persons_words_a_spreadsheet_wou
     await fulfilment.approve(withdraw, DANA)
     settings = {"DSR_DATABASE_URL": database_url, "DSR_ENCRYPTION_KEY": encryption_key}
 
-    printed = aina_dsr(tmp_path, "directory", "export-suppressions", **settings)
+    printed = aina_dsr_here(tmp_path, "directory", "export-suppressions", **settings)
     assert printed.returncode == 0, printed.stderr
     out = tmp_path / "suppressions.csv"
-    written = aina_dsr(tmp_path, "directory", "export-suppressions", "-o", str(out), **settings)
+    written = aina_dsr_here(
+        tmp_path, "directory", "export-suppressions", "-o", str(out), **settings
+    )
     assert written.returncode == 0, written.stderr
     assert out.read_text(encoding="utf-8") == printed.stdout
 
@@ -186,7 +188,9 @@ async def test_the_suppression_csv_neutralises_a_persons_words_a_spreadsheet_wou
     assert row["customer_id"] == "C-1001"
     assert row["marketing_stopped_at"].startswith("2026-11-24")
     # JSON is for programs: the words stay as the person wrote them.
-    as_json = aina_dsr(tmp_path, "directory", "export-suppressions", "--format", "json", **settings)
+    as_json = aina_dsr_here(
+        tmp_path, "directory", "export-suppressions", "--format", "json", **settings
+    )
     assert json.loads(as_json.stdout)[0]["processing_scope"] == LEAK
 
 
