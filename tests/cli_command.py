@@ -85,7 +85,7 @@ def aina_dsr_here(
 
 def rotate(tmp_path: Path, database_url: str, keys: str) -> tuple[int, str, str]:
     """``aina-dsr keys rotate`` with ``keys`` (new first): exit code, stdout, stderr."""
-    result = aina_dsr(
+    result = aina_dsr_here(
         tmp_path, "keys", "rotate", DSR_DATABASE_URL=database_url, DSR_ENCRYPTION_KEY=keys
     )
     return result.returncode, result.stdout, result.stderr

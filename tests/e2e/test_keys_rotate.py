@@ -12,7 +12,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aina_dsr.settings import SettingsError, encryption_keys_or_dev, load_settings
-from tests.cli_command import aina_dsr, rotate
+from tests.cli_command import aina_dsr, aina_dsr_here, rotate
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID, STAFF_IDS
 from tests.e2e.test_audit_chain import rewrite_and_rehash
@@ -104,7 +104,7 @@ async def a_desk_in_use(
 
 
 def check(tmp_path: Path, database_url: str, keys: str) -> tuple[int, str, str]:
-    result = aina_dsr(
+    result = aina_dsr_here(
         tmp_path, "keys", "check", DSR_DATABASE_URL=database_url, DSR_ENCRYPTION_KEY=keys
     )
     return result.returncode, result.stdout, result.stderr
@@ -208,7 +208,7 @@ async def test_a_value_left_under_the_old_key_is_named_by_the_check(
 
 
 def audit_verify(tmp_path: Path, database_url: str, keys: str) -> subprocess.CompletedProcess[str]:
-    return aina_dsr(
+    return aina_dsr_here(
         tmp_path,
         "audit",
         "verify",
