@@ -28,7 +28,6 @@ from typing import Any, Self
 
 from aiogram import Bot
 from aiogram.client.default import DefaultBotProperties
-from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiohttp import web
 
@@ -47,6 +46,7 @@ from aina_dsr.demo.telegram_types import (
     decode_param,
     refusal_of,
 )
+from bot.channel import PlainHttpSession
 
 
 class BotAPI(UpdateMaker):
@@ -103,7 +103,7 @@ class BotAPI(UpdateMaker):
         """A real aiogram Bot talking to this server; its session is closed on exit."""
         bot = Bot(
             self.token,
-            session=AiohttpSession(api=self.server),
+            session=PlainHttpSession(api=self.server),
             default=DefaultBotProperties(**defaults),
         )
         try:
