@@ -46,7 +46,11 @@ SCREENSHOT = REPO / "docs" / "demo.png"
 CODE = re.compile(r"(?<![-\d])(\d{6})(?![-\d])")
 WAIT = 60.0  # seconds: the machine is shared, Chromium and the desk start slowly
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed")
+pytestmark = [
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed"),
+    # The tests share one demo (a module's fixture): one worker takes them all.
+    pytest.mark.xdist_group("demo"),
+]
 
 
 @dataclass
@@ -56,9 +60,14 @@ class Demo:
     output: Path
 
 
-@pytest.fixture
-def demo(tmp_path: Path) -> Iterator[Demo]:
-    """``aina-dsr demo`` started as a process; SIGTERM at the end, and it must stop cleanly."""
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    """``aina-dsr demo`` started as a process; SIGTERM at the end, and it must stop cleanly.
+
+    One demo serves the file's tests, as one serves a visitor who tries the chat, then
+    the mail (a start is a few seconds: aiogram, the classifier, the page).
+    """
+    tmp_path = tmp_path_factory.mktemp("demo")
     output = tmp_path / "demo.out"
     # Its own working and temporary directories, to see that it leaves nothing behind.
     workdir, temporary = tmp_path / "work", tmp_path / "tmp"

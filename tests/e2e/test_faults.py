@@ -125,7 +125,7 @@ class SlowHandler(RecordingHandler):
     handler when the connection is lost, as a real server drops an unfinished letter.
     """
 
-    delay: float = 0.3
+    delay: float = 0.1
     entered: int = 0
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
