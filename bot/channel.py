@@ -46,6 +46,7 @@ from workflows.clock import Clock
 from workflows.directory.sql_directory import SqlDirectory
 from workflows.fulfilment.work import Fulfilment
 from workflows.outbox.dispatcher import OutboxDispatcher
+from workflows.outbox.holds import NoticeHolds
 from workflows.outbox.owners import ClaimOwners
 from workflows.outbox.queue import OutboundPort
 from workflows.privacy.vault import Vault
@@ -116,6 +117,7 @@ def build_dispatcher(
     storage: BaseStorage,
     events_isolation: BaseEventIsolation,
     fulfilment: Fulfilment,
+    holds: NoticeHolds | None = None,
 ) -> Dispatcher:
     dispatcher = Dispatcher(
         storage=storage,
@@ -125,7 +127,8 @@ def build_dispatcher(
         clock=clock,
         fulfilment=fulfilment,
     )
-    dispatcher.update.outer_middleware(UpdateCacheMiddleware())
+    # The person's notices an update files wait for its dialog writes, then go by ``holds``.
+    dispatcher.update.outer_middleware(UpdateCacheMiddleware(holds))
     dispatcher.update.outer_middleware(LanguageMiddleware(config))
     dispatcher.update.outer_middleware(ReachableAgain())
     # After the language, so the one answer to a chat over its limit is in its words.
@@ -176,9 +179,6 @@ class TelegramChannel:
         )
         # A request of a kind done at once (leaving mailings) is done when verified here.
         fulfilment.act_at_once()
-        self.dispatcher = build_dispatcher(
-            config, service, clock, storage, events_isolation, fulfilment
-        )
         self.renderer = OutboxRenderer(service, config, clock, fulfilment)
         self.port = TelegramPort(
             bot,
@@ -192,8 +192,16 @@ class TelegramChannel:
         # Letters to post go to the staff group through the same port (bot.staff.post).
         every: tuple[OutboundPort, ...] = (self.port, PostPort(self.port), *extra_ports)
         ports = {port.channel: port for port in every}
+        # What an update files for the person is held until its dialog writes commit,
+        # then released to this process's dispatcher, woken as any change wakes it.
+        self.holds = NoticeHolds(ports, wake=lambda: config.outbox_wake.set())
         # The process's owners of outbox claims, shared with its other dispatchers.
-        self.outbox = OutboxDispatcher(sessions, vault, clock, ports, owners=claim_owners)
+        self.outbox = OutboxDispatcher(
+            sessions, vault, clock, ports, owners=claim_owners, holds=self.holds
+        )
+        self.dispatcher = build_dispatcher(
+            config, service, clock, storage, events_isolation, fulfilment, self.holds
+        )
         self._storage = storage
         self._isolation = events_isolation
         self._webhook = webhook

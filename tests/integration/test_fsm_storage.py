@@ -24,12 +24,18 @@ from aiogram.types import Chat, Message, Update, User
 from sqlalchemy import event, make_url, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from bot.channel import TelegramChannel, make_bot
+from bot.config import BotConfig
 from bot.storage import DatabaseStorage, make_events_isolation, make_fsm_storage
-from bot.update_cache import AfterDialogWrites, UpdateCacheMiddleware
+from bot.update_cache import AfterDialogWrites, UpdateCacheMiddleware, this_update
 from tests.clocks import FrozenClock
+from workflows.channel_state.dialogs import DialogRow, DialogStore
+from workflows.outbox.queue import Audience, Channel, DeliveryReceipt, OutgoingMessage
 from workflows.persistence.engines import make_engine, make_sessionmaker
 from workflows.persistence.tables import ConversationState
 from workflows.privacy.vault import Vault
+from workflows.requests.intake import SharedContact
+from workflows.requests.service import RequestService
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 # The file's tests share Redis database 15 (flushed by each): with pytest-xdist they run
@@ -751,3 +757,115 @@ async def test_redis_records_expire_dialogs_sooner_than_choices(
             async for name in storage.redis.scan_iter(match=f"fsm:{key.chat_id}:*"):
                 await storage.redis.delete(name)
         await storage.close()
+
+
+# The person's confirmation of a filing waits for the filing update's dialog write, whoever
+# runs the outbox in between: this process's own round or another replica's.
+
+
+class GatedDialogs(DialogStore):
+    """A dialog store whose save waits at a gate the test opens (its commit is the window)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.saving = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def save(self, rows: dict[str, DialogRow]) -> None:
+        self.saving.set()
+        await self.gate.wait()
+        await super().save(rows)
+
+
+class RecordingPort:
+    """The Telegram port of a desk under test: keeps what it was asked to deliver."""
+
+    channel = Channel.TELEGRAM
+
+    def __init__(self) -> None:
+        self.delivered: list[OutgoingMessage] = []
+
+    async def deliver(self, message: OutgoingMessage) -> DeliveryReceipt:
+        self.delivered.append(message)
+        return DeliveryReceipt(external_id=f"ext-{message.id}", body=message.template)
+
+    def to_the_person(self) -> list[str]:
+        return [m.template for m in self.delivered if m.audience is Audience.SUBJECT]
+
+    def to_staff(self) -> list[str]:
+        return [m.template for m in self.delivered if m.audience is not Audience.SUBJECT]
+
+
+def telegram_desk(
+    service: RequestService,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+    port: RecordingPort,
+) -> TelegramChannel:
+    """One replica of the bot, as production wires it, its deliveries recorded by ``port``."""
+    return TelegramChannel(
+        bot=make_bot("42:TEST", None),
+        config=BotConfig(staff_chat_id=-100777, staff_user_ids=frozenset({5001})),
+        service=service,
+        sessions=sessions,
+        vault=vault,
+        clock=clock,
+        storage=DatabaseStorage(sessions, vault, clock),
+        events_isolation=SimpleEventIsolation(),
+        extra_ports=(port,),  # in place of the Bot API
+    )
+
+
+@pytest.mark.parametrize("in_the_window", ["its own round", "another replica"])
+async def test_a_filings_confirmation_waits_for_the_dialog_write_whoever_runs_the_outbox(
+    service: RequestService,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+    in_the_window: str,
+) -> None:
+    sent, sent_by_replica = RecordingPort(), RecordingPort()
+    desk = telegram_desk(service, sessions, vault, clock, sent)
+    replica = telegram_desk(service, sessions, vault, clock, sent_by_replica)
+    [cache] = [
+        m for m in desk.dispatcher.update.outer_middleware if isinstance(m, UpdateCacheMiddleware)
+    ]
+    dialogs = GatedDialogs(sessions, vault, clock)
+    person = 700900
+    name = f"42:{person}:{person}"
+
+    async def files_and_clears_the_dialog(update: Any, data: dict[str, Any]) -> None:
+        # As bot.dialog.filing does: the filing commits with its outbox rows, then the
+        # handler clears the dialog (a write the update owes) and wakes the outbox.
+        await service.open_request(
+            kind="access",
+            channel="telegram",
+            language="en",
+            telegram_user_id=person,
+            contact=SharedContact(user_id=person, phone="77011234567"),  # verified at once
+        )
+        rows = this_update()
+        assert rows is not None
+        rows.rows[name] = {"state": None, "data": {}}
+        rows.owed[name] = dialogs
+        desk.config.outbox_wake.set()
+
+    update = asyncio.create_task(cache(files_and_clears_the_dialog, cast(Any, None), {}))
+    await asyncio.wait_for(dialogs.saving.wait(), timeout=10)
+    # The window: the filing is committed, the dialog write is not yet.
+    outbox = desk.outbox if in_the_window == "its own round" else replica.outbox
+    await outbox.run_once()
+    assert sent.to_the_person() == []
+    assert sent_by_replica.to_the_person() == []
+    # The staff card is not held: it went at once, as it always did.
+    assert (sent if outbox is desk.outbox else sent_by_replica).to_staff() == ["staff_card"]
+
+    dialogs.gate.set()
+    await asyncio.wait_for(update, timeout=10)
+    # Right after the write commits (the clock has not moved) this desk delivers it.
+    await replica.outbox.run_once()
+    await desk.outbox.run_once()
+    assert sent.to_the_person() == ["request_verified"]
+    assert sent_by_replica.to_the_person() == []
+    assert desk.holds.released() == frozenset()  # claimed: forgotten

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID
 from workflows.outbox.dispatcher import OutboxDispatcher
+from workflows.outbox.holds import HOLD, NoticeHolds
 from workflows.outbox.owners import OutboxOwnedElsewhere, claim_owners
 from workflows.outbox.queue import (
     Audience,
@@ -27,6 +28,7 @@ from workflows.outbox.queue import (
 )
 from workflows.persistence.tables import AuditEvent, OutboxItem
 from workflows.privacy.vault import Vault
+from workflows.requests.intake import SharedContact
 from workflows.requests.service import RequestService
 from workflows.snapshots import Actor
 
@@ -411,3 +413,106 @@ async def test_on_sqlite_one_process_delivers_the_outbox(
     assert await intruder.run_once() == 0
     await intruder.close()
     assert (len(first.delivered), len(second.delivered)) == (1, 0)
+
+
+# A person's notice held by an update (workflows.outbox.holds) waits for its release.
+
+
+async def test_a_held_notice_whose_release_never_comes_goes_once_the_hold_runs_out(
+    service: RequestService,
+    sessions,
+    vault,
+    clock,  # type: ignore[no-untyped-def]
+) -> None:
+    holds = NoticeHolds({Channel.TELEGRAM})
+    with holds.hold():
+        await service.open_request(
+            kind="access",
+            channel="telegram",
+            language="en",
+            telegram_user_id=ALICE,
+            contact=SharedContact(user_id=ALICE, phone="77011234567"),
+        )
+    # The process dies here, before the update's dialog write: nothing is released.
+    telegram = RecordingPort(Channel.TELEGRAM)
+    successor = dispatcher(sessions, vault, clock, telegram)
+    assert await successor.run_once() == 1
+    assert [m.template for m in telegram.delivered] == ["staff_card"]  # never held
+    clock.advance(seconds=HOLD.total_seconds() - 1)
+    assert await successor.run_once() == 0
+    clock.advance(seconds=1)
+    assert await successor.run_once() == 1
+    assert [m.template for m in telegram.delivered] == ["staff_card", "request_verified"]
+
+
+async def test_only_committed_notices_to_the_person_on_the_dispatchers_channels_are_held(
+    sessions,
+    vault,
+    clock,  # type: ignore[no-untyped-def]
+) -> None:
+    woken: list[int] = []
+    holds = NoticeHolds({Channel.TELEGRAM}, wake=lambda: woken.append(1))
+
+    async def notice(key: str, channel: Channel, audience: Audience) -> None:
+        async with sessions.begin() as session:
+            await enqueue(
+                session,
+                vault,
+                clock.now(),
+                key=key,
+                channel=channel,
+                audience=audience,
+                template="request_taken",
+                language="en",
+                params={},
+                address="1",
+            )
+
+    with holds.hold() as held:
+        with pytest.raises(RuntimeError):  # noqa: PT012 (the raise is the point)
+            async with sessions.begin() as session:
+                await enqueue(
+                    session,
+                    vault,
+                    clock.now(),
+                    key="rolled back",
+                    channel=Channel.TELEGRAM,
+                    audience=Audience.SUBJECT,
+                    template="request_taken",
+                    language="en",
+                    params={},
+                    address="1",
+                )
+                raise RuntimeError("the filing failed")
+        await notice("to the person", Channel.TELEGRAM, Audience.SUBJECT)
+        await notice("to staff", Channel.TELEGRAM, Audience.STAFF_GROUP)
+        await notice("by e-mail", Channel.EMAIL, Audience.SUBJECT)  # another dispatcher's
+        holds.release(held)
+    await notice("after the update", Channel.TELEGRAM, Audience.SUBJECT)
+    async with sessions() as session:
+        rows = {r.idempotency_key: r for r in await session.scalars(select(OutboxItem))}
+    assert set(rows) == {"to the person", "to staff", "by e-mail", "after the update"}
+    assert holds.released() == {rows["to the person"].id}
+    assert woken == [1]
+    due = {key: row.next_attempt_at - clock.now() for key, row in rows.items()}
+    assert due == {
+        "to the person": HOLD,
+        "to staff": timedelta(0),
+        "by e-mail": timedelta(0),
+        "after the update": timedelta(0),
+    }
+    # Released, it goes at once; claimed, it is forgotten.
+    telegram = RecordingPort(Channel.TELEGRAM)
+    assert await dispatcher(sessions, vault, clock, telegram).run_once() == 2  # not it
+    assert (
+        await OutboxDispatcher(
+            sessions, vault, clock, {Channel.TELEGRAM: telegram}, holds=holds
+        ).run_once()
+        == 1
+    )
+    assert holds.released() == frozenset()
+    assert [m.idempotency_key for m in telegram.delivered] == [
+        "to staff",
+        "after the update",
+        "to the person",
+    ]

@@ -10,6 +10,8 @@
   :mod:`workflows.outbox.owners` (on SQLite one process owns the outbox, so a
   restarted desk takes back everything it did not claim itself; on PostgreSQL
   each owner holds an advisory lock that dies with its connection).
+- A person's notice held by an update (:mod:`workflows.outbox.holds`) is due
+  after its hold; the dispatcher its update released it to claims it at once.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Sequence
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, case, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from workflows.clock import Clock
+from workflows.outbox.holds import NoticeHolds
 from workflows.outbox.owners import ClaimOwners
 from workflows.outbox.queue import Audience, Channel, OutboxStatus, OutgoingMessage
 from workflows.persistence.tables import OutboxItem, Request
@@ -49,6 +53,7 @@ class OutboxClaims:
         channels: Collection[Channel],
         lease: timedelta,
         batch: int,
+        holds: NoticeHolds | None = None,
     ) -> None:
         self._sessions = sessions
         self._vault = vault
@@ -58,13 +63,15 @@ class OutboxClaims:
         self._channels = [channel.value for channel in channels]
         self._lease = lease
         self._batch = batch
+        self._holds = holds
 
     async def claim(self, exclude: Collection[int] = ()) -> list[int]:
         """Claim up to a batch of due rows (not those in ``exclude``); their ids, oldest first.
 
-        Due: pending and their time has come, or claimed by a dispatcher whose lease
-        ran out or which is known to be dead, or by this one (its last run stopped
-        midway: runs are serial).
+        Due: pending and their time has come or released to this dispatcher (a held
+        notice whose update's dialog writes are committed), or claimed by a dispatcher
+        whose lease ran out or which is known to be dead, or by this one (its last run
+        stopped midway: runs are serial).
         """
         now = self._clock.now()
         token = self._token
@@ -83,10 +90,20 @@ class OutboxClaims:
             )
             others = {holder for holder in holders if holder is not None}
         gone = await self._owners.gone(others) if others else set()
+        pending = OutboxItem.status == OutboxStatus.PENDING.value
+        released = self._holds.released() if self._holds is not None else frozenset()
+        # A held notice whose update released it to this dispatcher goes at once, in
+        # its place among the others as if it had never been held.
+        now_or_released: ColumnElement[bool] = OutboxItem.next_attempt_at <= now
+        in_turn: ColumnElement[Any] = OutboxItem.next_attempt_at.expression
+        if released:
+            now_or_released = or_(now_or_released, OutboxItem.id.in_(released))
+            in_turn = case(
+                (OutboxItem.id.in_(released), OutboxItem.created_at),
+                else_=OutboxItem.next_attempt_at,
+            )
         due = or_(
-            and_(
-                OutboxItem.status == OutboxStatus.PENDING.value, OutboxItem.next_attempt_at <= now
-            ),
+            and_(pending, now_or_released),
             # A dispatcher that died mid-delivery left its lease behind...
             and_(sending, OutboxItem.lease_until <= now),
             # ...or is known to be dead already (its claims are free at once)...
@@ -99,11 +116,12 @@ class OutboxClaims:
             rows = await session.scalars(
                 select(OutboxItem.id)
                 .where(due, channels, unsent)
-                .order_by(OutboxItem.next_attempt_at, OutboxItem.id)
+                .order_by(in_turn, OutboxItem.id)
                 .limit(self._batch)
             )
             wanted = list(rows)
             if not wanted:
+                self._forget(released, wanted)
                 return []
             # One UPDATE for the batch; ``due`` again, so a row another dispatcher took
             # meanwhile (PostgreSQL re-reads a row it waited for) is not taken twice.
@@ -120,9 +138,19 @@ class OutboxClaims:
                 .execution_options(synchronize_session=False)
             )
             claimed = set(taken)
+        self._forget(released, wanted, claimed)
         if gone:
             log.info("outbox: took back the claims of %d dispatcher(s) gone", len(gone))
         return [item_id for item_id in wanted if item_id in claimed]
+
+    def _forget(
+        self, released: frozenset[int], wanted: list[int], claimed: Collection[int] = ()
+    ) -> None:
+        """Released notices claimed now, or all of them when the batch had room for every
+        due row: one not among them waits no more (sent, or never committed)."""
+        if self._holds is None or not released:
+            return
+        self._holds.forget(released if len(wanted) < self._batch else released & set(claimed))
 
     async def renew(self, ids: Sequence[int]) -> set[int]:
         """A fresh lease for the batch's rows still to go; returns those still ours."""

@@ -30,6 +30,7 @@ from workflows.clock import Clock
 from workflows.metrics import count_delivery, counted_round
 from workflows.outbox.claims import OutboxClaims, held_by
 from workflows.outbox.failures import DeliveryFailures
+from workflows.outbox.holds import NoticeHolds
 from workflows.outbox.owners import ClaimOwners, LeaseOnly
 from workflows.outbox.queue import (
     Channel,
@@ -56,6 +57,9 @@ class OutboxDispatcher:
     holds when a run starts was left by an earlier run that failed midway, and
     is taken up again. Deliveries the database could not record are kept in
     memory, recorded at the start of each run, and never claimed again.
+
+    ``holds``: the person's notices held by this process's updates
+    (:mod:`workflows.outbox.holds`), claimed at once when their update releases them.
     """
 
     def __init__(
@@ -71,6 +75,7 @@ class OutboxDispatcher:
         token: str | None = None,
         recording_pauses: Sequence[float] = (0.5, 2.0, 5.0),
         pause: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        holds: NoticeHolds | None = None,
     ) -> None:
         self._sessions = sessions
         self._vault = vault
@@ -88,6 +93,7 @@ class OutboxDispatcher:
             channels=list(self._ports),
             lease=lease,
             batch=batch,
+            holds=holds,
         )
         self._failures = DeliveryFailures(sessions, vault, clock, token=self.token)
         self._recording_pauses = tuple(recording_pauses)

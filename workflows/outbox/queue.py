@@ -21,6 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from workflows.outbox.holds import holding, remember_when_committed
 from workflows.persistence.tables import DataSubject, OutboxItem, Request
 from workflows.persistence.upsert import upsert
 from workflows.privacy.vault import Vault
@@ -147,9 +148,15 @@ class NewMessage:
 async def enqueue_many(
     session: AsyncSession, vault: Vault, now: datetime, messages: Sequence[NewMessage]
 ) -> None:
-    """:func:`enqueue` for several messages in one statement; a known key is ignored."""
+    """:func:`enqueue` for several messages in one statement; a known key is ignored.
+
+    Within an update that holds the person's notices (:mod:`workflows.outbox.holds`)
+    those are written due after the hold, and remembered to be released.
+    """
     if not messages:
         return
+    held = holding()
+    kept = {m.key for m in messages if held is not None and held.holds(m.channel, m.audience)}
     rows = [
         {
             "idempotency_key": message.key,
@@ -162,13 +169,21 @@ async def enqueue_many(
             "params_enc": vault.encrypt_json(dict(message.params)),
             "status": OutboxStatus.PENDING.value,
             "attempts": 0,
-            "next_attempt_at": now,
+            "next_attempt_at": held.due_at(now) if held and message.key in kept else now,
             "created_at": now,
         }
         for message in messages
     ]
     statement = _insert(session).on_conflict_do_nothing(index_elements=["idempotency_key"])
-    await session.execute(statement, rows)
+    if held is None or not kept:
+        await session.execute(statement, rows)
+        return
+    # The ids of the rows written (a known key writes none): released once committed.
+    written = await session.execute(
+        statement.returning(OutboxItem.id, OutboxItem.idempotency_key), rows
+    )
+    ids = [item_id for item_id, key in written.all() if key in kept]
+    remember_when_committed(session, held, ids)
 
 
 def subject_route(
