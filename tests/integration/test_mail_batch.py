@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from mail.intake import MailIntake
 from mail.outcomes import Outcome
 from tests.clocks import FrozenClock
-from tests.integration.test_mail_corpus import CAP, EXPECTED, letter
+from tests.mail_corpus import CAP, EXPECTED, letter
 from workflows.outbox.queue import Audience
 from workflows.persistence.tables import InboundMail, OutboxItem
 from workflows.privacy.audit import verify_chain

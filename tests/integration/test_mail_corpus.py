@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import tomllib
-from typing import Any
-
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -14,6 +11,7 @@ from mail.outcomes import Outcome
 from mail.parsing import parse_mail
 from mail.understanding import Disposition, understand
 from tests.clocks import FrozenClock
+from tests.mail_corpus import CAP, EXPECTED, letter
 from tests.paths import MAIL_CORPUS as CORPUS
 from workflows.kinds import RequestKind
 from workflows.outbox.queue import Audience
@@ -21,20 +19,7 @@ from workflows.persistence.tables import InboundMail, OutboxItem
 from workflows.privacy.vault import Vault
 from workflows.requests.service import RequestService
 
-EXPECTED: dict[str, dict[str, Any]] = tomllib.loads(
-    (CORPUS / "expected.toml").read_text(encoding="utf-8")
-)
-CAP = 100 * 1024  # the corpus's big attachment is 200 KB
 _RECORD_ONLY = {"auto_reply", "bounce", "bulk", "spam"}
-
-
-def letter(name: str) -> bytes:
-    raw = (CORPUS / f"{name}.eml").read_bytes()
-    target = EXPECTED[name].get("inflate_to")
-    if target:
-        line = "Повторяю: прошу удалить мой аккаунт и данные.\r\n".encode()
-        raw += line * ((int(target) - len(raw)) // len(line) + 1)
-    return raw
 
 
 def test_the_corpus_is_large_and_covers_every_case() -> None:
