@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from email.message import EmailMessage
 from typing import Any
 
+import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mail.channel import MailChannel, build_mail_channel
+from mail.imap import ImapSettings
+from mail.intake import MailIntake
+from mail.poller import MailPoller
 from mail.sender import SmtpSender
 from mail.settings import MailSettings
 from tests.clocks import FrozenClock
@@ -81,3 +86,71 @@ def sender_for(server: SmtpServer, service: RequestService, clock: FrozenClock) 
         clock=clock,
         timeout=5.0,
     )
+
+
+def make_letter(number: int, text: str = "Прошу удалить мой аккаунт.") -> bytes:
+    """Client ``number``'s letter asking to delete their account (or saying ``text``)."""
+    letter = EmailMessage()
+    letter["From"] = f"Клиент {number} <client{number}@example.kz>"
+    letter["To"] = "aina.app@mercury.kz"
+    letter["Subject"] = "Удаление аккаунта"
+    letter["Message-ID"] = f"<letter-{number}@example.kz>"
+    letter.set_content(text)
+    return bytes(letter)
+
+
+def settings_for(server: Dovecot, **overrides: object) -> ImapSettings:
+    """The poller's IMAP settings for the test's Dovecot, in plain IMAP; ``overrides`` win."""
+    values: dict[str, object] = {
+        "host": server.host,
+        "port": server.port,
+        "username": server.user,
+        "password": server.password,
+        "security": "none",
+        "poll_seconds": 5.0,
+        "timeout": 10.0,
+    }
+    values.update(overrides)
+    return ImapSettings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def make_poller(
+    service: RequestService,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+) -> AsyncIterator[object]:
+    """Builds pollers on ``server`` (``overrides`` as for ``settings_for``), closed at the end."""
+    made: list[MailPoller] = []
+
+    def build(server: Dovecot, **overrides: object) -> MailPoller:
+        intake = MailIntake(service, sessions, vault, clock)
+        poller = MailPoller(
+            settings_for(server, **overrides), intake, sessions, clock, first_backoff=0.05
+        )
+        made.append(poller)
+        return poller
+
+    yield build
+    for poller in made:
+        await poller.close()
+        poller.shutdown()
+
+
+PERSON = "aigerim@example.kz"
+
+
+async def open_by_mail(service: RequestService, language: str = "ru") -> str:
+    """A withdrawal of consent from ``PERSON`` by e-mail, a code sent to verify it."""
+    view = await service.open_request(
+        kind="withdraw_consent",
+        channel="email",
+        language=language,
+        fields={"full_name": "Айгерим Садыкова", "email": PERSON},
+        email=PERSON,
+        body="Отзываю согласие",
+        external_id="<first-letter@example.kz>",
+        send_code_to_email=True,
+    )
+    return view.reference

@@ -4,74 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from email.message import EmailMessage
 
 import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from mail.imap import PROCESSED_KEYWORD, ImapSettings
+from mail.imap import PROCESSED_KEYWORD
 from mail.intake import MailIntake
 from mail.outcomes import Outcome
 from mail.poller import MailPoller
 from tests.clocks import FrozenClock
+from tests.mail_desk import make_letter, make_poller, settings_for  # noqa: F401
 from tests.mailservers import Dovecot, dovecot  # noqa: F401
 from workflows.persistence.tables import MailCursor
 from workflows.privacy.vault import Vault
 from workflows.requests.service import RequestService
 
 
-def make_letter(number: int, text: str = "Прошу удалить мой аккаунт.") -> bytes:
-    letter = EmailMessage()
-    letter["From"] = f"Клиент {number} <client{number}@example.kz>"
-    letter["To"] = "aina.app@mercury.kz"
-    letter["Subject"] = "Удаление аккаунта"
-    letter["Message-ID"] = f"<letter-{number}@example.kz>"
-    letter.set_content(text)
-    return bytes(letter)
-
-
-def settings_for(server: Dovecot, **overrides: object) -> ImapSettings:
-    values: dict[str, object] = {
-        "host": server.host,
-        "port": server.port,
-        "username": server.user,
-        "password": server.password,
-        "security": "none",
-        "poll_seconds": 5.0,
-        "timeout": 10.0,
-    }
-    values.update(overrides)
-    return ImapSettings(**values)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-async def make_poller(
-    service: RequestService,
-    sessions: async_sessionmaker[AsyncSession],
-    vault: Vault,
-    clock: FrozenClock,
-) -> AsyncIterator[object]:
-    made: list[MailPoller] = []
-
-    def build(server: Dovecot, **overrides: object) -> MailPoller:
-        intake = MailIntake(service, sessions, vault, clock)
-        poller = MailPoller(
-            settings_for(server, **overrides), intake, sessions, clock, first_backoff=0.05
-        )
-        made.append(poller)
-        return poller
-
-    yield build
-    for poller in made:
-        await poller.close()
-        poller.shutdown()
-
-
 async def test_new_letters_are_taken_once_flagged_and_left_unread(
     dovecot: Dovecot,  # noqa: F811
-    make_poller: object,
+    make_poller: object,  # noqa: F811
     service: RequestService,
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
@@ -97,7 +49,7 @@ async def test_new_letters_are_taken_once_flagged_and_left_unread(
 
 async def test_a_restart_mid_batch_loses_nothing_and_doubles_nothing(
     dovecot: Dovecot,  # noqa: F811
-    make_poller: object,
+    make_poller: object,  # noqa: F811
     service: RequestService,
     sessions: async_sessionmaker[AsyncSession],
     vault: Vault,
@@ -122,7 +74,7 @@ async def test_a_restart_mid_batch_loses_nothing_and_doubles_nothing(
 
 async def test_a_new_uidvalidity_rereads_the_folder_and_dedupe_decides(
     dovecot: Dovecot,  # noqa: F811
-    make_poller: object,
+    make_poller: object,  # noqa: F811
     service: RequestService,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -147,7 +99,7 @@ async def test_a_new_uidvalidity_rereads_the_folder_and_dedupe_decides(
 
 async def test_a_processed_folder_receives_the_letters_and_nothing_is_deleted(
     dovecot: Dovecot,  # noqa: F811
-    make_poller: object,
+    make_poller: object,  # noqa: F811
 ) -> None:
     dovecot.append(make_letter(1))
     dovecot.append(make_letter(2))
@@ -161,7 +113,7 @@ async def test_a_processed_folder_receives_the_letters_and_nothing_is_deleted(
 
 async def test_a_letter_that_cannot_be_read_does_not_block_the_inbox(
     dovecot: Dovecot,  # noqa: F811
-    make_poller: object,
+    make_poller: object,  # noqa: F811
     service: RequestService,
 ) -> None:
     dovecot.append(b"Subject: no sender at all\r\n\r\n\xff\xfe broken\r\n")
@@ -177,7 +129,7 @@ async def test_a_letter_that_cannot_be_read_does_not_block_the_inbox(
 
 async def test_the_poller_waits_in_idle_reconnects_after_an_outage_and_stops_promptly(
     dovecot: Dovecot,  # noqa: F811
-    make_poller: object,
+    make_poller: object,  # noqa: F811
     service: RequestService,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -214,7 +166,7 @@ async def test_the_poller_waits_in_idle_reconnects_after_an_outage_and_stops_pro
 
 async def test_a_crash_between_storing_and_moving_the_cursor_replays_without_doubles(
     dovecot: Dovecot,  # noqa: F811
-    make_poller: object,
+    make_poller: object,  # noqa: F811
     service: RequestService,
     sessions: async_sessionmaker[AsyncSession],
     monkeypatch: pytest.MonkeyPatch,
@@ -247,7 +199,7 @@ async def test_a_crash_between_storing_and_moving_the_cursor_replays_without_dou
 
 async def test_a_mailbox_fuller_than_one_batch_is_read_without_waiting_in_between(
     dovecot: Dovecot,  # noqa: F811
-    make_poller: object,
+    make_poller: object,  # noqa: F811
     service: RequestService,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

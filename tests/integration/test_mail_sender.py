@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mail.sender import SmtpSender
 from tests.clocks import FrozenClock
-from tests.mail_desk import sender_for
+from tests.mail_desk import PERSON, open_by_mail, sender_for
 from tests.mailservers import SmtpServer, smtp_server  # noqa: F401
 from workflows.i18n import DeskInfo
 from workflows.outbox.dispatcher import OutboxDispatcher
@@ -24,22 +24,6 @@ from workflows.persistence.tables import OutboxItem
 from workflows.privacy.vault import Vault
 from workflows.requests.service import RequestService
 from workflows.snapshots import Actor
-
-PERSON = "aigerim@example.kz"
-
-
-async def open_by_mail(service: RequestService, language: str = "ru") -> str:
-    view = await service.open_request(
-        kind="withdraw_consent",
-        channel="email",
-        language=language,
-        fields={"full_name": "Айгерим Садыкова", "email": PERSON},
-        email=PERSON,
-        body="Отзываю согласие",
-        external_id="<first-letter@example.kz>",
-        send_code_to_email=True,
-    )
-    return view.reference
 
 
 async def test_the_acknowledgement_is_a_threaded_multipart_letter_in_the_persons_language(

@@ -23,8 +23,13 @@ from mail.outcomes import IntakeResult, Outcome
 from mail.poller import MailPoller
 from mail.sender import SmtpSender
 from tests.clocks import FrozenClock
-from tests.integration.test_mail_poller import make_letter, make_poller, settings_for  # noqa: F401
-from tests.integration.test_mail_sender import PERSON, open_by_mail
+from tests.mail_desk import (  # noqa: F401
+    PERSON,
+    make_letter,
+    make_poller,
+    open_by_mail,
+    settings_for,
+)
 from tests.mailservers import (  # noqa: F401
     PASSWORD,
     USER,
