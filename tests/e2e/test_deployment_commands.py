@@ -21,10 +21,10 @@ import pytest
 from aiohttp import web
 
 from tests.botapi import BotAPI
+from tests.deployment_files import DOCKERFILE, ENTRYPOINT, dockerfile_instructions
 from tests.desk_process import DeskProcess, aina_dsr, base_env, eventually, processes
 from tests.mailservers import free_port
 from tests.telegram_desk import STAFF_CHAT
-from tests.unit.test_deployment_files import DOCKERFILE, ENTRYPOINT, dockerfile_instructions
 from workflows.persistence.engines import head_revision
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,19 +17,17 @@ import pytest
 import yaml
 
 from aina_dsr.settings import ENV_PREFIX, Settings
-
-ROOT = Path(__file__).resolve().parents[2]
-DOCKERFILE = ROOT / "Dockerfile"
-COMPOSE = ROOT / "compose.yaml"
-UNIT = ROOT / "deploy" / "aina-dsr.service"
-NGINX = ROOT / "deploy" / "nginx-webhook.conf"
-ENTRYPOINT = ROOT / "deploy" / "docker-entrypoint.sh"
-ENV_EXAMPLES = [
-    ROOT / ".env.example",
-    ROOT / "deploy" / "compose.env.example",
-    ROOT / "deploy" / "aina-dsr.env.example",
-]
-DEPLOYMENT_FILES = [DOCKERFILE, COMPOSE, UNIT, NGINX, ENTRYPOINT, *ENV_EXAMPLES]
+from tests.deployment_files import (
+    COMPOSE,
+    DEPLOYMENT_FILES,
+    DOCKERFILE,
+    ENTRYPOINT,
+    ENV_EXAMPLES,
+    NGINX,
+    ROOT,
+    UNIT,
+    dockerfile_instructions,
+)
 
 DSR_NAME = re.compile(r"\bDSR_[A-Z0-9_]*[A-Z0-9]\b")
 
@@ -47,28 +45,6 @@ def unknown(names: set[str]) -> list[str]:
     """The ``DSR_*`` names among ``names`` that no setting has."""
     known = setting_names()
     return sorted(name for name in names if name.startswith(ENV_PREFIX) and name not in known)
-
-
-def dockerfile_instructions() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) of the Dockerfile, continuation lines joined."""
-    logical: list[str] = []
-    pending = ""
-    for line in DOCKERFILE.read_text().splitlines():
-        stripped = line.strip()
-        if not pending and (not stripped or stripped.startswith("#")):
-            continue
-        if stripped.startswith("#"):
-            continue
-        if stripped.endswith("\\"):
-            pending += stripped[:-1] + " "
-            continue
-        logical.append(pending + stripped)
-        pending = ""
-    pairs = []
-    for text in logical:
-        instruction, _, arguments = text.partition(" ")
-        pairs.append((instruction.upper(), arguments.strip()))
-    return pairs
 
 
 def dockerfile_env() -> dict[str, str]:
