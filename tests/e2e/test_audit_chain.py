@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import itertools
 import json
 from datetime import UTC, datetime
@@ -14,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from tests.audit_tampering import plain_hash, rewrite_and_rehash
 from tests.cli_command import aina_dsr, aina_dsr_here
 from tests.conftest import STAFF_ID
 from workflows.persistence.engines import make_engine, make_sessionmaker, upgrade_engine
@@ -158,44 +158,6 @@ async def test_the_register_export_carries_the_chain(
     assert events[0]["prev_hash"] == GENESIS
     assert all(len(e["hash"]) == 64 for e in events)
     assert [e["prev_hash"] for e in events[1:]] == [e["hash"] for e in events[:-1]]
-
-
-def plain_hash(prev: str, row: AuditEvent) -> str:
-    """The attacker's tool: the chain's link formula, public in the code, with no key."""
-    fields = {
-        "request_id": row.request_id,
-        "reference": row.reference,
-        "at": row.at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        if row.at.tzinfo
-        else row.at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-        "actor": row.actor,
-        "actor_id": row.actor_id,
-        "actor_name": row.actor_name,
-        "channel": row.channel,
-        "action": row.action,
-        "from_status": row.from_status,
-        "to_status": row.to_status,
-        "details": row.details or {},
-    }
-    body = json.dumps(fields, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(f"{prev}\n{body}".encode()).hexdigest()
-
-
-async def rewrite_and_rehash(
-    sessions: async_sessionmaker[AsyncSession], victim_id: int, **changes: object
-) -> None:
-    """Change one event by hand, then link it and every later event again with SHA-256."""
-    async with sessions.begin() as session:
-        rows = (await session.scalars(select(AuditEvent).order_by(AuditEvent.id))).all()
-        start = next(n for n, row in enumerate(rows) if row.id == victim_id)
-        prev = rows[start - 1].hash if start else GENESIS
-        for row in rows[start:]:
-            if row.id == victim_id:
-                for name, value in changes.items():
-                    setattr(row, name, value)
-            row.prev_hash = prev
-            row.hash = plain_hash(prev, row)
-            prev = row.hash
 
 
 async def test_rewriting_an_event_and_hashing_the_rest_again_is_caught(

@@ -12,10 +12,10 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aina_dsr.settings import SettingsError, encryption_keys_or_dev, load_settings
+from tests.audit_tampering import rewrite_and_rehash
 from tests.cli_command import aina_dsr, aina_dsr_here, rotate
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID, STAFF_IDS
-from tests.e2e.test_audit_chain import rewrite_and_rehash
 from tests.paths import DATA
 from workflows.deadlines.calendar import WorkingCalendar
 from workflows.directory.csv_import import import_customers
