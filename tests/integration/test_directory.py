@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from tests.access_report_data import valid_iin
 from tests.cli_command import aina_dsr, aina_dsr_here
 from tests.paths import DATA
 from tests.stored import everything_stored
@@ -52,12 +53,6 @@ def personal_values(path: Path) -> set[str]:
         rows = list(csv.DictReader(f, delimiter=";"))
     columns = ("full_name", "phone", "email", "iin", "birth_date")
     return {row[c] for row in rows for c in columns if row.get(c)}
-
-
-def valid_iin(first_eleven: str) -> str:
-    check = iin_check_digit(first_eleven)
-    assert check is not None
-    return first_eleven + str(check)
 
 
 async def count(sessions: Sessions, table: type[Customer] | type[Purchase]) -> int:

@@ -5,14 +5,23 @@ from __future__ import annotations
 import io
 import json
 import re
-from dataclasses import replace
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from pypdf import PdfReader
 
+from tests.access_report_data import (
+    EMAIL,
+    IIN,
+    NAME,
+    NOW,
+    PHONE,
+    REFERENCE,
+    customer,
+    pdf_text,
+)
 from workflows.directory.store import CustomerRecord, PurchaseRecord
 from workflows.fulfilment.access_report import (
     POLICY_SECTIONS,
@@ -21,53 +30,7 @@ from workflows.fulfilment.access_report import (
     mask_birth_date,
 )
 from workflows.i18n import LANGUAGES, DeskInfo, catalogue
-from workflows.identity import iin_check_digit
 from workflows.privacy.masking import mask_email, mask_iin, mask_phone
-
-REFERENCE = "DSR-2026-000042"
-NOW = datetime(2026, 11, 25, 7, 30, tzinfo=UTC)  # 12:30 in Almaty
-NAME = "Әлия Қасымқызы Нұрғалиева"
-PHONE = "+77011234567"
-EMAIL = "aliya.nurgaliyeva@mail.kz"
-LONG_DESCRIPTION = (
-    "Қысқы пальто, жүн мен кашемир, қолдан тігілген, ұзын, белдігі бар, түсі: қою көк; "
-    "жеткізу Алматы қаласы бойынша, сыйлық қорабымен және жеке жазылған ашықхатпен; "
-    "соңғы сөз: шыршажапырақ"
-)
-
-
-def valid_iin(first_eleven: str) -> str:
-    check = iin_check_digit(first_eleven)
-    assert check is not None
-    return first_eleven + str(check)
-
-
-IIN = valid_iin("95031440123")
-
-
-def customer(**changes: Any) -> CustomerRecord:
-    record = CustomerRecord(
-        id="C-1001",
-        full_name=NAME,
-        phone=PHONE,
-        email=EMAIL,
-        iin=IIN,
-        gender="f",
-        birth_date=date(1995, 3, 14),
-        language="kk",
-        marketing_consent=True,
-        registered_at=datetime(2024, 5, 10, 9, 30, tzinfo=UTC),
-        imported_at=NOW,
-        updated_at=NOW,
-        purchases=(
-            PurchaseRecord(
-                "P-5001", datetime(2024, 4, 14, 13, 20, tzinfo=UTC), "Көйлек", Decimal("45990.00")
-            ),
-            PurchaseRecord("P-5002", datetime(2024, 3, 1, tzinfo=UTC), "Туфли", Decimal("29990")),
-            PurchaseRecord("P-5003", None, LONG_DESCRIPTION, None),
-        ),
-    )
-    return replace(record, **changes)
 
 
 def report(language: str, record: CustomerRecord | None = None, **kwargs: Any) -> AccessReport:
@@ -78,12 +41,6 @@ def report(language: str, record: CustomerRecord | None = None, **kwargs: Any) -
         now=NOW,
         **kwargs,
     )
-
-
-def pdf_text(document: bytes) -> str:
-    reader = PdfReader(io.BytesIO(document))
-    text = "\n".join(page.extract_text() for page in reader.pages)
-    return " ".join(text.split())  # a wrapped line reads as one
 
 
 def heading(language: str, key: str) -> str:

@@ -9,15 +9,22 @@ contact details (DSR_MAIL_FROM) in the report, never a hardcoded address.
 
 from __future__ import annotations
 
-import io
 import json
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from pypdf import PdfReader
 
-from tests.unit.test_access_report import EMAIL, IIN, NAME, NOW, PHONE, REFERENCE, customer
+from tests.access_report_data import (
+    EMAIL,
+    IIN,
+    NAME,
+    NOW,
+    PHONE,
+    REFERENCE,
+    customer,
+    pdf_text,
+)
 from workflows.fulfilment.access_report import build_access_report
 from workflows.fulfilment.processing import (
     CATEGORIES,
@@ -60,11 +67,6 @@ def holdings(**changes: object) -> DeskHoldings:
     }
     base.update(changes)
     return DeskHoldings(**base)  # type: ignore[arg-type]
-
-
-def pdf_text(document: bytes) -> str:
-    reader = PdfReader(io.BytesIO(document))
-    return " ".join("\n".join(page.extract_text() for page in reader.pages).split())
 
 
 def words(language: str, msgid: str, **params: object) -> str:
