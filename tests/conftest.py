@@ -14,8 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from tests.botapi import BotAPI
 from tests.clocks import FrozenClock
 from tests.migrated import MigratedTemplate
+from tests.paths import DATA
 from tests.telegram_desk import Desk
 from workflows.deadlines.calendar import WorkingCalendar
+from workflows.directory.csv_import import import_customers, import_purchases
+from workflows.directory.sql_directory import SqlDirectory
 from workflows.persistence.engines import make_engine, make_sessionmaker
 from workflows.privacy.vault import Vault
 from workflows.requests.service import RequestService
@@ -121,6 +124,16 @@ def service(
     calendar: WorkingCalendar,
 ) -> RequestService:
     return RequestService(sessions, vault, clock, calendar, staff_user_ids=STAFF_IDS)
+
+
+@pytest.fixture
+async def directory(
+    sessions: async_sessionmaker[AsyncSession], vault: Vault, clock: FrozenClock
+) -> SqlDirectory:
+    """The customer directory, tests/data's customers and purchases imported (C-1001 is Alice)."""
+    await import_customers(sessions, vault, DATA / "customers.csv", now=clock.now())
+    await import_purchases(sessions, vault, DATA / "purchases.csv")
+    return SqlDirectory(sessions, vault, clock)
 
 
 # The Telegram channel against the Bot API stand-in, shared by the bot's tests.

@@ -2,11 +2,12 @@
 
 Alice (``ALICE_ID``) starts a kind, answers its questions with ``ANSWERS``,
 shares her own contact (``PHONE``) and confirms; ``code_in_outbox`` reads the
-confirmation code the desk e-mailed.
+confirmation code the desk e-mailed; ``told`` waits for a ``notice`` to reach her.
 """
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 from sqlalchemy import select
@@ -15,11 +16,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.callbacks import KindChoice, SummaryChoice
 from tests.botapi import Call, Person
 from tests.telegram_desk import Desk, buttons, message_id, words
-from workflows.i18n import kind_name
+from workflows.i18n import DeskInfo, kind_name, render_notification
 from workflows.kinds import DEFAULT_KINDS, RequestKind
 from workflows.outbox.queue import Channel
 from workflows.persistence.tables import OutboxItem
 from workflows.privacy.vault import Vault
+from workflows.requests.service import RequestService
 
 ALICE_ID = 700100
 
@@ -97,3 +99,30 @@ async def code_in_outbox(sessions: async_sessionmaker[AsyncSession], vault: Vaul
     assert row is not None
     params: dict[str, Any] = vault.decrypt_json(row.params_enc)
     return str(params["code"])
+
+
+async def file_access(desk: Desk, service: RequestService, language: str = "en") -> str:
+    """Alice files a complaint in ``language``, verified by her contact; its reference."""
+    who = person(language)
+    await start_kind(desk, who, RequestKind.COMPLAINT, language)
+    await answer_questions(desk, who, RequestKind.COMPLAINT, language)
+    await share_own_contact_and_confirm(desk, who, language)
+    (view,) = await service.list_requests(telegram_user_id=ALICE_ID)
+    return view.reference
+
+
+def notice(template: str, language: str, reference: str, kind: str, **params: Any) -> str:
+    """The notice's text exactly as the person receives it."""
+    rendered = render_notification(
+        template,
+        language,
+        {"reference": reference, "kind": kind, **params},
+        escape=html.escape,
+        context=DeskInfo().context(language),
+    )
+    return rendered.text
+
+
+async def told(desk: Desk, since: int, expected: str) -> Call:
+    """The message to Alice after ``since`` that reads ``expected``."""
+    return await desk.expect(ALICE_ID, since, lambda c: text(c) == expected)

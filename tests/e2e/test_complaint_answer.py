@@ -22,21 +22,19 @@ from mail.channel import build_mail_channel
 from tests.botapi import BotAPI, Call
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_IDS
-from tests.e2e.test_telegram_bot import (
-    ALICE_ID,
+from tests.mail_desk import mail_settings, person_letter
+from tests.mailservers import Dovecot, SmtpServer, dovecot, smtp_server  # noqa: F401
+from tests.staff_desk import (
     DANA,
     answer_prompt,
-    file_access,
     press_draft,
     prompt_for,
     staff_presses,
     staff_words,
     the_card,
 )
-from tests.mail_desk import mail_settings, person_letter
-from tests.mailservers import Dovecot, SmtpServer, dovecot, smtp_server  # noqa: F401
 from tests.telegram_desk import STAFF_CHAT, Desk, words
-from tests.telegram_dialog import text
+from tests.telegram_dialog import ALICE_ID, file_access, text
 from workflows.directory.sql_directory import SqlDirectory
 from workflows.errors import DomainError
 from workflows.fulfilment.work import Fulfilment

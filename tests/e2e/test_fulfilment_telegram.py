@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import html
-import io
 import json
 from collections.abc import Sequence
 from datetime import date
@@ -18,59 +17,46 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pypdf import PdfReader
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.callbacks import StaffAction
 from mail.sender import SmtpSender
+from tests.access_report_data import pdf_text
 from tests.botapi import BotAPI, Call, Person
 from tests.cli_command import aina_dsr
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID, STAFF_IDS
+from tests.fulfilment_desk import CUSTOMER, FlakyDirectory, notices
 from tests.mailservers import SmtpServer, smtp_server  # noqa: F401
-from tests.paths import DATA
-from tests.telegram_desk import STAFF_CHAT, Desk, message_id, words
+from tests.staff_desk import ARMAN, DANA, card_of, press
+from tests.telegram_desk import STAFF_CHAT, Desk, words
 from tests.telegram_dialog import (
     ALICE_ID,
     ANSWERS,
     answer_questions,
+    notice,
     share_own_contact_and_confirm,
     start_kind,
     text,
+    told,
 )
-from workflows.directory.csv_import import import_customers, import_purchases
-from workflows.directory.customer_directory import DIRECTORY_FIELDS, Flags
+from workflows.directory.customer_directory import DIRECTORY_FIELDS
 from workflows.directory.sql_directory import SqlDirectory
 from workflows.fulfilment.corrections import field_names
 from workflows.fulfilment.work import Fulfilment
-from workflows.i18n import DeskInfo, render_notification, status_name
+from workflows.i18n import status_name
 from workflows.kinds import DEFAULT_KINDS, RequestKind
 from workflows.outbox.dispatcher import OutboxDispatcher
 from workflows.outbox.queue import Channel
-from workflows.persistence.tables import OutboxItem
 from workflows.privacy.vault import Vault
 from workflows.requests.service import RequestService
 from workflows.snapshots import Actor, RequestView
 
-DANA = Person(STAFF_ID, first_name="Dana")
-ARMAN = Person(5002, first_name="Arman")
-# C-1001 in tests/data/customers.csv; the person shares +77011234567, the same phone.
-CUSTOMER = "C-1001"
 FULL_NAME = "Айгерим Нурланқызы Сейтқали"
 IIN = "950314401237"
 EMAIL = "aigerim.seitkali@mail.kz"
 PERSONAL_VALUES = (FULL_NAME, IIN, EMAIL, "+77011234567", "1995-03-14")
 FIELDS = ", ".join(sorted(DIRECTORY_FIELDS))
-
-
-@pytest.fixture
-async def directory(
-    sessions: async_sessionmaker[AsyncSession], vault: Vault, clock: FrozenClock
-) -> SqlDirectory:
-    await import_customers(sessions, vault, DATA / "customers.csv", now=clock.now())
-    await import_purchases(sessions, vault, DATA / "purchases.csv")
-    return SqlDirectory(sessions, vault, clock)
 
 
 @pytest.fixture
@@ -89,24 +75,6 @@ async def file_request(
     (view,) = await service.list_requests(telegram_user_id=ALICE_ID)
     assert view.customer_matched
     return view.reference
-
-
-async def card_of(desk: Desk, reference: str) -> Call:
-    return await desk.expect(
-        STAFF_CHAT, 0, lambda c: reference in text(c) and "reply_markup" in c.params
-    )
-
-
-async def press(desk: Desk, who: Person, card: Call, action: str, reference: str) -> Call:
-    """``who`` presses a button of the card; returns the bot's answer to the press."""
-    since = desk.mark()
-    data = StaffAction(action=action, reference=reference).pack()
-    await desk.api.offer(desk.api.callback_query(who, STAFF_CHAT, message_id(card), data))
-    answer = await desk.api.wait_until(
-        lambda calls: next((c for c in calls[since:] if c.method == "answerCallbackQuery"), None)
-    )
-    assert answer is not None
-    return answer
 
 
 async def reply(desk: Desk, who: Person, prompt: Call, words_typed: str) -> Call:
@@ -128,39 +96,10 @@ async def prompted(desk: Desk, since: int, msgid: str, reference: str) -> Call:
     return prompt
 
 
-def notice(template: str, language: str, reference: str, kind: str, **params: Any) -> str:
-    """The notice's text exactly as the person receives it."""
-    rendered = render_notification(
-        template,
-        language,
-        {"reference": reference, "kind": kind, **params},
-        escape=html.escape,
-        context=DeskInfo().context(language),
-    )
-    return rendered.text
-
-
-async def told(desk: Desk, since: int, expected: str) -> Call:
-    return await desk.expect(ALICE_ID, since, lambda c: text(c) == expected)
-
-
 def assert_no_values_in_audit(view: RequestView) -> None:
     recorded = json.dumps([dict(e.details) for e in view.events], ensure_ascii=False).lower()
     for value in PERSONAL_VALUES:
         assert value.lower() not in recorded, value
-
-
-async def outbox_params(
-    sessions: async_sessionmaker[AsyncSession], vault: Vault, template: str
-) -> list[dict[str, Any]]:
-    async with sessions() as session:
-        rows = await session.scalars(select(OutboxItem).where(OutboxItem.template == template))
-        return [vault.decrypt_json(row.params_enc) for row in rows]
-
-
-def pdf_text(document: bytes) -> str:
-    reader = PdfReader(io.BytesIO(document))
-    return " ".join("\n".join(page.extract_text() for page in reader.pages).split())
 
 
 async def test_access_the_person_gets_the_summary_then_the_pdf_and_the_json(
@@ -607,7 +546,7 @@ async def test_by_e_mail_the_report_files_are_attached_to_the_letter(
         external_id="<ask@mail.kz>",
         send_code_to_email=True,
     )
-    (code,) = [p["code"] for p in await outbox_params(sessions, vault, "request_received_code")]
+    (code,) = [p["code"] for p in await notices(sessions, vault, "request_received_code")]
     check = await service.verify_by_code(view.reference, str(code), Actor.person_email(EMAIL))
     assert check.request.status == "verified"
     await Fulfilment(service, directory, clock).approve(
@@ -638,17 +577,6 @@ async def test_by_e_mail_the_report_files_are_attached_to_the_letter(
     data = json.loads(files[f"{view.reference}-access.json"].get_content())
     assert data["reference"] == view.reference
     assert IIN in json.dumps(data)
-
-
-class FlakyDirectory(SqlDirectory):
-    """The desk's directory while its database refuses writes, until it is back."""
-
-    down = True
-
-    async def set_flags(self, customer_id: str, flags: Flags) -> None:
-        if self.down:
-            raise ConnectionError("directory unreachable")
-        await super().set_flags(customer_id, flags)
 
 
 async def test_a_failed_fulfilment_is_told_to_the_group_and_complete_tries_again(

@@ -22,6 +22,7 @@ from tests.botapi import Call, Person
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID
 from tests.mailservers import SmtpServer, smtp_server  # noqa: F401
+from tests.staff_desk import DANA, card_of, press_button
 from tests.telegram_desk import STAFF_CHAT, Desk, buttons, message_id, words
 from workflows.deadlines.calendar import WorkingCalendar
 from workflows.deadlines.reminders import Reminders
@@ -37,7 +38,6 @@ from workflows.snapshots import Actor
 
 ALICE_ID = 700100
 EMAIL = "aigerim.seitkali@mail.kz"
-DANA = Person(STAFF_ID, first_name="Dana")
 STRANGER = Person(999, first_name="Mallory")
 ALMATY = WorkingCalendar().tz
 K = RequestKind
@@ -107,12 +107,6 @@ def body(letter: EmailMessage) -> str:
     return str(part.get_content())
 
 
-async def card_of(desk: Desk, reference: str) -> Call:
-    return await desk.expect(
-        STAFF_CHAT, 0, lambda c: reference in text(c) and "reply_markup" in c.params
-    )
-
-
 async def latest_card(desk: Desk, card: Call, since: int, needle: str) -> Call:
     """The card as edited in place after ``since``, once it shows ``needle``."""
     return await desk.expect(
@@ -121,17 +115,6 @@ async def latest_card(desk: Desk, card: Call, since: int, needle: str) -> Call:
         lambda c: message_id(c) == message_id(card) and needle in text(c),
         methods=("editMessageText",),
     )
-
-
-async def press(desk: Desk, who: Person, message: Call, data: str) -> Call:
-    """``who`` presses a button of ``message`` in the staff group; the bot's answer to it."""
-    since = desk.mark()
-    await desk.api.offer(desk.api.callback_query(who, STAFF_CHAT, message_id(message), data))
-    answer = await desk.api.wait_until(
-        lambda calls: next((c for c in calls[since:] if c.method == "answerCallbackQuery"), None)
-    )
-    assert answer is not None
-    return answer
 
 
 # -- an e-mailed letter the desk could not classify ----------------------------------------
@@ -185,7 +168,7 @@ async def test_an_unclassified_letter_shows_its_likely_kinds_and_staff_pick_one(
     assert words("ru", "staff.approve") not in offered
 
     # An Approve (an old or forged button) is refused with the reason.
-    refused = await press(
+    refused = await press_button(
         desk, DANA, card, StaffAction(action="approve", reference=reference).pack()
     )
     assert refused.params.get("text") == words("ru", "staff.kind.first")
@@ -193,7 +176,7 @@ async def test_an_unclassified_letter_shows_its_likely_kinds_and_staff_pick_one(
 
     clock.set(almaty(date(2026, 11, 25), 10))  # Dana reads it the next morning
     since = desk.mark()
-    answer = await press(desk, DANA, card, offered[kind_button("ru", K.COMPLAINT)])
+    answer = await press_button(desk, DANA, card, offered[kind_button("ru", K.COMPLAINT)])
 
     # 30 calendar days from receipt on the 24th.
     new_due = format_date("ru", date(2026, 12, 24))
@@ -258,7 +241,7 @@ async def test_change_kind_from_the_card_moves_the_deadline_and_the_reminders(
     assert plan.requests[opened.id] == almaty(date(2026, 12, 1), 9)
 
     since = desk.mark()
-    await press(desk, DANA, card, buttons(card)[words("ru", "staff.change_kind")])
+    await press_button(desk, DANA, card, buttons(card)[words("ru", "staff.change_kind")])
     prompt = await desk.expect(
         STAFF_CHAT,
         since,
@@ -274,7 +257,7 @@ async def test_change_kind_from_the_card_moves_the_deadline_and_the_reminders(
         kind_name("ru", k.value) for k in CLASSIFIED_KINDS if k != K.COMPLAINT
     } | {words("ru", "staff.kind.cancel")}
     since = desk.mark()
-    await press(desk, DANA, prompt, listed[kind_name("ru", "access")])
+    await press_button(desk, DANA, prompt, listed[kind_name("ru", "access")])
 
     # Access: three working days from receipt on Tuesday the 24th.
     new_due = format_date("ru", date(2026, 11, 27))
@@ -323,8 +306,10 @@ async def test_someone_outside_the_staff_cannot_change_the_kind(
     card = await card_of(desk, reference)
 
     since = desk.mark()
-    menu = await press(desk, STRANGER, card, KindMenu(reference=reference).pack())
-    pick = await press(desk, STRANGER, card, KindPick(reference=reference, kind="access").pack())
+    menu = await press_button(desk, STRANGER, card, KindMenu(reference=reference).pack())
+    pick = await press_button(
+        desk, STRANGER, card, KindPick(reference=reference, kind="access").pack()
+    )
 
     for answer in (menu, pick):
         assert answer.params.get("text") == words("ru", "staff.not_allowed")
@@ -335,10 +320,10 @@ async def test_someone_outside_the_staff_cannot_change_the_kind(
     assert "kind_changed" not in [event.action for event in view.events]
 
     # Staff may open the list and leave the kind as it is.
-    await press(desk, DANA, card, KindMenu(reference=reference).pack())
+    await press_button(desk, DANA, card, KindMenu(reference=reference).pack())
     prompt = await desk.expect(STAFF_CHAT, since, lambda c: bool(buttons(c)) and c != card)
     since = desk.mark()
-    await press(desk, DANA, prompt, buttons(prompt)[words("ru", "staff.kind.cancel")])
+    await press_button(desk, DANA, prompt, buttons(prompt)[words("ru", "staff.kind.cancel")])
     await desk.expect(
         STAFF_CHAT,
         since,

@@ -8,7 +8,6 @@ staff see goes through the Telegram channel against the Bot API stand-in.
 from __future__ import annotations
 
 import html
-import re
 
 import pytest
 from sqlalchemy import select
@@ -16,13 +15,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.callbacks import SummaryChoice
 from mail.authentication import dmarc_failed, parse_authentication_results
-from mail.channel import MailChannel
-from mail.outcomes import IntakeResult, Outcome
+from mail.outcomes import Outcome
 from mail.parsing import parse_mail
 from mail.sender import SmtpSender
 from tests.botapi import Person
 from tests.clocks import FrozenClock
 from tests.mail_desk import mail_channel
+from tests.mail_letters import code_in, deliver, plain, quoted
 from tests.mailservers import Dovecot, SmtpServer, dovecot, smtp_server  # noqa: F401
 from tests.telegram_desk import STAFF_CHAT, Desk, buttons, message_id, words
 from tests.telegram_dialog import answer_questions, start_kind, text
@@ -62,33 +61,8 @@ def raw_letter(
     return "\r\n".join(lines).encode("utf-8")
 
 
-async def deliver(channel: MailChannel, dovecot: Dovecot, raw: bytes) -> IntakeResult:  # noqa: F811
-    """The letter arrives, the desk reads it and sends what it has to say by e-mail."""
-    dovecot.append(raw)
-    [result] = await channel.poller.poll_once()
-    while await channel.dispatcher.run_once():
-        pass
-    return result
-
-
 def recipients(smtp: SmtpServer) -> list[str]:
     return [address for letter in smtp.letters for address in letter.recipients]
-
-
-def plain(smtp: SmtpServer, index: int = -1) -> str:
-    body = smtp.letters[index].message.get_body(("plain",))
-    assert body is not None
-    return str(body.get_content())
-
-
-def code_in(letter_text: str, reference: str) -> str:
-    found = re.search(r"(?<![\d-])(\d{6})(?!\d)", letter_text.replace(reference, ""))
-    assert found is not None, letter_text
-    return found.group(1)
-
-
-def quoted(letter_text: str) -> str:
-    return "\n".join("> " + line for line in letter_text.splitlines())
 
 
 async def staff_texts(desk: Desk, since: int = 0) -> list[str]:

@@ -30,10 +30,10 @@ from tests.botapi import BotAPI, Person
 from tests.cli_command import aina_dsr
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID, STAFF_IDS, postgres_url
-from tests.e2e.test_telegram_bot import answer_prompt, press_draft, prompt_for, staff_presses
 from tests.mail_desk import mail_channel, person_letter
 from tests.mailservers import Dovecot, SmtpServer, dovecot, free_port, smtp_server
 from tests.metrics_scrape import scrape, value
+from tests.staff_desk import answer_prompt, press_draft, prompt_for, staff_presses
 from tests.telegram_desk import STAFF_CHAT, Desk, buttons, message_id, words
 from tests.telegram_dialog import (
     PHONE,

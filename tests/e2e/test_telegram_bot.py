@@ -22,12 +22,23 @@ from bot.storage import DatabaseStorage
 from tests.botapi import BotAPI, Call, Person
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID, STAFF_IDS
+from tests.staff_desk import (
+    ARMAN,
+    DANA,
+    answer_prompt,
+    press_draft,
+    prompt_for,
+    staff_presses,
+    staff_words,
+    the_card,
+)
 from tests.telegram_desk import STAFF_CHAT, Desk, buttons, message_id, words
 from tests.telegram_dialog import (
     ALICE_ID,
     ANSWERS,
     answer_questions,
     code_in_outbox,
+    file_access,
     person,
     share_own_contact_and_confirm,
     start_kind,
@@ -39,8 +50,6 @@ from workflows.persistence.tables import OutboxItem
 from workflows.privacy.vault import Vault
 from workflows.requests.service import RequestService
 
-DANA = Person(STAFF_ID, first_name="Dana")
-ARMAN = Person(5002, first_name="Arman")
 STRANGER = Person(999, first_name="Mallory")
 
 
@@ -173,21 +182,6 @@ async def test_identity_by_an_emailed_code(
     assert (view.status, view.verified_by) == ("completed", "email_code")
 
 
-async def file_access(desk: Desk, service: RequestService, language: str = "en") -> str:
-    who = person(language)
-    await start_kind(desk, who, RequestKind.COMPLAINT, language)
-    await answer_questions(desk, who, RequestKind.COMPLAINT, language)
-    await share_own_contact_and_confirm(desk, who, language)
-    (view,) = await service.list_requests(telegram_user_id=ALICE_ID)
-    return view.reference
-
-
-async def the_card(desk: Desk, reference: str) -> Call:
-    return await desk.expect(
-        STAFF_CHAT, 0, lambda c: reference in text(c), methods=("sendMessage",)
-    )
-
-
 async def test_staff_take_and_approve_with_the_card_edited_in_place(
     desk: Desk, service: RequestService
 ) -> None:
@@ -267,59 +261,6 @@ async def test_a_press_by_someone_outside_the_staff_changes_nothing(
     assert alert.params.get("show_alert") is True
     assert alert.params.get("text") == words("ru", "staff.not_allowed")
     assert (await service.get(reference)).status == "verified"
-
-
-async def staff_presses(desk: Desk, who: Person, card: Call, action: str, reference: str) -> int:
-    """``who`` presses Reject or Ask on the card; returns the mark before the press."""
-    since = desk.mark()
-    data = StaffAction(action=action, reference=reference).pack()
-    await desk.press(who, STAFF_CHAT, message_id(card), data)
-    return since
-
-
-async def prompt_for(desk: Desk, since: int, msgid: str, reference: str) -> Call:
-    """The bot's ForceReply prompt for a reason or a question, with its placeholder."""
-    prompt = await desk.expect(
-        STAFF_CHAT, since, lambda c: text(c) == words("ru", msgid, reference=reference)
-    )
-    placeholder = msgid.replace(".prompt", ".placeholder")
-    assert prompt.params["reply_markup"] == {
-        "force_reply": True,
-        "input_field_placeholder": words("ru", placeholder),
-        "selective": True,
-    }
-    assert len(words("ru", placeholder)) <= 64  # Telegram's limit for a placeholder
-    return prompt
-
-
-async def answer_prompt(desk: Desk, who: Person, prompt: Call, typed: str) -> Call:
-    """``who`` replies to the prompt; returns the preview the bot shows back, with its buttons."""
-    since = desk.mark()
-    await desk.api.offer(
-        desk.api.group_message(who, STAFF_CHAT, typed, reply_to_message=prompt.result)
-    )
-    send = words("ru", "staff.draft.send")
-    # The preview is the message with Send under it (a card re-sent meanwhile has buttons too).
-    return await desk.expect(STAFF_CHAT, since, lambda c: send in buttons(c))
-
-
-async def press_draft(desk: Desk, who: Person, preview: Call, button_msgid: str) -> Call:
-    """``who`` presses Send, Edit or Cancel under a preview; returns the answer to the press."""
-    since = desk.mark()
-    data = buttons(preview)[words("ru", button_msgid)]
-    await desk.press(who, STAFF_CHAT, message_id(preview), data)
-    answer = await desk.api.wait_until(
-        lambda calls: next((c for c in calls[since:] if c.method == "answerCallbackQuery"), None)
-    )
-    assert answer is not None
-    return answer
-
-
-async def staff_words(service: RequestService, reference: str) -> list[str | None]:
-    """What staff said to the person about the request (a reason, a question)."""
-    return [
-        body for direction, _, body in await service.messages(reference) if direction == "staff"
-    ]
 
 
 async def test_reject_with_a_reason_reaches_the_person_in_their_language(

@@ -23,28 +23,21 @@ from mail.outcomes import Outcome
 from tests.botapi import BotAPI, Call, Person
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_IDS
-from tests.e2e.test_fulfilment_telegram import (
-    CUSTOMER,
-    DANA,
-    FlakyDirectory,
-    directory,  # noqa: F401
-    notice,
-    press,
-    told,
-)
-from tests.e2e.test_mail_trust import code_in, deliver, plain, quoted
-from tests.e2e.test_telegram_bot import (
-    ALICE_ID,
-)
+from tests.fulfilment_desk import CUSTOMER, FlakyDirectory
 from tests.mail_desk import mail_channel
+from tests.mail_letters import code_in, deliver, plain, quoted
 from tests.mailservers import Dovecot, SmtpServer, dovecot, smtp_server  # noqa: F401
+from tests.staff_desk import DANA, press
 from tests.telegram_desk import STAFF_CHAT, Desk, buttons, message_id, words
 from tests.telegram_dialog import (
+    ALICE_ID,
     answer_questions,
     code_in_outbox,
+    notice,
     share_own_contact_and_confirm,
     start_kind,
     text,
+    told,
 )
 from workflows.directory.sql_directory import SqlDirectory
 from workflows.errors import NotAllowed
@@ -86,7 +79,7 @@ async def unsubscribe_in_the_bot(desk: Desk, service: RequestService, language: 
 
 
 @pytest.fixture
-def desk(directory: SqlDirectory, desk: Desk) -> Desk:  # noqa: F811
+def desk(directory: SqlDirectory, desk: Desk) -> Desk:
     """The shared running desk (conftest), with the customer directory imported first."""
     return desk
 
@@ -95,7 +88,7 @@ def desk(directory: SqlDirectory, desk: Desk) -> Desk:  # noqa: F811
 async def test_a_verified_unsubscribe_in_the_bot_is_done_without_staff_the_same_day(
     desk: Desk,
     service: RequestService,
-    directory: SqlDirectory,  # noqa: F811
+    directory: SqlDirectory,
     clock: FrozenClock,
     language: str,
 ) -> None:
@@ -128,7 +121,7 @@ async def test_a_verified_unsubscribe_in_the_bot_is_done_without_staff_the_same_
 async def test_an_unsubscribe_waiting_for_its_code_stops_nothing_until_the_code_comes(
     desk: Desk,
     service: RequestService,
-    directory: SqlDirectory,  # noqa: F811
+    directory: SqlDirectory,
     sessions: async_sessionmaker[AsyncSession],
     vault: Vault,
     clock: FrozenClock,
@@ -171,7 +164,7 @@ async def test_an_unsubscribe_waiting_for_its_code_stops_nothing_until_the_code_
 async def test_a_directory_that_does_not_answer_alerts_staff_and_complete_finishes_it(
     api: BotAPI,
     service: RequestService,
-    directory: SqlDirectory,  # noqa: F811
+    directory: SqlDirectory,
     sessions: async_sessionmaker[AsyncSession],
     vault: Vault,
     clock: FrozenClock,
@@ -243,7 +236,7 @@ async def test_by_email_the_code_in_the_reply_stops_the_mailings_and_the_letter_
     dovecot: Dovecot,  # noqa: F811
     smtp_server: SmtpServer,  # noqa: F811
     service: RequestService,
-    directory: SqlDirectory,  # noqa: F811
+    directory: SqlDirectory,
     sessions: async_sessionmaker[AsyncSession],
     vault: Vault,
     clock: FrozenClock,

@@ -13,14 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID
-from tests.integration.test_fulfilment import (
-    ALICE,
-    PHONE,
-    DownCrm,
-    directory,  # noqa: F401
-    filed,
-    notices,
-)
+from tests.fulfilment_desk import ALICE, PHONE, DownCrm, filed, notices
 from workflows.directory.sql_directory import SqlDirectory
 from workflows.errors import NotAllowed
 from workflows.fulfilment.work import Fulfilment
@@ -33,7 +26,7 @@ DANA = Actor.staff(STAFF_ID, "Dana")
 
 
 @pytest.fixture
-def at_once(service: RequestService, directory: SqlDirectory, clock: FrozenClock) -> Fulfilment:  # noqa: F811
+def at_once(service: RequestService, directory: SqlDirectory, clock: FrozenClock) -> Fulfilment:
     """The fulfilment, handed each verified request of an ``at_once`` kind (as the channels do)."""
     fulfilment = Fulfilment(service, directory, clock)
     fulfilment.act_at_once()
@@ -43,7 +36,7 @@ def at_once(service: RequestService, directory: SqlDirectory, clock: FrozenClock
 async def test_a_verified_unsubscribe_is_completed_by_the_desk_and_the_person_told(
     service: RequestService,
     at_once: Fulfilment,
-    directory: SqlDirectory,  # noqa: F811
+    directory: SqlDirectory,
     sessions: async_sessionmaker[AsyncSession],
     vault: Vault,
 ) -> None:
@@ -64,7 +57,7 @@ async def test_a_verified_unsubscribe_is_completed_by_the_desk_and_the_person_to
 async def test_other_kinds_still_wait_for_staff(
     service: RequestService,
     at_once: Fulfilment,
-    directory: SqlDirectory,  # noqa: F811
+    directory: SqlDirectory,
 ) -> None:
     reference = await filed(service, "withdraw_consent", full_name="A", data_concerned="all")
 
@@ -80,7 +73,7 @@ async def test_other_kinds_still_wait_for_staff(
 async def test_a_verified_request_staff_make_an_unsubscribe_is_done_then(
     service: RequestService,
     at_once: Fulfilment,
-    directory: SqlDirectory,  # noqa: F811
+    directory: SqlDirectory,
     sessions: async_sessionmaker[AsyncSession],
     vault: Vault,
 ) -> None:
@@ -114,7 +107,7 @@ async def filed_for(service: RequestService, user_id: int, kind: str, **fields: 
 async def test_an_unverified_unsubscribe_is_never_done(
     service: RequestService,
     at_once: Fulfilment,
-    directory: SqlDirectory,  # noqa: F811
+    directory: SqlDirectory,
     sessions: async_sessionmaker[AsyncSession],
     vault: Vault,
 ) -> None:
@@ -135,7 +128,7 @@ async def test_an_unverified_unsubscribe_is_never_done(
 
 async def test_one_taken_by_staff_is_left_to_them(
     service: RequestService,
-    directory: SqlDirectory,  # noqa: F811
+    directory: SqlDirectory,
     clock: FrozenClock,
 ) -> None:
     reference = await filed(service, "unsubscribe")  # no at-once work given: it waits
@@ -148,7 +141,7 @@ async def test_one_taken_by_staff_is_left_to_them(
 
 async def test_a_failing_directory_leaves_it_approved_and_alerts_staff_verification_stands(
     service: RequestService,
-    directory: SqlDirectory,  # noqa: F811
+    directory: SqlDirectory,
     sessions: async_sessionmaker[AsyncSession],
     vault: Vault,
     clock: FrozenClock,

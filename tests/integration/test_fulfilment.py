@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import date
 from pathlib import Path
@@ -18,61 +17,29 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tests.cli_command import aina_dsr_here
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID
-from tests.paths import DATA
+from tests.fulfilment_desk import PHONE, DownCrm, MemoryCrm, filed, notices
 from workflows.deadlines.calendar import WorkingCalendar
-from workflows.directory.csv_import import import_customers, import_purchases
-from workflows.directory.customer_directory import ACCOUNT_FIELDS, Flags
+from workflows.directory.customer_directory import ACCOUNT_FIELDS
 from workflows.directory.sql_directory import SqlDirectory
 from workflows.directory.store import CustomerRecord
-from workflows.directory.suppressions import Suppression, suppressions_csv
+from workflows.directory.suppressions import suppressions_csv
 from workflows.errors import ApprovalMismatch, IllegalTransition, NotAllowed, OwnRequest
 from workflows.fulfilment.corrections import parse_corrections
 from workflows.fulfilment.failures import FulfilmentError, FulfilmentFailed
 from workflows.fulfilment.work import Fulfilment
-from workflows.persistence.tables import AuditEvent, OutboxItem, Request
+from workflows.persistence.tables import AuditEvent, Request
 from workflows.privacy.vault import Vault
 from workflows.requests.service import RequestService
 from workflows.snapshots import Actor
 
 DANA = Actor.staff(STAFF_ID, "Dana")
 ARMAN = Actor.staff(5002, "Arman")
-PHONE = "+77011234567"  # C-1001 in tests/data/customers.csv
-ALICE = 700100
 TODAY = date(2026, 11, 24)  # the clock fixture's day in Almaty
-
-
-@pytest.fixture
-async def directory(
-    sessions: async_sessionmaker[AsyncSession], vault: Vault, clock: FrozenClock
-) -> SqlDirectory:
-    await import_customers(sessions, vault, DATA / "customers.csv", now=clock.now())
-    await import_purchases(sessions, vault, DATA / "purchases.csv")
-    return SqlDirectory(sessions, vault, clock)
 
 
 @pytest.fixture
 def fulfilment(service: RequestService, directory: SqlDirectory, clock: FrozenClock) -> Fulfilment:
     return Fulfilment(service, directory, clock)
-
-
-async def filed(service: RequestService, kind: str, **fields: str) -> str:
-    view = await service.open_request(
-        kind=kind, channel="telegram", language="kk", telegram_user_id=ALICE, fields=fields
-    )
-    await service.verify_by_contact(
-        view.reference, sender_user_id=ALICE, contact_user_id=ALICE, phone=PHONE
-    )
-    return view.reference
-
-
-async def notices(
-    sessions: async_sessionmaker[AsyncSession], vault: Vault, template: str
-) -> list[dict[str, object]]:
-    async with sessions() as session:
-        rows = (
-            await session.scalars(select(OutboxItem).where(OutboxItem.template == template))
-        ).all()
-    return [vault.decrypt_json(row.params_enc) for row in rows]
 
 
 async def test_an_access_request_is_answered_with_a_report_and_its_files(
@@ -239,43 +206,6 @@ async def test_no_customer_record_means_nothing_to_change_and_says_so(
     assert len(await notices(sessions, vault, "done_no_record")) == 1
 
 
-class MemoryCrm:
-    """A company's own CRM behind the CustomerDirectory protocol (the documented example)."""
-
-    def __init__(self, records: Mapping[str, CustomerRecord]) -> None:
-        self.records = dict(records)
-        self.flags: dict[str, Flags] = {}
-
-    async def lookup(
-        self,
-        *,
-        customer_id: str | None = None,
-        phone: str | None = None,
-        email: str | None = None,
-        iin: str | None = None,
-    ) -> CustomerRecord | None:
-        for record in self.records.values():
-            if customer_id in (record.id,) or (phone and record.phone == phone):
-                return record
-        return None
-
-    async def erase(self, customer_id: str, fields: Sequence[str]) -> list[str]:
-        record = self.records[customer_id]
-        erased = [f for f in fields if getattr(record, f) is not None]
-        self.records[customer_id] = replace(record, **dict.fromkeys(fields))
-        return erased
-
-    async def update(self, customer_id: str, changes: Mapping[str, str]) -> list[str]:
-        self.records[customer_id] = replace(self.records[customer_id], **changes)
-        return list(changes)
-
-    async def set_flags(self, customer_id: str, flags: Flags) -> None:
-        self.flags[customer_id] = flags
-
-    async def suppressions(self) -> list[Suppression]:
-        return []
-
-
 async def test_a_company_crm_plugs_in_through_the_protocol(
     service: RequestService,
     directory: SqlDirectory,
@@ -324,13 +254,6 @@ async def test_both_approvers_of_a_destruction_must_name_the_same_fields(
 
     done = await fulfilment.approve(reference, ARMAN, fields=["iin"])
     assert done.status == "completed"
-
-
-class DownCrm(MemoryCrm):
-    """A CRM that answers lookups but times out on every change."""
-
-    async def set_flags(self, customer_id: str, flags: Flags) -> None:
-        raise TimeoutError(f"CRM write timed out for {PHONE}")
 
 
 async def test_a_failed_fulfilment_alerts_staff_is_audited_and_stays_approved_for_a_retry(
