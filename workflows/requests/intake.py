@@ -25,6 +25,7 @@ from workflows.identity import normalize_email
 from workflows.kinds import RequestKind
 from workflows.outbox.queue import Channel, NewMessage, enqueue_many
 from workflows.persistence.tables import AuditEvent, DataSubject, Message, Request, Verification
+from workflows.privacy.audit_batch import record_events
 from workflows.privacy.masking import mask_email
 from workflows.requests.classification import likely_kinds, opening_clock
 from workflows.requests.documents import DocumentClock
@@ -334,20 +335,25 @@ class Intake(IdentityChecks, DocumentClock):
             self._request_row(filing, subject, reference, now)
             for filing, subject, reference in zip(filings, subjects, references, strict=True)
         ]
-        made = await session.scalars(insert(Request).returning(Request), rows)
+        # NULLs written as NULL: rows with a clock and rows without stay one statement.
+        made = await session.scalars(
+            insert(Request).returning(Request).execution_options(render_nulls=True), rows
+        )
         by_reference = {request.reference: request for request in made}
         requests = [by_reference[reference] for reference in references]
         messages = await self._inbound_many(session, filings, requests, now)
-        events: list[AuditEvent] = []
+        opened: list[dict[str, Any]] = []
         for filing, request in zip(filings, requests, strict=True):
             if filing.evidence:
                 await self._attach(session, request, messages.get(request.id), filing.evidence)
             person = Actor(ActorKind.PERSON, filing.channel.value)
-            opened = Status.AWAITING_VERIFICATION
-            events.append(
-                self._event(session, request, person, "opened", None, opened, filing.opened())
+            status = Status.AWAITING_VERIFICATION
+            opened.append(
+                self._event_values(request, person, "opened", None, status, filing.opened())
             )
-        await session.flush()  # the audit events: their ids name the acknowledgements
+        # One INSERT for the batch's events, chained in its order; their ids name the
+        # acknowledgements.
+        events = await record_events(session, opened)
         return requests, events
 
     def _request_row(
