@@ -110,9 +110,9 @@ class InboundMailLog:
             return
         now = self._clock.now()
         rows = [self._row(record, now) for record in records]
-        made = await session.execute(
-            insert(InboundMail).values(rows).returning(InboundMail.id, InboundMail.mail_key)
-        )
+        # Rows as parameters, not one VALUES clause: the statement is compiled once, not per batch.
+        statement = insert(InboundMail).returning(InboundMail.id, InboundMail.mail_key)
+        made = await session.execute(statement.execution_options(render_nulls=True), rows)
         ids = {key: row_id for row_id, key in made.all()}  # the staff notices name the rows
         queued = [
             notice
