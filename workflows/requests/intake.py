@@ -56,6 +56,8 @@ class EmailOpening:
 
     A letter of kind ``unclassified`` carries the kinds it most likely is in
     ``candidates`` (none: any kind), as :meth:`Intake.open_request` takes them.
+    ``email`` is the sender's address as :func:`~workflows.identity.normalize_email`
+    gave it (the mail parser's ``sender``): it is not validated again.
     """
 
     kind: RequestKind | str
@@ -118,7 +120,7 @@ def _letter(letter: EmailOpening) -> _Filing:
         channel=Channel.EMAIL,
         language=language_or_default(letter.language),
         fields=letter.fields,
-        email=normalize_email(letter.email),
+        email=letter.email,  # normalised by the parser (see EmailOpening)
         body=letter.body,
         external_id=letter.external_id,
         evidence=letter.evidence,
