@@ -27,7 +27,7 @@ from workflows.outbox.queue import Channel, NewMessage, enqueue_many
 from workflows.persistence.tables import AuditEvent, DataSubject, Message, Request, Verification
 from workflows.privacy.audit_batch import record_events
 from workflows.privacy.masking import mask_email
-from workflows.requests.classification import likely_kinds, opening_clock
+from workflows.requests.classification import OpeningClocks, likely_kinds
 from workflows.requests.documents import DocumentClock
 from workflows.requests.limits import ensure_can_open
 from workflows.requests.records import Evidence
@@ -333,8 +333,9 @@ class Intake(IdentityChecks, DocumentClock):
         references = await next_references(
             session, self._calendar.local_date(now).year, len(filings)
         )
+        clocks = OpeningClocks(self._kinds, self._calendar)
         rows = [
-            self._request_row(filing, subject, reference, now)
+            self._request_row(filing, subject, reference, now, clocks)
             for filing, subject, reference in zip(filings, subjects, references, strict=True)
         ]
         # NULLs written as NULL: rows with a clock and rows without stay one statement.
@@ -359,7 +360,12 @@ class Intake(IdentityChecks, DocumentClock):
         return requests, events
 
     def _request_row(
-        self, filing: _Filing, subject: DataSubject, reference: str, now: datetime
+        self,
+        filing: _Filing,
+        subject: DataSubject,
+        reference: str,
+        now: datetime,
+        clocks: OpeningClocks,
     ) -> dict[str, Any]:
         """A new request's row: unverified, its clock running where it starts on receipt.
 
@@ -367,14 +373,8 @@ class Intake(IdentityChecks, DocumentClock):
         the letter encloses came with it.
         """
         received = filing.received or now
-        started, due = opening_clock(
-            filing.kind,
-            filing.likely,
-            received,
-            self._kinds,
-            self._calendar,
-            documents=bool(filing.evidence) or filing.channel is Channel.POST,
-        )
+        documents = bool(filing.evidence) or filing.channel is Channel.POST
+        started, due = clocks.of(filing.kind, filing.likely, received, documents=documents)
         return {
             "reference": reference,
             "kind": filing.kind.value,
