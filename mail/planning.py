@@ -79,8 +79,7 @@ class BatchPlanner:
     async def plan(self, batch: list[Letter]) -> None:
         """What becomes of each letter, decided from a few queries for the whole batch."""
         readable = [(letter, letter.mail) for letter in batch if letter.mail is not None]
-        known = await self._inbound.known(mail.mail_key for _, mail in readable)
-        ledger = await self._ledger([mail for _, mail in readable])
+        known, ledger = await self._look_up([mail for _, mail in readable])
         requests: list[tuple[Letter, ParsedMail, Understanding]] = []
         for letter, mail in readable:
             letter.ledger = ledger
@@ -181,11 +180,13 @@ class BatchPlanner:
                 )
             earlier.add(external_id)
 
-    async def _ledger(self, mails: list[ParsedMail]) -> Ledger:
-        """The hour's counts of the batch's senders (see workflows.requests.mail_caps)."""
+    async def _look_up(self, mails: list[ParsedMail]) -> tuple[set[str], Ledger]:
+        """Which letters are known already, and the hour's counts of their senders (see
+        workflows.requests.mail_caps), in one read."""
         mailboxes = {index for index in map(self.index, mails) if index is not None}
         addresses = {index for index in map(self.address_index, mails) if index is not None}
-        return await self._inbound.ledger(self._caps, mailboxes, addresses)
+        keys = [mail.mail_key for mail in mails]
+        return await self._inbound.look_up(keys, self._caps, mailboxes, addresses)
 
     def index(self, mail: ParsedMail) -> str | None:
         """The blind index of the sender's mailbox: what the caps count by (``sender_index``)."""

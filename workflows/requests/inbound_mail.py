@@ -65,23 +65,22 @@ class InboundMailLog:
             )
             return outcome
 
-    async def known(self, mail_keys: Iterable[str]) -> set[str]:
-        """Which of these letters are recorded already, in one query."""
+    async def look_up(
+        self,
+        mail_keys: Iterable[str],
+        caps: Caps,
+        mailboxes: Iterable[str],
+        addresses: Iterable[str],
+    ) -> tuple[set[str], Ledger]:
+        """Which of these letters are recorded already, and the hour's counts for their
+        senders' mailboxes and addresses (blind indexes): one session, a query and the caps'."""
         wanted = sorted(set(mail_keys))
-        if not wanted:
-            return set()
+        known: set[str] = set()
         async with self._sessions() as session:
-            rows = await session.scalars(
-                select(InboundMail.mail_key).where(InboundMail.mail_key.in_(wanted))
-            )
-            return set(rows)
-
-    async def ledger(
-        self, caps: Caps, mailboxes: Iterable[str], addresses: Iterable[str]
-    ) -> Ledger:
-        """The hour's counts for these senders' mailboxes and addresses (blind indexes)."""
-        async with self._sessions() as session:
-            return await read_ledger(session, caps, self._clock.now(), mailboxes, addresses)
+            if wanted:
+                found = select(InboundMail.mail_key).where(InboundMail.mail_key.in_(wanted))
+                known = set(await session.scalars(found))
+            return known, await read_ledger(session, caps, self._clock.now(), mailboxes, addresses)
 
     async def told_already(self, cap: Cap, mailbox: str | None) -> bool:
         """Whether staff heard this hour of a letter ``cap`` held back (from ``mailbox``)."""
