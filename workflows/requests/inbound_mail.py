@@ -25,6 +25,7 @@ from workflows.outbox.queue import NewMessage, enqueue_many
 from workflows.persistence.tables import InboundMail
 from workflows.privacy.vault import Vault
 from workflows.requests.mail_caps import Cap, Caps, Ledger, read_ledger, told_already
+from workflows.requests.queries import message_references
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,15 @@ class InboundRecord:
     sender_index: str | None = None  # the blind index of the sender's mailbox (the caps')
     answered_unverified: bool = False  # answered at an address nobody has verified
     raw: bytes | None = None  # kept for staff, stored encrypted; ``None``: not kept
+
+
+@dataclass(frozen=True)
+class BatchLookup:
+    """What the desk knows of a batch's letters before it plans them."""
+
+    known: set[str]  # the mail keys recorded already
+    ledger: Ledger  # the hour's counts of their senders (see workflows.requests.mail_caps)
+    requests: dict[str, tuple[str, int]]  # Message-ID -> (reference, request id) of requests
 
 
 # The notices a record makes the desk send: given the record's place in its batch and its row id.
@@ -69,18 +79,22 @@ class InboundMailLog:
         self,
         mail_keys: Iterable[str],
         caps: Caps,
-        mailboxes: Iterable[str],
-        addresses: Iterable[str],
-    ) -> tuple[set[str], Ledger]:
-        """Which of these letters are recorded already, and the hour's counts for their
-        senders' mailboxes and addresses (blind indexes): one session, a query and the caps'."""
+        senders: tuple[Iterable[str], Iterable[str]],
+        message_ids: Iterable[str],
+    ) -> BatchLookup:
+        """What the desk knows of a batch of letters (:class:`BatchLookup`), in one session.
+
+        ``senders``: the blind indexes of the senders' mailboxes and addresses;
+        ``message_ids``: the Message-IDs the letters are or answer.
+        """
         wanted = sorted(set(mail_keys))
         known: set[str] = set()
         async with self._sessions() as session:
             if wanted:
                 found = select(InboundMail.mail_key).where(InboundMail.mail_key.in_(wanted))
                 known = set(await session.scalars(found))
-            return known, await read_ledger(session, caps, self._clock.now(), mailboxes, addresses)
+            ledger = await read_ledger(session, caps, self._clock.now(), *senders)
+            return BatchLookup(known, ledger, await message_references(session, message_ids))
 
     async def told_already(self, cap: Cap, mailbox: str | None) -> bool:
         """Whether staff heard this hour of a letter ``cap`` held back (from ``mailbox``)."""
