@@ -229,7 +229,10 @@ class Intake(IdentityChecks, DocumentClock):
             )
             requests, events = await self._file(session, filings, subjects)
             await self._acknowledge(session, filings, requests, subjects, events)
-            views = [await self._view(session, request, fresh=True) for request in requests]
+            views = [
+                await self._view(session, request, fresh=True, subject=subject)
+                for request, subject in zip(requests, subjects, strict=True)
+            ]
             if within is not None:
                 await within(session, views)
             return views

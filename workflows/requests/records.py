@@ -372,9 +372,14 @@ class Records:
         *,
         with_events: bool = False,
         fresh: bool = False,
+        subject: DataSubject | None = None,
     ) -> RequestView:
-        """The request as channels see it; ``fresh``: made in this transaction (no approvals)."""
-        subject = await session.get_one(DataSubject, request.subject_id)
+        """The request as channels see it; ``fresh``: made in this transaction (no approvals).
+
+        ``subject``: the request's data subject, when the caller holds it already.
+        """
+        if subject is None or subject.id != request.subject_id:
+            subject = await session.get_one(DataSubject, request.subject_id)
         fields = dict(self._vault.decrypt_json(request.fields_enc) or {})
         four_eyes = RequestKind(request.kind) in self._four_eyes and not fresh
         return RequestView(
