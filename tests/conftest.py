@@ -43,12 +43,30 @@ BACKENDS = ["sqlite"] + (["postgresql"] if postgres_url() else [])
 LAYERS = ("unit", "integration", "e2e")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark each test with its folder's layer, so ``-m "not e2e"`` works as ``tests/unit`` does."""
+@pytest.hookimpl(trylast=True)  # after pytest-xdist's own, which names each test's group
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test with its folder's layer, so ``-m "not e2e"`` works as ``tests/unit`` does.
+
+    Under ``--dist loadgroup``, refuse to run tests of an ``xdist_group`` that the
+    worker did not group: they share a Redis database or a process, and run side by
+    side on two workers they would meet. pytest 9.2 silently stops the grouping
+    (pytest-xdist issue 1386), so this is checked, not assumed.
+    """
     for item in items:
         layer = item.path.parent.name
         if layer in LAYERS:
             item.add_marker(getattr(pytest.mark, layer))
+    if getattr(config.option, "loadgroup", False):
+        ungrouped = [
+            item.nodeid
+            for item in items
+            if item.get_closest_marker("xdist_group") and "@" not in item.nodeid
+        ]
+        if ungrouped:
+            raise pytest.UsageError(
+                f"--dist loadgroup does not group {len(ungrouped)} test(s), e.g. "
+                f"{ungrouped[0]}: this pytest breaks pytest-xdist's groups (use pytest<9.2)"
+            )
 
 
 @pytest.fixture(params=BACKENDS)
