@@ -27,7 +27,7 @@ from bot.callbacks import StaffAction, SummaryChoice
 from bot.delivery import Rendered, TelegramPort
 from mail.outcomes import Outcome
 from tests.botapi import BotAPI, Person
-from tests.cli_command import aina_dsr
+from tests.cli_command import aina_dsr, aina_dsr_here
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID, STAFF_IDS, postgres_url
 from tests.mail_desk import mail_channel, person_letter
@@ -483,8 +483,9 @@ async def test_check_shows_every_component_ok_and_a_dead_port_failed(
         assert dovecot.password not in result.stdout + result.stderr
 
         dead = free_port()
+        # The same command in this process (aiogram is imported here already).
         result = await asyncio.to_thread(
-            aina_dsr, tmp_path, "check", **{**env, "DSR_SMTP_PORT": str(dead)}
+            aina_dsr_here, tmp_path, "check", **{**env, "DSR_SMTP_PORT": str(dead)}
         )
         assert result.returncode == 1, result.stdout + result.stderr
         shown = states(result.stdout)
@@ -512,7 +513,7 @@ async def test_check_tells_a_running_desk_from_another_program_on_the_metrics_po
     port = other.sockets[0].getsockname()[1]
     async with other:
         result = await asyncio.to_thread(
-            aina_dsr, tmp_path, "check", DSR_METRICS_PORT=str(port), **env
+            aina_dsr_here, tmp_path, "check", DSR_METRICS_PORT=str(port), **env
         )
     assert result.returncode == 1, result.stdout + result.stderr
     assert states(result.stdout)["metrics"] == "FAILED"
@@ -537,7 +538,7 @@ async def test_check_names_the_process_holding_the_scheduler_lock(
     lock = AdvisoryLock(engine)
     assert await lock.acquire()
     try:
-        result = await asyncio.to_thread(aina_dsr, tmp_path, "check", **env)
+        result = await asyncio.to_thread(aina_dsr_here, tmp_path, "check", **env)
     finally:
         await lock.release()
     assert result.returncode == 0, result.stdout + result.stderr
