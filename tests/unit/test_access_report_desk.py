@@ -215,6 +215,33 @@ def test_without_a_file_the_policy_gives_the_retention_of_every_category() -> No
 
 
 @pytest.mark.parametrize(
+    ("language", "days", "said"),
+    [
+        ("ru", 31, "31 день после закрытия"),
+        ("ru", 22, "22 дня после закрытия"),
+        ("ru", 1095, "1095 дней после закрытия"),
+        ("kk", 31, "кейін 31 күн;"),
+        ("en", 1, "1 day after each request closes"),
+        ("en", 31, "31 days after each request closes"),
+    ],
+)
+def test_the_desks_retention_reads_as_people_say_the_number_of_days(
+    language: str, days: int, said: str
+) -> None:
+    built = build_access_report(
+        customer(),
+        reference=REFERENCE,
+        language=language,
+        now=NOW,
+        desk=holdings(),
+        processing=ProcessingFacts(desk_retention_days=days),
+    )
+
+    retention = json.loads(built.as_json())["retention_by_category"]
+    assert said in retention["requests"]
+
+
+@pytest.mark.parametrize(
     ("content", "problem"),
     [
         ("[[recipients]]\nname = 'X'\nrole = 'processor'\ncountry = 'Germany'\n", "country"),

@@ -159,7 +159,8 @@ def retention_by_category(
         group = POLICY_RETENTION_GROUP[key]
         if group == "account" and not customer_found:
             group = "desk_contacts"
-        result[key] = words.text(f"access.retention.{group}", days=facts.desk_retention_days)
+        days = words.days(facts.desk_retention_days)
+        result[key] = words.text(f"access.retention.{group}", days=days)
     return result
 
 

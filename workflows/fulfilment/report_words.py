@@ -100,6 +100,10 @@ class Words:
     def text(self, msgid: str, **params: object) -> str:
         return catalogue().text(self.language, msgid, **params)
 
+    def days(self, n: int) -> str:
+        """``n`` calendar days as the language says it ("31 день", "2 дня", "5 дней")."""
+        return catalogue().plural(self.language, "access.days", n)
+
     def title(self, key: str) -> str:
         return self.text(f"access.section.{key}")
 
