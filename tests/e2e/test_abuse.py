@@ -17,10 +17,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.callbacks import CancelPick, KindChoice, LanguageChoice, NewCode, StaffAction
-from mail.sender import SmtpSender
 from tests.botapi import Call, Person
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID
+from tests.mail_desk import sender_for
 from tests.mailservers import SmtpServer, smtp_server  # noqa: F401
 from tests.telegram_desk import STAFF_CHAT, Desk, buttons, message_id, words
 from tests.telegram_dialog import (
@@ -709,15 +709,7 @@ async def test_the_email_acknowledgement_escapes_markup_in_its_html_part(
         await service.verify_by_code(view.reference, code, person_by_mail)
     ).outcome.value == "ok"
     await service.ask_info(view.reference, Actor.staff(STAFF_ID, NASTY), NASTY)
-    sender = SmtpSender(
-        host=smtp_server.host,
-        port=smtp_server.port,
-        security="none",
-        from_address="aina.app@mercury.kz",
-        service=service,
-        clock=clock,
-        timeout=5.0,
-    )
+    sender = sender_for(smtp_server, service, clock)
     dispatcher = OutboxDispatcher(sessions, vault, clock, {Channel.EMAIL: sender})
     while await dispatcher.run_once():
         pass

@@ -20,13 +20,13 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.callbacks import StaffAction
-from mail.sender import SmtpSender
 from tests.access_report_data import pdf_text
 from tests.botapi import BotAPI, Call, Person
 from tests.cli_command import aina_dsr
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID, STAFF_IDS
 from tests.fulfilment_desk import CUSTOMER, FlakyDirectory, notices
+from tests.mail_desk import sender_for
 from tests.mailservers import SmtpServer, smtp_server  # noqa: F401
 from tests.staff_desk import ARMAN, DANA, card_of, press
 from tests.telegram_desk import STAFF_CHAT, Desk, words
@@ -552,15 +552,7 @@ async def test_by_e_mail_the_report_files_are_attached_to_the_letter(
     await Fulfilment(service, directory, clock).approve(
         view.reference, Actor.staff(STAFF_ID, "Dana")
     )
-    sender = SmtpSender(
-        host=smtp_server.host,
-        port=smtp_server.port,
-        security="none",
-        from_address="aina.app@mercury.kz",
-        service=service,
-        clock=clock,
-        timeout=5.0,
-    )
+    sender = sender_for(smtp_server, service, clock)
     dispatcher = OutboxDispatcher(sessions, vault, clock, {Channel.EMAIL: sender})
     while await dispatcher.run_once():
         pass

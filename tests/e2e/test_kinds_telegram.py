@@ -17,10 +17,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.callbacks import KindMenu, KindPick, StaffAction
-from mail.sender import SmtpSender
 from tests.botapi import Call, Person
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID
+from tests.mail_desk import sender_for
 from tests.mailservers import SmtpServer, smtp_server  # noqa: F401
 from tests.staff_desk import DANA, card_of, press_button
 from tests.telegram_desk import STAFF_CHAT, Desk, buttons, message_id, words
@@ -85,15 +85,7 @@ async def letters_out(
     clock: FrozenClock,
 ) -> list[EmailMessage]:
     """Deliver what waits for e-mail through the real sender; every letter received so far."""
-    sender = SmtpSender(
-        host=smtp.host,
-        port=smtp.port,
-        security="none",
-        from_address="aina.app@mercury.kz",
-        service=service,
-        clock=clock,
-        timeout=5.0,
-    )
+    sender = sender_for(smtp, service, clock)
     dispatcher = OutboxDispatcher(sessions, vault, clock, {Channel.EMAIL: sender})
     while await dispatcher.run_once():
         pass

@@ -17,10 +17,9 @@ from bot.callbacks import SummaryChoice
 from mail.authentication import dmarc_failed, parse_authentication_results
 from mail.outcomes import Outcome
 from mail.parsing import parse_mail
-from mail.sender import SmtpSender
 from tests.botapi import Person
 from tests.clocks import FrozenClock
-from tests.mail_desk import mail_channel
+from tests.mail_desk import mail_channel, sender_for
 from tests.mail_letters import code_in, deliver, plain, quoted
 from tests.mailservers import Dovecot, SmtpServer, dovecot, smtp_server  # noqa: F401
 from tests.telegram_desk import STAFF_CHAT, Desk, buttons, message_id, words
@@ -180,15 +179,7 @@ async def test_the_sender_writes_to_one_plain_address_or_to_no_one(
     service: RequestService,
     clock: FrozenClock,
 ) -> None:
-    sender = SmtpSender(
-        host=smtp_server.host,
-        port=smtp_server.port,
-        security="none",
-        from_address="aina.app@mercury.kz",
-        service=service,
-        clock=clock,
-        timeout=5.0,
-    )
+    sender = sender_for(smtp_server, service, clock)
     message = OutgoingMessage(
         id=1,
         idempotency_key="trust/1",

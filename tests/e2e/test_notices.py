@@ -18,10 +18,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from mail.sender import SmtpSender
 from tests.botapi import Call
 from tests.clocks import FrozenClock
 from tests.conftest import STAFF_ID
+from tests.mail_desk import sender_for
 from tests.mailservers import SmtpServer, smtp_server  # noqa: F401
 from tests.telegram_desk import Desk
 from workflows.deadlines.calendar import WorkingCalendar
@@ -273,15 +273,7 @@ async def letters_out(
     clock: FrozenClock,
 ) -> list[EmailMessage]:
     """Deliver what waits for e-mail through the real sender; every letter received so far."""
-    sender = SmtpSender(
-        host=smtp.host,
-        port=smtp.port,
-        security="none",
-        from_address="aina.app@mercury.kz",
-        service=service,
-        clock=clock,
-        timeout=5.0,
-    )
+    sender = sender_for(smtp, service, clock)
     dispatcher = OutboxDispatcher(sessions, vault, clock, {Channel.EMAIL: sender})
     while await dispatcher.run_once():
         pass
