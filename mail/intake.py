@@ -95,7 +95,6 @@ class MailIntake:
             acks_in_total=max_acks_per_hour,
         )
         self._planner = BatchPlanner(
-            service,
             self._letters,
             self._inbound,
             vault,

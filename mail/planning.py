@@ -1,7 +1,7 @@
 """A batch of letters planned: what becomes of each, decided from a few queries for them all.
 
 The batch's dedupe, thread lookups and caps take one query each (the caps
-three, see :mod:`workflows.requests.mail_caps`). A letter that opens a
+three, see :mod:`workflows.requests.mail_caps`), all in one session. A letter that opens a
 request is opened with the rest of the batch; a reply waits to be handled by
 itself; the caps are weighed last, letter by letter in the batch's order.
 """
@@ -18,10 +18,9 @@ from mail.parsing import ParsedMail
 from mail.understanding import Disposition, Understanding, automatic, detect_language
 from workflows.identity import mailbox_of
 from workflows.privacy.vault import Vault
-from workflows.requests.inbound_mail import InboundMailLog
+from workflows.requests.inbound_mail import BatchLookup, InboundMailLog
 from workflows.requests.intake import EmailOpening
 from workflows.requests.mail_caps import Cap, Caps, Held, Ledger
-from workflows.requests.service import RequestService
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +58,6 @@ class BatchPlanner:
 
     def __init__(
         self,
-        service: RequestService,
         letters: LetterHandler,
         inbound: InboundMailLog,
         vault: Vault,
@@ -68,7 +66,6 @@ class BatchPlanner:
         max_attachment: int,
         max_letter: int,
     ) -> None:
-        self._service = service
         self._letters = letters
         self._inbound = inbound
         self._vault = vault
@@ -79,8 +76,8 @@ class BatchPlanner:
     async def plan(self, batch: list[Letter]) -> None:
         """What becomes of each letter, decided from a few queries for the whole batch."""
         readable = [(letter, letter.mail) for letter in batch if letter.mail is not None]
-        known = await self._inbound.known(mail.mail_key for _, mail in readable)
-        ledger = await self._ledger([mail for _, mail in readable])
+        lookup = await self._look_up([mail for _, mail in readable])
+        known, ledger = lookup.known, lookup.ledger
         requests: list[tuple[Letter, ParsedMail, Understanding]] = []
         for letter, mail in readable:
             letter.ledger = ledger
@@ -114,7 +111,7 @@ class BatchPlanner:
                 continue
             requests.append((letter, mail, understood))
         if requests:
-            await self._plan_requests(requests)
+            self._plan_requests(requests, lookup.requests)
         for letter, mail in readable:
             if letter.plan is not Plan.DUPLICATE:
                 self._plan_caps(letter, mail, ledger)
@@ -134,14 +131,12 @@ class BatchPlanner:
         elif letter.plan is Plan.OPEN and (held := self.may_answer(letter)) is not None:
             self.hold(letter, held)  # a new request would mail a code: not this hour
 
-    async def _plan_requests(
-        self, requests: list[tuple[Letter, ParsedMail, Understanding]]
+    def _plan_requests(
+        self,
+        requests: list[tuple[Letter, ParsedMail, Understanding]],
+        found: dict[str, tuple[str, int]],
     ) -> None:
-        wanted: set[str] = set()
-        for _, mail, _ in requests:
-            wanted.update(mail.thread_ids[-20:])
-            wanted.add(external_id_of(mail))
-        found = await self._service.references_for_messages(wanted)
+        """``found``: the requests the letters' Message-IDs and threads name (reference, id)."""
         earlier: set[str] = set()  # Message-IDs of this batch's requests and replies so far
         for letter, mail, understood in requests:
             external_id = external_id_of(mail)
@@ -181,11 +176,21 @@ class BatchPlanner:
                 )
             earlier.add(external_id)
 
-    async def _ledger(self, mails: list[ParsedMail]) -> Ledger:
-        """The hour's counts of the batch's senders (see workflows.requests.mail_caps)."""
+    async def _look_up(self, mails: list[ParsedMail]) -> BatchLookup:
+        """Which letters are known already, the hour's counts of their senders (see
+        workflows.requests.mail_caps) and the requests their threads name, in one read.
+
+        The threads are looked up for every letter (only those that would open
+        a request need them, but which ones is known only once they are read).
+        """
         mailboxes = {index for index in map(self.index, mails) if index is not None}
         addresses = {index for index in map(self.address_index, mails) if index is not None}
-        return await self._inbound.ledger(self._caps, mailboxes, addresses)
+        keys = [mail.mail_key for mail in mails]
+        threads: set[str] = set()
+        for mail in mails:
+            threads.update(mail.thread_ids[-20:])
+            threads.add(external_id_of(mail))
+        return await self._inbound.look_up(keys, self._caps, (mailboxes, addresses), threads)
 
     def index(self, mail: ParsedMail) -> str | None:
         """The blind index of the sender's mailbox: what the caps count by (``sender_index``)."""

@@ -19,8 +19,10 @@ from tests.conftest import STAFF_ID
 from workflows.persistence.engines import make_engine, make_sessionmaker, upgrade_engine
 from workflows.persistence.tables import AuditEvent
 from workflows.privacy.audit import GENESIS, verify_chain
+from workflows.privacy.audit_batch import record_events
 from workflows.privacy.audit_checkpoint import read_checkpoints
 from workflows.privacy.vault import Vault
+from workflows.requests.intake import EmailOpening
 from workflows.requests.service import RequestService
 from workflows.snapshots import Actor
 
@@ -96,6 +98,52 @@ async def test_events_rolled_back_with_a_savepoint_leave_the_chain_whole(
     assert actions[-3:] == ["first", "after", "last"]
     report = await verify_chain(sessions)
     assert report.intact, report
+
+
+async def test_a_batch_of_letters_chains_its_events_in_order_after_the_transactions_own(
+    service: RequestService, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    reference = await a_life(service, 3101)
+    letters = [
+        EmailOpening(
+            kind=kind,
+            language="en",
+            fields={},
+            email=f"person{n}@mail.kz",
+            body="please",
+            external_id=f"<batch-{n}@mail.kz>",
+        )
+        for n, kind in enumerate(["access", "rectify", "unsubscribe", "complaint"])
+    ]
+    opened = await service.open_by_email(letters)
+    async with sessions.begin() as session:
+        session.add(_event(reference, "alone, not yet flushed"))
+        batch = await record_events(
+            session, [_values(reference, "batch 1"), _values(reference, "batch 2")]
+        )
+    async with sessions() as session:
+        rows = (await session.scalars(select(AuditEvent).order_by(AuditEvent.id))).all()
+    opening = [row for row in rows if row.action == "opened"][-len(letters) :]
+    assert [row.reference for row in opening] == [view.reference for view in opened]
+    actions = [row.action for row in rows[-3:]]
+    assert actions == ["alone, not yet flushed", "batch 1", "batch 2"]
+    assert [row.id for row in rows[-2:]] == [event.id for event in batch]
+    for before, after in itertools.pairwise(rows):
+        assert after.prev_hash == before.hash
+    report = await verify_chain(sessions)
+    assert report.intact, report
+    assert report.events == len(rows)
+
+
+def _values(reference: str, action: str) -> dict[str, object]:
+    return {
+        "request_id": None,
+        "reference": reference,
+        "at": datetime(2026, 11, 25, 9, tzinfo=UTC),
+        "actor": "system",
+        "channel": "cli",
+        "action": action,
+    }
 
 
 async def test_a_changed_event_is_named_by_audit_verify(

@@ -2,10 +2,11 @@
 and that hash signed with a key the database does not hold.
 
 Every :class:`~workflows.persistence.tables.AuditEvent` added through any session gets,
-when it is flushed, its ``prev_hash``, its ``hash`` (SHA-256 of the previous
-hash and its own content: the link) and its ``mac`` (HMAC-SHA256 of that hash
-under the audit key, a subkey of ``DSR_ENCRYPTION_KEY``) with the ``key_id``
-that says which key signed it. The sessions carry the key (see
+when it is flushed (or appended in one INSERT, :mod:`workflows.privacy.audit_batch`),
+its ``prev_hash``, its ``hash`` (SHA-256 of the previous hash and its own
+content: the link) and its ``mac`` (HMAC-SHA256 of that hash under the audit
+key, a subkey of ``DSR_ENCRYPTION_KEY``) with the ``key_id`` that says which
+key signed it. The sessions carry the key (see
 :func:`workflows.persistence.engines.make_sessionmaker`); a session without one cannot
 write an event. Appending is serialised so the chain never forks: on
 PostgreSQL by a transaction-level advisory lock, on SQLite by its single
@@ -55,6 +56,8 @@ GENESIS = "0" * 64
 _CHAIN_LOCK = 0x41494E41  # "AINA"
 # Where a session finds the keys it signs with (``Session.info``).
 _KEYS = "aina_dsr_audit_keys"
+# Where this session's transaction left the chain (see link_events).
+_CHAIN_END = "aina_dsr_audit_chain_end"
 
 
 class AuditKeyMissing(RuntimeError):
@@ -184,7 +187,11 @@ def _lock_chain(session: Session) -> None:
 
 @event.listens_for(Session, "before_flush")
 def _chain_new_events(session: Session, flush_context: UOWTransaction, instances: Any) -> None:
-    new = [obj for obj in session.new if isinstance(obj, AuditEvent) and obj.hash is None]
+    link_events(session, [o for o in session.new if isinstance(o, AuditEvent) and o.hash is None])
+
+
+def link_events(session: Session, new: Sequence[AuditEvent]) -> None:
+    """Chain and sign ``new`` events in their order, to be stored so (ids ascending) now."""
     if not new:
         return
     keys: ChainKeys | None = session.info.get(_KEYS)
@@ -212,10 +219,6 @@ def _chain_new_events(session: Session, flush_context: UOWTransaction, instances
         row.mac = keys.current.sign(row.hash)
         prev = row.hash
     session.info[_CHAIN_END] = prev
-
-
-# Where this session's transaction left the chain (see _chain_new_events).
-_CHAIN_END = "aina_dsr_audit_chain_end"
 
 
 @event.listens_for(Session, "after_transaction_end")

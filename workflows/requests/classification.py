@@ -92,6 +92,35 @@ def opening_clock(
     return None, None
 
 
+class OpeningClocks:
+    """:func:`opening_clock` for a batch of new requests, each clock worked out once.
+
+    A batch's requests come at one moment in a few kinds: fifty letters need
+    a handful of deadlines, not fifty walks through the calendar.
+    """
+
+    def __init__(self, kinds: Mapping[RequestKind, KindSpec], calendar: WorkingCalendar) -> None:
+        self._kinds = kinds
+        self._calendar = calendar
+        self._known: dict[tuple[object, ...], tuple[datetime | None, datetime | None]] = {}
+
+    def of(
+        self,
+        kind: RequestKind,
+        candidates: tuple[RequestKind, ...],
+        received_at: datetime,
+        *,
+        documents: bool,
+    ) -> tuple[datetime | None, datetime | None]:
+        """:func:`opening_clock` of a request of the batch."""
+        key = (kind, candidates, received_at, documents)
+        if key not in self._known:
+            self._known[key] = opening_clock(
+                kind, candidates, received_at, self._kinds, self._calendar, documents=documents
+            )
+        return self._known[key]
+
+
 def clock_for_kind(
     spec: KindSpec,
     received_at: datetime,

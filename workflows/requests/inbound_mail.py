@@ -25,6 +25,7 @@ from workflows.outbox.queue import NewMessage, enqueue_many
 from workflows.persistence.tables import InboundMail
 from workflows.privacy.vault import Vault
 from workflows.requests.mail_caps import Cap, Caps, Ledger, read_ledger, told_already
+from workflows.requests.queries import message_references
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,15 @@ class InboundRecord:
     sender_index: str | None = None  # the blind index of the sender's mailbox (the caps')
     answered_unverified: bool = False  # answered at an address nobody has verified
     raw: bytes | None = None  # kept for staff, stored encrypted; ``None``: not kept
+
+
+@dataclass(frozen=True)
+class BatchLookup:
+    """What the desk knows of a batch's letters before it plans them."""
+
+    known: set[str]  # the mail keys recorded already
+    ledger: Ledger  # the hour's counts of their senders (see workflows.requests.mail_caps)
+    requests: dict[str, tuple[str, int]]  # Message-ID -> (reference, request id) of requests
 
 
 # The notices a record makes the desk send: given the record's place in its batch and its row id.
@@ -65,23 +75,26 @@ class InboundMailLog:
             )
             return outcome
 
-    async def known(self, mail_keys: Iterable[str]) -> set[str]:
-        """Which of these letters are recorded already, in one query."""
-        wanted = sorted(set(mail_keys))
-        if not wanted:
-            return set()
-        async with self._sessions() as session:
-            rows = await session.scalars(
-                select(InboundMail.mail_key).where(InboundMail.mail_key.in_(wanted))
-            )
-            return set(rows)
+    async def look_up(
+        self,
+        mail_keys: Iterable[str],
+        caps: Caps,
+        senders: tuple[Iterable[str], Iterable[str]],
+        message_ids: Iterable[str],
+    ) -> BatchLookup:
+        """What the desk knows of a batch of letters (:class:`BatchLookup`), in one session.
 
-    async def ledger(
-        self, caps: Caps, mailboxes: Iterable[str], addresses: Iterable[str]
-    ) -> Ledger:
-        """The hour's counts for these senders' mailboxes and addresses (blind indexes)."""
+        ``senders``: the blind indexes of the senders' mailboxes and addresses;
+        ``message_ids``: the Message-IDs the letters are or answer.
+        """
+        wanted = sorted(set(mail_keys))
+        known: set[str] = set()
         async with self._sessions() as session:
-            return await read_ledger(session, caps, self._clock.now(), mailboxes, addresses)
+            if wanted:
+                found = select(InboundMail.mail_key).where(InboundMail.mail_key.in_(wanted))
+                known = set(await session.scalars(found))
+            ledger = await read_ledger(session, caps, self._clock.now(), *senders)
+            return BatchLookup(known, ledger, await message_references(session, message_ids))
 
     async def told_already(self, cap: Cap, mailbox: str | None) -> bool:
         """Whether staff heard this hour of a letter ``cap`` held back (from ``mailbox``)."""
@@ -110,9 +123,9 @@ class InboundMailLog:
             return
         now = self._clock.now()
         rows = [self._row(record, now) for record in records]
-        made = await session.execute(
-            insert(InboundMail).values(rows).returning(InboundMail.id, InboundMail.mail_key)
-        )
+        # Rows as parameters, not one VALUES clause: the statement is compiled once, not per batch.
+        statement = insert(InboundMail).returning(InboundMail.id, InboundMail.mail_key)
+        made = await session.execute(statement.execution_options(render_nulls=True), rows)
         ids = {key: row_id for row_id, key in made.all()}  # the staff notices name the rows
         queued = [
             notice

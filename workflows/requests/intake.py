@@ -25,8 +25,9 @@ from workflows.identity import normalize_email
 from workflows.kinds import RequestKind
 from workflows.outbox.queue import Channel, NewMessage, enqueue_many
 from workflows.persistence.tables import AuditEvent, DataSubject, Message, Request, Verification
+from workflows.privacy.audit_batch import record_events
 from workflows.privacy.masking import mask_email
-from workflows.requests.classification import likely_kinds, opening_clock
+from workflows.requests.classification import OpeningClocks, likely_kinds
 from workflows.requests.documents import DocumentClock
 from workflows.requests.limits import ensure_can_open
 from workflows.requests.records import Evidence
@@ -55,6 +56,8 @@ class EmailOpening:
 
     A letter of kind ``unclassified`` carries the kinds it most likely is in
     ``candidates`` (none: any kind), as :meth:`Intake.open_request` takes them.
+    ``email`` is the sender's address as :func:`~workflows.identity.normalize_email`
+    gave it (the mail parser's ``sender``): it is not validated again.
     """
 
     kind: RequestKind | str
@@ -117,7 +120,7 @@ def _letter(letter: EmailOpening) -> _Filing:
         channel=Channel.EMAIL,
         language=language_or_default(letter.language),
         fields=letter.fields,
-        email=normalize_email(letter.email),
+        email=letter.email,  # normalised by the parser (see EmailOpening)
         body=letter.body,
         external_id=letter.external_id,
         evidence=letter.evidence,
@@ -226,7 +229,10 @@ class Intake(IdentityChecks, DocumentClock):
             )
             requests, events = await self._file(session, filings, subjects)
             await self._acknowledge(session, filings, requests, subjects, events)
-            views = [await self._view(session, request, fresh=True) for request in requests]
+            views = [
+                await self._view(session, request, fresh=True, subject=subject)
+                for request, subject in zip(requests, subjects, strict=True)
+            ]
             if within is not None:
                 await within(session, views)
             return views
@@ -330,28 +336,39 @@ class Intake(IdentityChecks, DocumentClock):
         references = await next_references(
             session, self._calendar.local_date(now).year, len(filings)
         )
+        clocks = OpeningClocks(self._kinds, self._calendar)
         rows = [
-            self._request_row(filing, subject, reference, now)
+            self._request_row(filing, subject, reference, now, clocks)
             for filing, subject, reference in zip(filings, subjects, references, strict=True)
         ]
-        made = await session.scalars(insert(Request).returning(Request), rows)
+        # NULLs written as NULL: rows with a clock and rows without stay one statement.
+        made = await session.scalars(
+            insert(Request).returning(Request).execution_options(render_nulls=True), rows
+        )
         by_reference = {request.reference: request for request in made}
         requests = [by_reference[reference] for reference in references]
         messages = await self._inbound_many(session, filings, requests, now)
-        events: list[AuditEvent] = []
+        opened: list[dict[str, Any]] = []
         for filing, request in zip(filings, requests, strict=True):
             if filing.evidence:
                 await self._attach(session, request, messages.get(request.id), filing.evidence)
             person = Actor(ActorKind.PERSON, filing.channel.value)
-            opened = Status.AWAITING_VERIFICATION
-            events.append(
-                self._event(session, request, person, "opened", None, opened, filing.opened())
+            status = Status.AWAITING_VERIFICATION
+            opened.append(
+                self._event_values(request, person, "opened", None, status, filing.opened())
             )
-        await session.flush()  # the audit events: their ids name the acknowledgements
+        # One INSERT for the batch's events, chained in its order; their ids name the
+        # acknowledgements.
+        events = await record_events(session, opened)
         return requests, events
 
     def _request_row(
-        self, filing: _Filing, subject: DataSubject, reference: str, now: datetime
+        self,
+        filing: _Filing,
+        subject: DataSubject,
+        reference: str,
+        now: datetime,
+        clocks: OpeningClocks,
     ) -> dict[str, Any]:
         """A new request's row: unverified, its clock running where it starts on receipt.
 
@@ -359,14 +376,8 @@ class Intake(IdentityChecks, DocumentClock):
         the letter encloses came with it.
         """
         received = filing.received or now
-        started, due = opening_clock(
-            filing.kind,
-            filing.likely,
-            received,
-            self._kinds,
-            self._calendar,
-            documents=bool(filing.evidence) or filing.channel is Channel.POST,
-        )
+        documents = bool(filing.evidence) or filing.channel is Channel.POST
+        started, due = clocks.of(filing.kind, filing.likely, received, documents=documents)
         return {
             "reference": reference,
             "kind": filing.kind.value,

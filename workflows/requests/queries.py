@@ -217,20 +217,8 @@ class Queries(Records):
 
         Ids the desk does not know are left out.
         """
-        wanted = sorted({external.strip() for external in external_ids if external.strip()})
-        if not wanted:
-            return {}
-        found: dict[str, tuple[str, int]] = {}
         async with self._sessions() as session:
-            rows = await session.execute(
-                select(Message.external_id, Request.reference, Request.id)
-                .join(Request, Request.id == Message.request_id)
-                .where(Message.external_id.in_(wanted))
-                .order_by(Message.id)
-            )
-            for external, reference, request_id in rows.all():
-                found.setdefault(str(external), (reference, request_id))
-        return found
+            return await message_references(session, external_ids)
 
     async def message_ids(self, reference: str, channel: Channel | str) -> list[tuple[str, str]]:
         """(direction, external id) of a request's messages on ``channel``, oldest first."""
@@ -300,3 +288,22 @@ class Queries(Records):
     async def _read(self, query: Any) -> Any:
         async with self._sessions() as session:
             return await session.execute(query)
+
+
+async def message_references(
+    session: AsyncSession, external_ids: Iterable[str]
+) -> dict[str, tuple[str, int]]:
+    """:meth:`Queries.references_for_messages` in the caller's session."""
+    wanted = sorted({external.strip() for external in external_ids if external.strip()})
+    if not wanted:
+        return {}
+    found: dict[str, tuple[str, int]] = {}
+    rows = await session.execute(
+        select(Message.external_id, Request.reference, Request.id)
+        .join(Request, Request.id == Message.request_id)
+        .where(Message.external_id.in_(wanted))
+        .order_by(Message.id)
+    )
+    for external, reference, request_id in rows.all():
+        found.setdefault(str(external), (reference, request_id))
+    return found

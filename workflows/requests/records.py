@@ -164,25 +164,37 @@ class Records:
         to_status: str | None,
         details: dict[str, Any],
     ) -> AuditEvent:
+        values = self._event_values(request, actor, action, from_status, to_status, details)
+        return record_event(session, **values)
+
+    def _event_values(
+        self,
+        request: Request,
+        actor: Actor,
+        action: str,
+        from_status: str | None,
+        to_status: str | None,
+        details: dict[str, Any],
+    ) -> dict[str, Any]:
+        """An event's arguments of :func:`record_event` (or, many at once, ``record_events``)."""
         actor_id: str | None = None
         if actor.kind is ActorKind.STAFF:
             actor_id = str(actor.staff_id)
         elif actor.kind is ActorKind.PERSON:
             actor_id = f"subject:{request.subject_id}"
-        return record_event(
-            session,
-            request_id=request.id,
-            reference=request.reference,
-            at=self._clock.now(),
-            actor=actor.kind.value,
-            actor_id=actor_id,
-            actor_name=actor.name,
-            channel=actor.channel,
-            action=action,
-            from_status=str(from_status) if from_status is not None else None,
-            to_status=str(to_status) if to_status is not None else None,
-            details=details,
-        )
+        return {
+            "request_id": request.id,
+            "reference": request.reference,
+            "at": self._clock.now(),
+            "actor": actor.kind.value,
+            "actor_id": actor_id,
+            "actor_name": actor.name,
+            "channel": actor.channel,
+            "action": action,
+            "from_status": str(from_status) if from_status is not None else None,
+            "to_status": str(to_status) if to_status is not None else None,
+            "details": details,
+        }
 
     async def _approvers(self, session: AsyncSession, request: Request) -> dict[str, str]:
         """Staff who have approved this request, as it is now (since its last change of kind)."""
@@ -360,9 +372,14 @@ class Records:
         *,
         with_events: bool = False,
         fresh: bool = False,
+        subject: DataSubject | None = None,
     ) -> RequestView:
-        """The request as channels see it; ``fresh``: made in this transaction (no approvals)."""
-        subject = await session.get_one(DataSubject, request.subject_id)
+        """The request as channels see it; ``fresh``: made in this transaction (no approvals).
+
+        ``subject``: the request's data subject, when the caller holds it already.
+        """
+        if subject is None or subject.id != request.subject_id:
+            subject = await session.get_one(DataSubject, request.subject_id)
         fields = dict(self._vault.decrypt_json(request.fields_enc) or {})
         four_eyes = RequestKind(request.kind) in self._four_eyes and not fresh
         return RequestView(
