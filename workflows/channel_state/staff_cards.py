@@ -32,16 +32,20 @@ class StaffCards:
             card = await session.get(StaffCard, request_id)
             return CardMessage(card.chat_id, card.message_id) if card is not None else None
 
-    async def remember(self, request_id: int, chat_id: int, message_id: int) -> None:
-        """Records the message just posted as the request's card (replacing an older one)."""
+    async def write(
+        self, session: AsyncSession, request_id: int, chat_id: int, message_id: int
+    ) -> None:
+        """Records a message just posted as the request's card (replacing an older one).
+
+        In the caller's transaction: the outbox writes it with the delivery's record.
+        """
         now = self._clock.now()
-        async with self._sessions.begin() as session:
-            statement = upsert(session, StaffCard).values(
-                request_id=request_id, chat_id=chat_id, message_id=message_id, updated_at=now
+        statement = upsert(session, StaffCard).values(
+            request_id=request_id, chat_id=chat_id, message_id=message_id, updated_at=now
+        )
+        await session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["request_id"],
+                set_={"chat_id": chat_id, "message_id": message_id, "updated_at": now},
             )
-            await session.execute(
-                statement.on_conflict_do_update(
-                    index_elements=["request_id"],
-                    set_={"chat_id": chat_id, "message_id": message_id, "updated_at": now},
-                )
-            )
+        )

@@ -229,6 +229,7 @@ class OutboxDispatcher:
 
     async def _record_sent(self, message: OutgoingMessage, receipt: DeliveryReceipt) -> None:
         # Recorded at once, message by message: a crash resends at most the one in flight.
+        # What the channel keeps about it (a card's place) is written in the same commit.
         now = self._clock.now()
         async with self._sessions.begin() as session:
             recorded = await session.scalar(
@@ -256,6 +257,9 @@ class OutboxDispatcher:
                         created_at=now,
                     )
                 )
+            if receipt.keep is not None:
+                # Kept even when another dispatcher took the claim: the message went out.
+                await receipt.keep(session)
         if recorded is None:
             # The one way a message goes out twice: a delivery that outlasted its claim.
             log.error(
