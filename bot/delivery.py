@@ -42,7 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.reachability import mark_unreachable
 from bot.telegram_text import shorten, split
-from workflows.channel_state.staff_cards import StaffCards
+from workflows.channel_state.staff_cards import CardMessage, StaffCards
 from workflows.clock import Clock
 from workflows.metrics import count_telegram_error
 from workflows.outbox.queue import (
@@ -72,12 +72,15 @@ class Rendered:
     """A message ready for Telegram: HTML text (already escaped) and its keyboard.
 
     ``card_request_id`` marks a request's card in the staff group, kept as one
-    message that is edited in place.
+    message that is edited in place; ``card_at`` is where it is, when the
+    renderer read that with the card (``card_known``), else it is looked up.
     """
 
     text: str
     reply_markup: Markup | None = None
     card_request_id: int | None = None
+    card_known: bool = False
+    card_at: CardMessage | None = None
     # A staff message about a request goes into the thread of its card.
     thread_request_id: int | None = None
     # Files sent after the text (an access report's PDF and JSON): (filename, content).
@@ -296,7 +299,7 @@ class TelegramPort:
         A card is one message, edited in place: if the renderer's own fitting fell
         short, it is cut here rather than refused."""
         text = shorten(rendered.text)
-        card = await self._cards.find(request_id)
+        card = rendered.card_at if rendered.card_known else await self._cards.find(request_id)
         if card is not None and card.chat_id == chat_id:
             message_id = card.message_id
             markup = rendered.reply_markup

@@ -56,7 +56,13 @@ class OutboxRenderer:
             # The person is on the staff list: not theirs to approve (workflows.requests.approvals).
             filed_by_staff=self._config.is_staff(view.subject_telegram_user_id),
         )
-        return Rendered(text, card_keyboard(view, texts), card_request_id=view.id)
+        return Rendered(
+            text,
+            card_keyboard(view, texts),
+            card_request_id=view.id,
+            card_known=True,
+            card_at=facts.card_at,
+        )
 
     def _previewed(self, view: RequestView) -> bool:
         """Whether the card of ``view`` shows a preview of the work (an access report)."""

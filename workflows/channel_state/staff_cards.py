@@ -29,8 +29,7 @@ class StaffCards:
     async def find(self, request_id: int) -> CardMessage | None:
         """The message that is the request's card, or None before one was posted."""
         async with self._sessions() as session:
-            card = await session.get(StaffCard, request_id)
-            return CardMessage(card.chat_id, card.message_id) if card is not None else None
+            return await card_message(session, request_id)
 
     async def write(
         self, session: AsyncSession, request_id: int, chat_id: int, message_id: int
@@ -49,3 +48,9 @@ class StaffCards:
                 set_={"chat_id": chat_id, "message_id": message_id, "updated_at": now},
             )
         )
+
+
+async def card_message(session: AsyncSession, request_id: int) -> CardMessage | None:
+    """:meth:`StaffCards.find` in the caller's session (the card's other reads)."""
+    card = await session.get(StaffCard, request_id)
+    return CardMessage(card.chat_id, card.message_id) if card is not None else None

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from workflows.channel_state.staff_cards import CardMessage, card_message
 from workflows.errors import RequestNotFound
 from workflows.outbox.queue import Channel
 from workflows.persistence.tables import Attachment, Customer, DataSubject, Message, Request
@@ -32,6 +33,8 @@ class CardFacts:
     customer_id: str | None  # the directory's id of the matched customer
     # What the desk holds about the person (an access preview), when asked for.
     holdings: DeskHoldings | None = None
+    # Where the card sits in the staff group, if it was posted (edited in place).
+    card_at: CardMessage | None = None
 
 
 @dataclass(frozen=True)
@@ -169,6 +172,7 @@ class Queries(Records):
                 contacts=self._contacts(subject),
                 customer_id=await self._customer_external_id(session, request),
                 holdings=await held_about(session, self._vault, subject) if held else None,
+                card_at=await card_message(session, request.id),
             )
 
     async def subject_contacts(self, reference: str) -> dict[str, str]:
