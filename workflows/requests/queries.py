@@ -323,3 +323,11 @@ async def message_references(
     for external, reference, request_id in rows.all():
         found.setdefault(str(external), (reference, request_id))
     return found
+
+
+async def filed_reference(session: AsyncSession, external_id: str | None) -> str | None:
+    """:meth:`Queries.reference_for_message` in the caller's session (None: no id)."""
+    if external_id is None:
+        return None
+    found = await message_references(session, [external_id])
+    return found[external_id.strip()][0] if external_id.strip() in found else None
