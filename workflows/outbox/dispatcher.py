@@ -104,7 +104,7 @@ class OutboxDispatcher:
         # Its rounds, as /metrics counts them: "outbox email", "outbox telegram".
         self.loop_name = "outbox " + "+".join(sorted(str(channel) for channel in self._ports))
 
-    async def _claim(self) -> list[int]:
+    async def _claim(self) -> list[OutgoingMessage]:
         # What this process delivered already is recorded, never claimed to be sent again.
         return await self._claims.claim(exclude=list(self._unrecorded))
 
@@ -119,14 +119,13 @@ class OutboxDispatcher:
                 # Vouched for before anything is claimed, so no one takes this one for dead.
                 await self._owners.hold(self.token)
                 await self._record_unrecorded()
-                claimed = await self._claim()
-                messages = await self._claims.load(claimed)
+                messages = await self._claim()
                 for route, port in self._ports.items():
                     # A port may read what the whole batch needs at once (PreparingPort).
                     if isinstance(port, PreparingPort):
                         await port.prepare([m for m in messages if m.channel is route])
                 await self._deliver_batch(messages)
-                return len(claimed)
+                return len(messages)
 
     async def _deliver_batch(self, messages: list[OutgoingMessage]) -> None:
         # The claim is renewed as the batch goes, so it never outlives its lease while
