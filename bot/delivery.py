@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 
 from aiogram import Bot
 from aiogram.enums import ParseMode
@@ -41,7 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.reachability import mark_unreachable
 from bot.telegram_text import shorten, split
-from workflows.channel_state.staff_cards import StaffCards
+from workflows.channel_state.staff_cards import CardMessage, StaffCards
 from workflows.clock import Clock
 from workflows.metrics import count_telegram_error
 from workflows.outbox.queue import (
@@ -71,12 +72,15 @@ class Rendered:
     """A message ready for Telegram: HTML text (already escaped) and its keyboard.
 
     ``card_request_id`` marks a request's card in the staff group, kept as one
-    message that is edited in place.
+    message that is edited in place; ``card_at`` is where it is, when the
+    renderer read that with the card (``card_known``), else it is looked up.
     """
 
     text: str
     reply_markup: Markup | None = None
     card_request_id: int | None = None
+    card_known: bool = False
+    card_at: CardMessage | None = None
     # A staff message about a request goes into the thread of its card.
     thread_request_id: int | None = None
     # Files sent after the text (an access report's PDF and JSON): (filename, content).
@@ -192,9 +196,17 @@ class TelegramPort:
         delay = self._limiter.reserve(chat_id)
         if delay > 0:
             raise RetryLater("rate limit", delay=delay)
+        keep = None
         try:
             if message.audience is Audience.STAFF_GROUP and rendered.card_request_id is not None:
-                message_id = await self._card(chat_id, rendered.card_request_id, rendered)
+                message_id, posted = await self._card(chat_id, rendered.card_request_id, rendered)
+                if posted:  # its place is kept with the delivery's record, in one commit
+                    keep = partial(
+                        self._cards.write,
+                        request_id=rendered.card_request_id,
+                        chat_id=chat_id,
+                        message_id=message_id,
+                    )
             else:
                 reply_to = await self._card_message(chat_id, rendered.thread_request_id)
                 message_id = await self._send_all(chat_id, rendered, reply_to)
@@ -229,7 +241,7 @@ class TelegramPort:
         except TelegramAPIError as exc:
             _count(exc)
             raise
-        return DeliveryReceipt(external_id=f"{chat_id}:{message_id}", body=rendered.text)
+        return DeliveryReceipt(external_id=f"{chat_id}:{message_id}", body=rendered.text, keep=keep)
 
     def _chat_of(self, message: OutgoingMessage) -> int:
         if message.audience is Audience.STAFF_GROUP:
@@ -281,11 +293,13 @@ class TelegramPort:
             return None
         return card.message_id
 
-    async def _card(self, chat_id: int, request_id: int, rendered: Rendered) -> int:
-        # A card is one message, edited in place: if the renderer's own fitting fell
-        # short, it is cut here rather than refused.
+    async def _card(self, chat_id: int, request_id: int, rendered: Rendered) -> tuple[int, bool]:
+        """The card's message id, and whether it was posted now (not edited in place).
+
+        A card is one message, edited in place: if the renderer's own fitting fell
+        short, it is cut here rather than refused."""
         text = shorten(rendered.text)
-        card = await self._cards.find(request_id)
+        card = rendered.card_at if rendered.card_known else await self._cards.find(request_id)
         if card is not None and card.chat_id == chat_id:
             message_id = card.message_id
             markup = rendered.reply_markup
@@ -297,14 +311,12 @@ class TelegramPort:
                     parse_mode=ParseMode.HTML,
                     reply_markup=markup if isinstance(markup, InlineKeyboardMarkup) else None,
                 )
-                return message_id
+                return message_id, False
             except TelegramBadRequest as exc:
                 reason = exc.message.lower()
                 if "message is not modified" in reason:
-                    return message_id
+                    return message_id, False
                 if "message to edit not found" not in reason:
                     raise
                 log.warning("card of request %s was deleted; posting a new one", request_id)
-        message_id = await self._send(chat_id, text, rendered.reply_markup)
-        await self._cards.remember(request_id, chat_id, message_id)
-        return message_id
+        return await self._send(chat_id, text, rendered.reply_markup), True

@@ -36,6 +36,15 @@ def visible_length(text: str) -> int:
     return sum(atom.width for atom in _atoms(text))
 
 
+def fits(text: str, limit: int) -> bool:
+    """Whether ``visible_length(text) <= limit``, without parsing a text short enough.
+
+    Parsing never makes a text longer: a tag counts nothing and an entity no more
+    than the characters spelling it, so a text whose raw length fits fits.
+    """
+    return units(text) <= limit or visible_length(text) <= limit
+
+
 @dataclass(frozen=True)
 class _Atom:
     """A tag (no width) or one visible character (a letter or an entity)."""
@@ -75,7 +84,7 @@ def _opening(stack: tuple[_Atom, ...]) -> str:
 
 def split(text: str, limit: int = TEXT_LIMIT) -> list[str]:
     """``text`` as pieces of at most ``limit`` each, cut at a line break where one is near."""
-    if visible_length(text) <= limit:
+    if fits(text, limit):
         return [text]
     atoms = _atoms(text)
     pieces: list[str] = []
@@ -94,7 +103,7 @@ def split(text: str, limit: int = TEXT_LIMIT) -> list[str]:
 
 def shorten(text: str, limit: int = TEXT_LIMIT) -> str:
     """``text`` cut to at most ``limit`` (an ellipsis included) with its tags closed."""
-    if visible_length(text) <= limit:
+    if fits(text, limit):
         return text
     atoms = _atoms(text)
     cut, stack = _cut(atoms, 0, (), limit - units(ELLIPSIS), lines=False)

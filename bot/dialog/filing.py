@@ -43,14 +43,10 @@ async def file_request(
         else None
     )
     # The summary's own id: a press again after a failure half-way (filed, the rest
-    # not done) finds the request filed already instead of filing it twice.
+    # not done) finds the request filed already instead of filing it twice (``once``).
     summary_id = f"tg:{query.message.chat.id}:{query.message.message_id}"
-    filed = await service.reference_for_message(summary_id)
     try:
-        if filed is not None:
-            view = await service.get(filed)
-        else:
-            view = await _open(query, data, service, bot, language, summary_id, contact)
+        view = await _open(query, data, service, bot, language, summary_id, contact)
     except TooManyOpen as exc:
         # The dialog stays at its summary: once one request is closed or cancelled, Send works.
         await query.message.edit_reply_markup(reply_markup=None)
@@ -118,4 +114,5 @@ async def _open(
         external_id=external_id,
         evidence=evidence,
         contact=contact,  # filed and verified in one go
+        once=True,
     )

@@ -110,7 +110,7 @@ def card_text(
         )
 
     full = render(WORDS_LIMIT)
-    if telegram_text.visible_length(full) <= limit:
+    if telegram_text.fits(full, limit):
         return full
     pointer = "\n\n" + texts("staff.card.shortened", reference=view.reference)
     budget = limit - telegram_text.visible_length(pointer)
@@ -119,7 +119,7 @@ def card_text(
     while low <= high:
         middle = (low + high) // 2
         text = render(middle)
-        if telegram_text.visible_length(text) <= budget:
+        if telegram_text.fits(text, budget):
             best, low = text, middle + 1
         else:
             high = middle - 1

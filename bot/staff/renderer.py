@@ -17,6 +17,7 @@ from workflows.i18n import render_notification
 from workflows.kinds import RequestKind
 from workflows.outbox.queue import Audience, Channel, OutgoingMessage
 from workflows.requests.service import RequestService
+from workflows.snapshots import RequestView
 
 
 class OutboxRenderer:
@@ -35,13 +36,13 @@ class OutboxRenderer:
         self._fulfilment = fulfilment
 
     async def card(self, reference: str) -> Rendered:
-        # One read of the request for the whole card (names of files only, never the files).
-        facts = await self._service.card_facts(reference)
+        # One read of the request for the whole card (names of files only, never the files),
+        # with what the desk holds about the person when the card previews an access report.
+        facts = await self._service.card_facts(reference, holdings_if=self._previewed)
         view, attachments = facts.view, facts.attachments
         texts = Texts(self._config.staff_language, self._config.info)
         preview = None
-        spec = self._service.kinds.get(RequestKind(view.kind))
-        if spec is not None and spec.preview and view.status in PREVIEWED:
+        if self._previewed(view):
             preview = await self._fulfilment.preview_of(facts)
         text = card_text(
             view,
@@ -55,7 +56,20 @@ class OutboxRenderer:
             # The person is on the staff list: not theirs to approve (workflows.requests.approvals).
             filed_by_staff=self._config.is_staff(view.subject_telegram_user_id),
         )
-        return Rendered(text, card_keyboard(view, texts), card_request_id=view.id)
+        return Rendered(
+            text,
+            card_keyboard(view, texts),
+            card_request_id=view.id,
+            card_known=True,
+            card_at=facts.card_at,
+        )
+
+    def _previewed(self, view: RequestView) -> bool:
+        """Whether the card of ``view`` shows a preview of the work (an access report)."""
+        kind = RequestKind(view.kind)
+        spec = self._service.kinds.get(kind)
+        previewed = spec is not None and spec.preview and view.status in PREVIEWED
+        return previewed and kind is RequestKind.ACCESS
 
     async def __call__(self, message: OutgoingMessage) -> Rendered:
         if message.template == "staff_card" and message.reference:

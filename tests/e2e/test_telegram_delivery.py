@@ -5,11 +5,13 @@ from __future__ import annotations
 import html
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from aiogram import Bot
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import event, select
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.delivery import RateLimits, Rendered, SendRateLimiter, TelegramPort
 from tests.botapi import BotAPI
@@ -212,6 +214,50 @@ async def test_a_deleted_card_is_posted_again_and_remembered(
         [card] = (await session.scalars(select(StaffCard))).all()
     assert card.message_id == second.result["message_id"] != first.result["message_id"]
     assert card.updated_at == clock.now()
+
+
+async def test_a_card_posted_when_its_record_failed_is_kept_with_the_record_and_edited_next(
+    service: RequestService,
+    engine: AsyncEngine,
+    bot: Bot,
+    api: BotAPI,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+) -> None:
+    # The card's place is written in its delivery's record (one commit): when that record
+    # fails and is made again, the place comes with it, and the card stays one message.
+    failing = [True]
+
+    @event.listens_for(engine.sync_engine, "before_cursor_execute")
+    def refuse_sent(_c: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if failing[0] and statement.startswith("UPDATE outbox") and "sent_at" in statement:
+            raise OperationalError(statement, None, Exception("disk I/O error"))
+
+    async def pause(_seconds: float) -> None:
+        failing[0] = False  # the error passes while the dispatcher waits
+
+    telegram = TelegramPort(
+        bot, CardRenderer(sessions), staff_chat_id=STAFF_CHAT, sessions=sessions, clock=clock
+    )
+    outbox = OutboxDispatcher(sessions, vault, clock, {Channel.TELEGRAM: telegram}, pause=pause)
+    reference = await verified_request(service)
+    try:
+        await drain(outbox, sessions, clock)
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", refuse_sent)
+    assert not failing[0], "a record failed once"
+    [posted] = [c for c in api.sent_to(STAFF_CHAT) if c.method == "sendMessage"]
+    async with sessions() as session:
+        [card] = (await session.scalars(select(StaffCard))).all()
+    assert card.message_id == posted.result["message_id"]
+
+    clock.advance(seconds=1)
+    await service.take(reference, DANA)
+    await outbox.run_once()
+
+    assert [c.method for c in api.sent_to(STAFF_CHAT)] == ["sendMessage", "editMessageText"]
+    assert {r.status for r in await outbox_rows(sessions)} == {"sent"}
 
 
 async def test_flood_control_waits_as_long_as_telegram_says_then_sends_once(

@@ -134,3 +134,26 @@ async def test_a_known_customer_reads_the_directorys_data_and_the_desks(
     categories = document["categories"]
     assert isinstance(categories, dict)
     assert categories["iin"] is True and categories["purchases"] is True
+
+
+async def test_a_staff_cards_facts_carry_the_same_holdings_as_a_read_of_their_own(
+    service: RequestService,
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    clock: FrozenClock,
+) -> None:
+    # The card reads what the desk holds in its own session (one read, not two):
+    # the same holdings, and the same preview, as read apart.
+    fulfilment = Fulfilment(service, SqlDirectory(sessions, vault, clock), clock)
+    earlier = await filed(service, "unsubscribe", STRANGER_PHONE)
+    await fulfilment.approve(earlier, DANA)
+    reference = await filed(service, "access", STRANGER_PHONE, body="What do you hold about me?")
+
+    facts = await service.card_facts(reference, holdings_if=lambda view: view.kind == "access")
+
+    assert facts.holdings is not None
+    assert facts.holdings == await service.desk_holdings(reference)
+    assert [r.reference for r in facts.holdings.requests] == [earlier, reference]
+    assert await fulfilment.preview_of(facts) == await fulfilment.preview(reference)
+    assert (await service.card_facts(reference)).holdings is None
+    assert (await service.card_facts(earlier, holdings_if=lambda v: False)).holdings is None

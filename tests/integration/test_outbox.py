@@ -113,6 +113,50 @@ async def test_a_delivery_cut_short_by_a_crash_is_retried_after_its_lease(
     assert len(telegram.delivered) == 1
 
 
+class DiesAt(RecordingPort):
+    """Delivers until its ``n``-th message, where the process dies mid-batch."""
+
+    def __init__(self, channel: Channel, n: int) -> None:
+        super().__init__(channel)
+        self._n = n
+
+    async def deliver(self, message: OutgoingMessage) -> DeliveryReceipt:
+        if len(self.delivered) + 1 == self._n:
+            raise ProcessDied()
+        return await super().deliver(message)
+
+
+async def test_a_batch_cut_short_by_a_crash_keeps_what_it_sent_and_resends_only_the_rest(
+    service: RequestService,
+    sessions,
+    vault,
+    clock,  # type: ignore[no-untyped-def]
+) -> None:
+    # The batch is claimed (and read) in one transaction, each delivery recorded as it
+    # goes: a crash at the third message leaves two sent and recorded, none sent again.
+    for user in range(3):
+        await service.open_request(
+            kind="access", channel="telegram", language="en", telegram_user_id=ALICE + user
+        )
+    dying_port = DiesAt(Channel.TELEGRAM, 3)
+    dying = dispatcher(sessions, vault, clock, dying_port)
+    with pytest.raises(ProcessDied):
+        await dying.run_once()
+    assert len(dying_port.delivered) == 2
+    async with sessions() as session:
+        rows = (await session.scalars(select(OutboxItem).order_by(OutboxItem.id))).all()
+    assert [r.status for r in rows] == ["sent", "sent", "sending"]
+
+    telegram = RecordingPort(Channel.TELEGRAM)
+    successor = dispatcher(sessions, vault, clock, telegram)
+    clock.advance(minutes=3)  # past the dead one's lease
+    assert await successor.run_once() == 1
+    clock.advance(minutes=3)
+    assert await successor.run_once() == 0
+    assert [m.id for m in telegram.delivered] == [rows[2].id]
+    assert {m.id for m in dying_port.delivered} == {rows[0].id, rows[1].id}
+
+
 async def test_one_key_is_one_message(sessions, vault, clock) -> None:  # type: ignore[no-untyped-def]
     for _ in range(3):
         async with sessions.begin() as session:

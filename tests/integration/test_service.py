@@ -398,3 +398,36 @@ async def test_references_follow_the_local_year(
         kind="complaint", channel="telegram", language="en", telegram_user_id=2
     )
     assert view.reference == "DSR-2027-000001"
+
+
+async def test_a_summary_filed_already_is_not_filed_again_when_confirmed_once_more(
+    service: RequestService, sessions: async_sessionmaker[AsyncSession], vault: Vault
+) -> None:
+    # The bot files with ``once``: a press again after a failure half-way finds the
+    # request in the filing's own transaction, filed and verified once.
+    async def confirm() -> str:
+        view = await service.open_request(
+            kind="access",
+            channel="telegram",
+            language="en",
+            telegram_user_id=ALICE,
+            external_id="tg:700100:42",
+            contact=SharedContact(user_id=ALICE, phone="+77011234567"),
+            once=True,
+        )
+        assert view.verified_by == "telegram_contact"
+        return view.reference
+
+    first = await confirm()
+    outbox_before = await outbox(sessions, vault)
+    assert await confirm() == first
+
+    assert [v.reference for v in await service.list_requests(telegram_user_id=ALICE)] == [first]
+    assert await outbox(sessions, vault) == outbox_before
+    async with sessions() as session:
+        events = await session.scalar(select(func.count(AuditEvent.id)))
+    assert events == 2  # opened, verified: nothing more
+    other = await service.open_request(
+        kind="access", channel="telegram", language="en", telegram_user_id=ALICE, once=True
+    )
+    assert other.reference != first  # without a message id: a request of its own

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from bot.telegram_text import TEXT_LIMIT, shorten, split, visible_length
+from bot.telegram_text import TEXT_LIMIT, fits, shorten, split, visible_length
 
 TAG = re.compile(r"<(/?)(\w+)[^>]*>")
 
@@ -83,3 +83,22 @@ def test_a_cut_never_splits_a_character_outside_the_bmp() -> None:
 
     assert visible_length(short) <= TEXT_LIMIT
     assert readable(short) == "😀" * (len(readable(short)) - 1) + "…"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["plain", "<b>bold</b> &lt;x&gt;", "&#128512; 😀 &amp;", "<a href='x'>&nGt;</a>", "a" * 10],
+)
+def test_a_text_fits_exactly_when_its_visible_length_does(text: str) -> None:
+    # ``fits`` skips the parse for a text whose raw length fits: never a different answer.
+    for limit in range(0, 30):
+        assert fits(text, limit) == (visible_length(text) <= limit), limit
+
+
+def test_no_entity_is_longer_than_its_spelling() -> None:
+    # What ``fits`` relies on: parsing never makes a text longer.
+    from html.entities import html5
+
+    for name in html5:
+        assert visible_length(f"&{name}") <= len(f"&{name}".encode("utf-16-le")) // 2, name
+    assert fits("&#128512;", 2) and not fits("&#128512;", 1)

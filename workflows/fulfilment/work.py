@@ -37,6 +37,7 @@ from workflows.fulfilment.failures import (
 from workflows.fulfilment.processing import ProcessingFacts
 from workflows.i18n import DeskInfo
 from workflows.kinds import RequestKind
+from workflows.requests.holdings import DeskHoldings
 from workflows.requests.queries import CardFacts
 from workflows.requests.records import DESK, Evidence
 from workflows.requests.service import RequestService
@@ -108,17 +109,21 @@ class Fulfilment:
         if view.kind != RequestKind.ACCESS.value:
             return None
         customer = await self._customer_from(facts.customer_id, facts.contacts)
-        return (await self._report(view, customer)).preview()
+        return (await self._report(view, customer, facts.holdings)).preview()
 
-    async def _report(self, view: RequestView, customer: CustomerRecord | None) -> AccessReport:
-        """The access report of ``view``: the customer list's data and the desk's own."""
+    async def _report(
+        self, view: RequestView, customer: CustomerRecord | None, desk: DeskHoldings | None = None
+    ) -> AccessReport:
+        """The access report of ``view``: the customer list's data and the desk's own.
+
+        ``desk``: what the desk holds, if read already (with the card's facts)."""
         return build_access_report(
             customer,
             reference=view.reference,
             language=view.language,
             now=self._clock.now(),
             timezone=self._timezone,
-            desk=await self._service.desk_holdings(view.reference),
+            desk=desk if desk is not None else await self._service.desk_holdings(view.reference),
             processing=self._processing,
             info=self._info,
         )

@@ -21,7 +21,7 @@ from collections.abc import Collection, Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, or_, select, update
+from sqlalchemy import ColumnElement, Row, and_, case, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from workflows.clock import Clock
@@ -65,8 +65,10 @@ class OutboxClaims:
         self._batch = batch
         self._holds = holds
 
-    async def claim(self, exclude: Collection[int] = ()) -> list[int]:
-        """Claim up to a batch of due rows (not those in ``exclude``); their ids, oldest first.
+    async def claim(self, exclude: Collection[int] = ()) -> list[OutgoingMessage]:
+        """Claim up to a batch of due rows (not those in ``exclude``), oldest first.
+
+        The rows claimed are read as messages in the claim's own transaction.
 
         Due: pending and their time has come or released to this dispatcher (a held
         notice whose update's dialog writes are committed), or claimed by a dispatcher
@@ -138,10 +140,12 @@ class OutboxClaims:
                 .execution_options(synchronize_session=False)
             )
             claimed = set(taken)
+            ids = [item_id for item_id in wanted if item_id in claimed]
+            loaded = await self._rows(session, ids)
         self._forget(released, wanted, claimed)
         if gone:
             log.info("outbox: took back the claims of %d dispatcher(s) gone", len(gone))
-        return [item_id for item_id in wanted if item_id in claimed]
+        return self._messages(loaded, ids)
 
     def _forget(
         self, released: frozenset[int], wanted: list[int], claimed: Collection[int] = ()
@@ -170,25 +174,36 @@ class OutboxClaims:
         if not ids:
             return []
         async with self._sessions() as session:
-            rows = await session.execute(
-                select(OutboxItem, Request.reference)
-                .outerjoin(Request, Request.id == OutboxItem.request_id)
-                .where(OutboxItem.id.in_(ids))
+            found = await self._rows(session, ids)
+        return self._messages(found, ids)
+
+    async def _rows(self, session: AsyncSession, ids: list[int]) -> Sequence[Row[OutboxItem, str]]:
+        if not ids:
+            return []
+        rows = await session.execute(
+            select(OutboxItem, Request.reference)
+            .outerjoin(Request, Request.id == OutboxItem.request_id)
+            .where(OutboxItem.id.in_(ids))
+        )
+        return rows.all()
+
+    def _messages(
+        self, rows: Sequence[Row[OutboxItem, str]], ids: list[int]
+    ) -> list[OutgoingMessage]:
+        found = {
+            item.id: OutgoingMessage(
+                id=item.id,
+                idempotency_key=item.idempotency_key,
+                reference=reference,
+                channel=Channel(item.channel),
+                audience=Audience(item.audience),
+                address=self._vault.decrypt(item.address_enc),
+                template=item.template,
+                language=item.language,
+                params=self._vault.decrypt_json(item.params_enc) or {},
+                attempt=item.attempts,
+                request_id=item.request_id,
             )
-            found = {
-                item.id: OutgoingMessage(
-                    id=item.id,
-                    idempotency_key=item.idempotency_key,
-                    reference=reference,
-                    channel=Channel(item.channel),
-                    audience=Audience(item.audience),
-                    address=self._vault.decrypt(item.address_enc),
-                    template=item.template,
-                    language=item.language,
-                    params=self._vault.decrypt_json(item.params_enc) or {},
-                    attempt=item.attempts,
-                    request_id=item.request_id,
-                )
-                for item, reference in rows.all()
-            }
+            for item, reference in rows
+        }
         return [found[item_id] for item_id in ids if item_id in found]

@@ -104,7 +104,7 @@ class OutboxDispatcher:
         # Its rounds, as /metrics counts them: "outbox email", "outbox telegram".
         self.loop_name = "outbox " + "+".join(sorted(str(channel) for channel in self._ports))
 
-    async def _claim(self) -> list[int]:
+    async def _claim(self) -> list[OutgoingMessage]:
         # What this process delivered already is recorded, never claimed to be sent again.
         return await self._claims.claim(exclude=list(self._unrecorded))
 
@@ -119,14 +119,13 @@ class OutboxDispatcher:
                 # Vouched for before anything is claimed, so no one takes this one for dead.
                 await self._owners.hold(self.token)
                 await self._record_unrecorded()
-                claimed = await self._claim()
-                messages = await self._claims.load(claimed)
+                messages = await self._claim()
                 for route, port in self._ports.items():
                     # A port may read what the whole batch needs at once (PreparingPort).
                     if isinstance(port, PreparingPort):
                         await port.prepare([m for m in messages if m.channel is route])
                 await self._deliver_batch(messages)
-                return len(claimed)
+                return len(messages)
 
     async def _deliver_batch(self, messages: list[OutgoingMessage]) -> None:
         # The claim is renewed as the batch goes, so it never outlives its lease while
@@ -229,6 +228,7 @@ class OutboxDispatcher:
 
     async def _record_sent(self, message: OutgoingMessage, receipt: DeliveryReceipt) -> None:
         # Recorded at once, message by message: a crash resends at most the one in flight.
+        # What the channel keeps about it (a card's place) is written in the same commit.
         now = self._clock.now()
         async with self._sessions.begin() as session:
             recorded = await session.scalar(
@@ -256,6 +256,9 @@ class OutboxDispatcher:
                         created_at=now,
                     )
                 )
+            if receipt.keep is not None:
+                # Kept even when another dispatcher took the claim: the message went out.
+                await receipt.keep(session)
         if recorded is None:
             # The one way a message goes out twice: a delivery that outlasted its claim.
             log.error(

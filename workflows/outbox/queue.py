@@ -12,7 +12,7 @@ answers with a receipt or one of the errors below.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -67,10 +67,15 @@ class OutgoingMessage:
 
 @dataclass(frozen=True)
 class DeliveryReceipt:
-    """What a channel reports after delivering: its own id and the text sent."""
+    """What a channel reports after delivering: its own id and the text sent.
+
+    ``keep``: what the channel keeps about the delivery (where a staff card was
+    posted), written in the transaction that records it, so one commit does both.
+    """
 
     external_id: str | None = None
     body: str | None = None
+    keep: Callable[[AsyncSession], Awaitable[None]] | None = None
 
 
 class RetryLater(Exception):

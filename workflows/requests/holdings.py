@@ -18,6 +18,7 @@ from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from workflows.persistence.tables import Attachment, DataSubject, Message, Request, Verification
+from workflows.privacy.vault import Vault
 from workflows.requests.records import Records
 from workflows.requests.verification import VerificationMethod
 
@@ -86,92 +87,100 @@ class Holdings(Records):
         async with self._sessions() as session:
             request = await self._load(session, reference)
             subject = await session.get_one(DataSubject, request.subject_id)
-            subjects = (
-                await session.scalars(
-                    select(DataSubject).where(_same_person(subject)).order_by(DataSubject.id)
-                )
-            ).all()
-            requests = (
-                await session.scalars(
-                    select(Request)
-                    .where(Request.subject_id.in_([s.id for s in subjects]))
-                    .order_by(Request.received_at, Request.id)
-                )
-            ).all()
-            references = {r.id: r.reference for r in requests}
-            return DeskHoldings(
-                telegram_user_id=next(
-                    (str(s.telegram_user_id) for s in subjects if s.telegram_user_id), None
-                ),
-                phones=self._distinct(s.phone_enc for s in subjects),
-                emails=await self._emails(session, subjects, list(references)),
-                names=self._distinct(s.full_name_enc for s in subjects),
-                requests=tuple(
-                    HeldRequest(r.reference, r.kind, r.received_at, r.status, r.closed_at)
-                    for r in requests
-                ),
-                messages=await self._messages(session, references),
-                files=await self._files(session, references),
-            )
+            return await held_about(session, self._vault, subject)
 
-    def _distinct(self, tokens: Iterable[bytes | None]) -> tuple[str, ...]:
-        decrypted = (self._vault.decrypt(token) for token in tokens)
-        return tuple(dict.fromkeys(value for value in decrypted if value))
 
-    async def _emails(
-        self, session: AsyncSession, subjects: Sequence[DataSubject], request_ids: list[int]
-    ) -> tuple[str, ...]:
-        # The subjects' addresses, and any address a code proved for one of their requests.
-        proved = await session.scalars(
-            select(Verification.target_enc)
-            .where(
-                Verification.request_id.in_(request_ids),
-                Verification.method == VerificationMethod.EMAIL_CODE,
-                Verification.verified_at.is_not(None),
-            )
-            .order_by(Verification.id)
+async def held_about(session: AsyncSession, vault: Vault, subject: DataSubject) -> DeskHoldings:
+    """What the desk holds about the person whose data subject is ``subject``, in ``session``."""
+    subjects = (
+        await session.scalars(
+            select(DataSubject).where(_same_person(subject)).order_by(DataSubject.id)
         )
-        return self._distinct([*(s.email_enc for s in subjects), *proved])
+    ).all()
+    requests = (
+        await session.scalars(
+            select(Request)
+            .where(Request.subject_id.in_([s.id for s in subjects]))
+            .order_by(Request.received_at, Request.id)
+        )
+    ).all()
+    references = {r.id: r.reference for r in requests}
+    return DeskHoldings(
+        telegram_user_id=next(
+            (str(s.telegram_user_id) for s in subjects if s.telegram_user_id), None
+        ),
+        phones=_distinct(vault, (s.phone_enc for s in subjects)),
+        emails=await _emails(session, vault, subjects, list(references)),
+        names=_distinct(vault, (s.full_name_enc for s in subjects)),
+        requests=tuple(
+            HeldRequest(r.reference, r.kind, r.received_at, r.status, r.closed_at) for r in requests
+        ),
+        messages=await _messages(session, vault, references),
+        files=await _files(session, vault, references),
+    )
 
-    async def _messages(
-        self, session: AsyncSession, references: dict[int, str]
-    ) -> tuple[HeldMessage, ...]:
-        rows = await session.scalars(
-            select(Message)
-            .where(Message.request_id.in_(list(references)), Message.direction == "in")
-            .order_by(Message.created_at, Message.id)
-        )
-        return tuple(
-            HeldMessage(
-                references[row.request_id],
-                row.channel,
-                row.created_at,
-                self._vault.decrypt(row.body_enc) or "",
-            )
-            for row in rows
-        )
 
-    async def _files(
-        self, session: AsyncSession, references: dict[int, str]
-    ) -> tuple[HeldFile, ...]:
-        rows = await session.execute(
-            select(
-                Attachment.request_id,
-                Attachment.filename_enc,
-                Attachment.size,
-                Attachment.created_at,
-            )
-            .outerjoin(Message, Message.id == Attachment.message_id)
-            .where(
-                Attachment.request_id.in_(list(references)),
-                or_(Message.id.is_(None), Message.direction == "in"),
-            )
-            .order_by(Attachment.created_at, Attachment.id)
+def _distinct(vault: Vault, tokens: Iterable[bytes | None]) -> tuple[str, ...]:
+    decrypted = (vault.decrypt(token) for token in tokens)
+    return tuple(dict.fromkeys(value for value in decrypted if value))
+
+
+async def _emails(
+    session: AsyncSession, vault: Vault, subjects: Sequence[DataSubject], request_ids: list[int]
+) -> tuple[str, ...]:
+    # The subjects' addresses, and any address a code proved for one of their requests.
+    proved = await session.scalars(
+        select(Verification.target_enc)
+        .where(
+            Verification.request_id.in_(request_ids),
+            Verification.method == VerificationMethod.EMAIL_CODE,
+            Verification.verified_at.is_not(None),
         )
-        return tuple(
-            HeldFile(references[request_id], self._vault.decrypt(name) or "", size, at)
-            for request_id, name, size, at in rows.all()
+        .order_by(Verification.id)
+    )
+    return _distinct(vault, [*(s.email_enc for s in subjects), *proved])
+
+
+async def _messages(
+    session: AsyncSession, vault: Vault, references: dict[int, str]
+) -> tuple[HeldMessage, ...]:
+    rows = await session.scalars(
+        select(Message)
+        .where(Message.request_id.in_(list(references)), Message.direction == "in")
+        .order_by(Message.created_at, Message.id)
+    )
+    return tuple(
+        HeldMessage(
+            references[row.request_id],
+            row.channel,
+            row.created_at,
+            vault.decrypt(row.body_enc) or "",
         )
+        for row in rows
+    )
+
+
+async def _files(
+    session: AsyncSession, vault: Vault, references: dict[int, str]
+) -> tuple[HeldFile, ...]:
+    rows = await session.execute(
+        select(
+            Attachment.request_id,
+            Attachment.filename_enc,
+            Attachment.size,
+            Attachment.created_at,
+        )
+        .outerjoin(Message, Message.id == Attachment.message_id)
+        .where(
+            Attachment.request_id.in_(list(references)),
+            or_(Message.id.is_(None), Message.direction == "in"),
+        )
+        .order_by(Attachment.created_at, Attachment.id)
+    )
+    return tuple(
+        HeldFile(references[request_id], vault.decrypt(name) or "", size, at)
+        for request_id, name, size, at in rows.all()
+    )
 
 
 def _same_person(subject: DataSubject) -> ColumnElement[bool]:

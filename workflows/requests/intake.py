@@ -30,6 +30,7 @@ from workflows.privacy.masking import mask_email
 from workflows.requests.classification import OpeningClocks, likely_kinds
 from workflows.requests.documents import DocumentClock
 from workflows.requests.limits import ensure_can_open
+from workflows.requests.queries import filed_reference
 from workflows.requests.records import Evidence
 from workflows.requests.references import next_references
 from workflows.requests.states import CLOSED, Action, Status
@@ -151,6 +152,7 @@ class Intake(IdentityChecks, DocumentClock):
         send_code_to_email: bool = False,
         contact: SharedContact | None = None,
         candidates: Sequence[RequestKind | str] = (),
+        once: bool = False,
     ) -> RequestView:
         """Record a new request, unverified, with its clock where it starts on receipt.
 
@@ -173,6 +175,7 @@ class Intake(IdentityChecks, DocumentClock):
         :class:`~workflows.requests.limits.TooManyOpen`. An e-mail sender does not: a
         From address is not proven, so counting by it would let anyone fill a
         stranger's quota; the mail intake caps letters per sender instead.
+        With ``once``, a message filed already (``external_id``) returns its request.
         """
         filing = _one(
             RequestKind(kind),
@@ -189,6 +192,9 @@ class Intake(IdentityChecks, DocumentClock):
         )
         verified: RequestView | None = None
         async with self._unit() as session:
+            filed = await filed_reference(session, external_id) if once else None
+            if filed is not None:  # found in this transaction: never filed twice
+                return await self._view(session, await self._load(session, filed))
             subject = await self._sender(session, filing, telegram_user_id)
             (request,), (event,) = await self._file(session, [filing], [subject])
             if contact is not None and telegram_user_id is not None:

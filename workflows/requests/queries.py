@@ -5,7 +5,7 @@ Each method reads in a session of its own and changes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -13,9 +13,11 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from workflows.channel_state.staff_cards import CardMessage, card_message
 from workflows.errors import RequestNotFound
 from workflows.outbox.queue import Channel
 from workflows.persistence.tables import Attachment, Customer, DataSubject, Message, Request
+from workflows.requests.holdings import DeskHoldings, held_about
 from workflows.requests.records import Evidence, Records
 from workflows.requests.states import OPEN
 from workflows.snapshots import RequestView
@@ -29,6 +31,10 @@ class CardFacts:
     attachments: list[str]  # the evidence's file names
     contacts: dict[str, str]  # see RequestService.subject_contacts
     customer_id: str | None  # the directory's id of the matched customer
+    # What the desk holds about the person (an access preview), when asked for.
+    holdings: DeskHoldings | None = None
+    # Where the card sits in the staff group, if it was posted (edited in place).
+    card_at: CardMessage | None = None
 
 
 @dataclass(frozen=True)
@@ -147,16 +153,26 @@ class Queries(Records):
 
     # -- the person ------------------------------------------------------------
 
-    async def card_facts(self, reference: str) -> CardFacts:
-        """Everything a staff card shows, read in one session."""
+    async def card_facts(
+        self, reference: str, *, holdings_if: Callable[[RequestView], bool] | None = None
+    ) -> CardFacts:
+        """Everything a staff card shows, read in one session.
+
+        ``holdings_if``: whether the card of this view shows what the desk holds about
+        the person (an access preview); if so, it is read in the same session.
+        """
         async with self._sessions() as session:
             request = await self._load(session, reference)
             subject = await session.get_one(DataSubject, request.subject_id)
+            view = await self._view(session, request, with_events=True)
+            held = holdings_if is not None and holdings_if(view)
             return CardFacts(
-                view=await self._view(session, request, with_events=True),
+                view=view,
                 attachments=await self._evidence_names(session, request),
                 contacts=self._contacts(subject),
                 customer_id=await self._customer_external_id(session, request),
+                holdings=await held_about(session, self._vault, subject) if held else None,
+                card_at=await card_message(session, request.id),
             )
 
     async def subject_contacts(self, reference: str) -> dict[str, str]:
@@ -307,3 +323,11 @@ async def message_references(
     for external, reference, request_id in rows.all():
         found.setdefault(str(external), (reference, request_id))
     return found
+
+
+async def filed_reference(session: AsyncSession, external_id: str | None) -> str | None:
+    """:meth:`Queries.reference_for_message` in the caller's session (None: no id)."""
+    if external_id is None:
+        return None
+    found = await message_references(session, [external_id])
+    return found[external_id.strip()][0] if external_id.strip() in found else None
