@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, Row, and_, case, or_, select, update
@@ -92,27 +92,8 @@ class OutboxClaims:
             )
             others = {holder for holder in holders if holder is not None}
         gone = await self._owners.gone(others) if others else set()
-        pending = OutboxItem.status == OutboxStatus.PENDING.value
         released = self._holds.released() if self._holds is not None else frozenset()
-        # A held notice whose update released it to this dispatcher goes at once, in
-        # its place among the others as if it had never been held.
-        now_or_released: ColumnElement[bool] = OutboxItem.next_attempt_at <= now
-        in_turn: ColumnElement[Any] = OutboxItem.next_attempt_at.expression
-        if released:
-            now_or_released = or_(now_or_released, OutboxItem.id.in_(released))
-            in_turn = case(
-                (OutboxItem.id.in_(released), OutboxItem.created_at),
-                else_=OutboxItem.next_attempt_at,
-            )
-        due = or_(
-            and_(pending, now_or_released),
-            # A dispatcher that died mid-delivery left its lease behind...
-            and_(sending, OutboxItem.lease_until <= now),
-            # ...or is known to be dead already (its claims are free at once)...
-            and_(sending, OutboxItem.claimed_by.in_(gone)),
-            # ...or it is this one, whose last run stopped midway (runs are serial).
-            held_by(token),
-        )
+        due, in_turn = self._due(now, gone, released)
         unsent = OutboxItem.id.not_in(list(exclude))
         async with self._sessions.begin() as session:
             rows = await session.scalars(
@@ -146,6 +127,34 @@ class OutboxClaims:
         if gone:
             log.info("outbox: took back the claims of %d dispatcher(s) gone", len(gone))
         return self._messages(loaded, ids)
+
+    def _due(
+        self, now: datetime, gone: Collection[str], released: frozenset[int]
+    ) -> tuple[ColumnElement[bool], ColumnElement[Any]]:
+        """Which rows are due for this dispatcher, and the order they go in."""
+        token = self._token
+        sending = OutboxItem.status == OutboxStatus.SENDING.value
+        pending = OutboxItem.status == OutboxStatus.PENDING.value
+        # A held notice whose update released it to this dispatcher goes at once, in
+        # its place among the others as if it had never been held.
+        now_or_released: ColumnElement[bool] = OutboxItem.next_attempt_at <= now
+        in_turn: ColumnElement[Any] = OutboxItem.next_attempt_at.expression
+        if released:
+            now_or_released = or_(now_or_released, OutboxItem.id.in_(released))
+            in_turn = case(
+                (OutboxItem.id.in_(released), OutboxItem.created_at),
+                else_=OutboxItem.next_attempt_at,
+            )
+        due = or_(
+            and_(pending, now_or_released),
+            # A dispatcher that died mid-delivery left its lease behind...
+            and_(sending, OutboxItem.lease_until <= now),
+            # ...or is known to be dead already (its claims are free at once)...
+            and_(sending, OutboxItem.claimed_by.in_(gone)),
+            # ...or it is this one, whose last run stopped midway (runs are serial).
+            held_by(token),
+        )
+        return due, in_turn
 
     def _forget(
         self, released: frozenset[int], wanted: list[int], claimed: Collection[int] = ()
