@@ -65,11 +65,9 @@ class OutboxRenderer:
         )
 
     def _previewed(self, view: RequestView) -> bool:
-        """Whether the card of ``view`` shows a preview of the work (an access report)."""
-        kind = RequestKind(view.kind)
-        spec = self._service.kinds.get(kind)
-        previewed = spec is not None and spec.preview and view.status in PREVIEWED
-        return previewed and kind is RequestKind.ACCESS
+        """Whether the card of ``view`` shows a preview of the work (kinds.toml's ``preview``)."""
+        spec = self._service.kinds.get(RequestKind(view.kind))
+        return spec is not None and spec.preview and view.status in PREVIEWED
 
     async def __call__(self, message: OutgoingMessage) -> Rendered:
         if message.template == "staff_card" and message.reference:
