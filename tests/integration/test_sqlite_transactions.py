@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
+from workflows.persistence import sqlite_in_loop
 from workflows.persistence.engines import make_engine, make_sessionmaker, upgrade_engine
 from workflows.persistence.tables import ConversationState
 
@@ -143,3 +149,164 @@ async def test_a_writer_cancelled_while_waiting_for_its_turn_leaves_no_turn_behi
             await asyncio.wait_for(write(f"again{n}"), timeout=10)
     finally:
         await engine.dispose()
+
+
+# Another program on the same database (a command of the CLI, another replica): it takes
+# SQLite's write lock, says so, and lets go when told to (or at once when its input ends).
+_OTHER_PROGRAM = """
+import sqlite3, sys
+connection = sqlite3.connect(sys.argv[1], isolation_level=None)
+connection.execute("BEGIN IMMEDIATE")
+connection.execute(
+    "INSERT INTO conversation_state (key, state, updated_at) VALUES (?, ?, ?)",
+    ("other", "s", "2026-11-25 00:00:00"),
+)
+print("holding", flush=True)
+sys.stdin.readline()
+connection.execute("COMMIT")
+print("done", flush=True)
+"""
+
+
+async def _other_program_holding_the_lock(database: Path) -> asyncio.subprocess.Process:
+    program = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _OTHER_PROGRAM,
+        str(database),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert program.stdout is not None
+    assert await asyncio.wait_for(program.stdout.readline(), timeout=30) == b"holding\n"
+    return program
+
+
+async def _let_go(program: asyncio.subprocess.Process) -> None:
+    assert program.stdin is not None and program.stdout is not None
+    program.stdin.write(b"go\n")
+    await program.stdin.drain()
+    assert await asyncio.wait_for(program.stdout.readline(), timeout=30) == b"done\n"
+    await asyncio.wait_for(program.wait(), timeout=30)
+
+
+async def test_a_writer_waiting_for_another_programs_lock_leaves_the_desk_answering(
+    tmp_path: Path,
+) -> None:
+    """Statements run on the loop's thread, but a writer never waits there for a lock.
+
+    While another program holds the write lock, the desk's writer waits without
+    holding up the loop (other work goes on, a read is answered), and its write
+    lands as soon as the other program commits, with nothing lost on either side.
+    """
+    database = tmp_path / "desk.db"
+    engine = make_engine(f"sqlite+aiosqlite:///{database}")
+    await upgrade_engine(engine)
+    sessions = make_sessionmaker(engine)
+    loop = asyncio.get_running_loop()
+    other = await _other_program_holding_the_lock(database)
+    try:
+
+        async def write() -> None:
+            async with sessions.begin() as session:
+                session.add(_row("desk"))
+
+        writing = asyncio.create_task(write())
+        gaps: list[float] = []
+        last = loop.time()
+        for _ in range(40):  # 40 turns of the loop of about 5 ms while the writer waits
+            await asyncio.sleep(0.005)
+            gaps.append(loop.time() - last)
+            last = loop.time()
+        assert not writing.done()  # it waits for the other program's lock...
+        assert max(gaps) < 0.2, gaps  # ...without holding the loop (SQLite's wait would)
+        async with sessions() as reader:  # and a read is answered meanwhile
+            assert await reader.scalar(select(func.count(ConversationState.key))) == 0
+        await _let_go(other)
+        await asyncio.wait_for(writing, timeout=10)
+        async with sessions() as reader:
+            keys = set(await reader.scalars(select(ConversationState.key)))
+        assert keys == {"other", "desk"}
+    finally:
+        if other.returncode is None:
+            other.kill()
+            await other.wait()
+        await engine.dispose()
+
+
+async def test_a_writer_that_waits_too_long_for_another_program_fails_and_frees_its_turn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the busy timeout (30 s; here shortened) the write fails as SQLite's did: "locked".
+
+    The process's next writer is not stuck behind it: once the other program
+    lets go, it writes at once.
+    """
+    monkeypatch.setattr(sqlite_in_loop, "WRITE_WAIT_SECONDS", 0.3)
+    database = tmp_path / "desk.db"
+    engine = make_engine(f"sqlite+aiosqlite:///{database}")
+    await upgrade_engine(engine)
+    sessions = make_sessionmaker(engine)
+    other = await _other_program_holding_the_lock(database)
+    try:
+        with pytest.raises(OperationalError, match="locked"):
+            async with sessions.begin() as session:
+                session.add(_row("too-late"))
+        await _let_go(other)
+        async with sessions.begin() as session:
+            session.add(_row("after"))
+        async with sessions() as reader:
+            keys = set(await reader.scalars(select(ConversationState.key)))
+        assert keys == {"other", "after"}
+    finally:
+        if other.returncode is None:
+            other.kill()
+            await other.wait()
+        await engine.dispose()
+
+
+async def test_a_writer_cancelled_while_its_commit_waits_for_the_disk_leaves_a_usable_desk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The commit runs on another thread; cancelled meanwhile, the writer waits for it to end.
+
+    What it wrote is kept (the database had it), nothing runs beside the commit on
+    the same connection, and the process's next writers and readers go on as usual.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    loop = asyncio.get_running_loop()
+    committing = asyncio.Event()
+    threads = ThreadPoolExecutor(max_workers=1)
+
+    class SlowDisk:
+        def submit(self, fn: Any, *args: Any) -> Any:
+            def slow() -> Any:
+                loop.call_soon_threadsafe(committing.set)
+                time.sleep(0.3)  # a disk slow to sync, on the commit's own thread
+                return fn(*args)
+
+            return threads.submit(slow)
+
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'desk.db'}")
+    await upgrade_engine(engine)
+    sessions = make_sessionmaker(engine)
+    try:
+        monkeypatch.setattr(sqlite_in_loop, "_committer", lambda: SlowDisk())
+
+        async def write(key: str) -> None:
+            async with sessions.begin() as session:
+                session.add(_row(key))
+
+        writing = asyncio.create_task(write("cancelled"))
+        await asyncio.wait_for(committing.wait(), timeout=10)
+        writing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(writing, timeout=10)
+        await asyncio.wait_for(write("next"), timeout=10)
+        async with sessions() as reader:
+            keys = set(await reader.scalars(select(ConversationState.key)))
+        assert keys == {"cancelled", "next"}
+    finally:
+        await engine.dispose()
+        threads.shutdown()

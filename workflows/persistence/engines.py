@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
 
@@ -12,6 +13,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, event, make_url
+from sqlalchemy.dialects.sqlite.aiosqlite import SQLiteDialect_aiosqlite
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -26,6 +28,7 @@ import workflows.deadlines.notice_plan
 # For their session listeners: every session chains the audit events it writes (audit),
 # and a request changed through any session is planned again (notice_plan).
 import workflows.privacy.audit
+from workflows.persistence import sqlite_in_loop
 from workflows.privacy.vault import Vault
 
 # APScheduler keeps its own job table in our database; migrations leave it alone.
@@ -36,14 +39,14 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
     """An async engine for ``url``, set up for safe concurrent writes on SQLite.
 
     On PostgreSQL a ``search_path`` query parameter selects the schema.
-    SQLite starts every transaction with ``BEGIN IMMEDIATE`` so two writers
-    queue on the database lock (with a busy timeout) instead of failing when a
-    read lock is upgraded; WAL lets readers go on meanwhile.
+    SQLite starts every writer's transaction with ``BEGIN IMMEDIATE`` so two
+    writers queue on the database lock (for up to 30 s) instead of failing when
+    a read lock is upgraded; WAL lets readers go on meanwhile. Its statements
+    run on the event loop's thread and its commits on another
+    (:mod:`workflows.persistence.sqlite_in_loop`).
     """
     if url.startswith("sqlite"):
-        connect_args = kwargs.pop("connect_args", {})
-        connect_args.setdefault("timeout", 30)
-        engine = create_async_engine(url, connect_args=connect_args, **kwargs)
+        engine = create_async_engine(url, async_creator=_sqlite_creator(url), **kwargs)
 
         @event.listens_for(engine.sync_engine, "connect")
         def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -51,7 +54,6 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
 
         @event.listens_for(engine.sync_engine, "begin")
@@ -59,7 +61,7 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
             # A session's transaction is begun by _begin_session_transaction below, which
             # knows whether the session reads or writes; everyone else writes.
             if not connection.get_execution_options().get(_ORM_BIND):
-                connection.exec_driver_sql("BEGIN IMMEDIATE")
+                sqlite_in_loop.begin_immediate(connection)
 
         return engine
     parsed = make_url(url)
@@ -71,6 +73,16 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
         parsed = parsed.difference_update_query(["search_path"])
     kwargs.setdefault("pool_pre_ping", True)
     return create_async_engine(parsed, **kwargs)
+
+
+def _sqlite_creator(url: str) -> Callable[[], Awaitable[Any]]:
+    """Opens the URL's database with statements on the loop's thread (:mod:`.sqlite_in_loop`)."""
+    arguments, options = SQLiteDialect_aiosqlite().create_connect_args(make_url(url))
+
+    async def creator() -> Any:
+        return await sqlite_in_loop.connect(arguments[0], uri=bool(options.get("uri", False)))
+
+    return creator
 
 
 def make_sessionmaker(
@@ -124,11 +136,11 @@ def _begin_session_transaction(
         # A plain acquire: cancelled, it gives up its place and never keeps the lock (on
         # Python 3.11 wait_for could lose a lock granted as it was cancelled, and every
         # later writer of the process would then wait forever). The turn's holder is a
-        # transaction under way, bounded by SQLite's own busy timeout.
+        # transaction under way, bounded by the wait for SQLite's lock (begin_immediate).
         await_only(lock.acquire())
         session.info[_WRITER_TURN] = lock
     try:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        sqlite_in_loop.begin_immediate(connection)
     except BaseException:
         _end_turn(session)
         raise
