@@ -156,7 +156,9 @@ class DialogStore:
         if empty:
             await session.execute(delete(ConversationState).where(ConversationState.key.in_(empty)))
         if full:
-            statement = upsert(session, ConversationState).values(full)
+            # The rows as parameters, not in the statement: one statement, compiled once
+            # for the process (a multi-row VALUES is compiled again each time).
+            statement = upsert(session, ConversationState)
             await session.execute(
                 statement.on_conflict_do_update(
                     index_elements=[ConversationState.key],
@@ -165,7 +167,8 @@ class DialogStore:
                         "data_enc": statement.excluded.data_enc,
                         "updated_at": statement.excluded.updated_at,
                     },
-                )
+                ),
+                full,
             )
 
     async def close(self) -> None:
