@@ -171,6 +171,7 @@ def run() -> None:
 async def _run_desk(settings: Settings) -> int:
     # Only `run` needs the channels (aiogram alone takes seconds to import): every other
     # command answers without loading them.
+    from aina_dsr.heap import settle_heap
     from aina_dsr.runtime import build_components, serve
 
     # Opening the core checks the database, its schema and that the key reads the stored
@@ -186,6 +187,7 @@ async def _run_desk(settings: Settings) -> int:
             return EXIT_WRONG_INPUT
         health = PartHealth()
         components = build_components(settings, core, health)
+        settle_heap()  # what start-up built lives as long as the desk
         try:
             return await serve(components, health=health)
         finally:
