@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from workflows.channel_state.group_commit import GroupCommit
@@ -23,6 +23,11 @@ from workflows.clock import Clock
 from workflows.persistence.tables import ConversationState
 from workflows.persistence.upsert import upsert
 from workflows.privacy.vault import Vault
+
+# Built once: building a statement anew costs more than running it (BENCHMARKS.md 6).
+_ROWS = select(ConversationState.key, ConversationState.state, ConversationState.data_enc).where(
+    ConversationState.key.in_(bindparam("keys", expanding=True))
+)
 
 
 class DialogRow(NamedTuple):
@@ -80,14 +85,7 @@ class DialogStore:
         wanted = list(names)
         async with self._sessions() as session:
             found = {
-                row[0]: (row[1], row[2])
-                for row in await session.execute(
-                    select(
-                        ConversationState.key,
-                        ConversationState.state,
-                        ConversationState.data_enc,
-                    ).where(ConversationState.key.in_(wanted))
-                )
+                row[0]: (row[1], row[2]) for row in await session.execute(_ROWS, {"keys": wanted})
             }
         rows: dict[str, DialogRow] = {}
         for name in wanted:

@@ -21,7 +21,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, and_, case, or_, select, update
+from sqlalchemy import ColumnElement, Row, and_, bindparam, case, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from workflows.clock import Clock
@@ -37,6 +37,25 @@ log = logging.getLogger(__name__)
 def held_by(token: str) -> ColumnElement[bool]:
     """The row is still the claim of the dispatcher with this owner token."""
     return and_(OutboxItem.claimed_by == token, OutboxItem.status == OutboxStatus.SENDING.value)
+
+
+# Built once, the values given as parameters: building a statement anew costs more than
+# running it (BENCHMARKS.md section 6, fifth session), and every round runs these.
+_OTHER_HOLDERS = (
+    select(OutboxItem.claimed_by)
+    .where(
+        OutboxItem.status == OutboxStatus.SENDING.value,
+        OutboxItem.channel.in_(bindparam("channels", expanding=True)),
+        OutboxItem.lease_until > bindparam("now"),
+        OutboxItem.claimed_by != bindparam("token"),
+    )
+    .distinct()
+)
+_ROWS = (
+    select(OutboxItem, Request.reference)
+    .outerjoin(Request, Request.id == OutboxItem.request_id)
+    .where(OutboxItem.id.in_(bindparam("ids", expanding=True)))
+)
 
 
 class OutboxClaims:
@@ -78,17 +97,9 @@ class OutboxClaims:
         now = self._clock.now()
         token = self._token
         channels = OutboxItem.channel.in_(self._channels)
-        sending = OutboxItem.status == OutboxStatus.SENDING.value
         async with self._sessions() as session:
             holders = await session.scalars(
-                select(OutboxItem.claimed_by)
-                .where(
-                    sending,
-                    channels,
-                    OutboxItem.lease_until > now,
-                    OutboxItem.claimed_by != token,
-                )
-                .distinct()
+                _OTHER_HOLDERS, {"channels": self._channels, "now": now, "token": token}
             )
             others = {holder for holder in holders if holder is not None}
         gone = await self._owners.gone(others) if others else set()
@@ -189,11 +200,7 @@ class OutboxClaims:
     async def _rows(self, session: AsyncSession, ids: list[int]) -> Sequence[Row[OutboxItem, str]]:
         if not ids:
             return []
-        rows = await session.execute(
-            select(OutboxItem, Request.reference)
-            .outerjoin(Request, Request.id == OutboxItem.request_id)
-            .where(OutboxItem.id.in_(ids))
-        )
+        rows = await session.execute(_ROWS, {"ids": ids})
         return rows.all()
 
     def _messages(

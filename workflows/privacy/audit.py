@@ -58,6 +58,10 @@ _CHAIN_LOCK = 0x41494E41  # "AINA"
 _KEYS = "aina_dsr_audit_keys"
 # Where this session's transaction left the chain (see link_events).
 _CHAIN_END = "aina_dsr_audit_chain_end"
+# The chain's last hash, built once (building a statement costs more than running it).
+_LAST_HASH = (
+    select(AuditEvent.hash).where(AuditEvent.hash.is_not(None)).order_by(AuditEvent.id.desc())
+).limit(1)
 
 
 class AuditKeyMissing(RuntimeError):
@@ -205,12 +209,7 @@ def link_events(session: Session, new: Sequence[AuditEvent]) -> None:
     if prev is None:
         with session.no_autoflush:
             _lock_chain(session)
-            last = session.execute(
-                select(AuditEvent.hash)
-                .where(AuditEvent.hash.is_not(None))
-                .order_by(AuditEvent.id.desc())
-                .limit(1)
-            ).scalar()
+            last = session.execute(_LAST_HASH).scalar()
         prev = last or GENESIS
     for row in new:
         row.prev_hash = prev

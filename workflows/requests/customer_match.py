@@ -13,7 +13,7 @@ with the same proven phone or e-mail.
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from workflows.persistence.tables import Customer, DataSubject, Request
@@ -31,33 +31,51 @@ async def match_customer(session: AsyncSession, subject: DataSubject) -> int | N
 
 
 async def _by_identifiers(session: AsyncSession, subject: DataSubject) -> int | None:
-    conditions = []
-    if subject.phone_index is not None:
-        conditions.append(Customer.phone_index == subject.phone_index)
-    if subject.email_index is not None:
-        conditions.append(Customer.email_index == subject.email_index)
-    if not conditions:
+    if subject.phone_index is None and subject.email_index is None:
         return None
-    return await session.scalar(
-        select(Customer.id).where(or_(*conditions)).order_by(Customer.id).limit(1)
-    )
+    return await session.scalar(_BY_IDENTIFIERS, _identifiers(subject))
 
 
 async def _erased_by_earlier_request(session: AsyncSession, subject: DataSubject) -> int | None:
-    same_person: list[ColumnElement[bool]] = []
-    if subject.id is not None:
-        same_person.append(Request.subject_id == subject.id)
-    if subject.phone_index is not None:
-        same_person.append(DataSubject.phone_index == subject.phone_index)
-    if subject.email_index is not None:
-        same_person.append(DataSubject.email_index == subject.email_index)
-    if not same_person:
+    if subject.id is None and subject.phone_index is None and subject.email_index is None:
         return None
-    return await session.scalar(
-        select(Customer.id)
-        .join(Request, Request.customer_id == Customer.id)
-        .join(DataSubject, DataSubject.id == Request.subject_id)
-        .where(or_(*same_person), Customer.erased_at.is_not(None))
-        .order_by(Customer.id)
-        .limit(1)
+    return await session.scalar(_ERASED_BY_EARLIER_REQUEST, _identifiers(subject))
+
+
+def _identifiers(subject: DataSubject) -> dict[str, object]:
+    # What the subject does not have is NULL, which equals nothing.
+    return {
+        "subject_id": subject.id,
+        "phone_index": subject.phone_index,
+        "email_index": subject.email_index,
+    }
+
+
+# Built once, the values given as parameters: building a statement anew costs more than
+# running it (BENCHMARKS.md section 6, fifth session); every verified request runs them.
+_BY_IDENTIFIERS = (
+    select(Customer.id)
+    .where(
+        or_(
+            Customer.phone_index == bindparam("phone_index"),
+            Customer.email_index == bindparam("email_index"),
+        )
     )
+    .order_by(Customer.id)
+    .limit(1)
+)
+_ERASED_BY_EARLIER_REQUEST = (
+    select(Customer.id)
+    .join(Request, Request.customer_id == Customer.id)
+    .join(DataSubject, DataSubject.id == Request.subject_id)
+    .where(
+        or_(
+            Request.subject_id == bindparam("subject_id"),
+            DataSubject.phone_index == bindparam("phone_index"),
+            DataSubject.email_index == bindparam("email_index"),
+        ),
+        Customer.erased_at.is_not(None),
+    )
+    .order_by(Customer.id)
+    .limit(1)
+)

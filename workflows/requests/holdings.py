@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from workflows.persistence.tables import Attachment, DataSubject, Message, Request, Verification
@@ -92,17 +92,9 @@ class Holdings(Records):
 
 async def held_about(session: AsyncSession, vault: Vault, subject: DataSubject) -> DeskHoldings:
     """What the desk holds about the person whose data subject is ``subject``, in ``session``."""
-    subjects = (
-        await session.scalars(
-            select(DataSubject).where(_same_person(subject)).order_by(DataSubject.id)
-        )
-    ).all()
+    subjects = (await session.scalars(_SAME_PERSON, _same_person(subject))).all()
     requests = (
-        await session.scalars(
-            select(Request)
-            .where(Request.subject_id.in_([s.id for s in subjects]))
-            .order_by(Request.received_at, Request.id)
-        )
+        await session.scalars(_REQUESTS_OF_SUBJECTS, {"subject_ids": [s.id for s in subjects]})
     ).all()
     references = {r.id: r.reference for r in requests}
     return DeskHoldings(
@@ -129,26 +121,14 @@ async def _emails(
     session: AsyncSession, vault: Vault, subjects: Sequence[DataSubject], request_ids: list[int]
 ) -> tuple[str, ...]:
     # The subjects' addresses, and any address a code proved for one of their requests.
-    proved = await session.scalars(
-        select(Verification.target_enc)
-        .where(
-            Verification.request_id.in_(request_ids),
-            Verification.method == VerificationMethod.EMAIL_CODE,
-            Verification.verified_at.is_not(None),
-        )
-        .order_by(Verification.id)
-    )
+    proved = await session.scalars(_PROVED_EMAILS, {"request_ids": request_ids})
     return _distinct(vault, [*(s.email_enc for s in subjects), *proved])
 
 
 async def _messages(
     session: AsyncSession, vault: Vault, references: dict[int, str]
 ) -> tuple[HeldMessage, ...]:
-    rows = await session.scalars(
-        select(Message)
-        .where(Message.request_id.in_(list(references)), Message.direction == "in")
-        .order_by(Message.created_at, Message.id)
-    )
+    rows = await session.scalars(_MESSAGES_IN, {"request_ids": list(references)})
     return tuple(
         HeldMessage(
             references[row.request_id],
@@ -163,33 +143,68 @@ async def _messages(
 async def _files(
     session: AsyncSession, vault: Vault, references: dict[int, str]
 ) -> tuple[HeldFile, ...]:
-    rows = await session.execute(
-        select(
-            Attachment.request_id,
-            Attachment.filename_enc,
-            Attachment.size,
-            Attachment.created_at,
-        )
-        .outerjoin(Message, Message.id == Attachment.message_id)
-        .where(
-            Attachment.request_id.in_(list(references)),
-            or_(Message.id.is_(None), Message.direction == "in"),
-        )
-        .order_by(Attachment.created_at, Attachment.id)
-    )
+    rows = await session.execute(_FILES_IN, {"request_ids": list(references)})
     return tuple(
         HeldFile(references[request_id], vault.decrypt(name) or "", size, at)
         for request_id, name, size, at in rows.all()
     )
 
 
-def _same_person(subject: DataSubject) -> ColumnElement[bool]:
-    """The subjects that are this person: the same row, Telegram account, phone or e-mail."""
-    same = [DataSubject.id == subject.id]
-    if subject.telegram_user_id is not None:
-        same.append(DataSubject.telegram_user_id == subject.telegram_user_id)
-    if subject.phone_index is not None:
-        same.append(DataSubject.phone_index == subject.phone_index)
-    if subject.email_index is not None:
-        same.append(DataSubject.email_index == subject.email_index)
-    return or_(*same)
+def _same_person(subject: DataSubject) -> dict[str, object]:
+    """:data:`_SAME_PERSON`'s parameters: the same row, Telegram account, phone or e-mail.
+
+    What the subject does not have is NULL, which equals nothing.
+    """
+    return {
+        "id": subject.id,
+        "telegram_user_id": subject.telegram_user_id,
+        "phone_index": subject.phone_index,
+        "email_index": subject.email_index,
+    }
+
+
+# Built once, the values given as parameters: building a statement anew costs more than
+# running it (BENCHMARKS.md section 6, fifth session). A staff card's preview runs them all.
+_SAME_PERSON = (
+    select(DataSubject)
+    .where(
+        or_(
+            DataSubject.id == bindparam("id"),
+            DataSubject.telegram_user_id == bindparam("telegram_user_id"),
+            DataSubject.phone_index == bindparam("phone_index"),
+            DataSubject.email_index == bindparam("email_index"),
+        )
+    )
+    .order_by(DataSubject.id)
+)
+_REQUESTS_OF_SUBJECTS = (
+    select(Request)
+    .where(Request.subject_id.in_(bindparam("subject_ids", expanding=True)))
+    .order_by(Request.received_at, Request.id)
+)
+_PROVED_EMAILS = (
+    select(Verification.target_enc)
+    .where(
+        Verification.request_id.in_(bindparam("request_ids", expanding=True)),
+        Verification.method == VerificationMethod.EMAIL_CODE,
+        Verification.verified_at.is_not(None),
+    )
+    .order_by(Verification.id)
+)
+_MESSAGES_IN = (
+    select(Message)
+    .where(
+        Message.request_id.in_(bindparam("request_ids", expanding=True)),
+        Message.direction == "in",
+    )
+    .order_by(Message.created_at, Message.id)
+)
+_FILES_IN = (
+    select(Attachment.request_id, Attachment.filename_enc, Attachment.size, Attachment.created_at)
+    .outerjoin(Message, Message.id == Attachment.message_id)
+    .where(
+        Attachment.request_id.in_(bindparam("request_ids", expanding=True)),
+        or_(Message.id.is_(None), Message.direction == "in"),
+    )
+    .order_by(Attachment.created_at, Attachment.id)
+)

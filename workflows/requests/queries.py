@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from workflows.channel_state.staff_cards import CardMessage, card_message
@@ -21,6 +21,32 @@ from workflows.requests.holdings import DeskHoldings, held_about
 from workflows.requests.records import Evidence, Records
 from workflows.requests.states import OPEN
 from workflows.snapshots import RequestView
+
+# The statements of every dialog, built once: building one anew costs more than running
+# it (BENCHMARKS.md section 6, fifth session); the values go as parameters.
+_OPEN_OF_TELEGRAM_USER = (
+    select(func.count(Request.id))
+    .join(DataSubject, DataSubject.id == Request.subject_id)
+    .where(
+        DataSubject.telegram_user_id == bindparam("telegram_user_id"),
+        Request.status.in_([status.value for status in OPEN]),
+    )
+)
+_REFERENCES_OF_MESSAGES = (
+    select(Message.external_id, Request.reference, Request.id)
+    .join(Request, Request.id == Message.request_id)
+    .where(Message.external_id.in_(bindparam("external_ids", expanding=True)))
+    .order_by(Message.id)
+)
+_EVIDENCE_NAMES = (
+    select(Attachment.filename_enc)
+    .outerjoin(Message, Message.id == Attachment.message_id)
+    .where(
+        Attachment.request_id == bindparam("request_id"),
+        or_(Message.id.is_(None), Message.direction == "in"),
+    )
+    .order_by(Attachment.id)
+)
 
 
 @dataclass(frozen=True)
@@ -86,12 +112,7 @@ class Queries(Records):
         """How many requests the Telegram user has open (what the open-request limit counts)."""
         async with self._sessions() as session:
             count = await session.scalar(
-                select(func.count(Request.id))
-                .join(DataSubject, DataSubject.id == Request.subject_id)
-                .where(
-                    DataSubject.telegram_user_id == telegram_user_id,
-                    Request.status.in_([status.value for status in OPEN]),
-                )
+                _OPEN_OF_TELEGRAM_USER, {"telegram_user_id": telegram_user_id}
             )
         return int(count or 0)
 
@@ -140,15 +161,7 @@ class Queries(Records):
 
     async def _evidence_names(self, session: AsyncSession, request: Request) -> list[str]:
         """The file names of the person's evidence, without reading the files."""
-        rows = await session.scalars(
-            select(Attachment.filename_enc)
-            .outerjoin(Message, Message.id == Attachment.message_id)
-            .where(
-                Attachment.request_id == request.id,
-                or_(Message.id.is_(None), Message.direction == "in"),
-            )
-            .order_by(Attachment.id)
-        )
+        rows = await session.scalars(_EVIDENCE_NAMES, {"request_id": request.id})
         return [self._vault.decrypt(name) or "" for name in rows]
 
     # -- the person ------------------------------------------------------------
@@ -314,12 +327,7 @@ async def message_references(
     if not wanted:
         return {}
     found: dict[str, tuple[str, int]] = {}
-    rows = await session.execute(
-        select(Message.external_id, Request.reference, Request.id)
-        .join(Request, Request.id == Message.request_id)
-        .where(Message.external_id.in_(wanted))
-        .order_by(Message.id)
-    )
+    rows = await session.execute(_REFERENCES_OF_MESSAGES, {"external_ids": wanted})
     for external, reference, request_id in rows.all():
         found.setdefault(str(external), (reference, request_id))
     return found

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from workflows.clock import Clock
@@ -50,6 +50,16 @@ def since_last_kind_change(request_id: int) -> ColumnElement[bool]:
     return AuditEvent.id > last
 
 
+# Statements of most requests' reads, built once (building one anew costs more than
+# running it: BENCHMARKS.md section 6, fifth session).
+_BY_REFERENCE = select(Request).where(Request.reference == bindparam("reference"))
+_EVENTS_OF_REQUEST = (
+    select(AuditEvent)
+    .where(AuditEvent.request_id == bindparam("request_id"))
+    .order_by(AuditEvent.id)
+)
+
+
 @dataclass(frozen=True)
 class Evidence:
     """A file a person sent with their request."""
@@ -79,9 +89,7 @@ class Records:
         return UnitOfWork(self._sessions)
 
     async def _load(self, session: AsyncSession, reference: str) -> Request:
-        request = await session.scalar(
-            select(Request).where(Request.reference == reference.strip().upper())
-        )
+        request = await session.scalar(_BY_REFERENCE, {"reference": reference.strip().upper()})
         if request is None:
             raise RequestNotFound(reference)
         return request
@@ -417,9 +425,7 @@ class Records:
 
 async def _events(session: AsyncSession, request: Request) -> tuple[AuditView, ...]:
     """The request's audit trail, oldest first."""
-    rows = await session.scalars(
-        select(AuditEvent).where(AuditEvent.request_id == request.id).order_by(AuditEvent.id)
-    )
+    rows = await session.scalars(_EVENTS_OF_REQUEST, {"request_id": request.id})
     return tuple(
         AuditView(
             id=e.id,

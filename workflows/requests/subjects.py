@@ -6,20 +6,23 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from workflows.persistence.tables import DataSubject
 from workflows.privacy.vault import Vault
+
+# Built once (a statement built anew costs more than running it: BENCHMARKS.md section 6).
+_BY_TELEGRAM_USER = select(DataSubject).where(
+    DataSubject.telegram_user_id == bindparam("telegram_user_id")
+)
 
 
 async def telegram_subject(
     session: AsyncSession, telegram_user_id: int, language: str, now: datetime
 ) -> DataSubject:
     """The person behind a Telegram account, who writes to the bot in ``language`` now."""
-    subject = await session.scalar(
-        select(DataSubject).where(DataSubject.telegram_user_id == telegram_user_id)
-    )
+    subject = await session.scalar(_BY_TELEGRAM_USER, {"telegram_user_id": telegram_user_id})
     if subject is None:
         subject = DataSubject(
             telegram_user_id=telegram_user_id,
