@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from workflows.persistence import sqlite_in_loop
 from workflows.persistence.engines import make_engine, make_sessionmaker, upgrade_engine
@@ -190,8 +193,35 @@ async def _let_go(program: asyncio.subprocess.Process) -> None:
     await asyncio.wait_for(program.wait(), timeout=30)
 
 
+@dataclass
+class _Beside:
+    """The desk's sessions on a database, and another program holding its write lock."""
+
+    sessions: async_sessionmaker[AsyncSession]
+    other: asyncio.subprocess.Process
+
+    async def keys(self) -> set[str]:
+        async with self.sessions() as reader:
+            return set(await reader.scalars(select(ConversationState.key)))
+
+
+@pytest.fixture
+async def beside_another_program(tmp_path: Path) -> AsyncIterator[_Beside]:
+    database = tmp_path / "desk.db"
+    engine = make_engine(f"sqlite+aiosqlite:///{database}")
+    await upgrade_engine(engine)
+    other = await _other_program_holding_the_lock(database)
+    try:
+        yield _Beside(make_sessionmaker(engine), other)
+    finally:
+        if other.returncode is None:
+            other.kill()
+            await other.wait()
+        await engine.dispose()
+
+
 async def test_a_writer_waiting_for_another_programs_lock_leaves_the_desk_answering(
-    tmp_path: Path,
+    beside_another_program: _Beside,
 ) -> None:
     """Statements run on the loop's thread, but a writer never waits there for a lock.
 
@@ -199,43 +229,30 @@ async def test_a_writer_waiting_for_another_programs_lock_leaves_the_desk_answer
     holding up the loop (other work goes on, a read is answered), and its write
     lands as soon as the other program commits, with nothing lost on either side.
     """
-    database = tmp_path / "desk.db"
-    engine = make_engine(f"sqlite+aiosqlite:///{database}")
-    await upgrade_engine(engine)
-    sessions = make_sessionmaker(engine)
+    desk = beside_another_program
     loop = asyncio.get_running_loop()
-    other = await _other_program_holding_the_lock(database)
-    try:
 
-        async def write() -> None:
-            async with sessions.begin() as session:
-                session.add(_row("desk"))
+    async def write() -> None:
+        async with desk.sessions.begin() as session:
+            session.add(_row("desk"))
 
-        writing = asyncio.create_task(write())
-        gaps: list[float] = []
+    writing = asyncio.create_task(write())
+    gaps: list[float] = []
+    last = loop.time()
+    for _ in range(40):  # 40 turns of the loop of about 5 ms while the writer waits
+        await asyncio.sleep(0.005)
+        gaps.append(loop.time() - last)
         last = loop.time()
-        for _ in range(40):  # 40 turns of the loop of about 5 ms while the writer waits
-            await asyncio.sleep(0.005)
-            gaps.append(loop.time() - last)
-            last = loop.time()
-        assert not writing.done()  # it waits for the other program's lock...
-        assert max(gaps) < 0.2, gaps  # ...without holding the loop (SQLite's wait would)
-        async with sessions() as reader:  # and a read is answered meanwhile
-            assert await reader.scalar(select(func.count(ConversationState.key))) == 0
-        await _let_go(other)
-        await asyncio.wait_for(writing, timeout=10)
-        async with sessions() as reader:
-            keys = set(await reader.scalars(select(ConversationState.key)))
-        assert keys == {"other", "desk"}
-    finally:
-        if other.returncode is None:
-            other.kill()
-            await other.wait()
-        await engine.dispose()
+    assert not writing.done()  # it waits for the other program's lock...
+    assert max(gaps) < 0.2, gaps  # ...without holding the loop (SQLite's wait would)
+    assert await desk.keys() == set()  # and a read is answered meanwhile
+    await _let_go(desk.other)
+    await asyncio.wait_for(writing, timeout=10)
+    assert await desk.keys() == {"other", "desk"}
 
 
 async def test_a_writer_that_waits_too_long_for_another_program_fails_and_frees_its_turn(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    beside_another_program: _Beside, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """After the busy timeout (30 s; here shortened) the write fails as SQLite's did: "locked".
 
@@ -243,26 +260,14 @@ async def test_a_writer_that_waits_too_long_for_another_program_fails_and_frees_
     lets go, it writes at once.
     """
     monkeypatch.setattr(sqlite_in_loop, "WRITE_WAIT_SECONDS", 0.3)
-    database = tmp_path / "desk.db"
-    engine = make_engine(f"sqlite+aiosqlite:///{database}")
-    await upgrade_engine(engine)
-    sessions = make_sessionmaker(engine)
-    other = await _other_program_holding_the_lock(database)
-    try:
-        with pytest.raises(OperationalError, match="locked"):
-            async with sessions.begin() as session:
-                session.add(_row("too-late"))
-        await _let_go(other)
-        async with sessions.begin() as session:
-            session.add(_row("after"))
-        async with sessions() as reader:
-            keys = set(await reader.scalars(select(ConversationState.key)))
-        assert keys == {"other", "after"}
-    finally:
-        if other.returncode is None:
-            other.kill()
-            await other.wait()
-        await engine.dispose()
+    desk = beside_another_program
+    with pytest.raises(OperationalError, match="locked"):
+        async with desk.sessions.begin() as session:
+            session.add(_row("too-late"))
+    await _let_go(desk.other)
+    async with desk.sessions.begin() as session:
+        session.add(_row("after"))
+    assert await desk.keys() == {"other", "after"}
 
 
 async def test_a_writer_cancelled_while_its_commit_waits_for_the_disk_leaves_a_usable_desk(
